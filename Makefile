@@ -1,0 +1,32 @@
+# Set-up is part of every target: each creates .venv and installs what it needs, idempotently.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: run test bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --upgrade pip
+	@$(PY) -m pip install --quiet -e '.[test]'
+	@rm -f $(VENV)/.installed-*
+	@touch $(STAMP)
+
+## The main job: gradient of a small MLP loss by reverse mode, checked against finite differences.
+run: $(STAMP)
+	@$(PY) -m chainrule demo
+
+## The whole test suite (the same command CI runs).
+test: $(STAMP)
+	@$(PY) -m pytest tests src README.md
+
+## Benchmarks against hand-written NumPy (and PyTorch CPU when `make bench-peers` installed it).
+bench: $(STAMP)
+	@$(PY) benchmarks/bench_engine.py
+
+bench-peers: $(STAMP)
+	@$(PY) -m pip install --quiet 'torch==2.13.0'
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,593 @@
+"""The primitive table: one entry per primitive, holding its forward, VJP, JVP and FLOP rules.
+
+Reading guide (signatures of the rules, ``out`` is the primitive's output)::
+
+    forward(*args, **params)                    -> out          # plain arrays in, plain array out
+    vjp:   one rule per argument, rule_i(cotangent, out, *args, **params) -> cotangent of arg i
+           (``None`` marks an argument that is never differentiated), or for variadic
+           primitives a single rule returning a tuple of cotangents
+    jvp(tangents, out, *args, **params)         -> tangent of out   # tangents[i] is None when zero
+    flops(out, *args, **params)                 -> int
+
+Rules are written with chainrule's own operations (``ops``) and Python operators, so the very same
+rule runs on plain arrays on the first-order hot path and is itself recorded when a second
+derivative is asked for. Rules never worry about broadcasting: the interpreters sum a cotangent
+back to its argument's shape (``unbroadcast``) and broadcast tangents to the output shape in one
+central place. A primitive declared without both rules is an error at import time.
+
+Non-differentiable points follow the usual conventions: ``relu'(0) = 0``, ``|x|'(0) = 0``,
+``sign' = 0``; ``maximum``/``minimum``/``max`` split the gradient evenly between tied entries.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+from .backend import xp
+
+
+class Primitive:
+    """A primitive operation: forward computation plus derivative and cost rules, side by side."""
+
+    __slots__ = ("name", "forward", "vjp", "jvp", "flops", "linear")
+
+    def __init__(self, name, forward, vjp, jvp, flops, linear=False):
+        self.name = name
+        self.forward = forward
+        self.vjp = vjp  # tuple of per-argument rules, or one callable returning a tuple
+        self.jvp = jvp
+        self.flops = flops
+        self.linear = linear
+
+    def __repr__(self):
+        return f"Primitive({self.name})"
+
+
+#: name -> Primitive, the whole table.
+TABLE: dict[str, Primitive] = {}
+
+
+def _linear_jvp(prim_name):
+    """JVP of a primitive that is linear in its (single differentiable) array argument."""
+
+    def jvp(tangents, out, *args, **params):
+        return ops.apply(TABLE[prim_name], tangents[0], **params)
+
+    return jvp
+
+
+def _from_vjp(rule):
+    """JVP of an elementwise unary primitive: its Jacobian is diagonal, so J t equals J^T t."""
+
+    def jvp(tangents, out, x, **params):
+        return rule(tangents[0], out, x, **params)
+
+    return jvp
+
+
+def _elementwise_flops(per_element=1):
+    return lambda out, *args, **params: per_element * int(getattr(out, "size", 1))
+
+
+def _no_flops(out, *args, **params):
+    return 0
+
+
+def _input_flops(out, x, *args, **params):
+    return int(getattr(x, "size", 1))
+
+
+def defprim(name, forward, vjp, jvp, flops=None, linear=False) -> Primitive:
+    """Declare primitive ``name``. ``jvp="linear"`` derives forward mode from the forward itself;
+    ``jvp="from_vjp"`` derives it from the (single, elementwise) VJP rule."""
+    if vjp is None or jvp is None:
+        raise TypeError(f"primitive {name!r} needs both a VJP and a JVP rule")
+    if jvp == "linear":
+        jvp = _linear_jvp(name)
+        linear = True
+    elif jvp == "from_vjp":
+        jvp = _from_vjp(vjp[0])
+    prim = Primitive(name, forward, vjp, jvp, flops or _elementwise_flops(), linear)
+    TABLE[name] = prim
+    return prim
+
+
+def _sum_tangents(*terms):
+    """Add the non-None terms (a None tangent stands for zero)."""
+    total = None
+    for term in terms:
+        if term is not None:
+            total = term if total is None else total + term
+    return total
+
+
+# ----------------------------------------------------------------------------------------------
+# Elementwise unary
+# ----------------------------------------------------------------------------------------------
+NEG = defprim("negative", xp.negative, (lambda g, out, x: -g,), "linear")
+EXP = defprim("exp", xp.exp, (lambda g, out, x: g * out,), "from_vjp")
+LOG = defprim("log", xp.log, (lambda g, out, x: g / x,), "from_vjp")
+LOG1P = defprim("log1p", xp.log1p, (lambda g, out, x: g / (x + 1),), "from_vjp")
+EXPM1 = defprim("expm1", xp.expm1, (lambda g, out, x: g * (out + 1),), "from_vjp")
+SIN = defprim("sin", xp.sin, (lambda g, out, x: g * ops.cos(x),), "from_vjp")
+COS = defprim("cos", xp.cos, (lambda g, out, x: -g * ops.sin(x),), "from_vjp")
+TAN = defprim("tan", xp.tan, (lambda g, out, x: g * (out * out + 1),), "from_vjp")
+TANH = defprim("tanh", xp.tanh, (lambda g, out, x: g * (1 - out * out),), "from_vjp")
+ARCTAN = defprim("arctan", xp.arctan, (lambda g, out, x: g / (x * x + 1),), "from_vjp")
+SINH = defprim("sinh", xp.sinh, (lambda g, out, x: g * ops.cosh(x),), "from_vjp")
+COSH = defprim("cosh", xp.cosh, (lambda g, out, x: g * ops.sinh(x),), "from_vjp")
+SQRT = defprim("sqrt", xp.sqrt, (lambda g, out, x: g / (out * 2),), "from_vjp")
+# |x|'(0) = 0 by convention (sign(0) = 0).
+ABS = defprim("abs", xp.abs, (lambda g, out, x: g * xp.sign(ops.raw(x)),), "from_vjp")
+# Piecewise constant: derivative zero everywhere it exists.
+SIGN = defprim(
+    "sign", xp.sign, (lambda g, out, x: ops.zeros_like(g),), lambda ts, out, x: ops.zeros_like(ts[0])
+)
+
+
+def _sigmoid_forward(x):
+    # exp(-|x|) never overflows; pick the algebraically equal branch for each sign.
+    z = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + z), z / (1 + z))
+
+
+SIGMOID = defprim(
+    "sigmoid", _sigmoid_forward, (lambda g, out, x: g * out * (1 - out),), "from_vjp", _elementwise_flops(4)
+)
+# relu'(0) = 0 by convention.
+RELU = defprim(
+    "relu", lambda x: xp.maximum(x, 0), (lambda g, out, x: g * (ops.raw(x) > 0),), "from_vjp"
+)
+SOFTPLUS = defprim(
+    "softplus", lambda x: xp.logaddexp(x, 0), (lambda g, out, x: g * ops.sigmoid(x),), "from_vjp",
+    _elementwise_flops(4),
+)
+ASTYPE = defprim(
+    "astype",
+    lambda x, dtype: x.astype(dtype),
+    (lambda g, out, x, dtype: ops.astype(g, x.dtype),),
+    "linear",
+    _no_flops,
+)
+
+# ----------------------------------------------------------------------------------------------
+# Elementwise binary (broadcasting is undone centrally by the interpreters)
+# ----------------------------------------------------------------------------------------------
+ADD = defprim(
+    "add", xp.add, (lambda g, out, x, y: g, lambda g, out, x, y: g),
+    lambda ts, out, x, y: _sum_tangents(ts[0], ts[1]),
+)
+SUB = defprim(
+    "subtract", xp.subtract, (lambda g, out, x, y: g, lambda g, out, x, y: -g),
+    lambda ts, out, x, y: ts[0] if ts[1] is None else (-ts[1] if ts[0] is None else ts[0] - ts[1]),
+)
+MUL = defprim(
+    "multiply", xp.multiply, (lambda g, out, x, y: g * y, lambda g, out, x, y: g * x),
+    lambda ts, out, x, y: _sum_tangents(
+        None if ts[0] is None else ts[0] * y, None if ts[1] is None else x * ts[1]
+    ),
+)
+DIV = defprim(
+    "divide", xp.divide, (lambda g, out, x, y: g / y, lambda g, out, x, y: -g * out / y),
+    lambda ts, out, x, y: _sum_tangents(
+        None if ts[0] is None else ts[0] / y, None if ts[1] is None else -ts[1] * out / y
+    ),
+)
+
+
+def _log_where_positive(x):
+    # d(x**y)/dy = x**y log x; where x <= 0 the power is only defined for integer y, take 0.
+    x_raw = ops.raw(x)
+    positive = x_raw > 0
+    return ops.where(positive, ops.log(ops.where(positive, x, 1)), 0)
+
+
+def _pow_vjp_x(g, out, x, y):
+    return g * y * x ** (y - 1)
+
+
+def _pow_vjp_y(g, out, x, y):
+    return g * out * _log_where_positive(x)
+
+
+POW = defprim(
+    "power", xp.power, (_pow_vjp_x, _pow_vjp_y),
+    lambda ts, out, x, y: _sum_tangents(
+        None if ts[0] is None else _pow_vjp_x(ts[0], out, x, y),
+        None if ts[1] is None else _pow_vjp_y(ts[1], out, x, y),
+    ),
+    _elementwise_flops(10),
+)
+
+
+def _tie_split(first, second):
+    """Share of the cotangent going to ``first`` in max(first, second): 1, 0, or 1/2 at a tie."""
+    a, b = ops.raw(first), ops.raw(second)
+    return (a > b) + 0.5 * (a == b)
+
+
+MAXIMUM = defprim(
+    "maximum", xp.maximum,
+    (lambda g, out, x, y: g * _tie_split(x, y), lambda g, out, x, y: g * _tie_split(y, x)),
+    lambda ts, out, x, y: _sum_tangents(
+        None if ts[0] is None else ts[0] * _tie_split(x, y),
+        None if ts[1] is None else ts[1] * _tie_split(y, x),
+    ),
+)
+MINIMUM = defprim(
+    "minimum", xp.minimum,
+    (lambda g, out, x, y: g * _tie_split(y, x), lambda g, out, x, y: g * _tie_split(x, y)),
+    lambda ts, out, x, y: _sum_tangents(
+        None if ts[0] is None else ts[0] * _tie_split(y, x),
+        None if ts[1] is None else ts[1] * _tie_split(x, y),
+    ),
+)
+# The condition is a static parameter: it has no derivative.
+WHERE = defprim(
+    "where",
+    lambda x, y, condition: xp.where(condition, x, y),
+    (
+        lambda g, out, x, y, condition: ops.where(condition, g, 0),
+        lambda g, out, x, y, condition: ops.where(condition, 0, g),
+    ),
+    lambda ts, out, x, y, condition: ops.where(
+        condition, 0 if ts[0] is None else ts[0], 0 if ts[1] is None else ts[1]
+    ),
+    _no_flops,
+)
+
+# ----------------------------------------------------------------------------------------------
+# Reductions (``axis`` is always a normalised tuple of non-negative ints here)
+# ----------------------------------------------------------------------------------------------
+
+
+def _keep(value, x_ndim, axis, keepdims):
+    """Put back the reduced axes (as size 1) so that ``value`` broadcasts against the input."""
+    if keepdims or not axis:
+        return value
+    shape = list(ops.shape(value))
+    for ax in sorted(axis):
+        shape.insert(ax, 1)
+    return ops.reshape(value, tuple(shape))
+
+
+def _sum_vjp(g, out, x, axis, keepdims):
+    return ops.broadcast_to(_keep(g, x.ndim, axis, keepdims), x.shape)
+
+
+SUM = defprim(
+    "sum", lambda x, axis, keepdims: xp.sum(x, axis=axis, keepdims=keepdims),
+    (_sum_vjp,), "linear", _input_flops,
+)
+
+
+def _max_share(out, x, axis, keepdims):
+    """Which entries attain the maximum, each weighted 1/(number of ties)."""
+    x_raw = ops.raw(x)
+    hit = x_raw == _keep(ops.raw(out), x_raw.ndim, axis, keepdims)
+    return hit / xp.sum(hit, axis=axis, keepdims=True)
+
+
+MAX = defprim(
+    "max", lambda x, axis, keepdims: xp.max(x, axis=axis, keepdims=keepdims),
+    (lambda g, out, x, axis, keepdims: _keep(g, x.ndim, axis, keepdims) * _max_share(out, x, axis, keepdims),),
+    lambda ts, out, x, axis, keepdims: ops.sum(
+        ts[0] * _max_share(out, x, axis, keepdims), axis=axis, keepdims=keepdims
+    ),
+    _input_flops,
+)
+
+
+def _prod_partials(out, x, axis, keepdims):
+    """d prod / d x_i = product of the others, exact also where x has zeros."""
+    x_raw = ops.raw(x)
+    is_zero = x_raw == 0
+    safe_x = ops.where(is_zero, 1, x)
+    zeros_in_slice = xp.sum(is_zero, axis=axis, keepdims=True)
+    product_of_nonzero = ops.prod(safe_x, axis=axis, keepdims=True)
+    only_zero = ops.where(zeros_in_slice == 1, product_of_nonzero, 0)
+    return ops.where(is_zero, only_zero, _keep(out, x_raw.ndim, axis, keepdims) / safe_x)
+
+
+PROD = defprim(
+    "prod", lambda x, axis, keepdims: xp.prod(x, axis=axis, keepdims=keepdims),
+    (lambda g, out, x, axis, keepdims: _keep(g, x.ndim, axis, keepdims) * _prod_partials(out, x, axis, keepdims),),
+    lambda ts, out, x, axis, keepdims: ops.sum(
+        ts[0] * _prod_partials(out, x, axis, keepdims), axis=axis, keepdims=keepdims
+    ),
+    _input_flops,
+)
+
+
+def _logsumexp_forward(x, axis, keepdims):
+    peak = xp.max(x, axis=axis, keepdims=True)
+    peak = xp.where(xp.isfinite(peak), peak, 0)
+    out = xp.log(xp.sum(xp.exp(x - peak), axis=axis, keepdims=True)) + peak
+    return out if keepdims else xp.squeeze(out, axis=axis)
+
+
+def _lse_weights(out, x, axis, keepdims):
+    """softmax(x) along ``axis``: the derivative of logsumexp."""
+    return ops.exp(x - _keep(out, x.ndim, axis, keepdims))
+
+
+LOGSUMEXP = defprim(
+    "logsumexp", _logsumexp_forward,
+    (lambda g, out, x, axis, keepdims: _keep(g, x.ndim, axis, keepdims) * _lse_weights(out, x, axis, keepdims),),
+    lambda ts, out, x, axis, keepdims: ops.sum(
+        ts[0] * _lse_weights(out, x, axis, keepdims), axis=axis, keepdims=keepdims
+    ),
+    lambda out, x, **params: 4 * int(x.size),
+)
+
+
+def _reverse_along(value, axis):
+    index = (slice(None),) * axis + (slice(None, None, -1),)
+    return ops.getitem(value, index)
+
+
+CUMSUM = defprim(
+    "cumsum", lambda x, axis: xp.cumsum(x, axis=axis),
+    (lambda g, out, x, axis: _reverse_along(ops.cumsum(_reverse_along(g, axis), axis=axis), axis),),
+    "linear", _input_flops,
+)
+
+# ----------------------------------------------------------------------------------------------
+# Shape and indexing
+# ----------------------------------------------------------------------------------------------
+RESHAPE = defprim(
+    "reshape", lambda x, shape: xp.reshape(x, shape),
+    (lambda g, out, x, shape: ops.reshape(g, x.shape),), "linear", _no_flops,
+)
+TRANSPOSE = defprim(
+    "transpose", lambda x, axes: xp.transpose(x, axes),
+    (lambda g, out, x, axes: ops.transpose(g, tuple(_inverse_permutation(axes))),), "linear", _no_flops,
+)
+
+
+def _inverse_permutation(axes):
+    inverse = [0] * len(axes)
+    for position, ax in enumerate(axes):
+        inverse[ax] = position
+    return inverse
+
+
+# The cotangent is summed back to x's shape centrally, so the rule is the identity.
+BROADCAST_TO = defprim(
+    "broadcast_to", lambda x, shape: xp.broadcast_to(x, shape),
+    (lambda g, out, x, shape: g,), "linear", _no_flops,
+)
+
+
+def _index_has_arrays(index):
+    items = index if isinstance(index, tuple) else (index,)
+    return any(not isinstance(i, (int, slice, type(None), type(Ellipsis))) for i in items)
+
+
+def _scatter_add_forward(g, index, shape):
+    """zeros(shape) with ``g`` added at ``index``; repeated integer indices accumulate."""
+    result = xp.zeros(shape, dtype=g.dtype)
+    if _index_has_arrays(index):
+        xp.add.at(result, index, g)
+    else:
+        result[index] = g
+    return result
+
+
+GETITEM = defprim(
+    "getitem", lambda x, index: x[index],
+    (lambda g, out, x, index: ops.apply(SCATTER_ADD, g, index=index, shape=x.shape),),
+    "linear", _no_flops,
+)
+SCATTER_ADD = defprim(
+    "scatter_add", _scatter_add_forward,
+    (lambda g, out, update, index, shape: ops.getitem(g, index),), "linear", _input_flops,
+)
+
+
+def _concatenate_vjp(g, out, *xs, axis):
+    cotangents = []
+    start = 0
+    for x in xs:
+        size = x.shape[axis]
+        index = (slice(None),) * axis + (slice(start, start + size),)
+        cotangents.append(ops.getitem(g, index))
+        start += size
+    return tuple(cotangents)
+
+
+def _concatenate_jvp(ts, out, *xs, axis):
+    if all(t is None for t in ts):
+        return None
+    parts = [ops.zeros_like(x) if t is None else t for t, x in zip(ts, xs)]
+    return ops.concatenate(parts, axis=axis)
+
+
+CONCATENATE = defprim(
+    "concatenate", lambda *xs, axis: xp.concatenate(xs, axis=axis),
+    _concatenate_vjp, _concatenate_jvp, _no_flops, linear=True,
+)
+
+# ----------------------------------------------------------------------------------------------
+# Linear algebra
+# ----------------------------------------------------------------------------------------------
+
+
+def _mT(value):
+    return ops.swapaxes(value, -1, -2)
+
+
+def _matmul_vjp_x(g, out, x, y):
+    if x.ndim == 1 and y.ndim == 1:
+        return g * y
+    if x.ndim == 1:  # (k,) @ (..., k, n) -> (..., n)
+        return ops.matmul(y, ops.expand_dims(g, -1))[..., 0]
+    if y.ndim == 1:  # (..., m, k) @ (k,) -> (..., m)
+        return ops.expand_dims(g, -1) * y
+    return ops.matmul(g, _mT(y))
+
+
+def _matmul_vjp_y(g, out, x, y):
+    if x.ndim == 1 and y.ndim == 1:
+        return g * x
+    if x.ndim == 1:
+        return ops.expand_dims(x, -1) * ops.expand_dims(g, -2)
+    if y.ndim == 1:
+        return ops.matmul(_mT(x), ops.expand_dims(g, -1))[..., 0]
+    return ops.matmul(_mT(x), g)
+
+
+def _matmul_flops(out, x, y):
+    contracted = x.shape[-1]
+    return 2 * int(getattr(out, "size", 1)) * int(contracted)
+
+
+MATMUL = defprim(
+    "matmul", xp.matmul, (_matmul_vjp_x, _matmul_vjp_y),
+    lambda ts, out, x, y: _sum_tangents(
+        None if ts[0] is None else ops.matmul(ts[0], y), None if ts[1] is None else ops.matmul(x, ts[1])
+    ),
+    _matmul_flops,
+)
+
+
+def _parse_einsum(subscripts, count):
+    inputs, output = subscripts.replace(" ", "").split("->")
+    inputs = inputs.split(",")
+    if len(inputs) != count:
+        raise ValueError(f"einsum: {subscripts!r} names {len(inputs)} operands, got {count}")
+    return inputs, output
+
+
+def _einsum_vjp(g, out, *operands, subscripts):
+    inputs, output = _parse_einsum(subscripts, len(operands))
+    cotangents = []
+    for i, target in enumerate(inputs):
+        if len(set(target)) != len(target) or "." in target:
+            raise NotImplementedError(
+                f"einsum: no derivative for operand {i} with repeated or ellipsis subscripts "
+                f"{target!r} in {subscripts!r}; write it with diagonal/trace or explicit axes"
+            )
+        others = [s for j, s in enumerate(inputs) if j != i]
+        available = set(output).union(*others) if others else set(output)
+        # Letters summed away inside operand i alone cannot come out of the einsum: broadcast after.
+        kept = "".join(c for c in target if c in available)
+        spec = ",".join([output, *others]) + "->" + kept
+        contribution = ops.einsum(spec, g, *[o for j, o in enumerate(operands) if j != i])
+        if kept != target:
+            shape = [operands[i].shape[k] if c in kept else 1 for k, c in enumerate(target)]
+            contribution = ops.broadcast_to(ops.reshape(contribution, tuple(shape)), operands[i].shape)
+        cotangents.append(contribution)
+    return tuple(cotangents)
+
+
+def _einsum_jvp(ts, out, *operands, subscripts):
+    terms = []
+    for i, t in enumerate(ts):
+        if t is not None:
+            args = list(operands)
+            args[i] = t
+            terms.append(ops.einsum(subscripts, *args))
+    return _sum_tangents(*terms)
+
+
+def _einsum_flops(out, *operands, subscripts):
+    inputs, _ = _parse_einsum(subscripts, len(operands))
+    sizes = {}
+    for spec, operand in zip(inputs, operands):
+        for letter, size in zip(spec, operand.shape):
+            sizes[letter] = size
+    return 2 * math.prod(sizes.values()) if len(operands) > 1 else int(operands[0].size)
+
+
+EINSUM = defprim(
+    "einsum",
+    lambda *operands, subscripts: xp.einsum(subscripts, *operands, optimize=len(operands) > 2),
+    _einsum_vjp, _einsum_jvp, _einsum_flops,
+)
+
+
+def _det_vjp(g, out, x):
+    scale = ops.expand_dims(ops.expand_dims(g * out, -1), -1)
+    return scale * _mT(ops.linalg.inv(x))
+
+
+DET = defprim(
+    "det", xp.linalg.det, (_det_vjp,),
+    lambda ts, out, x: out * ops.trace(ops.linalg.solve(x, ts[0]), axis1=-2, axis2=-1),
+    lambda out, x: int(x.shape[-1]) ** 3 * max(1, int(x.size) // int(x.shape[-1]) ** 2),
+)
+INV = defprim(
+    "inv", xp.linalg.inv, (lambda g, out, x: -ops.matmul(_mT(out), ops.matmul(g, _mT(out))),),
+    lambda ts, out, x: -ops.matmul(out, ops.matmul(ts[0], out)),
+    lambda out, x: 2 * int(x.shape[-1]) ** 3 * max(1, int(x.size) // int(x.shape[-1]) ** 2),
+)
+
+
+def _solve_vjp_b(g, out, a, b):
+    if b.ndim == 1:
+        return ops.linalg.solve(_mT(a), ops.expand_dims(g, -1))[..., 0]
+    return ops.linalg.solve(_mT(a), g)
+
+
+def _solve_vjp_a(g, out, a, b):
+    gb = _solve_vjp_b(g, out, a, b)
+    if b.ndim == 1:
+        return -ops.expand_dims(gb, -1) * ops.expand_dims(out, -2)
+    return -ops.matmul(gb, _mT(out))
+
+
+def _solve_jvp(ts, out, a, b):
+    # a x = b  =>  a dx = db - da x
+    rhs = ts[1]
+    if ts[0] is not None:
+        da_x = ops.matmul(ts[0], out)
+        rhs = -da_x if rhs is None else rhs - da_x
+    if b.ndim == 1:
+        return ops.linalg.solve(a, ops.expand_dims(rhs, -1))[..., 0]
+    return ops.linalg.solve(a, rhs)
+
+
+SOLVE = defprim(
+    "solve", xp.linalg.solve, (_solve_vjp_a, _solve_vjp_b), _solve_jvp,
+    lambda out, a, b: int(a.shape[-1]) ** 3 + 2 * int(a.shape[-1]) * int(getattr(out, "size", 1)),
+)
+
+# ----------------------------------------------------------------------------------------------
+# Fused for numerical stability: softmax cross-entropy from logits and integer labels
+# ----------------------------------------------------------------------------------------------
+
+
+def _xent_forward(logits, labels):
+    lse = _logsumexp_forward(logits, (logits.ndim - 1,), False)
+    picked = xp.take_along_axis(logits, xp.expand_dims(labels, -1), axis=-1)[..., 0]
+    return lse - picked
+
+
+def _xent_dlogits(logits, labels):
+    """softmax(logits) - onehot(labels): the gradient of the per-example loss."""
+    classes = logits.shape[-1]
+    onehot = xp.arange(classes) == xp.expand_dims(xp.asarray(labels), -1)
+    return ops.softmax(logits, axis=-1) - onehot
+
+
+SOFTMAX_CROSS_ENTROPY = defprim(
+    "softmax_cross_entropy", _xent_forward,
+    (lambda g, out, logits, labels: ops.expand_dims(g, -1) * _xent_dlogits(logits, labels),),
+    lambda ts, out, logits, labels: ops.sum(ts[0] * _xent_dlogits(logits, labels), axis=-1),
+    lambda out, logits, labels: 5 * int(logits.size),
+)
+
+
+def check_table() -> None:
+    """Every primitive has its forward, VJP, JVP and FLOP rules (run at import)."""
+    for name, prim in TABLE.items():
+        for field in ("forward", "vjp", "jvp", "flops"):
+            if getattr(prim, field) is None:
+                raise TypeError(f"primitive {name!r} has no {field} rule")
+
+
+check_table()
+
+from . import ops  # noqa: E402  (rules look ops up at call time; ops imports this module)

@@ -1,0 +1,171 @@
+"""Pytrees: nested dicts, lists and tuples whose leaves are arrays (or numbers).
+
+``ravel_pytree`` turns any parameter pytree into one flat vector θ and gives back the function that
+rebuilds the tree, which is what finite differences, SPSA, forward gradients and an all-reduce need.
+Flattening is iterative (an explicit stack), so deep trees are fine.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .backend import xp
+from . import ops
+from .core import Tracer, raw
+
+
+class TreeDef:
+    """The structure of a pytree without its leaves: enough to rebuild it."""
+
+    __slots__ = ("kind", "keys", "children", "count")
+
+    def __init__(self, kind, keys, children, count):
+        self.kind = kind  # "leaf", "none", dict, list, tuple or a namedtuple class
+        self.keys = keys
+        self.children = children
+        self.count = count
+
+    def __eq__(self, other):
+        return (
+            isinstance(other, TreeDef)
+            and self.kind == other.kind
+            and self.keys == other.keys
+            and self.children == other.children
+        )
+
+    def __repr__(self):
+        if self.kind == "leaf":
+            return "*"
+        if self.kind == "none":
+            return "None"
+        name = getattr(self.kind, "__name__", str(self.kind))
+        return f"{name}({', '.join(map(repr, self.children))})"
+
+
+_LEAF = TreeDef("leaf", None, (), 1)
+_NONE = TreeDef("none", None, (), 0)
+
+
+def _children(node):
+    if isinstance(node, dict):
+        keys = sorted(node) if all(isinstance(k, str) for k in node) else list(node)
+        return dict, tuple(keys), [node[k] for k in keys]
+    if isinstance(node, tuple) and hasattr(node, "_fields"):
+        return type(node), None, list(node)
+    if isinstance(node, (list, tuple)):
+        return type(node), None, list(node)
+    return None
+
+
+def tree_flatten(tree) -> tuple[list, TreeDef]:
+    """Leaves in a fixed order (dict keys sorted) and the structure to rebuild the tree."""
+    leaves: list = []
+    # Post-order with an explicit stack: (node, built children or None).
+    root_box: list = []
+    stack: list = [(tree, None, root_box)]
+    while stack:
+        node, built, parent_box = stack.pop()
+        if built is None:
+            if node is None:
+                parent_box.append(_NONE)
+                continue
+            split = _children(node)
+            if split is None:
+                leaves.append(node)
+                parent_box.append(_LEAF)
+                continue
+            kind, keys, kids = split
+            built = []
+            stack.append((node, (kind, keys, built), parent_box))
+            # Children are pushed reversed so they are visited (and their leaves listed) in order.
+            for child in reversed(kids):
+                stack.append((child, None, built))
+        else:
+            kind, keys, kids = built
+            parent_box.append(TreeDef(kind, keys, tuple(kids), sum(k.count for k in kids)))
+    return leaves, root_box[0]
+
+
+def tree_unflatten(treedef: TreeDef, leaves) -> Any:
+    leaves = list(leaves)
+    if len(leaves) != treedef.count:
+        raise ValueError(f"tree_unflatten: structure {treedef} needs {treedef.count} leaves, got {len(leaves)}")
+    position = 0
+    # Iterative build: stack of (treedef, children collected so far)
+    result_box: list = []
+    stack: list = [(treedef, None, result_box)]
+    while stack:
+        node, collected, parent = stack.pop()
+        if node.kind == "leaf":
+            parent.append(leaves[position])
+            position += 1
+            continue
+        if node.kind == "none":
+            parent.append(None)
+            continue
+        if collected is None:
+            collected = []
+            stack.append((node, collected, parent))
+            for child in reversed(node.children):
+                stack.append((child, None, collected))
+            continue
+        if node.kind is dict:
+            parent.append(dict(zip(node.keys, collected)))
+        elif node.kind in (list, tuple):
+            parent.append(node.kind(collected))
+        else:  # namedtuple
+            parent.append(node.kind(*collected))
+    return result_box[0]
+
+
+def tree_map(fn: Callable, tree, *rest):
+    """Apply ``fn`` leaf by leaf to one tree (or several of the same structure)."""
+    leaves, treedef = tree_flatten(tree)
+    others = []
+    for other in rest:
+        other_leaves, other_def = tree_flatten(other)
+        if other_def != treedef:
+            raise ValueError(f"tree_map: structures differ: {treedef} vs {other_def}")
+        others.append(other_leaves)
+    return tree_unflatten(treedef, [fn(*xs) for xs in zip(leaves, *others)])
+
+
+def tree_leaves(tree) -> list:
+    return tree_flatten(tree)[0]
+
+
+def ravel_pytree(tree):
+    """Flatten a pytree of arrays into one 1-d vector θ; return ``(theta, unravel)``.
+
+    >>> theta, unravel = ravel_pytree({"w": [[1.0, 2.0]], "b": [3.0]})
+    >>> theta
+    array([3., 1., 2.])
+    >>> unravel(theta)["w"]
+    array([[1., 2.]])
+    """
+    leaves, treedef = tree_flatten(tree)
+    arrays = [xp.asarray(raw(leaf)) for leaf in leaves]
+    shapes = [a.shape for a in arrays]
+    sizes = [a.size for a in arrays]
+    dtypes = [a.dtype for a in arrays]
+    dtype = xp.result_type(*dtypes) if arrays else xp.float64
+    theta = xp.concatenate([a.ravel().astype(dtype) for a in arrays]) if arrays else xp.zeros(0, dtype)
+    total = int(sum(sizes))
+
+    def unravel(flat):
+        traced = isinstance(flat, Tracer)  # differentiate through unravel when θ is traced
+        if not traced:
+            flat = xp.asarray(flat)
+        if tuple(flat.shape) != (total,):
+            raise ValueError(f"unravel: expected a vector of shape ({total},), got {tuple(flat.shape)}")
+        pieces = []
+        start = 0
+        for shape, size, leaf_dtype in zip(shapes, sizes, dtypes):
+            if traced:
+                pieces.append(ops.reshape(ops.getitem(flat, slice(start, start + size)), shape))
+            else:
+                pieces.append(flat[start : start + size].reshape(shape).astype(leaf_dtype, copy=False))
+            start += size
+        return tree_unflatten(treedef, pieces)
+
+    return theta, unravel
