@@ -137,7 +137,8 @@ def tree_leaves(tree) -> list:
 def ravel_pytree(tree):
     """Flatten a pytree of arrays into one 1-d vector θ; return ``(theta, unravel)``.
 
-    >>> theta, unravel = ravel_pytree({"w": [[1.0, 2.0]], "b": [3.0]})
+    >>> import numpy as np
+    >>> theta, unravel = ravel_pytree({"w": np.array([[1.0, 2.0]]), "b": np.array([3.0])})
     >>> theta
     array([3., 1., 2.])
     >>> unravel(theta)["w"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 
 from . import ops
-from .backend import asarray, is_float_dtype
+from .backend import asarray, is_float_dtype, ndarray
 from .core import Tracer, new_level
 from .forward import Dual
 from .pytree import tree_flatten, tree_unflatten
@@ -53,10 +53,17 @@ def _argnums_tuple(argnums, nargs, transform):
 def _lower(value, level):
     """One level down: the value a tracer of ``level`` wraps (other values pass through)."""
     if isinstance(value, Tensor) and value._level == level:
-        return value.data
-    if isinstance(value, Dual) and value._level == level:
-        return value.primal
-    return value
+        value = value.data
+    elif isinstance(value, Dual) and value._level == level:
+        value = value.primal
+    return _plain(value)
+
+
+def _plain(value):
+    """NumPy turns 0-d results into scalars; hand users arrays, as the transforms promise."""
+    if isinstance(value, (Tracer, ndarray)) or value is None:
+        return value
+    return asarray(value) if hasattr(value, "dtype") else value
 
 
 def value_and_grad(fun, argnums=0, has_aux=False):
@@ -103,7 +110,7 @@ def value_and_grad(fun, argnums=0, has_aux=False):
             pieces = []
             for tensor in lifted:
                 ct = cotangents[position]
-                pieces.append(ops.zeros_like(tensor.data) if ct is None else ct)
+                pieces.append(ops.zeros_like(tensor.data) if ct is None else _plain(ct))
                 position += 1
             grads.append(tree_unflatten(treedef, pieces))
         grad_out = grads[0] if isinstance(argnums, int) else tuple(grads)
@@ -219,8 +226,8 @@ def jvp(fun, primals, tangents):
     values, out_tangents = [], []
     for leaf in out_leaves:
         if isinstance(leaf, Dual) and leaf._level == level:
-            values.append(leaf.primal)
-            out_tangents.append(leaf.tangent)
+            values.append(_plain(leaf.primal))
+            out_tangents.append(_plain(leaf.tangent))
         else:
             values.append(leaf)
             out_tangents.append(ops.zeros_like(leaf))
