@@ -16,7 +16,7 @@ path and is recorded when a higher-order derivative is wanted.
 from __future__ import annotations
 
 import itertools
-from contextlib import contextmanager
+from contextlib import ContextDecorator, contextmanager
 
 from .backend import xp
 
@@ -47,17 +47,40 @@ def new_level() -> int:
 
 
 class _State:
-    """Process-wide switches read on the hot path (plain attributes, no locking)."""
+    """Process-wide switches read on the hot path (plain attributes, no locking).
 
-    __slots__ = ("grad_enabled", "observers", "anomaly")
+    ``hooked`` is true while any observer or anomaly mode is active: the one flag the fast paths
+    of :class:`~chainrule.tensor.Tensor` read before skipping :func:`evaluate`.
+    """
+
+    __slots__ = ("grad_enabled", "_observers", "_anomaly", "hooked")
 
     def __init__(self):
         self.grad_enabled = True
-        # When true, every primitive's forward output and every cotangent is checked for NaN/Inf.
-        self.anomaly = False
-        # Callables ``observer(prim, args, params, out)`` run after every primitive evaluation on
-        # plain arrays; used by anomaly detection and cost counting. Empty tuple = no overhead.
-        self.observers = ()
+        self._anomaly = False
+        self._observers = ()
+        self.hooked = False
+
+    @property
+    def anomaly(self) -> bool:
+        """When true, every primitive's forward output and every cotangent is checked for NaN/Inf."""
+        return self._anomaly
+
+    @anomaly.setter
+    def anomaly(self, value):
+        self._anomaly = bool(value)
+        self.hooked = self._anomaly or bool(self._observers)
+
+    @property
+    def observers(self) -> tuple:
+        """Callables ``observer(prim, args, params, out)`` run after every primitive evaluation on
+        plain arrays; used by anomaly detection and cost counting. Empty tuple = no overhead."""
+        return self._observers
+
+    @observers.setter
+    def observers(self, value):
+        self._observers = tuple(value)
+        self.hooked = self._anomaly or bool(self._observers)
 
 
 state = _State()
@@ -80,15 +103,23 @@ def evaluate(prim, args, params):
     try:
         out = prim.forward(*args, **params)
     except (ValueError, IndexError, TypeError) as error:
-        shapes = ", ".join(str(_shape_of(a)) for a in args)
-        extra = f" with {params}" if params else ""
-        raise type(error)(f"chainrule.{prim.name}: {error} (operand shapes: {shapes}{extra})") from error
-    if state.observers:
-        for observer in state.observers:
-            observer(prim, args, params, out)
+        raise _named_error(error, prim, args, params) from error
+    if state.hooked:
+        _run_hooks(prim, args, params, out)
+    return out
+
+
+def _named_error(error, prim, args, params):
+    shapes = ", ".join(str(_shape_of(a)) for a in args)
+    extra = f" with {params}" if params else ""
+    return type(error)(f"chainrule.{prim.name}: {error} (operand shapes: {shapes}{extra})")
+
+
+def _run_hooks(prim, args, params, out):
+    for observer in state.observers:
+        observer(prim, args, params, out)
     if state.anomaly:
         check_finite(out, f"forward of {prim.name}", args)
-    return out
 
 
 class AnomalyError(FloatingPointError):
@@ -108,30 +139,48 @@ def apply(prim, *args, **params):
     for arg in args:
         if isinstance(arg, Tracer) and (top is None or arg._level > top._level):
             top = arg
-    if top is None:
-        return evaluate(prim, args, params)
-    return top._process(prim, args, params)
+    if top is not None:
+        return top._process(prim, args, params)
+    # Plain values: the body of ``evaluate``, inlined because every rule on the hot path lands here.
+    try:
+        out = prim.forward(*args, **params)
+    except (ValueError, IndexError, TypeError) as error:
+        raise _named_error(error, prim, args, params) from error
+    if state.hooked:
+        _run_hooks(prim, args, params, out)
+    return out
 
 
-@contextmanager
+class _GradMode(ContextDecorator):
+    """Sets ``state.grad_enabled`` inside a ``with`` block (or a decorated function) and restores
+    the previous value on the way out, exceptions included. A plain class: entering it costs a
+    fraction of a generator-based context manager, and a training loop enters one every step."""
+
+    __slots__ = ("enabled", "previous")
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.previous = []  # a stack: the same object may be entered again before it exits
+
+    def __enter__(self):
+        self.previous.append(state.grad_enabled)
+        state.grad_enabled = self.enabled
+        return None
+
+    def __exit__(self, *exc_info):
+        state.grad_enabled = self.previous.pop()
+        return False
+
+
 def no_grad():
     """Within this block operations on tensors are not recorded (parameter updates, evaluation)."""
-    previous = state.grad_enabled
-    state.grad_enabled = False
-    try:
-        yield
-    finally:
-        state.grad_enabled = previous
+    return _GradMode(False)
 
 
-@contextmanager
 def enable_grad():
-    previous = state.grad_enabled
-    state.grad_enabled = True
-    try:
-        yield
-    finally:
-        state.grad_enabled = previous
+    """Within this block operations are recorded again (inside ``no_grad``, or by the reverse pass
+    when it records itself for ``create_graph``)."""
+    return _GradMode(True)
 
 
 @contextmanager

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from . import primitives as P
 from .backend import xp
-from .core import apply, raw
+from .core import Tracer, apply, raw
 
 # ------------------------------------------------------------------------------------------------
 # Helpers
@@ -51,12 +51,17 @@ def _normalize_axis(axis, rank, op):
 
 
 def zeros_like(value, dtype=None):
-    """A plain array of zeros (constants carry no derivative)."""
-    return xp.zeros_like(raw(value), dtype=dtype)
+    """A plain array of zeros (constants carry no derivative) of ``value``'s shape as ``value``
+    shows it: for a batch of tangents (``chainrule.batching``), the shape of one example."""
+    if isinstance(value, Tracer):
+        return xp.zeros(shape(value), dtype=dtype or value.dtype)
+    return xp.zeros_like(value, dtype=dtype)
 
 
 def ones_like(value, dtype=None):
-    return xp.ones_like(raw(value), dtype=dtype)
+    if isinstance(value, Tracer):
+        return xp.ones(shape(value), dtype=dtype or value.dtype)
+    return xp.ones_like(value, dtype=dtype)
 
 
 def astype(x, dtype):
@@ -280,7 +285,7 @@ def softmax_cross_entropy(logits, labels):
             f"chainrule.softmax_cross_entropy: labels of shape {labels.shape} do not match "
             f"logits of shape {shape(logits)} (expected labels of shape {shape(logits)[:-1]})"
         )
-    if not xp.issubdtype(labels.dtype, xp.integer):
+    if labels.dtype.kind not in "iu":  # signed or unsigned integers (cheaper than issubdtype)
         raise TypeError(f"chainrule.softmax_cross_entropy: labels must be integers, got {labels.dtype}")
     return apply(P.SOFTMAX_CROSS_ENTROPY, logits, labels=labels)
 
@@ -322,7 +327,10 @@ def transpose(x, axes=None):
 def swapaxes(x, axis1, axis2):
     order = list(range(ndim(x)))
     order[axis1], order[axis2] = order[axis2], order[axis1]
-    return transpose(x, order)
+    if order[axis1] == order[axis2]:
+        return x
+    # A swap is always a valid permutation: skip transpose's checks (matmul's VJP runs this).
+    return apply(P.TRANSPOSE, x, axes=tuple(order))
 
 
 def moveaxis(x, source, destination):
@@ -340,7 +348,15 @@ def moveaxis(x, source, destination):
 def expand_dims(x, axis):
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
     new_rank = ndim(x) + len(axes)
+    for a in axes:
+        if not -new_rank <= a < new_rank:
+            raise ValueError(
+                f"chainrule.expand_dims: axis {a} is out of bounds for the result of rank {new_rank} "
+                f"(input shape {shape(x)})"
+            )
     axes = sorted(a % new_rank for a in axes)
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"chainrule.expand_dims: repeated axis in {axis}")
     new_shape = list(shape(x))
     for a in axes:
         new_shape.insert(a, 1)
@@ -440,6 +456,8 @@ def split(x, indices_or_sections, axis=0):
 
 
 def sort(x, axis=-1):
+    if axis is None:  # NumPy: sort the flattened array
+        x, axis = reshape(x, (-1,)), 0
     order = xp.argsort(raw(x), axis=axis, kind="stable")
     return take_along_axis(x, order, axis)
 
@@ -475,6 +493,8 @@ def vdot(x, y):
 
 
 def inner(x, y):
+    if ndim(x) == 0 or ndim(y) == 0:
+        return multiply(x, y)
     return tensordot(x, y, axes=([ndim(x) - 1], [ndim(y) - 1]))
 
 
@@ -488,7 +508,33 @@ def einsum(subscripts: str, *operands):
         raise ValueError(
             f"chainrule.einsum: give explicit output subscripts ('ij,jk->ik'), got {subscripts!r}"
         )
-    return apply(P.EINSUM, *operands, subscripts=subscripts.replace(" ", ""))
+    subscripts = _spell_out_ellipsis(subscripts.replace(" ", ""), operands)
+    return apply(P.EINSUM, *operands, subscripts=subscripts)
+
+
+def _spell_out_ellipsis(subscripts, operands):
+    """``...`` replaced by letters of its own, so that every axis is named and differentiable:
+    ``einsum("...ij,jk->...ik", a, b)`` with ``a`` of rank 4 becomes ``"abij,jk->abik"``. The
+    axes an ellipsis stands for broadcast right-aligned, as in NumPy."""
+    if "..." not in subscripts:
+        return subscripts
+    inputs, output = subscripts.split("->")
+    inputs = inputs.split(",")
+    if len(inputs) != len(operands):
+        return subscripts  # the primitive reports the mismatch
+    # How many axes each operand's ellipsis stands for (0 where it has none).
+    ranks = [
+        ndim(op) - (len(spec) - 3) if "..." in spec else 0 for spec, op in zip(inputs, operands, strict=True)
+    ]
+    width = builtins.max(ranks)
+    if builtins.min(ranks) < 0:
+        raise ValueError(f"chainrule.einsum: {subscripts!r} names more axes than an operand has")
+    unused = [c for c in _LETTERS if c not in subscripts]
+    if width > len(unused):
+        raise ValueError(f"chainrule.einsum: too many axes under '...' in {subscripts!r}")
+    letters = "".join(unused[:width])
+    spelled = [spec.replace("...", letters[width - rank :]) for spec, rank in zip(inputs, ranks, strict=True)]
+    return ",".join(spelled) + "->" + output.replace("...", letters)
 
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -558,23 +604,70 @@ class linalg:
 
     @staticmethod
     def norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002 - NumPy's name
-        """Vector norms (ord None/2, 1, inf, -inf, p) and the Frobenius matrix norm.
+        """NumPy's ``linalg.norm``: vector norms (ord None/2, 1, inf, -inf, 0, any other p) and the
+        matrix norms that need no SVD (Frobenius, 1, -1, inf, -inf). A matrix norm is taken when
+        ``x`` is 2-d and ``axis`` is None, or when ``axis`` names two axes.
 
         The 2-norm's derivative at 0 is undefined (0/0): it comes out NaN there, as in NumPy's math.
         """
-        if ord in ("fro", "f") or (ord is None and axis is None):
-            return sqrt(sum(x * x, axis=axis, keepdims=keepdims))
-        if ord in (None, 2):
-            return sqrt(sum(x * x, axis=axis, keepdims=keepdims))
-        if ord == 1:
-            return sum(abs(x), axis=axis, keepdims=keepdims)
-        if ord in (xp.inf, float("inf")):
-            return max(abs(x), axis=axis, keepdims=keepdims)
-        if ord in (-xp.inf, float("-inf")):
-            return min(abs(x), axis=axis, keepdims=keepdims)
-        if isinstance(ord, (int, float)) and ord > 0:
-            return power(sum(power(abs(x), ord), axis=axis, keepdims=keepdims), 1.0 / ord)
-        raise ValueError(f"chainrule.linalg.norm: unsupported ord={ord!r}")
+        rank = ndim(x)
+        if axis is None:
+            if ord is None:  # NumPy: the 2-norm of the flattened array, whatever the rank
+                return sqrt(sum(x * x, axis=None, keepdims=keepdims))
+            if rank not in (1, 2):
+                raise ValueError(
+                    f"chainrule.linalg.norm: ord={ord!r} needs a 1-d or 2-d array or an explicit axis, "
+                    f"got shape {shape(x)}"
+                )
+            axis = tuple(range(rank))
+        axes = (axis,) if isinstance(axis, int) else tuple(axis)
+        axes = tuple(a % builtins.max(rank, 1) for a in axes)
+        if len(axes) == 1:
+            return _vector_norm(x, ord, axes[0], keepdims)
+        if len(axes) == 2 and axes[0] != axes[1]:
+            return _matrix_norm(x, ord, axes, keepdims)
+        raise ValueError(f"chainrule.linalg.norm: axis must name one or two distinct axes, got {axis!r}")
+
+
+def _vector_norm(x, ord, axis, keepdims):
+    if ord in (None, 2):
+        return sqrt(sum(x * x, axis=axis, keepdims=keepdims))
+    if ord == 1:
+        return sum(abs(x), axis=axis, keepdims=keepdims)
+    if ord == math.inf:
+        return max(abs(x), axis=axis, keepdims=keepdims)
+    if ord == -math.inf:
+        return min(abs(x), axis=axis, keepdims=keepdims)
+    if ord == 0:  # the number of non-zero entries: piecewise constant, no derivative
+        return xp.sum(raw(x) != 0, axis=axis, keepdims=keepdims).astype(raw(x).dtype)
+    if isinstance(ord, (int, float)) and not isinstance(ord, bool):
+        return power(sum(power(abs(x), ord), axis=axis, keepdims=keepdims), 1.0 / ord)
+    raise ValueError(f"chainrule.linalg.norm: invalid norm order {ord!r} for vectors")
+
+
+def _matrix_norm(x, ord, axes, keepdims):
+    row_axis, col_axis = axes
+    if ord in (None, "fro", "f"):
+        result = sqrt(sum(x * x, axis=axes))
+    elif ord in (1, -1, math.inf, -math.inf):
+        # 1-norms: extreme column sum of |x|; inf-norms: extreme row sum.
+        summed_axis, extreme_axis = (row_axis, col_axis) if ord in (1, -1) else (col_axis, row_axis)
+        if extreme_axis > summed_axis:
+            extreme_axis -= 1
+        sums = sum(abs(x), axis=summed_axis)
+        result = max(sums, axis=extreme_axis) if ord > 0 else min(sums, axis=extreme_axis)
+    elif ord in (2, -2, "nuc"):
+        raise NotImplementedError(
+            f"chainrule.linalg.norm: the matrix norm ord={ord!r} needs singular values, which "
+            "chainrule has no primitive for; use the Frobenius norm (ord='fro') or ord=1/inf"
+        )
+    else:
+        raise ValueError(f"chainrule.linalg.norm: invalid norm order {ord!r} for matrices")
+    if keepdims:
+        kept = list(shape(x))
+        kept[row_axis] = kept[col_axis] = 1
+        result = reshape(result, tuple(kept))
+    return result
 
 
 def _require_square(op, x):

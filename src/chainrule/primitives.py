@@ -22,6 +22,7 @@ Non-differentiable points follow the usual conventions: ``relu'(0) = 0``, ``|x|'
 from __future__ import annotations
 
 import math
+import string
 from typing import Callable
 
 from .backend import xp
@@ -184,6 +185,12 @@ def _log_where_positive(x):
 
 
 def _pow_vjp_x(g, out, x, y):
+    if not hasattr(y, "_level"):
+        # d(x**0)/dx = 0 everywhere, also at x = 0 where 0 * 0**-1 would be NaN. Only for a
+        # constant exponent: a traced one keeps the plain formula, whose y-derivative is needed.
+        y_zero = xp.asarray(y) == 0
+        if xp.any(y_zero):
+            return g * y * x ** xp.where(y_zero, 1, y - 1)
     return g * y * x ** (y - 1)
 
 
@@ -244,7 +251,7 @@ WHERE = defprim(
 
 def _keep(value, x_ndim, axis, keepdims):
     """Put back the reduced axes (as size 1) so that ``value`` broadcasts against the input."""
-    if keepdims or not axis:
+    if keepdims or not axis or not ops.ndim(value):  # a 0-d value broadcasts as it is
         return value
     shape = list(ops.shape(value))
     for ax in sorted(axis):
@@ -257,7 +264,8 @@ def _sum_vjp(g, out, x, axis, keepdims):
 
 
 SUM = defprim(
-    "sum", lambda x, axis, keepdims: xp.sum(x, axis=axis, keepdims=keepdims),
+    # The ufunc's own reduce: the same result as xp.sum without its Python-level wrapper.
+    "sum", lambda x, axis, keepdims: xp.add.reduce(x, axis=axis, keepdims=keepdims),
     (_sum_vjp,), "linear", _input_flops,
 )
 
@@ -270,7 +278,7 @@ def _max_share(out, x, axis, keepdims):
 
 
 MAX = defprim(
-    "max", lambda x, axis, keepdims: xp.max(x, axis=axis, keepdims=keepdims),
+    "max", lambda x, axis, keepdims: xp.maximum.reduce(x, axis=axis, keepdims=keepdims),
     (lambda g, out, x, axis, keepdims: _keep(g, x.ndim, axis, keepdims) * _max_share(out, x, axis, keepdims),),
     lambda ts, out, x, axis, keepdims: ops.sum(
         ts[0] * _max_share(out, x, axis, keepdims), axis=axis, keepdims=keepdims
@@ -301,10 +309,10 @@ PROD = defprim(
 
 
 def _logsumexp_forward(x, axis, keepdims):
-    peak = xp.max(x, axis=axis, keepdims=True)
+    peak = xp.maximum.reduce(x, axis=axis, keepdims=True)
     peak = xp.where(xp.isfinite(peak), peak, 0)
-    out = xp.log(xp.sum(xp.exp(x - peak), axis=axis, keepdims=True)) + peak
-    return out if keepdims else xp.squeeze(out, axis=axis)
+    out = xp.log(xp.add.reduce(xp.exp(x - peak), axis=axis, keepdims=True)) + peak
+    return out if keepdims else out.squeeze(axis=axis)
 
 
 def _lse_weights(out, x, axis, keepdims):
@@ -336,12 +344,14 @@ CUMSUM = defprim(
 # ----------------------------------------------------------------------------------------------
 # Shape and indexing
 # ----------------------------------------------------------------------------------------------
+# Shape ops run on every backward pass: arrays use their own methods (NumPy's module-level
+# functions add a Python wrapper that costs more than the view they return).
 RESHAPE = defprim(
-    "reshape", lambda x, shape: xp.reshape(x, shape),
+    "reshape", lambda x, shape: x.reshape(shape) if isinstance(x, xp.ndarray) else xp.reshape(x, shape),
     (lambda g, out, x, shape: ops.reshape(g, x.shape),), "linear", _no_flops,
 )
 TRANSPOSE = defprim(
-    "transpose", lambda x, axes: xp.transpose(x, axes),
+    "transpose", lambda x, axes: x.transpose(axes) if isinstance(x, xp.ndarray) else xp.transpose(x, axes),
     (lambda g, out, x, axes: ops.transpose(g, tuple(_inverse_permutation(axes))),), "linear", _no_flops,
 )
 
@@ -354,8 +364,21 @@ def _inverse_permutation(axes):
 
 
 # The cotangent is summed back to x's shape centrally, so the rule is the identity.
+def _broadcast_to_forward(x, shape):
+    # xp.broadcast_to builds an iterator (microseconds). A single value, the usual case (the VJP
+    # of a full sum), becomes the same read-only zero-stride view directly.
+    if (
+        isinstance(x, (xp.ndarray, xp.generic)) and x.size == 1 and x.ndim <= len(shape)
+        and min(shape, default=0) >= 0
+    ):
+        view = xp.ndarray(shape, x.dtype, x, 0, (0,) * len(shape))
+        view.flags.writeable = False
+        return view
+    return xp.broadcast_to(x, shape)
+
+
 BROADCAST_TO = defprim(
-    "broadcast_to", lambda x, shape: xp.broadcast_to(x, shape),
+    "broadcast_to", _broadcast_to_forward,
     (lambda g, out, x, shape: g,), "linear", _no_flops,
 )
 
@@ -462,22 +485,41 @@ def _parse_einsum(subscripts, count):
 
 def _einsum_vjp(g, out, *operands, subscripts):
     inputs, output = _parse_einsum(subscripts, len(operands))
+    unused_letters = [c for c in string.ascii_letters if c not in subscripts]
     cotangents = []
     for i, target in enumerate(inputs):
-        if len(set(target)) != len(target) or "." in target:
+        if "." in target:
             raise NotImplementedError(
-                f"einsum: no derivative for operand {i} with repeated or ellipsis subscripts "
-                f"{target!r} in {subscripts!r}; write it with diagonal/trace or explicit axes"
+                f"einsum: no derivative for operand {i} with ellipsis subscripts {target!r} in "
+                f"{subscripts!r}; write the axes out explicitly"
             )
+        sizes = dict(zip(target, operands[i].shape, strict=True))
+        letters = "".join(dict.fromkeys(target))  # each letter once, in order of appearance
         others = [s for j, s in enumerate(inputs) if j != i]
         available = set(output).union(*others) if others else set(output)
         # Letters summed away inside operand i alone cannot come out of the einsum: broadcast after.
-        kept = "".join(c for c in target if c in available)
+        kept = "".join(c for c in letters if c in available)
         spec = ",".join([output, *others]) + "->" + kept
         contribution = ops.einsum(spec, g, *[o for j, o in enumerate(operands) if j != i])
-        if kept != target:
-            shape = [operands[i].shape[k] if c in kept else 1 for k, c in enumerate(target)]
-            contribution = ops.broadcast_to(ops.reshape(contribution, tuple(shape)), operands[i].shape)
+        if kept != letters:
+            shape = tuple(sizes[c] if c in kept else 1 for c in letters)
+            full_shape = tuple(sizes[c] for c in letters)
+            contribution = ops.broadcast_to(ops.reshape(contribution, shape), full_shape)
+        if letters != target:
+            # A repeated letter reads a diagonal (``ii->i``): write the cotangent back onto that
+            # diagonal, zeros elsewhere, by multiplying with identities: out[i, a] = c[i] * eye[i, a].
+            fresh = iter(unused_letters)
+            spelled, identity_specs = [], []
+            for position, c in enumerate(target):
+                if c in target[:position]:
+                    twin = next(fresh)
+                    spelled.append(twin)
+                    identity_specs.append(c + twin)
+                else:
+                    spelled.append(c)
+            identities = [xp.eye(sizes[pair[0]], dtype=ops.raw(g).dtype) for pair in identity_specs]
+            full_spec = ",".join([letters, *identity_specs]) + "->" + "".join(spelled)
+            contribution = ops.einsum(full_spec, contribution, *identities)
         cotangents.append(contribution)
     return tuple(cotangents)
 
@@ -542,7 +584,8 @@ def _solve_jvp(ts, out, a, b):
     # a x = b  =>  a dx = db - da x
     rhs = ts[1]
     if ts[0] is not None:
-        da_x = ops.matmul(ts[0], out)
+        # A 1-d b is one vector for every matrix of the batch: multiply it as a column.
+        da_x = ops.matmul(ts[0], ops.expand_dims(out, -1))[..., 0] if b.ndim == 1 else ops.matmul(ts[0], out)
         rhs = -da_x if rhs is None else rhs - da_x
     if b.ndim == 1:
         return ops.linalg.solve(a, ops.expand_dims(rhs, -1))[..., 0]
@@ -561,20 +604,34 @@ SOLVE = defprim(
 
 def _xent_forward(logits, labels):
     lse = _logsumexp_forward(logits, (logits.ndim - 1,), False)
-    picked = xp.take_along_axis(logits, xp.expand_dims(labels, -1), axis=-1)[..., 0]
+    # logits[..., label] for every example: one gather on the rows of a (examples, classes) view.
+    classes = logits.shape[-1]
+    rows = logits.reshape(-1, classes)
+    picked = rows[xp.arange(rows.shape[0]), labels.reshape(-1)].reshape(labels.shape)
     return lse - picked
 
 
 def _xent_dlogits(logits, labels):
-    """softmax(logits) - onehot(labels): the gradient of the per-example loss."""
-    classes = logits.shape[-1]
-    onehot = xp.arange(classes) == xp.expand_dims(xp.asarray(labels), -1)
-    return ops.softmax(logits, axis=-1) - onehot
+    """softmax(logits) - onehot(labels): the gradient of the per-example loss.
+
+    The softmax is exp(logits - peak) / sum(exp(logits - peak)) with a constant peak (the row
+    maximum, 0 where that is not finite): softmax does not change when its input is shifted, so
+    the peak carries no derivative and higher-order derivatives stay exact.
+    """
+    peak = xp.maximum.reduce(ops.raw(logits), axis=-1, keepdims=True)
+    peak = xp.where(xp.isfinite(peak), peak, 0)
+    exp = ops.exp(logits - peak)
+    onehot = xp.arange(logits.shape[-1]) == labels[..., None]
+    return exp / ops.sum(exp, axis=-1, keepdims=True) - onehot
+
+
+def _xent_vjp(g, out, logits, labels):
+    return ops.reshape(g, ops.shape(g) + (1,)) * _xent_dlogits(logits, labels)
 
 
 SOFTMAX_CROSS_ENTROPY = defprim(
     "softmax_cross_entropy", _xent_forward,
-    (lambda g, out, logits, labels: ops.expand_dims(g, -1) * _xent_dlogits(logits, labels),),
+    (_xent_vjp,),
     lambda ts, out, logits, labels: ops.sum(ts[0] * _xent_dlogits(logits, labels), axis=-1),
     lambda out, logits, labels: 5 * int(logits.size),
 )

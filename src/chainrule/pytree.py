@@ -26,20 +26,44 @@ class TreeDef:
         self.count = count
 
     def __eq__(self, other):
-        return (
-            isinstance(other, TreeDef)
-            and self.kind == other.kind
-            and self.keys == other.keys
-            and self.children == other.children
-        )
+        # Walked with an explicit stack, like flattening: deep trees must not hit the recursion limit.
+        pairs = [(self, other)]
+        while pairs:
+            mine, theirs = pairs.pop()
+            if mine is theirs:
+                continue
+            if not isinstance(theirs, TreeDef):
+                return False
+            if (
+                mine.kind != theirs.kind
+                or mine.keys != theirs.keys
+                or mine.count != theirs.count
+                or len(mine.children) != len(theirs.children)
+            ):
+                return False
+            pairs.extend(zip(mine.children, theirs.children))
+        return True
 
     def __repr__(self):
-        if self.kind == "leaf":
-            return "*"
-        if self.kind == "none":
-            return "None"
-        name = getattr(self.kind, "__name__", str(self.kind))
-        return f"{name}({', '.join(map(repr, self.children))})"
+        # Built iteratively (see __eq__): text pieces in order, closing brackets pushed as markers.
+        pieces = []
+        stack = [self]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, str):
+                pieces.append(node)
+            elif node.kind == "leaf":
+                pieces.append("*")
+            elif node.kind == "none":
+                pieces.append("None")
+            else:
+                pieces.append(f"{getattr(node.kind, '__name__', str(node.kind))}(")
+                stack.append(")")
+                for position in reversed(range(len(node.children))):
+                    stack.append(node.children[position])
+                    if position:
+                        stack.append(", ")
+        return "".join(pieces)
 
 
 _LEAF = TreeDef("leaf", None, (), 1)

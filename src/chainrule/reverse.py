@@ -15,9 +15,10 @@ Two iterative sweeps, no recursion (a 100,000-op chain is fine):
 from __future__ import annotations
 
 from . import ops
-from .backend import is_float_dtype
-from .core import Tracer, check_finite, enable_grad, raw, state
-from .tensor import FREED, Tensor, modified_at
+from .backend import xp
+from .core import Tracer, apply, check_finite, enable_grad, raw, state
+from .primitives import SUM
+from .tensor import FREED, Tensor, current_epoch
 
 
 def unbroadcast(cotangent, shape):
@@ -26,36 +27,38 @@ def unbroadcast(cotangent, shape):
     if ct_shape == shape:
         return cotangent
     extra = len(ct_shape) - len(shape)
-    if extra < 0 or any(s != 1 and s != c for s, c in zip(shape, ct_shape[extra:])):
-        return ops.broadcast_to(cotangent, shape)  # a cotangent smaller than its primal (e.g. 0)
-    axes = tuple(range(extra)) + tuple(
-        extra + i for i, s in enumerate(shape) if s == 1 and ct_shape[extra + i] != 1
-    )
+    axes = list(range(extra)) if extra > 0 else []
+    for i, size in enumerate(shape):
+        ct_size = ct_shape[extra + i] if extra + i >= 0 else None
+        if size == ct_size:
+            continue
+        if size != 1 or ct_size is None:  # a cotangent smaller than its primal (e.g. 0)
+            return ops.broadcast_to(cotangent, shape)
+        axes.append(extra + i)
     if axes:
-        cotangent = ops.sum(cotangent, axis=axes)
+        cotangent = apply(SUM, cotangent, axis=tuple(axes), keepdims=False)
     return ops.reshape(cotangent, shape)
 
 
-def _needs_grad(arg, level):
-    return type(arg) is Tensor and arg._level == level and arg.requires_grad
-
-
 def _check_versions(node):
+    """Raise if ``node`` or a tensor it saved was changed in place after ``node`` was recorded."""
     for arg in (node, *node._args):
-        if type(arg) is Tensor:
-            changed = modified_at.get(arg)
-            if changed is not None and changed > node._stamp:
-                raise RuntimeError(
-                    f"backward of {node._prim.name}: an input of shape {arg.shape} it saved was "
-                    "changed in place after it was used; recompute the forward pass after the "
-                    "change, or change a copy"
-                )
+        if type(arg) is Tensor and getattr(arg, "_version", 0) > node._stamp:
+            raise RuntimeError(
+                f"backward of {node._prim.name}: an input of shape {arg.shape} it saved was "
+                "changed in place after it was used; recompute the forward pass after the "
+                "change, or change a copy"
+            )
 
 
 def _count_consumers(roots, level):
-    consumers: dict[int, int] = {}
-    seen = {id(root) for root in roots}
-    stack = list(roots)
+    """{tensor: number of recorded ops that consume it}, over the graph reachable from ``roots``.
+
+    Keyed by the tensors themselves (hashed by identity); the backward pass deletes each entry
+    when its count reaches zero, so the table never keeps a finished tensor alive.
+    """
+    consumers = dict.fromkeys(roots, 0)
+    stack = list(consumers)
     while stack:
         node = stack.pop()
         prim = node._prim
@@ -68,11 +71,12 @@ def _count_consumers(roots, level):
             )
         for arg in node._args:
             if type(arg) is Tensor and arg._level == level and arg.requires_grad:
-                key = id(arg)
-                consumers[key] = consumers.get(key, 0) + 1
-                if key not in seen:
-                    seen.add(key)
+                count = consumers.get(arg)
+                if count is None:
+                    consumers[arg] = 1
                     stack.append(arg)
+                else:
+                    consumers[arg] = count + 1
     return consumers
 
 
@@ -81,71 +85,101 @@ def backward_pass(roots, cotangents, *, retain_graph=False, create_graph=False, 
 
     With ``leaves=None`` (eager use) every reached leaf's ``.grad`` is increased; otherwise the
     cotangent of each tensor in ``leaves`` is returned in order (``None`` where unreached).
+
+    ``ready`` holds (tensor, its total cotangent) pairs whose consumers are all done; a tensor
+    with several consumers waits in ``pending`` while their contributions add up.
     """
     level = roots[0]._level
     consumers = _count_consumers(roots, level)
-    pending: dict[int, object] = {}
+    pending = {}
+    for root, cotangent in zip(roots, cotangents, strict=True):
+        previous = pending.get(root)
+        pending[root] = cotangent if previous is None else previous + cotangent
     ready = []
-    for root, cotangent in zip(roots, cotangents):
-        key = id(root)
-        pending[key] = cotangent if key not in pending else pending[key] + cotangent
-        if consumers.get(key, 0) == 0 and all(r is not root for r in ready):
-            ready.append(root)
-    wanted = None if leaves is None else {id(leaf): i for i, leaf in enumerate(leaves)}
+    for root in list(pending):
+        if consumers[root] == 0:
+            del consumers[root]
+            ready.append((root, pending.pop(root)))
+    wanted = None if leaves is None else {leaf: i for i, leaf in enumerate(leaves)}
     results = None if leaves is None else [None] * len(leaves)
     check_nan = state.anomaly
-    versions_tracked = bool(modified_at)
+    epoch = current_epoch()
+    pop, push = ready.pop, ready.append
 
     while ready:
-        node = ready.pop()
-        key = id(node)
-        cotangent = pending.pop(key)
+        node, cotangent = pop()
         prim = node._prim
         if prim is None:  # a leaf
             if wanted is not None:
-                if key in wanted:
-                    results[wanted[key]] = cotangent
-            elif node._level == 0:
-                node.grad = cotangent if node.grad is None else node.grad + cotangent
+                index = wanted.get(node)
+                if index is not None:
+                    results[index] = cotangent
+            elif level == 0:
+                grad = node.grad
+                node.grad = cotangent if grad is None else grad + cotangent
             continue
-        if versions_tracked:
+        if node._stamp != epoch:  # some tensor was changed in place since this op was recorded
             _check_versions(node)
         args = node._args
         params = node._params
+        if not retain_graph:  # release the saved inputs now: memory falls during the sweep
+            node._prim = FREED
+            node._args = None
+            node._params = None
+        rules = prim.vjp
         if create_graph:
             values, out = args, node
-        else:
-            values = tuple(a.data if (type(a) is Tensor and a._level == level) else a for a in args)
+        elif level == 0:  # every Tensor among the args is of this level
+            if len(args) == 2:
+                first, second = args
+                values = (
+                    first.data if type(first) is Tensor else first,
+                    second.data if type(second) is Tensor else second,
+                )
+            else:
+                values = [arg.data if type(arg) is Tensor else arg for arg in args]
             out = node.data
-        rules = prim.vjp
+        else:
+            values = [arg.data if type(arg) is Tensor and arg._level == level else arg for arg in args]
+            out = node.data
         if type(rules) is tuple:
-            contributions = [
-                rules[i](cotangent, out, *values, **params) if _needs_grad(arg, level) else None
-                for i, arg in enumerate(args)
-            ]
+            contributions = rules
+            variadic = False
         else:
             contributions = rules(cotangent, out, *values, **params)
-        if not retain_graph:
-            node._args = None
-            node._prim = FREED
-            node._params = None
-        for arg, contribution in zip(args, contributions):
-            if contribution is None or not _needs_grad(arg, level):
+            variadic = True
+        position = -1
+        for arg in args:
+            position += 1
+            if type(arg) is not Tensor or arg._level != level or not arg.requires_grad:
                 continue
+            if variadic:
+                contribution = contributions[position]
+                if contribution is None:
+                    continue
+            elif params:
+                contribution = rules[position](cotangent, out, *values, **params)
+            else:
+                contribution = rules[position](cotangent, out, *values)
             arg_data = arg.data
             if contribution.shape != arg_data.shape:
                 contribution = unbroadcast(contribution, arg_data.shape)
-            if contribution.dtype != arg_data.dtype:
+            dtype = contribution.dtype
+            if dtype is not arg_data.dtype and dtype != arg_data.dtype:
                 contribution = ops.astype(contribution, arg_data.dtype)
             if check_nan:
                 check_finite(contribution, f"backward of {prim.name}", values)
-            arg_key = id(arg)
-            previous = pending.get(arg_key)
-            pending[arg_key] = contribution if previous is None else previous + contribution
-            remaining = consumers[arg_key] - 1
-            consumers[arg_key] = remaining
-            if remaining == 0:
-                ready.append(arg)
+            remaining = consumers[arg] - 1
+            if remaining:  # more consumers to come: fan-out is a sum
+                consumers[arg] = remaining
+                previous = pending.get(arg)
+                pending[arg] = contribution if previous is None else previous + contribution
+            else:
+                del consumers[arg]
+                previous = pending.pop(arg, None)
+                push((arg, contribution if previous is None else previous + contribution))
+        # Drop this node's arrays before the next one is processed.
+        del values, out, cotangent, contributions
     return results
 
 
@@ -156,8 +190,9 @@ def _seed(root, cotangent, create_graph):
                 f"backward of a tensor of shape {root.shape} needs a cotangent of that shape; "
                 "reduce it to a scalar first (e.g. loss.sum() or loss.mean()) or pass one"
             )
-        one = ops.ones_like(raw(root.data))
-        return one
+        data = raw(root.data)
+        one = xp.array(1, dtype=data.dtype)
+        return one if data.ndim == 0 else one.reshape(data.shape)
     if isinstance(cotangent, Tensor) and not create_graph:
         cotangent = cotangent.data
     if tuple(cotangent.shape if hasattr(cotangent, "shape") else ()) != tuple(root.shape):
@@ -178,9 +213,9 @@ def backward(roots, cotangents, *, retain_graph=False, create_graph=False):
                 "backward of a tensor that does not require grad: no input was created with "
                 "requires_grad=True, or it was computed under chainrule.no_grad()"
             )
-        if not is_float_dtype(root.dtype):
+        if root.data.dtype.kind not in "fc":
             raise TypeError(f"backward of a tensor of dtype {root.dtype}; it must be floating-point")
-    seeds = [_seed(root, ct, create_graph) for root, ct in zip(roots, cotangents)]
+    seeds = [_seed(root, ct, create_graph) for root, ct in zip(roots, cotangents, strict=True)]
     if create_graph:
         seeds = [s if isinstance(s, Tensor) else Tensor(s) for s in seeds]
         with enable_grad():

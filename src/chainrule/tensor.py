@@ -5,23 +5,51 @@ that remembers its primitive, its arguments and its parameters: that is the grap
 tensors themselves (no separate node objects, no reference cycles). ``loss.backward()`` walks it
 backwards (see :mod:`chainrule.reverse`) and fills ``.grad`` of the leaves.
 
-In-place changes are tracked by a clock: every recorded op stamps its output with the time it was
-made, every in-place change stamps the changed tensor; backward refuses to use a tensor changed
-after an op that saved it, instead of returning a wrong gradient.
+In-place changes are tracked by an epoch counter: every in-place change of a tensor advances the
+epoch and stamps the changed tensor with it (``_version``); every recorded op is stamped with the
+epoch it was made in (``_stamp``). Backward refuses to use a tensor changed after an op that saved
+it, instead of returning a wrong gradient; a node made after the latest change needs no check.
+
+The operators (``+ - * / @``, unary ``-``) have a fast path for the common case (tensors of one
+level holding plain arrays, or a tensor and a plain constant, no observer or anomaly mode): they
+call the NumPy ufunc directly and build the result tensor in place, skipping the general dispatch
+of :func:`chainrule.core.apply`. Anything else (nested tracers, an error to report, hooks) takes
+the general path, which gives the same result.
 """
 
 from __future__ import annotations
 
 import itertools
-import weakref
 
 from . import backend
-from .core import Tracer, apply, raw, state
+from .core import Tracer, _named_error, _run_hooks, apply, raw, state
+from .primitives import ABS as _ABS
+from .primitives import ADD as _ADD
+from .primitives import DIV as _DIV
+from .primitives import MATMUL as _MATMUL
+from .primitives import MUL as _MUL
+from .primitives import NEG as _NEG
+from .primitives import SUB as _SUB
 
+#: A counter for code that builds leaf tensors itself (a leaf's stamp is never compared).
 _clock = itertools.count(1)
 
-#: tensor -> clock time of its latest in-place change (only tensors ever changed in place).
-modified_at: "weakref.WeakKeyDictionary[Tensor, int]" = weakref.WeakKeyDictionary()
+#: Number of in-place changes so far; recorded ops are stamped with it (see module docstring).
+_epoch = 0
+
+_new = object.__new__
+_NO_PARAMS: dict = {}  # shared by every op recorded on the fast path; never mutated
+
+#: Types of values that take the operators' fast path as the non-tensor operand.
+_PLAIN_TYPES = frozenset(
+    {backend.ndarray, float, int, bool}
+    | {backend.xp.dtype(name).type for name in ("float64", "float32", "float16", "int64", "int32", "bool")}
+)
+
+
+def current_epoch() -> int:
+    """The in-place epoch now: a node stamped with it has seen every in-place change so far."""
+    return _epoch
 
 
 class _Freed:
@@ -36,6 +64,89 @@ class _Freed:
 FREED = _Freed()
 
 
+def _binary_operator(prim, reflected=False):
+    """``tensor (op) other`` for primitive ``prim``, with the fast path of the module docstring.
+
+    The fast path runs the primitive's ufunc on the operands' arrays; if that raises (a lower-level
+    tracer inside, or shapes that do not broadcast) the general path redoes the work and reports
+    any error with the op's name, so the fast path never changes what the user sees.
+    """
+    forward = prim.forward
+
+    def general(self, other):
+        return apply(prim, other, self) if reflected else apply(prim, self, other)
+
+    def operator(self, other):
+        kind = type(other)
+        if kind is Tensor:
+            if other._level != self._level:
+                return general(self, other)
+            other_value = other.data
+            record = self.requires_grad or other.requires_grad
+        elif kind in _PLAIN_TYPES:
+            other_value = other
+            record = self.requires_grad
+        else:
+            return general(self, other)
+        if state.hooked:
+            return general(self, other)
+        try:
+            out = forward(other_value, self.data) if reflected else forward(self.data, other_value)
+        except Exception:
+            return general(self, other)
+        result = _new(Tensor)
+        result.data = out
+        result.grad = None
+        result._level = self._level
+        if record and state.grad_enabled:
+            result.requires_grad = True
+            result._prim = prim
+            result._args = (other, self) if reflected else (self, other)
+            result._params = _NO_PARAMS
+            result._stamp = _epoch
+        else:
+            result.requires_grad = False
+            result._prim = None
+            result._args = None
+            result._params = None
+        return result
+
+    operator.__name__ = f"__{'r' if reflected else ''}{prim.name}__"
+    return operator
+
+
+def _unary_operator(prim):
+    """``(op) tensor`` for primitive ``prim``, with the same fast path as :func:`_binary_operator`."""
+    forward = prim.forward
+
+    def operator(self):
+        if state.hooked:
+            return apply(prim, self)
+        try:
+            out = forward(self.data)
+        except Exception:
+            return apply(prim, self)
+        result = _new(Tensor)
+        result.data = out
+        result.grad = None
+        result._level = self._level
+        if self.requires_grad and state.grad_enabled:
+            result.requires_grad = True
+            result._prim = prim
+            result._args = (self,)
+            result._params = _NO_PARAMS
+            result._stamp = _epoch
+        else:
+            result.requires_grad = False
+            result._prim = None
+            result._args = None
+            result._params = None
+        return result
+
+    operator.__name__ = f"__{prim.name}__"
+    return operator
+
+
 class Tensor(Tracer):
     """An array plus the record of how it was computed.
 
@@ -47,7 +158,19 @@ class Tensor(Tracer):
     array([2., 4., 6.])
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_level", "_prim", "_args", "_params", "_stamp", "__weakref__")
+    # ``_version`` is set only on tensors changed in place (read it with getattr(t, "_version", 0)).
+    __slots__ = (
+        "data",
+        "grad",
+        "requires_grad",
+        "_level",
+        "_prim",
+        "_args",
+        "_params",
+        "_stamp",
+        "_version",
+        "__weakref__",
+    )
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
         if isinstance(data, Tensor):
@@ -65,7 +188,7 @@ class Tensor(Tracer):
         self._prim = None
         self._args = None
         self._params = None
-        self._stamp = next(_clock)
+        self._stamp = _epoch
 
     # -- tracer protocol -------------------------------------------------------------------------
     def _unwrap(self):
@@ -75,24 +198,37 @@ class Tensor(Tracer):
         level = self._level
         values = []
         record = False
+        plain = True
         for arg in args:
             if type(arg) is Tensor and arg._level == level:
-                values.append(arg.data)
+                value = arg.data
                 if arg.requires_grad:
                     record = True
             else:
-                values.append(arg)
-        out = apply(prim, *values, **params)
-        result = Tensor.__new__(Tensor)
+                value = arg
+            # Only above level 0 can a value be a lower-level tracer (nested transforms).
+            if level and isinstance(value, Tracer):
+                plain = False
+            values.append(value)
+        if plain:  # the body of core.evaluate, inlined: every non-operator op lands here
+            try:
+                out = prim.forward(*values, **params)
+            except (ValueError, IndexError, TypeError) as error:
+                raise _named_error(error, prim, values, params) from error
+            if state.hooked:
+                _run_hooks(prim, values, params, out)
+        else:
+            out = apply(prim, *values, **params)
+        result = _new(Tensor)
         result.data = out
         result.grad = None
         result._level = level
-        result._stamp = next(_clock)
         if record and state.grad_enabled:
             result.requires_grad = True
             result._prim = prim
             result._args = args
             result._params = params
+            result._stamp = _epoch
         else:
             result.requires_grad = False
             result._prim = None
@@ -163,11 +299,11 @@ class Tensor(Tracer):
         array = raw(self.data)
         return array if dtype is None else array.astype(dtype)
 
-    def detach(self) -> "Tensor":
+    def detach(self) -> Tensor:
         """The same values, cut from the graph."""
         return Tensor(self.data)
 
-    def requires_grad_(self, flag: bool = True) -> "Tensor":
+    def requires_grad_(self, flag: bool = True) -> Tensor:
         if flag and not backend.is_float_dtype(self.data.dtype):
             raise TypeError(f"requires_grad needs a floating-point tensor, got dtype {self.data.dtype}")
         self.requires_grad = bool(flag)
@@ -183,34 +319,17 @@ class Tensor(Tracer):
         the graph for another backward; ``create_graph`` records the backward pass itself so
         that the gradients can be differentiated again.
         """
-        from .reverse import backward
+        _backward([self], [cotangent], retain_graph=retain_graph, create_graph=create_graph)
 
-        backward([self], [cotangent], retain_graph=retain_graph, create_graph=create_graph)
-
-    # -- operators --------------------------------------------------------------------------------
-    def __add__(self, other):
-        return apply(_ADD, self, other)
-
-    def __radd__(self, other):
-        return apply(_ADD, other, self)
-
-    def __sub__(self, other):
-        return apply(_SUB, self, other)
-
-    def __rsub__(self, other):
-        return apply(_SUB, other, self)
-
-    def __mul__(self, other):
-        return apply(_MUL, self, other)
-
-    def __rmul__(self, other):
-        return apply(_MUL, other, self)
-
-    def __truediv__(self, other):
-        return apply(_DIV, self, other)
-
-    def __rtruediv__(self, other):
-        return apply(_DIV, other, self)
+    # -- operators (fast path: see module docstring) ------------------------------------------------
+    __add__ = _binary_operator(_ADD)
+    __radd__ = _binary_operator(_ADD, reflected=True)
+    __sub__ = _binary_operator(_SUB)
+    __rsub__ = _binary_operator(_SUB, reflected=True)
+    __mul__ = _binary_operator(_MUL)
+    __rmul__ = _binary_operator(_MUL, reflected=True)
+    __truediv__ = _binary_operator(_DIV)
+    __rtruediv__ = _binary_operator(_DIV, reflected=True)
 
     def __pow__(self, other):
         return ops.power(self, other)
@@ -218,14 +337,9 @@ class Tensor(Tracer):
     def __rpow__(self, other):
         return ops.power(other, self)
 
-    def __matmul__(self, other):
-        return apply(_MATMUL, self, other)
-
-    def __rmatmul__(self, other):
-        return apply(_MATMUL, other, self)
-
-    def __neg__(self):
-        return apply(_NEG, self)
+    __matmul__ = _binary_operator(_MATMUL)
+    __rmatmul__ = _binary_operator(_MATMUL, reflected=True)
+    __neg__ = _unary_operator(_NEG)
 
     def __pos__(self):
         return self
@@ -266,7 +380,9 @@ class Tensor(Tracer):
             )
         if not isinstance(self.data, backend.ndarray):
             raise RuntimeError(f"{what}: in-place change of a tensor traced by a transformation")
-        modified_at[self] = next(_clock)
+        global _epoch
+        _epoch += 1
+        self._version = _epoch
 
     def __setitem__(self, index, value):
         self._check_inplace("__setitem__")
@@ -274,10 +390,12 @@ class Tensor(Tracer):
 
     def _inplace(self, ufunc, other, what):
         self._check_inplace(what)
-        if self.data.ndim == 0:
-            self.data = backend.asarray(ufunc(self.data, raw(other)), dtype=self.data.dtype)
+        data = self.data
+        value = other.data if type(other) is Tensor and other._level == 0 else raw(other)
+        if data.ndim == 0:
+            self.data = backend.asarray(ufunc(data, value), dtype=data.dtype)
         else:
-            ufunc(self.data, raw(other), out=self.data)
+            ufunc(data, value, out=data)
         return self
 
     def __iadd__(self, other):
@@ -363,10 +481,4 @@ def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:
 
 
 from . import ops  # noqa: E402
-from .primitives import ABS as _ABS  # noqa: E402
-from .primitives import ADD as _ADD  # noqa: E402
-from .primitives import DIV as _DIV  # noqa: E402
-from .primitives import MATMUL as _MATMUL  # noqa: E402
-from .primitives import MUL as _MUL  # noqa: E402
-from .primitives import NEG as _NEG  # noqa: E402
-from .primitives import SUB as _SUB  # noqa: E402
+from .reverse import backward as _backward  # noqa: E402  (reverse imports this module)

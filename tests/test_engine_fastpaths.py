@@ -1,0 +1,229 @@
+"""The engine's fast paths give exactly what the general paths give.
+
+Tensor operators skip ``core.apply`` when every operand is a same-level tensor or a plain constant
+and no observer or anomaly mode is on; the reverse pass frees each node's saved inputs as soon as
+it is processed; recorded ops are stamped with the in-place epoch instead of being looked up in a
+table. Each test pins one of those shortcuts to the behaviour of the slow, obvious path.
+"""
+
+from __future__ import annotations
+
+import gc
+import operator
+import weakref
+
+import numpy as np
+import pytest
+
+import chainrule as cr
+import chainrule.numpy as cnp
+from chainrule import core
+from chainrule.primitives import BROADCAST_TO
+from chainrule.reverse import backward_pass
+
+BINARY = [operator.add, operator.sub, operator.mul, operator.truediv]
+OPERAND_KINDS = ["tensor-tensor", "tensor-float", "float-tensor", "array-tensor", "tensor-broadcast-array"]
+
+
+def _operands(kind, rng, dtype):
+    a = rng.uniform(0.5, 2.0, (3, 4)).astype(dtype)
+    b = rng.uniform(0.5, 2.0, (3, 4)).astype(dtype)
+    x = cr.Tensor(a, requires_grad=True)
+    y = cr.Tensor(b, requires_grad=True)
+    if kind == "tensor-tensor":
+        return (x, y), (x, y)
+    if kind == "tensor-float":
+        return (x, 1.5), (x,)
+    if kind == "float-tensor":
+        return (1.5, y), (y,)
+    if kind == "array-tensor":
+        return (a.copy(), y), (y,)
+    return (x, b[0].copy()), (x,)  # (3, 4) against (4,)
+
+
+def _run(op, kind, dtype, general):
+    """Value and gradients of sum(op(left, right) ** 2), on the fast path or the general one."""
+    rng = np.random.default_rng(7)
+    (left, right), leaves = _operands(kind, rng, dtype)
+    if general:  # any observer turns the fast path off
+        with core.observe(lambda *args: None):
+            out = op(left, right)
+            loss = (out * out).sum()
+            loss.backward()
+    else:
+        out = op(left, right)
+        loss = (out * out).sum()
+        loss.backward()
+    return out.data, [leaf.grad for leaf in leaves], out
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kind", OPERAND_KINDS)
+@pytest.mark.parametrize("op", BINARY, ids=lambda f: f.__name__)
+def test_binary_operator_fast_path_matches_the_general_path(op, kind, dtype):
+    fast_value, fast_grads, fast_out = _run(op, kind, dtype, general=False)
+    slow_value, slow_grads, _ = _run(op, kind, dtype, general=True)
+    np.testing.assert_array_equal(fast_value, slow_value)
+    assert fast_value.dtype == slow_value.dtype == dtype
+    for fast, slow in zip(fast_grads, slow_grads, strict=True):
+        np.testing.assert_array_equal(fast, slow)
+        assert fast.dtype == dtype
+    assert fast_out.requires_grad and not fast_out.is_leaf
+
+
+def test_matmul_and_negation_fast_paths_match_the_general_path():
+    rng = np.random.default_rng(3)
+    w_data, x_data = rng.standard_normal((4, 3)), rng.standard_normal((5, 4))
+
+    def run(general):
+        w = cr.Tensor(w_data, requires_grad=True)
+        if general:
+            with core.observe(lambda *args: None):
+                loss = cnp.sum(-(x_data @ w) @ w.T)
+                loss.backward()
+        else:
+            loss = cnp.sum(-(x_data @ w) @ w.T)
+            loss.backward()
+        return loss.item(), w.grad
+
+    fast, slow = run(False), run(True)
+    assert fast[0] == slow[0]
+    np.testing.assert_array_equal(fast[1], slow[1])
+
+
+def test_fast_path_reports_shape_errors_with_the_op_name():
+    with pytest.raises(ValueError, match=r"chainrule\.multiply.*\(3,\).*\(4,\)"):
+        cr.Tensor(np.ones(3), requires_grad=True) * cr.Tensor(np.ones(4))
+    with pytest.raises(ValueError, match=r"chainrule\.matmul"):
+        cr.Tensor(np.ones((2, 3))) @ np.ones((4, 2))
+
+
+def test_operators_do_not_record_under_no_grad_or_without_inputs_that_require_grad():
+    x = cr.Tensor([1.0, 2.0], requires_grad=True)
+    with cr.no_grad():
+        y = x * 3.0 + x
+    assert not y.requires_grad and y.is_leaf
+    z = cr.Tensor([1.0, 2.0]) * cr.Tensor([3.0, 4.0])
+    assert not z.requires_grad and z.is_leaf
+
+
+def test_operators_between_levels_take_the_general_path():
+    # Inside grad, w is a level-0 tensor and z a higher-level one: the product belongs to z's level.
+    w = cr.Tensor(np.array([2.0, 3.0]), requires_grad=True)
+    gradient = cr.grad(lambda z: cnp.sum(z * w * z))(np.array([1.0, 1.0]))
+    np.testing.assert_allclose(core.raw(gradient), [4.0, 6.0])
+    # ... and that gradient is itself recorded at level 0, so w gets a gradient through it.
+    cnp.sum(gradient).backward()
+    np.testing.assert_allclose(w.grad, [2.0, 2.0])
+
+
+def test_second_order_derivatives_through_operators():
+    f = lambda t: t * t * t - 2.0 * t / (t + 1.0)  # noqa: E731
+    t = np.array(1.7)
+    exact = 6 * t - 2.0 * (-2.0 / (t + 1.0) ** 3)
+    np.testing.assert_allclose(cr.grad(cr.grad(f))(t), exact)
+    _, second = cr.jvp(cr.grad(f), (t,), (np.array(1.0),))
+    np.testing.assert_allclose(second, exact)
+    x = cr.Tensor(t, requires_grad=True)
+    f(x).backward(create_graph=True)
+    first = x.grad
+    x.grad = None
+    first.backward()
+    np.testing.assert_allclose(x.grad, exact)
+
+
+def test_observers_and_anomaly_mode_see_ops_that_would_take_the_fast_path():
+    seen = []
+    x = cr.Tensor(np.ones((2, 2)), requires_grad=True)
+    with core.observe(lambda prim, args, params, out: seen.append(prim.name)):
+        _ = (x * 2.0 + x) @ x - x / 3.0
+    assert seen == ["multiply", "add", "matmul", "divide", "subtract"]
+    with cr.detect_anomaly(), np.errstate(divide="ignore"):
+        with pytest.raises(cr.AnomalyError, match="divide"):
+            _ = x / cr.Tensor(np.zeros((2, 2)))
+    assert not core.state.hooked
+
+
+def test_parameter_updated_in_place_between_steps_keeps_working():
+    # Regression: after the first in-place update, looking a tensor up in the table of changed
+    # tensors compared tensors with ``==`` (an elementwise array) and backward crashed.
+    w = cr.Tensor(np.array([1.0, -2.0, 3.0]), requires_grad=True)
+    for _ in range(3):
+        loss = cnp.sum(w * w * 0.5)
+        loss.backward()
+        with cr.no_grad():
+            w -= 0.5 * w.grad
+        w.grad = None
+    np.testing.assert_allclose(w.data, np.array([1.0, -2.0, 3.0]) * 0.125)
+
+
+def test_in_place_change_is_caught_in_a_retained_graph():
+    x = cr.Tensor([1.0, 2.0], requires_grad=True)
+    y = (x * x).sum()
+    y.backward(retain_graph=True)
+    with cr.no_grad():
+        x *= 2.0
+    with pytest.raises(RuntimeError, match="changed in place"):
+        y.backward()
+
+
+def test_backward_frees_intermediates_during_the_sweep():
+    x = cr.Tensor(np.ones(8), requires_grad=True)
+    hidden = [x * 2.0]
+    for _ in range(5):
+        hidden.append(cnp.exp(hidden[-1] * 0.1))
+    loss = hidden[-1].sum()
+    refs = [weakref.ref(h) for h in hidden]
+    del hidden
+    gc.collect()
+    assert all(r() is not None for r in refs)  # the graph keeps them alive ...
+    loss.backward()
+    assert all(r() is None for r in refs)  # ... and backward let them go
+    assert loss._args is None
+
+
+def test_retained_graph_keeps_intermediates():
+    x = cr.Tensor(np.ones(3), requires_grad=True)
+    hidden = x * 2.0
+    ref = weakref.ref(hidden)
+    loss = cnp.sum(cnp.exp(hidden))
+    del hidden
+    loss.backward(retain_graph=True)
+    assert ref() is not None
+    first = x.grad.copy()
+    loss.backward()
+    np.testing.assert_allclose(x.grad, 2 * first)
+
+
+def test_several_roots_where_one_feeds_another():
+    x = cr.Tensor([1.0, 2.0], requires_grad=True)
+    a = x * x  # a root that is also consumed by the other root
+    b = (a * 3.0).sum()
+    backward_pass([b, a], [np.array(1.0), np.array([1.0, 1.0])])
+    # d b/dx = 6 x, d sum(a)/dx = 2 x
+    np.testing.assert_allclose(x.grad, 8 * np.array([1.0, 2.0]))
+
+
+def test_the_same_root_twice_adds_its_seeds():
+    x = cr.Tensor([1.0, 2.0], requires_grad=True)
+    y = (x * x).sum()
+    backward_pass([y, y], [np.array(1.0), np.array(2.0)])
+    np.testing.assert_allclose(x.grad, 3 * 2 * np.array([1.0, 2.0]))
+
+
+@pytest.mark.parametrize(
+    "value, shape",
+    [(np.float32(2.0), (3,)), (np.array(2.0), (2, 2)), (np.ones((1, 1)), (2, 3)), (np.ones(1), (0, 4))],
+)
+def test_broadcast_of_a_single_value_is_a_read_only_view_like_numpys(value, shape):
+    out = BROADCAST_TO.forward(value, shape)
+    expected = np.broadcast_to(value, shape)
+    np.testing.assert_array_equal(out, expected)
+    assert out.shape == expected.shape and out.dtype == expected.dtype
+    assert not out.flags.writeable
+
+
+@pytest.mark.parametrize("value, shape", [(np.ones((1, 1)), ()), (np.ones(1), (-1,))])
+def test_broadcast_fast_path_rejects_what_numpy_rejects(value, shape):
+    with pytest.raises(ValueError):
+        BROADCAST_TO.forward(value, shape)
