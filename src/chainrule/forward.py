@@ -3,6 +3,11 @@
 No graph is stored: each primitive's JVP rule turns input tangents into the output tangent on the
 spot, so memory stays that of the forward pass. One pass gives J·t for one direction t, which is
 why a full gradient of P weights needs P passes in forward mode but one in reverse mode.
+
+Many directions at once: a tangent may itself be a :class:`~chainrule.batching.Batched` value
+holding B tangents along a leading axis. The JVP rules never know: they see a tangent of the
+primal's shape, and the batching layer carries the extra axis through every operation they use.
+That is how ``jacfwd`` pushes all n basis directions through a single pass.
 """
 
 from __future__ import annotations
@@ -11,60 +16,16 @@ from . import ops
 from .core import Tracer, apply
 
 
-class Dual(Tracer):
-    """A value watched by forward mode: ``primal`` and its ``tangent`` at one level."""
+class ArrayOperators:
+    """Python operators and the common array methods for tracers that are not Tensors.
 
-    __slots__ = ("primal", "tangent", "_level")
+    They dispatch to :mod:`chainrule.ops`, so functions written with ``+``, ``@``, ``x.sum()``...
+    run unchanged under forward mode and under the batching of :mod:`chainrule.batching`.
+    Comparisons have no derivative: they return plain boolean arrays.
+    """
 
-    def __init__(self, primal, tangent, level):
-        self.primal = primal
-        self.tangent = tangent
-        self._level = level
+    __slots__ = ()
 
-    def _unwrap(self):
-        return self.primal
-
-    @property
-    def shape(self):
-        return self.primal.shape
-
-    @property
-    def dtype(self):
-        return self.primal.dtype
-
-    @property
-    def ndim(self):
-        return self.primal.ndim
-
-    @property
-    def size(self):
-        return self.primal.size
-
-    def _process(self, prim, args, params):
-        level = self._level
-        primals = []
-        tangents = []
-        for arg in args:
-            if type(arg) is Dual and arg._level == level:
-                primals.append(arg.primal)
-                tangents.append(arg.tangent)
-            else:
-                primals.append(arg)
-                tangents.append(None)
-        out = apply(prim, *primals, **params)
-        tangent = prim.jvp(tuple(tangents), out, *primals, **params)
-        if tangent is None:
-            tangent = ops.zeros_like(out)
-        else:
-            out_shape = ops.shape(out)
-            if ops.shape(tangent) != out_shape:
-                tangent = ops.broadcast_to(tangent, out_shape)
-            out_dtype = getattr(out, "dtype", None)
-            if out_dtype is not None and getattr(tangent, "dtype", out_dtype) != out_dtype:
-                tangent = ops.astype(tangent, out_dtype)
-        return Dual(out, tangent, level)
-
-    # Operators: the same set as Tensor's, so functions written with them run in forward mode.
     def __add__(self, other):
         return ops.add(self, other)
 
@@ -140,8 +101,147 @@ class Dual(Tracer):
     def mean(self, axis=None, keepdims=False):
         return ops.mean(self, axis=axis, keepdims=keepdims)
 
+    def max(self, axis=None, keepdims=False):
+        return ops.max(self, axis=axis, keepdims=keepdims)
+
     def reshape(self, *shape):
         return ops.reshape(self, shape[0] if len(shape) == 1 else shape)
+
+    def transpose(self, *axes):
+        return ops.transpose(self, axes[0] if len(axes) == 1 else (axes or None))
+
+    def astype(self, dtype):
+        return ops.astype(self, dtype)
+
+    def min(self, axis=None, keepdims=False):
+        return ops.min(self, axis=axis, keepdims=keepdims)
+
+    def prod(self, axis=None, keepdims=False):
+        return ops.prod(self, axis=axis, keepdims=keepdims)
+
+    def var(self, axis=None, ddof=0, keepdims=False):
+        return ops.var(self, axis=axis, ddof=ddof, keepdims=keepdims)
+
+    def std(self, axis=None, ddof=0, keepdims=False):
+        return ops.std(self, axis=axis, ddof=ddof, keepdims=keepdims)
+
+    def swapaxes(self, axis1, axis2):
+        return ops.swapaxes(self, axis1, axis2)
+
+    @property
+    def mT(self):
+        return ops.swapaxes(self, -1, -2)
+
+    def ravel(self):
+        return ops.reshape(self, (-1,))
+
+    flatten = ravel
+
+    def squeeze(self, axis=None):
+        return ops.squeeze(self, axis)
+
+    def dot(self, other):
+        return ops.dot(self, other)
+
+    def exp(self):
+        return ops.exp(self)
+
+    def log(self):
+        return ops.log(self)
+
+    def tanh(self):
+        return ops.tanh(self)
+
+    def sqrt(self):
+        return ops.sqrt(self)
+
+    def relu(self):
+        return ops.relu(self)
+
+    def sigmoid(self):
+        return ops.sigmoid(self)
+
+    def clip(self, a_min=None, a_max=None):
+        return ops.clip(self, a_min, a_max)
+
+    def __pos__(self):
+        return self
+
+    def __len__(self):
+        shape = self.shape
+        if not shape:
+            raise TypeError("len() of a 0-d value")
+        return shape[0]
+
+    def __bool__(self):
+        return bool(ops.raw(self))
+
+    # Conversions to Python numbers see the value only (no derivative), as for Tensor.
+    def __float__(self):
+        return float(ops.raw(self))
+
+    def __int__(self):
+        return int(ops.raw(self))
+
+    def item(self):
+        return ops.raw(self).item()
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+
+class Dual(ArrayOperators, Tracer):
+    """A value watched by forward mode: ``primal`` and its ``tangent`` at one level."""
+
+    __slots__ = ("primal", "tangent", "_level")
+
+    def __init__(self, primal, tangent, level):
+        self.primal = primal
+        self.tangent = tangent
+        self._level = level
+
+    def _unwrap(self):
+        return self.primal
+
+    @property
+    def shape(self):
+        return self.primal.shape
+
+    @property
+    def dtype(self):
+        return self.primal.dtype
+
+    @property
+    def ndim(self):
+        return self.primal.ndim
+
+    @property
+    def size(self):
+        return self.primal.size
+
+    def _process(self, prim, args, params):
+        level = self._level
+        primals = []
+        tangents = []
+        for arg in args:
+            if type(arg) is Dual and arg._level == level:
+                primals.append(arg.primal)
+                tangents.append(arg.tangent)
+            else:
+                primals.append(arg)
+                tangents.append(None)
+        out = apply(prim, *primals, **params)
+        tangent = prim.jvp(tuple(tangents), out, *primals, **params)
+        if tangent is None:
+            tangent = ops.zeros_like(out)
+        else:
+            out_shape = ops.shape(out)
+            if ops.shape(tangent) != out_shape:
+                tangent = ops.broadcast_to(tangent, out_shape)
+            out_dtype = getattr(out, "dtype", None)
+            if out_dtype is not None and getattr(tangent, "dtype", out_dtype) != out_dtype:
+                tangent = ops.astype(tangent, out_dtype)
+        return Dual(out, tangent, level)
 
     def __repr__(self):
         return f"Dual(primal={self.primal!r}, tangent={self.tangent!r}, level={self._level})"

@@ -1,5 +1,9 @@
 """Functional transforms with JAX's names: grad, value_and_grad, vjp, jvp.
 
+(Whole Jacobians and Hessians build on these in :mod:`chainrule.jacobians`, ``linearize`` in
+:mod:`chainrule.linearize`.) Each transform announces the passes it starts to any open
+``chainrule.count()`` block (:func:`chainrule.counting.note_pass`).
+
 ``fun`` takes and returns plain arrays or pytrees of them; results are plain arrays or pytrees.
 Each call opens a fresh level (see :mod:`chainrule.core`), which is why transforms nest:
 ``grad(grad(f))`` and ``jvp(grad(f), ...)`` work without special cases.
@@ -12,6 +16,7 @@ import functools
 from . import ops
 from .backend import asarray, is_float_dtype, ndarray
 from .core import Tracer, new_level
+from .counting import is_counting, note_pass
 from .forward import Dual
 from .pytree import tree_flatten, tree_unflatten
 from .reverse import backward_pass
@@ -66,6 +71,15 @@ def _plain(value):
     return asarray(value) if hasattr(value, "dtype") else value
 
 
+def _batch_size(tree) -> int:
+    """Directions carried by (co)tangents: the batch size of a Batched leaf, else 1."""
+    for leaf in tree_flatten(tree)[0]:
+        size = getattr(leaf, "batch_size", None)
+        if size is not None:
+            return size
+    return 1
+
+
 def value_and_grad(fun, argnums=0, has_aux=False):
     """``fun``'s value and its gradient with respect to the arguments ``argnums`` (reverse mode).
 
@@ -83,6 +97,7 @@ def value_and_grad(fun, argnums=0, has_aux=False):
             lifted = [_lift_tensor(leaf, level, "grad") for leaf in leaves]
             inputs.append((treedef, lifted))
             args[n] = tree_unflatten(treedef, lifted)
+        note_pass("forward")
         result = fun(*args, **kwargs)
         if has_aux:
             if not (isinstance(result, (tuple, list)) and len(result) == 2):
@@ -101,6 +116,7 @@ def value_and_grad(fun, argnums=0, has_aux=False):
             if not is_float_dtype(out.dtype):
                 raise TypeError(f"grad needs a floating-point output, got dtype {out.dtype}")
             seed = ops.ones_like(out.data)
+            note_pass("vjp")
             cotangents = backward_pass([out], [seed], leaves=all_leaves)
         else:
             cotangents = [None] * len(all_leaves)
@@ -158,6 +174,7 @@ def vjp(fun, *primals, has_aux=False):
         lifted = [_lift_tensor(leaf, level, "vjp") for leaf in leaves]
         inputs.append((treedef, lifted))
         lifted_primals.append(tree_unflatten(treedef, lifted))
+    note_pass("forward")
     result = fun(*lifted_primals)
     if has_aux:
         out, aux = result
@@ -179,6 +196,8 @@ def vjp(fun, *primals, has_aux=False):
             if isinstance(leaf, Tensor) and leaf._level == level and leaf.requires_grad:
                 roots.append(leaf)
                 seeds.append(ct if isinstance(ct, Tracer) else ops.astype(asarray(ct), leaf.dtype))
+        if is_counting():
+            note_pass("vjp", _batch_size(ct_leaves))
         cotangents = (
             backward_pass(roots, seeds, retain_graph=True, leaves=all_inputs) if roots else [None] * len(all_inputs)
         )
@@ -221,6 +240,9 @@ def jvp(fun, primals, tangents):
             t = t if isinstance(t, Tracer) else ops.astype(asarray(t), value.dtype)
             leaves.append(Dual(value, t, level))
         duals.append(tree_unflatten(p_def, leaves))
+    if is_counting():
+        note_pass("forward")
+        note_pass("jvp", _batch_size(tangents))
     out = fun(*duals)
     out_leaves, out_def = tree_flatten(out)
     values, out_tangents = [], []
