@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test bench clean
+.PHONY: run demo test bench bench-peers clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,8 +13,12 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 
-## The main job: gradient of a small MLP loss by reverse mode, checked against finite differences.
+## The main job: train an MLP on the bundled 8x8 digits (no download); writes runs/digits-*/.
 run: $(STAMP)
+	@$(PY) -m chainrule train --data digits --hidden 128,64 --activation relu --optimizer sgd --lr 0.1 --epochs 30 --seed 0
+
+## Why backprop: one MLP gradient by reverse mode vs finite differences, with timings.
+demo: $(STAMP)
 	@$(PY) -m chainrule demo
 
 ## The whole test suite (the same command CI runs).

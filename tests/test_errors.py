@@ -344,3 +344,10 @@ def test_in_place_change_of_a_saved_plain_array_raises_at_backward():
     constant[0] = 10.0
     with pytest.raises(RuntimeError, match="changed in place"):
         y.backward()
+
+
+@pytest.mark.parametrize("bad_label", [-1, 3])
+def test_softmax_cross_entropy_rejects_labels_outside_the_classes(bad_label):
+    logits = np.array([[0.0, 1.0, 5.0]])
+    with pytest.raises(ValueError, match=r"softmax_cross_entropy.*\[0, 3\)"):
+        cnp.softmax_cross_entropy(logits, np.array([bad_label]))

@@ -2,7 +2,9 @@
 
 The layers (inner knows nothing of outer): ``backend`` (the array module) → ``primitives`` (the
 table of forward/VJP/JVP/FLOP rules) → autodiff (``tensor``/``reverse`` for reverse mode,
-``forward`` for forward mode, ``transforms``, ``pytree``, ``numerical``).
+``forward`` for forward mode, ``batching`` for many directions per pass, ``transforms``,
+``jacobians``, ``linearize``, ``cost``/``chain``/``counting`` for the cost side, ``pytree``,
+``numerical``).
 """
 
 from . import numpy  # noqa: F401  (chainrule.numpy, import as cnp)
@@ -12,17 +14,36 @@ from .primitives import TABLE as primitives
 from .pytree import ravel_pytree, tree_flatten, tree_leaves, tree_map, tree_unflatten
 from .tensor import Tensor, tensor
 from .transforms import grad, jvp, value_and_grad, vjp
+from .chain import ChainJacobian, chain_jacobian
+from .cost import JacobianPlan, explain_jacobian
+from .counting import count
+from .jacobians import hessian, hvp, jacfwd, jacobian, jacrev
+from .linearize import linearize
+
+# The outer layers (modules, optimizers, data, training); each imports only what sits below it.
+from . import data, nn, optim, training  # noqa: E402, F401
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AnomalyError",
+    "ChainJacobian",
+    "JacobianPlan",
     "Tensor",
+    "chain_jacobian",
     "check_grads",
+    "count",
     "detect_anomaly",
     "enable_grad",
+    "explain_jacobian",
     "grad",
+    "hessian",
+    "hvp",
+    "jacfwd",
+    "jacobian",
+    "jacrev",
     "jvp",
+    "linearize",
     "no_grad",
     "numerical_grad",
     "primitives",

@@ -287,6 +287,13 @@ def softmax_cross_entropy(logits, labels):
         )
     if labels.dtype.kind not in "iu":  # signed or unsigned integers (cheaper than issubdtype)
         raise TypeError(f"chainrule.softmax_cross_entropy: labels must be integers, got {labels.dtype}")
+    classes = shape(logits)[-1]
+    if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+        # A negative label would silently pick a class from the end (and break the gradient).
+        raise ValueError(
+            f"chainrule.softmax_cross_entropy: labels must lie in [0, {classes}), got values "
+            f"from {int(labels.min())} to {int(labels.max())} (logits of shape {shape(logits)})"
+        )
     return apply(P.SOFTMAX_CROSS_ENTROPY, logits, labels=labels)
 
 

@@ -1,0 +1,284 @@
+"""Layers: Linear, activations, BatchNorm1d, LayerNorm, Dropout, Sequential and the MLP builder.
+
+Each layer's ``forward(params, x, ctx)`` is written with ``chainrule.numpy`` operations only, so
+its derivatives (reverse, forward, higher order) come from the engine. BatchNorm's gradient flows
+through the batch mean and variance: every example's output depends on every other example in the
+batch, which the tests check with ``check_grads``.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+from .. import numpy as cnp
+from ..backend import xp
+from ..core import raw
+from .init import get_initialiser
+from .module import Module, Parameter, shape_of
+
+
+def _rng(seed_or_rng):
+    if isinstance(seed_or_rng, xp.random.Generator):
+        return seed_or_rng
+    return xp.random.default_rng(seed_or_rng)
+
+
+def _positive_int(value, what):
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class Linear(Module):
+    """y = x @ weight + bias, with ``weight`` of shape (in_features, out_features)."""
+
+    def __init__(self, in_features, out_features, bias=True, init="glorot_uniform", seed=0, dtype=xp.float64):
+        super().__init__()
+        self.in_features = _positive_int(in_features, "Linear in_features")
+        self.out_features = _positive_int(out_features, "Linear out_features")
+        rng = _rng(seed)
+        self.weight = Parameter(get_initialiser(init)(rng, (self.in_features, self.out_features), dtype))
+        self.has_bias = bool(bias)
+        if bias:
+            self.bias = Parameter(xp.zeros(self.out_features, dtype=dtype))
+
+    def forward(self, params, x, ctx):
+        if len(shape_of(x)) == 0 or shape_of(x)[-1] != self.in_features:
+            raise ValueError(
+                f"Linear({self.in_features}, {self.out_features}) got input of shape {shape_of(x)}; "
+                f"its last axis must have {self.in_features} features"
+            )
+        out = x @ params["weight"]
+        return out + params["bias"] if self.has_bias else out
+
+    def extra_repr(self):
+        return f"{self.in_features}, {self.out_features}, bias={self.has_bias}"
+
+
+class _Activation(Module):
+    fn = None
+
+    def forward(self, params, x, ctx):
+        return type(self).fn(x)
+
+
+class ReLU(_Activation):
+    fn = staticmethod(cnp.relu)
+
+
+class Sigmoid(_Activation):
+    fn = staticmethod(cnp.sigmoid)
+
+
+class Tanh(_Activation):
+    fn = staticmethod(cnp.tanh)
+
+
+class GELU(_Activation):
+    """GELU, tanh approximation."""
+
+    fn = staticmethod(cnp.gelu)
+
+
+class Identity(_Activation):
+    fn = staticmethod(lambda x: x)
+
+
+class Softmax(Module):
+    def __init__(self, axis=-1):
+        super().__init__()
+        self.axis = axis
+
+    def forward(self, params, x, ctx):
+        return cnp.softmax(x, axis=self.axis)
+
+
+ACTIVATIONS = {
+    "relu": ReLU,
+    "sigmoid": Sigmoid,
+    "tanh": Tanh,
+    "gelu": GELU,
+    "softmax": Softmax,
+    "identity": Identity,
+}
+
+
+def activation(name: str) -> Module:
+    """An activation module by name: relu, sigmoid, tanh, gelu, softmax, identity."""
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}") from None
+
+
+class BatchNorm1d(Module):
+    """Batch normalisation over axis 0 of (batch, features) inputs.
+
+    Training: normalise with the batch's mean and (biased) variance, and move the running
+    statistics towards them: running = (1 - momentum) * running + momentum * batch (the running
+    variance uses the unbiased batch variance). Evaluation: normalise with the running statistics.
+    """
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, dtype=xp.float64):
+        super().__init__()
+        self.num_features = _positive_int(num_features, "BatchNorm1d num_features")
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"BatchNorm1d momentum must be in [0, 1], got {momentum}")
+        self.eps = float(eps)
+        self.momentum = float(momentum)
+        self.affine = bool(affine)
+        if affine:
+            self.weight = Parameter(xp.ones(self.num_features, dtype=dtype))
+            self.bias = Parameter(xp.zeros(self.num_features, dtype=dtype))
+        self.register_buffer("running_mean", xp.zeros(self.num_features, dtype=dtype))
+        self.register_buffer("running_var", xp.ones(self.num_features, dtype=dtype))
+        self.register_buffer("num_batches_tracked", xp.zeros((), dtype=xp.int64))
+
+    def forward(self, params, x, ctx):
+        if len(shape_of(x)) != 2 or shape_of(x)[1] != self.num_features:
+            raise ValueError(
+                f"BatchNorm1d({self.num_features}) needs input of shape (batch, {self.num_features}), "
+                f"got {shape_of(x)}"
+            )
+        if ctx.train:
+            count = shape_of(x)[0]
+            if count < 2:
+                raise ValueError("BatchNorm1d in training mode needs a batch of at least 2 examples")
+            mean = cnp.mean(x, axis=0)
+            centered = x - mean
+            var = cnp.mean(centered * centered, axis=0)
+            if ctx.update_buffers:
+                m = self.momentum
+                self.running_mean = (1 - m) * self.running_mean + m * raw(mean)
+                self.running_var = (1 - m) * self.running_var + m * raw(var) * count / (count - 1)
+                self.num_batches_tracked = self.num_batches_tracked + 1
+            out = centered / cnp.sqrt(var + self.eps)
+        else:
+            out = (x - self.running_mean) / xp.sqrt(self.running_var + self.eps)
+        if self.affine:
+            out = out * params["weight"] + params["bias"]
+        return out
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+
+class LayerNorm(Module):
+    """Normalise each example over its last axis, then scale and shift (per feature)."""
+
+    def __init__(self, num_features, eps=1e-5, affine=True, dtype=xp.float64):
+        super().__init__()
+        self.num_features = _positive_int(num_features, "LayerNorm num_features")
+        self.eps = float(eps)
+        self.affine = bool(affine)
+        if affine:
+            self.weight = Parameter(xp.ones(self.num_features, dtype=dtype))
+            self.bias = Parameter(xp.zeros(self.num_features, dtype=dtype))
+
+    def forward(self, params, x, ctx):
+        if len(shape_of(x)) == 0 or shape_of(x)[-1] != self.num_features:
+            raise ValueError(f"LayerNorm({self.num_features}) got input of shape {shape_of(x)}")
+        mean = cnp.mean(x, axis=-1, keepdims=True)
+        centered = x - mean
+        var = cnp.mean(centered * centered, axis=-1, keepdims=True)
+        out = centered / cnp.sqrt(var + self.eps)
+        if self.affine:
+            out = out * params["weight"] + params["bias"]
+        return out
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}"
+
+
+class Dropout(Module):
+    """Zero each entry with probability ``p`` in training, scaling the rest by 1/(1-p).
+
+    The mask comes from ``ctx.rng`` when the caller passes one (``apply(..., rng=generator)``),
+    otherwise from this layer's own generator, seeded by ``seed``; either way a run is
+    reproducible from its seeds. Evaluation mode is the identity.
+    """
+
+    def __init__(self, p=0.5, seed=0):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout probability must be in [0, 1), got {p}")
+        self.p = float(p)
+        self.rng = xp.random.default_rng(seed)
+
+    def forward(self, params, x, ctx):
+        if not ctx.train or self.p == 0.0:
+            return x
+        rng = ctx.rng if ctx.rng is not None else self.rng
+        keep = rng.random(shape_of(x)) >= self.p
+        return x * (keep / (1.0 - self.p)).astype(raw(x).dtype)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class Sequential(Module):
+    """Sub-modules applied in order; their parameters are keyed "0", "1", ..."""
+
+    def __init__(self, *layers):
+        super().__init__()
+        for index, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                raise TypeError(f"Sequential: item {index} is a {type(layer).__name__}, not a Module")
+            setattr(self, str(index), layer)
+
+    def __len__(self):
+        return len(self._children)
+
+    def __getitem__(self, index):
+        return list(self._children.values())[index]
+
+    def forward(self, params, x, ctx):
+        for name, layer in self._children.items():
+            x = layer.forward(params.get(name, {}), x, ctx)
+        return x
+
+
+class MLP(Sequential):
+    """A multilayer perceptron from its layer sizes, e.g. ``MLP([64, 128, 64, 10])``.
+
+    Each hidden layer is Linear, then BatchNorm1d (``batchnorm=True``), the activation, then
+    Dropout (``dropout > 0``); the last Linear gives the outputs (logits) with no activation.
+    Weights use He initialisation under relu/gelu and Glorot otherwise, unless ``init`` is given.
+    """
+
+    def __init__(
+        self, sizes, activation="relu", batchnorm=False, dropout=0.0, init=None, seed=0, dtype=xp.float64
+    ):
+        sizes = [int(s) for s in sizes]
+        if len(sizes) < 2 or any(s <= 0 for s in sizes):
+            raise ValueError(f"MLP needs at least two positive layer sizes (inputs, outputs), got {sizes}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
+        if init is None:
+            init = "he_normal" if activation in ("relu", "gelu") else "glorot_uniform"
+        seeds = xp.random.SeedSequence(seed).spawn(2 * len(sizes))
+        layers = []
+        for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+            last = index == len(sizes) - 2
+            layers.append(
+                Linear(
+                    fan_in,
+                    fan_out,
+                    init="glorot_uniform" if last else init,
+                    seed=_rng(seeds[2 * index]),
+                    dtype=dtype,
+                )
+            )
+            if last:
+                break
+            if batchnorm:
+                layers.append(BatchNorm1d(fan_out, dtype=dtype))
+            layers.append(ACTIVATIONS[activation]())
+            if dropout:
+                layers.append(Dropout(dropout, seed=seeds[2 * index + 1]))
+        super().__init__(*layers)
+        self.sizes = sizes
+        self.activation = activation
+
+    def extra_repr(self):
+        return f"sizes={self.sizes}, activation={self.activation!r}"

@@ -1,0 +1,293 @@
+"""Gradient-descent optimizers on any pytree of arrays (a parameter dict, or the flat vector θ).
+
+Functional form, with no hidden state::
+
+    state = opt.init(params)
+    params, state = opt.update(grads, state, params)
+
+``update`` returns new arrays and never changes its inputs. The state is a pytree of arrays
+(``{"step": 0-d int, ...}``), so a checkpoint can store it next to the parameters.
+
+Object form for the Tensor style, on a module (or any pytree of Tensors)::
+
+    optimizer = opt.bind(model)
+    optimizer.zero_grad(); loss.backward(); optimizer.step()
+
+The update rules, with g the gradient, t the step count from 1 and lr the schedule's value:
+
+* SGD: θ ← θ - lr·g. With momentum μ: v ← μv + g, θ ← θ - lr·v; Nesterov: θ ← θ - lr·(g + μv).
+  ``weight_decay`` λ adds λθ to g (L2 regularisation).
+* Adam: m ← β₁m + (1-β₁)g, v ← β₂v + (1-β₂)g², θ ← θ - lr·m̂/(√v̂ + ε) with bias corrections
+  m̂ = m/(1-β₁ᵗ), v̂ = v/(1-β₂ᵗ). AdamW: the same plus a decoupled decay θ ← θ - lr·λθ.
+* RMSProp: s ← ρs + (1-ρ)g², θ ← θ - lr·g/(√s + ε) (optionally with momentum).
+
+>>> import numpy as np
+>>> opt = SGD(lr=0.1, momentum=0.9)
+>>> params = {"w": np.array([1.0, 2.0])}
+>>> state = opt.init(params)
+>>> params, state = opt.update({"w": np.array([1.0, 1.0])}, state, params)
+>>> params["w"]                                   # θ - 0.1·g
+array([0.9, 1.9])
+>>> params, state = opt.update({"w": np.array([1.0, 1.0])}, state, params)
+>>> params["w"]                                   # v = 0.9·1 + 1 = 1.9
+array([0.71, 1.71])
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..backend import xp
+from ..core import no_grad, raw
+from ..pytree import tree_flatten, tree_map, tree_unflatten
+from .schedules import Schedule, as_schedule, schedule_from_config
+
+
+def _check_finite_number(value, what, low=None, high=None, low_inclusive=True, high_inclusive=False):
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {value}")
+    if low is not None and (value < low or (value == low and not low_inclusive)):
+        raise ValueError(f"{what} must be {'>=' if low_inclusive else '>'} {low}, got {value}")
+    if high is not None and (value > high or (value == high and not high_inclusive)):
+        raise ValueError(f"{what} must be {'<=' if high_inclusive else '<'} {high}, got {value}")
+    return value
+
+
+def _as_arrays(tree):
+    return tree_map(lambda leaf: xp.asarray(raw(leaf)), tree)
+
+
+def _check_structure(grads, params):
+    g_leaves, g_def = tree_flatten(grads)
+    p_leaves, p_def = tree_flatten(params)
+    if g_def != p_def:
+        raise ValueError(f"optimizer: gradient structure {g_def} does not match parameter structure {p_def}")
+    for g, p in zip(g_leaves, p_leaves, strict=True):
+        if xp.shape(g) != xp.shape(p):
+            raise ValueError(
+                f"optimizer: gradient of shape {xp.shape(g)} for a parameter of shape {xp.shape(p)}"
+            )
+
+
+class Optimizer:
+    """Base class. Subclasses implement ``_init_leaf`` (per-parameter state) and ``_step_leaf``."""
+
+    name = "optimizer"
+    slots: tuple[str, ...] = ()
+
+    def __init__(self, lr):
+        self.schedule: Schedule = as_schedule(lr)
+
+    # -- functional API ------------------------------------------------------------------------
+    def init(self, params) -> dict:
+        """The initial state: a step counter and one zero array per parameter and slot."""
+        params = _as_arrays(params)
+        state = {"step": xp.zeros((), dtype=xp.int64)}
+        for slot in self.slots:
+            state[slot] = tree_map(xp.zeros_like, params)
+        return state
+
+    def lr(self, state) -> float:
+        """The learning rate the next update will use."""
+        return float(self.schedule(int(state["step"])))
+
+    def update(self, grads, state, params):
+        """One step: ``(new_params, new_state)``; inputs are left unchanged."""
+        grads = _as_arrays(grads)
+        params = _as_arrays(params)
+        _check_structure(grads, params)
+        step = int(state["step"]) + 1
+        lr = float(self.schedule(step - 1))
+        p_leaves, treedef = tree_flatten(params)
+        g_leaves, _ = tree_flatten(grads)
+        slot_leaves = [tree_flatten(state[slot])[0] for slot in self.slots]
+        new_params, new_slots = [], [[] for _ in self.slots]
+        for i, (p, g) in enumerate(zip(p_leaves, g_leaves, strict=True)):
+            slots = [leaves[i] for leaves in slot_leaves]
+            new_p, updated = self._step_leaf(p, g.astype(p.dtype, copy=False), slots, lr, step)
+            new_params.append(new_p.astype(p.dtype, copy=False))
+            for store, value in zip(new_slots, updated, strict=True):
+                store.append(value)
+        new_state = {"step": xp.asarray(step, dtype=xp.int64)}
+        for slot, leaves in zip(self.slots, new_slots, strict=True):
+            new_state[slot] = tree_unflatten(treedef, leaves)
+        return tree_unflatten(treedef, new_params), new_state
+
+    def _step_leaf(self, param, grad, slots, lr, step):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- object form ----------------------------------------------------------------------------
+    def bind(self, target) -> BoundOptimizer:
+        """PyTorch-style optimizer over a Module's parameters (or a pytree of Tensors)."""
+        return BoundOptimizer(self, target)
+
+    # -- description -----------------------------------------------------------------------------
+    def hyperparameters(self) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        return {"name": self.name, "lr": self.schedule.config(), **self.hyperparameters()}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
+        return f"{type(self).__name__}(lr={self.schedule!r}{', ' + args if args else ''})"
+
+
+class SGD(Optimizer):
+    """Plain gradient descent, with optional (Nesterov) momentum and L2 weight decay."""
+
+    name = "sgd"
+
+    def __init__(self, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+        super().__init__(lr)
+        self.momentum = _check_finite_number(momentum, "momentum", 0.0, 1.0)
+        self.nesterov = bool(nesterov)
+        if self.nesterov and self.momentum == 0.0:
+            raise ValueError("Nesterov momentum needs momentum > 0")
+        self.weight_decay = _check_finite_number(weight_decay, "weight_decay", 0.0)
+        self.slots = ("velocity",) if self.momentum else ()
+
+    def _step_leaf(self, param, grad, slots, lr, step):
+        if self.weight_decay:
+            grad = grad + self.weight_decay * param
+        if not self.momentum:
+            return param - lr * grad, ()
+        velocity = self.momentum * slots[0] + grad
+        direction = grad + self.momentum * velocity if self.nesterov else velocity
+        return param - lr * direction, (velocity,)
+
+    def hyperparameters(self):
+        return {"momentum": self.momentum, "nesterov": self.nesterov, "weight_decay": self.weight_decay}
+
+
+def GradientDescent(lr) -> SGD:
+    """The seeds' "simple gradient descent": θ ← θ - lr·∇L."""
+    return SGD(lr)
+
+
+def Momentum(lr, momentum=0.9) -> SGD:
+    return SGD(lr, momentum=momentum)
+
+
+def Nesterov(lr, momentum=0.9) -> SGD:
+    return SGD(lr, momentum=momentum, nesterov=True)
+
+
+class Adam(Optimizer):
+    """Adam; ``weight_decay`` here is coupled L2 (added to the gradient), as in the paper."""
+
+    name = "adam"
+    slots = ("m", "v")
+    decoupled = False
+
+    def __init__(self, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0):
+        super().__init__(lr)
+        self.b1 = _check_finite_number(b1, "b1", 0.0, 1.0)
+        self.b2 = _check_finite_number(b2, "b2", 0.0, 1.0)
+        self.eps = _check_finite_number(eps, "eps", 0.0, low_inclusive=False)
+        self.weight_decay = _check_finite_number(weight_decay, "weight_decay", 0.0)
+
+    def _step_leaf(self, param, grad, slots, lr, step):
+        if self.weight_decay and not self.decoupled:
+            grad = grad + self.weight_decay * param
+        m = self.b1 * slots[0] + (1 - self.b1) * grad
+        v = self.b2 * slots[1] + (1 - self.b2) * grad * grad
+        m_hat = m / (1 - self.b1**step)
+        v_hat = v / (1 - self.b2**step)
+        new = param - lr * m_hat / (xp.sqrt(v_hat) + self.eps)
+        if self.weight_decay and self.decoupled:
+            new = new - lr * self.weight_decay * param
+        return new, (m, v)
+
+    def hyperparameters(self):
+        return {"b1": self.b1, "b2": self.b2, "eps": self.eps, "weight_decay": self.weight_decay}
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter): θ ← θ - lr·λθ besides the step."""
+
+    name = "adamw"
+    decoupled = True
+
+    def __init__(self, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01):
+        super().__init__(lr, b1, b2, eps, weight_decay)
+
+
+class RMSProp(Optimizer):
+    """RMSProp: divide the gradient by a running root-mean-square of its recent values."""
+
+    name = "rmsprop"
+
+    def __init__(self, lr=1e-3, decay=0.9, eps=1e-8, momentum=0.0, weight_decay=0.0):
+        super().__init__(lr)
+        self.decay = _check_finite_number(decay, "decay", 0.0, 1.0)
+        self.eps = _check_finite_number(eps, "eps", 0.0, low_inclusive=False)
+        self.momentum = _check_finite_number(momentum, "momentum", 0.0, 1.0)
+        self.weight_decay = _check_finite_number(weight_decay, "weight_decay", 0.0)
+        self.slots = ("square_avg", "velocity") if self.momentum else ("square_avg",)
+
+    def _step_leaf(self, param, grad, slots, lr, step):
+        if self.weight_decay:
+            grad = grad + self.weight_decay * param
+        square_avg = self.decay * slots[0] + (1 - self.decay) * grad * grad
+        scaled = grad / (xp.sqrt(square_avg) + self.eps)
+        if self.momentum:
+            velocity = self.momentum * slots[1] + scaled
+            return param - lr * velocity, (square_avg, velocity)
+        return param - lr * scaled, (square_avg,)
+
+    def hyperparameters(self):
+        return {
+            "decay": self.decay,
+            "eps": self.eps,
+            "momentum": self.momentum,
+            "weight_decay": self.weight_decay,
+        }
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSProp}
+
+
+def optimizer_from_config(config: dict) -> Optimizer:
+    """Rebuild an optimizer from ``opt.config()`` (as stored in a checkpoint's JSON)."""
+    config = dict(config)
+    name = config.pop("name", None)
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose from {sorted(OPTIMIZERS)}")
+    config["lr"] = schedule_from_config(config["lr"])
+    return OPTIMIZERS[name](**config)
+
+
+class BoundOptimizer:
+    """An optimizer holding its state and the Tensors it updates (PyTorch style)."""
+
+    def __init__(self, optimizer: Optimizer, target):
+        self.optimizer = optimizer
+        tensors = target.named_tensors() if hasattr(target, "named_tensors") else target
+        self.tensors, self.treedef = tree_flatten(tensors)
+        for tensor in self.tensors:
+            if not getattr(tensor, "requires_grad", False):
+                raise TypeError("bind: every leaf must be a Tensor with requires_grad=True")
+        self.state = optimizer.init(self._values())
+
+    def _values(self):
+        return tree_unflatten(self.treedef, [t.data for t in self.tensors])
+
+    def zero_grad(self) -> None:
+        for tensor in self.tensors:
+            tensor.grad = None
+
+    def step(self) -> None:
+        """Update every Tensor from its ``.grad`` (a missing ``.grad`` counts as zero)."""
+        grads = tree_unflatten(
+            self.treedef, [xp.zeros_like(t.data) if t.grad is None else raw(t.grad) for t in self.tensors]
+        )
+        new_params, self.state = self.optimizer.update(grads, self.state, self._values())
+        with no_grad():
+            for tensor, value in zip(self.tensors, tree_flatten(new_params)[0], strict=True):
+                tensor.data = value
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.lr(self.state)

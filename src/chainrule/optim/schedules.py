@@ -1,0 +1,125 @@
+"""Learning-rate schedules: callables ``schedule(step) -> lr``, ``step`` counting updates from 0.
+
+Every schedule can describe itself as a JSON-ready dict (``config()``) and be rebuilt from it
+(``from_config``), which is how checkpoints record them.
+
+>>> s = Cosine(0.1, total_steps=100)
+>>> round(s(0), 6), round(s(50), 6), round(s(100), 6)
+(0.1, 0.05, 0.0)
+>>> w = LinearWarmup(Constant(0.1), warmup_steps=4)
+>>> [round(w(t), 3) for t in range(5)]
+[0.025, 0.05, 0.075, 0.1, 0.1]
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def _positive(value, what):
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{what} must be a positive number, got {value}")
+    return value
+
+
+def _positive_int(value, what):
+    if int(value) != value or int(value) <= 0:
+        raise ValueError(f"{what} must be a positive integer, got {value}")
+    return int(value)
+
+
+class Schedule:
+    def __call__(self, step: int) -> float:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def config(self) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
+        return f"{type(self).__name__}({args})"
+
+
+class Constant(Schedule):
+    """The same learning rate at every step."""
+
+    def __init__(self, lr):
+        self.lr = _positive(lr, "learning rate")
+
+    def __call__(self, step):
+        return self.lr
+
+    def config(self):
+        return {"name": "constant", "lr": self.lr}
+
+
+class StepDecay(Schedule):
+    """lr * gamma ** (step // step_size): multiply by ``gamma`` every ``step_size`` steps."""
+
+    def __init__(self, lr, step_size, gamma=0.1):
+        self.lr = _positive(lr, "learning rate")
+        self.step_size = _positive_int(step_size, "step_size")
+        self.gamma = _positive(gamma, "gamma")
+
+    def __call__(self, step):
+        return self.lr * self.gamma ** (int(step) // self.step_size)
+
+    def config(self):
+        return {"name": "step", "lr": self.lr, "step_size": self.step_size, "gamma": self.gamma}
+
+
+class Cosine(Schedule):
+    """Half a cosine from ``lr`` at step 0 to ``final_lr`` at ``total_steps`` (flat after)."""
+
+    def __init__(self, lr, total_steps, final_lr=0.0):
+        self.lr = _positive(lr, "learning rate")
+        self.total_steps = _positive_int(total_steps, "total_steps")
+        self.final_lr = float(final_lr)
+        if self.final_lr < 0:
+            raise ValueError(f"final_lr must be non-negative, got {final_lr}")
+
+    def __call__(self, step):
+        progress = min(int(step), self.total_steps) / self.total_steps
+        return self.final_lr + 0.5 * (self.lr - self.final_lr) * (1.0 + math.cos(math.pi * progress))
+
+    def config(self):
+        return {"name": "cosine", "lr": self.lr, "total_steps": self.total_steps, "final_lr": self.final_lr}
+
+
+class LinearWarmup(Schedule):
+    """``base(step) * min(1, (step + 1) / warmup_steps)``: a linear ramp over the first steps."""
+
+    def __init__(self, base, warmup_steps):
+        self.base = as_schedule(base)
+        self.warmup_steps = _positive_int(warmup_steps, "warmup_steps")
+
+    def __call__(self, step):
+        return self.base(step) * min(1.0, (int(step) + 1) / self.warmup_steps)
+
+    def config(self):
+        return {"name": "warmup", "base": self.base.config(), "warmup_steps": self.warmup_steps}
+
+
+SCHEDULES = {"constant": Constant, "step": StepDecay, "cosine": Cosine, "warmup": LinearWarmup}
+
+
+def as_schedule(lr) -> Schedule:
+    """A number becomes ``Constant(lr)``; a schedule passes through."""
+    if isinstance(lr, Schedule):
+        return lr
+    if callable(lr):
+        raise TypeError(
+            "learning-rate schedules must be chainrule.optim.Schedule objects (so they can be saved)"
+        )
+    return Constant(lr)
+
+
+def schedule_from_config(config: dict) -> Schedule:
+    config = dict(config)
+    name = config.pop("name", None)
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r}; choose from {sorted(SCHEDULES)}")
+    if name == "warmup":
+        return LinearWarmup(schedule_from_config(config["base"]), config["warmup_steps"])
+    return SCHEDULES[name](**config)

@@ -1,0 +1,196 @@
+"""A training run described by one JSON-ready dict: what ``chainrule train`` writes to
+``config.json`` and rebuilds on ``--resume``.
+
+>>> config = make_config(data="moons", hidden=[8], epochs=2, lr=0.5)
+>>> splits = build_data(config)
+>>> model = build_model(config, splits)
+>>> model.sizes
+[2, 8, 2]
+"""
+
+from __future__ import annotations
+
+from ..data.datasets import SCALINGS, DataError, check_batch_size, num_batches
+from ..data.sources import load
+from ..nn.layers import ACTIVATIONS, MLP
+from ..optim.optimizers import OPTIMIZERS, SGD, Adam, AdamW, RMSProp
+from ..optim.schedules import Constant, Cosine, LinearWarmup, StepDecay
+
+FORMAT = "chainrule-run/1"
+
+DEFAULTS = {
+    "data": "digits",
+    "label_column": None,
+    "classes": None,
+    "task": None,
+    "size": None,
+    "val_fraction": 0.1,
+    "test_fraction": 0.25,
+    "scale": "auto",
+    "hidden": [128, 64],
+    "activation": "relu",
+    "batchnorm": False,
+    "dropout": 0.0,
+    "init": None,
+    "optimizer": "sgd",
+    "lr": 0.1,
+    "momentum": 0.0,
+    "nesterov": False,
+    "weight_decay": 0.0,
+    "schedule": "constant",
+    "warmup_epochs": 0,
+    "step_epochs": 10,
+    "gamma": 0.1,
+    "epochs": 30,
+    "batch_size": 32,
+    "seed": 0,
+    "checkpoint_every": 0,
+    "keep_checkpoints": 3,
+}
+
+#: Options that may differ when a run is resumed (they do not change its arithmetic).
+RESUMABLE = ("epochs",)
+
+
+class ConfigError(ValueError):
+    """A run configuration that cannot work (one line naming the option)."""
+
+
+def make_config(**options) -> dict:
+    """Defaults overridden by ``options``, validated (``ConfigError`` names the bad option)."""
+    unknown = sorted(set(options) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown option(s) {unknown}")
+    config = {"format": FORMAT, **DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
+    validate_config(config)
+    return config
+
+
+def _positive_number(config, key):
+    value = config[key]
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not value > 0
+        or value != value
+        or value == float("inf")
+    ):
+        raise ConfigError(f"--{key.replace('_', '-')} must be a positive number, got {value}")
+
+
+def _non_negative(config, key, upper=None):
+    value = config[key]
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not value >= 0
+        or (upper is not None and value >= upper)
+    ):
+        bound = f" and below {upper}" if upper is not None else ""
+        raise ConfigError(f"--{key.replace('_', '-')} must be >= 0{bound}, got {value}")
+
+
+def _positive_int(config, key):
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"--{key.replace('_', '-')} must be a positive integer, got {value}")
+
+
+def validate_config(config: dict) -> None:
+    _positive_number(config, "lr")
+    _positive_int(config, "batch_size")
+    _positive_int(config, "epochs")
+    _positive_int(config, "keep_checkpoints")
+    _positive_int(config, "step_epochs")
+    _positive_number(config, "gamma")
+    for key in ("checkpoint_every", "warmup_epochs"):
+        if isinstance(config[key], bool) or not isinstance(config[key], int) or config[key] < 0:
+            raise ConfigError(f"--{key.replace('_', '-')} must be a non-negative integer, got {config[key]}")
+    _non_negative(config, "momentum", 1.0)
+    _non_negative(config, "weight_decay")
+    _non_negative(config, "dropout", 1.0)
+    if config["nesterov"] and not config["momentum"]:
+        raise ConfigError("--nesterov needs --momentum > 0")
+    if config["optimizer"] not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {config['optimizer']!r}; choose from {sorted(OPTIMIZERS)}")
+    if config["optimizer"] != "sgd" and config["nesterov"]:
+        raise ConfigError("--nesterov applies to --optimizer sgd only")
+    if config["activation"] not in ACTIVATIONS or config["activation"] == "softmax":
+        choices = sorted(a for a in ACTIVATIONS if a != "softmax")
+        raise ConfigError(f"unknown hidden activation {config['activation']!r}; choose from {choices}")
+    if config["schedule"] not in ("constant", "step", "cosine"):
+        raise ConfigError(f"unknown schedule {config['schedule']!r}; choose constant, step or cosine")
+    hidden = config["hidden"]
+    if not isinstance(hidden, list) or any(
+        isinstance(h, bool) or not isinstance(h, int) or h <= 0 for h in hidden
+    ):
+        raise ConfigError(f"--hidden must be positive layer widths, got {hidden}")
+    for key in ("val_fraction", "test_fraction"):
+        _non_negative(config, key, 1.0)
+    if config["val_fraction"] + config["test_fraction"] >= 1.0:
+        raise ConfigError("--val-fraction plus --test-fraction must leave training data (sum below 1)")
+    if config["scale"] not in ("auto", *SCALINGS):
+        raise ConfigError(f"unknown --scale {config['scale']!r}; choose auto, standard, global or none")
+    if config["task"] not in (None, "classification", "regression"):
+        raise ConfigError(f"--task must be classification or regression, got {config['task']!r}")
+    try:
+        check_batch_size(config["batch_size"])
+    except DataError as error:
+        raise ConfigError(str(error)) from None
+
+
+def build_data(config: dict):
+    """The run's train/validation/test splits (``DataError`` on bad data)."""
+    return load(
+        config["data"],
+        seed=config["seed"],
+        val_fraction=config["val_fraction"],
+        test_fraction=config["test_fraction"],
+        scale=config["scale"],
+        label_column=config["label_column"],
+        num_classes=config["classes"],
+        task=config["task"],
+        size=config["size"],
+    )
+
+
+def build_model(config: dict, splits) -> MLP:
+    sizes = [splits.train.num_features, *config["hidden"], splits.train.num_outputs]
+    return MLP(
+        sizes,
+        activation=config["activation"],
+        batchnorm=config["batchnorm"],
+        dropout=config["dropout"],
+        init=config["init"],
+        seed=config["seed"],
+    )
+
+
+def build_optimizer(config: dict, train_size: int):
+    steps_per_epoch = num_batches(train_size, config["batch_size"])
+    lr = config["lr"]
+    if config["schedule"] == "constant":
+        schedule = Constant(lr)
+    elif config["schedule"] == "step":
+        schedule = StepDecay(lr, step_size=config["step_epochs"] * steps_per_epoch, gamma=config["gamma"])
+    else:
+        schedule = Cosine(lr, total_steps=config["epochs"] * steps_per_epoch)
+    if config["warmup_epochs"]:
+        schedule = LinearWarmup(schedule, config["warmup_epochs"] * steps_per_epoch)
+    name = config["optimizer"]
+    if name == "sgd":
+        return SGD(
+            schedule,
+            momentum=config["momentum"],
+            nesterov=config["nesterov"],
+            weight_decay=config["weight_decay"],
+        )
+    if name == "adam":
+        return Adam(schedule, weight_decay=config["weight_decay"])
+    if name == "adamw":
+        return AdamW(schedule, weight_decay=config["weight_decay"] or 0.01)
+    return RMSProp(schedule, momentum=config["momentum"], weight_decay=config["weight_decay"])
+
+
+def task_of(splits) -> str:
+    return splits.train.task
