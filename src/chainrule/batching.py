@@ -38,7 +38,7 @@ import builtins
 from . import core, ops
 from .backend import xp
 from .core import Tracer
-from .forward import ArrayOperators
+from .array_methods import ArrayOperators
 
 
 class Batched(ArrayOperators, Tracer):

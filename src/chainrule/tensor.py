@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 
 from . import backend
+from .array_methods import ArrayOperators
 from .core import Tracer, _named_error, _run_hooks, apply, raw, state
 from .primitives import ABS as _ABS
 from .primitives import ADD as _ADD
@@ -147,7 +148,7 @@ def _unary_operator(prim):
     return operator
 
 
-class Tensor(Tracer):
+class Tensor(ArrayOperators, Tracer):
     """An array plus the record of how it was computed.
 
     >>> import chainrule as cr
@@ -410,69 +411,6 @@ class Tensor(Tracer):
     def __itruediv__(self, other):
         return self._inplace(backend.xp.divide, other, "/=")
 
-    # -- methods mirroring NumPy ---------------------------------------------------------------------
-    def sum(self, axis=None, keepdims=False):
-        return ops.sum(self, axis=axis, keepdims=keepdims)
-
-    def mean(self, axis=None, keepdims=False):
-        return ops.mean(self, axis=axis, keepdims=keepdims)
-
-    def max(self, axis=None, keepdims=False):
-        return ops.max(self, axis=axis, keepdims=keepdims)
-
-    def min(self, axis=None, keepdims=False):
-        return ops.min(self, axis=axis, keepdims=keepdims)
-
-    def prod(self, axis=None, keepdims=False):
-        return ops.prod(self, axis=axis, keepdims=keepdims)
-
-    def var(self, axis=None, ddof=0, keepdims=False):
-        return ops.var(self, axis=axis, ddof=ddof, keepdims=keepdims)
-
-    def std(self, axis=None, ddof=0, keepdims=False):
-        return ops.std(self, axis=axis, ddof=ddof, keepdims=keepdims)
-
-    def reshape(self, *shape):
-        return ops.reshape(self, shape[0] if len(shape) == 1 else shape)
-
-    def transpose(self, *axes):
-        return ops.transpose(self, axes[0] if len(axes) == 1 else (axes or None))
-
-    def swapaxes(self, axis1, axis2):
-        return ops.swapaxes(self, axis1, axis2)
-
-    def astype(self, dtype):
-        return ops.astype(self, dtype)
-
-    def exp(self):
-        return ops.exp(self)
-
-    def log(self):
-        return ops.log(self)
-
-    def tanh(self):
-        return ops.tanh(self)
-
-    def sqrt(self):
-        return ops.sqrt(self)
-
-    def relu(self):
-        return ops.relu(self)
-
-    def sigmoid(self):
-        return ops.sigmoid(self)
-
-    def clip(self, a_min=None, a_max=None):
-        return ops.clip(self, a_min, a_max)
-
-    def flatten(self):
-        return ops.reshape(self, (-1,))
-
-    def squeeze(self, axis=None):
-        return ops.squeeze(self, axis)
-
-    def dot(self, other):
-        return ops.dot(self, other)
 
 
 def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:
