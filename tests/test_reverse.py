@@ -270,12 +270,6 @@ def test_float32_gradient_is_accurate_to_float32():
     np.testing.assert_allclose(x.grad, np.cos(value) * value + np.sin(value), rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: a 0-d tensor's .grad and a 0-d vjp cotangent come back as NumPy scalars "
-    "(np.float64), while grad() returns 0-d arrays; reverse.backward_pass/transforms.vjp do not "
-    "turn 0-d results into arrays",
-)
 def test_zero_dimensional_gradients_are_arrays_like_every_other_gradient():
     x = leaf(1.0)
     cnp.sin(x).backward()
@@ -284,13 +278,6 @@ def test_zero_dimensional_gradients_are_arrays_like_every_other_gradient():
     assert isinstance(vjp_fun(np.array(1.0))[0], np.ndarray)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="known: a 0-d result Tensor holds a NumPy scalar (ufuncs return scalars for 0-d input) and "
-    "Tensor.__array__ hands it on unchanged, so np.asarray(loss) raises 'object __array__ method "
-    "not producing an array'",
-)
 def test_numpy_can_convert_a_scalar_loss():
     loss = (leaf([1.0, 2.0]) * 3).sum()
     assert np.asarray(loss) == 9.0

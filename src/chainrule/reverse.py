@@ -15,7 +15,7 @@ Two iterative sweeps, no recursion (a 100,000-op chain is fine):
 from __future__ import annotations
 
 from . import ops
-from .backend import xp
+from .backend import asarray, ndarray, xp
 from .core import Tracer, apply, check_finite, enable_grad, raw, state
 from .primitives import SUM
 from .tensor import FREED, Tensor, current_epoch
@@ -115,6 +115,8 @@ def backward_pass(roots, cotangents, *, retain_graph=False, create_graph=False, 
                 if index is not None:
                     results[index] = cotangent
             elif level == 0:
+                if not isinstance(cotangent, (ndarray, Tracer)):
+                    cotangent = asarray(cotangent)  # NumPy makes 0-d results scalars; .grad is an array
                 grad = node.grad
                 node.grad = cotangent if grad is None else grad + cotangent
             continue

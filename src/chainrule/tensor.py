@@ -297,7 +297,7 @@ class Tensor(ArrayOperators, Tracer):
         return bool(raw(self.data))
 
     def __array__(self, dtype=None, copy=None):
-        array = raw(self.data)
+        array = backend.asarray(raw(self.data))  # 0-d results are NumPy scalars: make them arrays
         return array if dtype is None else array.astype(dtype)
 
     def detach(self) -> Tensor:

@@ -207,7 +207,7 @@ def vjp(fun, *primals, has_aux=False):
             pieces = []
             for tensor in lifted:
                 ct = cotangents[position]
-                pieces.append(ops.zeros_like(tensor.data) if ct is None else ct)
+                pieces.append(ops.zeros_like(tensor.data) if ct is None else _plain(ct))
                 position += 1
             results.append(tree_unflatten(treedef, pieces))
         return tuple(results)
