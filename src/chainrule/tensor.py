@@ -117,7 +117,11 @@ def _binary_operator(prim, reflected=False):
 
 
 def _unary_operator(prim):
-    """``(op) tensor`` for primitive ``prim``, with the same fast path as :func:`_binary_operator`."""
+    """``(op) tensor`` for primitive ``prim``, with the same fast path as :func:`_binary_operator`.
+
+    The lines that build the result repeat the binary operator's on purpose: a shared helper
+    would add a Python call to every recorded op, the engine's most measured cost.
+    """
     forward = prim.forward
 
     def operator(self):
