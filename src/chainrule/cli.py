@@ -171,8 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--schedule",
-        choices=("constant", "step", "cosine"),
-        help=f"learning-rate schedule (default: {d['schedule']})",
+        choices=("constant", "step", "cosine", "spsa"),
+        help=f"learning-rate schedule; spsa: Spall's a/(A+k+1)^0.602 (default: {d['schedule']})",
     )
     group.add_argument(
         "--warmup-epochs", type=int, metavar="N", help="linear warm-up over this many epochs (default: 0)"
@@ -200,6 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="seed of the split, the initial weights, the shuffling and dropout (default: 0)",
+    )
+
+    _add_method_arguments(train.add_argument_group("gradient method and update scheme"), d)
+    group.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel over the MPI ranks of `mpirun -n N chainrule train ...` (needs mpi4py)",
     )
 
     group = train.add_argument_group("run directory and output")
@@ -256,6 +263,40 @@ def build_parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------------------------------------
 # Commands
 # ------------------------------------------------------------------------------------------------
+
+
+def _add_method_arguments(group, d):
+    """The options shared by ``train`` and ``compare`` that choose and tune a gradient method."""
+    from .estimators import METHODS
+    from .training.schemes import SCHEMES
+
+    group.add_argument(
+        "--method",
+        metavar="NAME",
+        help=f"how the gradient is obtained: {', '.join(METHODS)} (es, fd accepted) (default: {d['method']})",
+    )
+    group.add_argument(
+        "--scheme",
+        metavar="NAME",
+        help=f"how it is used: {', '.join(SCHEMES)} (default: {d['scheme']})",
+    )
+    group.add_argument(
+        "--directions", type=int, metavar="K", help="forward_gradient: random directions averaged (default: 1)"
+    )
+    group.add_argument(
+        "--perturbation",
+        type=float,
+        metavar="H",
+        help="perturbation size: spsa c, mezo eps, es sigma, finite-difference step, cmaes sigma",
+    )
+    group.add_argument("--population", type=int, metavar="N", help="es antithetic pairs / cmaes population")
+    group.add_argument(
+        "--local-steps", type=int, metavar="T", help="locoprop: local steps per layer and update (default: 10)"
+    )
+    group.add_argument(
+        "--target-step", type=float, metavar="G", help="locoprop: target step gamma (default: 1.0)"
+    )
+    return group
 
 
 def _say(text="", file=None):
@@ -333,17 +374,29 @@ def cmd_train(args) -> int:
         RESUMABLE,
         ConfigError,
         build_data,
+        build_method,
         build_model,
         build_optimizer,
+        build_scheme,
         make_config,
         validate_config,
     )
     from .training.trainer import Trainer
 
+    communicator = None
+    if args.distributed:
+        from .distributed import MPICommunicator
+
+        communicator = MPICommunicator()
+    root = communicator is None or communicator.is_root
+    if not root:  # the other ranks train in silence; rank 0 writes and prints
+        args.quiet, args.no_plot, args.progress = True, True, False
     given = {key: getattr(args, key) for key in DEFAULTS if getattr(args, key, None) is not None}
     if "data" in given and is_file_source(given["data"]):
         given["data"] = str(Path(given["data"]).resolve())  # a resumed run may start elsewhere
     resume = args.resume is not None
+    if communicator is not None and not resume and args.run_dir is None:
+        raise ConfigError("--distributed needs --run-dir DIR (every rank must name the same directory)")
     if resume:
         run_dir = Path(args.resume)
         if not run_dir.is_dir():
@@ -352,7 +405,7 @@ def cmd_train(args) -> int:
             raise ConfigError(
                 "--run-dir and --resume name different directories; --resume continues the run where it is"
             )
-        saved = _read_run_config(run_dir)
+        saved = {**DEFAULTS, **_read_run_config(run_dir)}  # runs from before an option existed
         conflicts = [key for key, value in given.items() if key not in RESUMABLE and saved.get(key) != value]
         if conflicts:
             key = conflicts[0]
@@ -369,11 +422,16 @@ def cmd_train(args) -> int:
     else:
         config = make_config(**given)
         run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(config["data"])
-        if _is_run_dir_in_use(run_dir):
+        if root and _is_run_dir_in_use(run_dir):
             raise ConfigError(
                 f"run directory {str(run_dir)!r} already exists and is not empty; continue it with "
                 f"--resume {run_dir} or choose another --run-dir"
             )
+    if config["scheme"] == "cmaes":
+        raise ConfigError(
+            "the cmaes scheme's state cannot be checkpointed, so `chainrule train` does not run it; "
+            "compare it with `chainrule compare --schemes cmaes`"
+        )
     # Everything that can fail on bad input happens before the first byte is written.
     splits = build_data(config)
     model = build_model(config, splits)
@@ -391,15 +449,21 @@ def cmd_train(args) -> int:
         progress=args.progress,
         log=None if args.quiet else _say,
         config=config,
+        method=build_method(config),
+        scheme=build_scheme(config),
+        communicator=communicator,
     )
     if resume:
         restored = trainer.restore()
-        if config != saved:
+        if config != saved and root:
             write_json(run_dir / "config.json", config)
     else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "config.json", config)
+        if root:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_json(run_dir / "config.json", config)
         restored = None
+    if communicator is not None:
+        communicator.barrier()  # the run directory exists before any rank goes on
     if not args.quiet:
         _say(_describe(config, model, splits, run_dir))
         if resume and restored is None:
@@ -412,6 +476,8 @@ def cmd_train(args) -> int:
     trainer.fit(splits.train, config["epochs"], splits.val)
     results = {name: trainer.evaluate(dataset) for name, dataset in splits.items()}
     total_time = trainer.elapsed
+    if not root:
+        return 0
     _say(format_table(results, task))
     _say(
         f"training time {total_time:.1f} s ({time.perf_counter() - started:.1f} s this session), "

@@ -101,7 +101,36 @@ class LinearWarmup(Schedule):
         return {"name": "warmup", "base": self.base.config(), "warmup_steps": self.warmup_steps}
 
 
-SCHEDULES = {"constant": Constant, "step": StepDecay, "cosine": Cosine, "warmup": LinearWarmup}
+class SPSAGain(Schedule):
+    """Spall's gain sequence a_k = lr / (offset + k + 1) ** alpha, with the standard alpha = 0.602
+    and the stability offset A (``offset``) commonly set near 10% of the planned steps.
+
+    >>> s = SPSAGain(0.1, offset=9)
+    >>> round(s(0), 6), round(s(90), 6)
+    (0.025003, 0.006252)
+    """
+
+    def __init__(self, lr, offset=0.0, alpha=0.602):
+        self.lr = _positive(lr, "learning rate")
+        self.offset = float(offset)
+        if not math.isfinite(self.offset) or self.offset < 0:
+            raise ValueError(f"SPSA gain offset must be >= 0, got {offset}")
+        self.alpha = _positive(alpha, "SPSA gain alpha")
+
+    def __call__(self, step):
+        return self.lr / (self.offset + int(step) + 1) ** self.alpha
+
+    def config(self):
+        return {"name": "spsa", "lr": self.lr, "offset": self.offset, "alpha": self.alpha}
+
+
+SCHEDULES = {
+    "constant": Constant,
+    "step": StepDecay,
+    "cosine": Cosine,
+    "warmup": LinearWarmup,
+    "spsa": SPSAGain,
+}
 
 
 def as_schedule(lr) -> Schedule:

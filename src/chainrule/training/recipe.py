@@ -14,7 +14,9 @@ from ..data.datasets import SCALINGS, DataError, check_batch_size, num_batches
 from ..data.sources import load
 from ..nn.layers import ACTIVATIONS, MLP
 from ..optim.optimizers import OPTIMIZERS, SGD, Adam, AdamW, RMSProp
-from ..optim.schedules import Constant, Cosine, LinearWarmup, StepDecay
+from ..estimators import ALIASES, METHODS, get_method
+from ..optim.schedules import Constant, Cosine, LinearWarmup, SPSAGain, StepDecay
+from .schemes import SCHEMES, get_scheme
 
 FORMAT = "chainrule-run/1"
 
@@ -43,6 +45,13 @@ DEFAULTS = {
     "gamma": 0.1,
     "epochs": 30,
     "batch_size": 32,
+    "method": "backprop",
+    "scheme": "simultaneous",
+    "directions": 1,
+    "perturbation": None,
+    "population": None,
+    "local_steps": 10,
+    "target_step": 1.0,
     "seed": 0,
     "checkpoint_every": 0,
     "keep_checkpoints": 3,
@@ -118,8 +127,23 @@ def validate_config(config: dict) -> None:
     if config["activation"] not in ACTIVATIONS or config["activation"] == "softmax":
         choices = sorted(a for a in ACTIVATIONS if a != "softmax")
         raise ConfigError(f"unknown hidden activation {config['activation']!r}; choose from {choices}")
-    if config["schedule"] not in ("constant", "step", "cosine"):
-        raise ConfigError(f"unknown schedule {config['schedule']!r}; choose constant, step or cosine")
+    if config["schedule"] not in ("constant", "step", "cosine", "spsa"):
+        raise ConfigError(f"unknown schedule {config['schedule']!r}; choose constant, step, cosine or spsa")
+    if ALIASES.get(config["method"], config["method"]) not in METHODS:
+        raise ConfigError(f"unknown --method {config['method']!r}; choose from {sorted(METHODS)}")
+    if config["scheme"] not in SCHEMES:
+        raise ConfigError(f"unknown --scheme {config['scheme']!r}; choose from {sorted(SCHEMES)}")
+    _positive_int(config, "directions")
+    _positive_int(config, "local_steps")
+    _positive_number(config, "target_step")
+    for key in ("perturbation", "population"):
+        if config[key] is not None:
+            (_positive_number if key == "perturbation" else _positive_int)(config, key)
+    try:
+        build_method(config)
+        get_scheme(config["scheme"], **_scheme_options(config)).check_method(build_method(config))
+    except (ValueError, TypeError) as error:
+        raise ConfigError(str(error)) from None
     hidden = config["hidden"]
     if not isinstance(hidden, list) or any(
         isinstance(h, bool) or not isinstance(h, int) or h <= 0 for h in hidden
@@ -173,6 +197,8 @@ def build_optimizer(config: dict, train_size: int):
         schedule = Constant(lr)
     elif config["schedule"] == "step":
         schedule = StepDecay(lr, step_size=config["step_epochs"] * steps_per_epoch, gamma=config["gamma"])
+    elif config["schedule"] == "spsa":
+        schedule = SPSAGain(lr, offset=0.1 * config["epochs"] * steps_per_epoch)
     else:
         schedule = Cosine(lr, total_steps=config["epochs"] * steps_per_epoch)
     if config["warmup_epochs"]:
@@ -190,6 +216,40 @@ def build_optimizer(config: dict, train_size: int):
     if name == "adamw":
         return AdamW(schedule, weight_decay=config["weight_decay"] or 0.01)
     return RMSProp(schedule, momentum=config["momentum"], weight_decay=config["weight_decay"])
+
+
+def build_method(config: dict):
+    """The gradient method of ``--method`` with its options (``--directions``, ``--perturbation``
+    (SPSA's c, MeZO's eps, ES's sigma), ``--population``)."""
+    name = ALIASES.get(config["method"], config["method"])
+    options: dict = {}
+    if name == "forward_gradient":
+        options["directions"] = config["directions"]
+    perturbation = config.get("perturbation")
+    if perturbation is not None and config.get("scheme") != "cmaes":
+        key = {"spsa": "c", "mezo": "eps", "evolution_strategies": "sigma", "finite_differences": "eps"}.get(name)
+        if key is None:
+            raise ConfigError(f"--perturbation does not apply to --method {name}")
+        options[key] = perturbation
+    if config.get("population") is not None and name == "evolution_strategies":
+        options["population"] = config["population"]
+    return get_method(name, **options)
+
+
+def _scheme_options(config: dict) -> dict:
+    if config["scheme"].startswith("locoprop"):
+        return {"gamma": config["target_step"], "local_steps": config["local_steps"]}
+    if config["scheme"] == "cmaes":
+        options = {"population": config.get("population")}
+        if config.get("perturbation") is not None:
+            options["sigma"] = config["perturbation"]
+        return options
+    return {}
+
+
+def build_scheme(config: dict):
+    """The update scheme of ``--scheme`` (``--local-steps`` and ``--target-step`` for LocoProp)."""
+    return get_scheme(config["scheme"], **_scheme_options(config))
 
 
 def task_of(splits) -> str:

@@ -1,11 +1,18 @@
 """The Trainer: mini-batch training with checkpoints that resume bit for bit.
 
-One step is functional: ``value_and_grad`` of the loss of ``model.apply(params, x, train=True)``,
-then ``optimizer.update``. Everything a step depends on is either saved in the checkpoint
-(parameters, buffers, optimizer state, the dropout generator's state, the position in the epoch,
-the epoch's running sums) or a pure function of the seed and the epoch number (the order of the
-examples). A run killed at any point and resumed from its last checkpoint therefore replays the
-same arithmetic and ends with bit-identical weights.
+One step is functional: a gradient *method* (``chainrule.estimators``: backprop by default, or
+forward mode, finite differences, forward gradients, SPSA, MeZO, evolution strategies) and an
+update *scheme* (``chainrule.training.schemes``: simultaneous by default, or layer-wise, cyclic,
+LocoProp, derivative-free, CMA-ES) turn the loss of ``model.apply(params, x, train=True)`` into
+new parameters. Everything a step depends on is either saved in the checkpoint (parameters,
+buffers, optimizer state, the position in the epoch, the epoch's running sums) or a pure function
+of the seed and the step or epoch number (the order of the examples, the dropout masks, the
+random key of a stochastic method). A run killed at any point and resumed from its last
+checkpoint therefore replays the same arithmetic and ends with bit-identical weights.
+
+With a ``communicator`` (``chainrule.distributed.MPICommunicator``) each process trains on its
+share of every global batch and the shares' gradients are combined by one all-reduce per step
+(see :mod:`chainrule.training.parallel`).
 
 >>> import numpy as np
 >>> from chainrule import data, nn, optim
@@ -23,11 +30,15 @@ import time
 from pathlib import Path
 
 from ..backend import xp
+from ..core import raw
 from ..data.datasets import Dataset, batches, check_batch_size, num_batches
+from ..estimators import Cost, get_method
+from ..nn.layers import Dropout
 from ..nn.losses import get_loss
-from ..nn.module import flatten_names, unflatten_names
-from ..pytree import tree_leaves
-from ..transforms import value_and_grad
+from ..nn.module import Context, flatten_names, unflatten_names
+from ..pytree import ravel_pytree, tree_leaves
+from .parallel import LocalCommunicator, shard_bounds
+from .schemes import StepInputs, get_scheme
 from .checkpoint import (
     CheckpointError,
     latest_checkpoint,
@@ -52,7 +63,10 @@ class Trainer:
     every ``checkpoint_every`` steps, keeping the newest ``keep_checkpoints``) and
     ``metrics.jsonl``; ``fit(..., resume=True)`` continues from the newest checkpoint there.
     ``log`` receives one line per epoch (``None`` for silence); ``progress`` draws a bar (``None``:
-    only on a terminal).
+    only on a terminal). ``method`` and ``scheme`` are names (or instances) from
+    ``chainrule.estimators`` and ``chainrule.training.schemes``; ``total_cost`` sums every step's
+    :class:`~chainrule.estimators.Cost`, and ``measure_next = True`` makes the next step also
+    measure its FLOPs and peak memory.
     """
 
     def __init__(
@@ -71,6 +85,9 @@ class Trainer:
         log=print,
         config: dict | None = None,
         eval_batch_size: int = 2048,
+        method="backprop",
+        scheme="simultaneous",
+        communicator=None,
     ):
         if task not in ("classification", "regression"):
             raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
@@ -89,32 +106,102 @@ class Trainer:
         self.progress = progress
         self.log = log
         self.config = dict(config or {})
+        self.method = get_method(method)
+        self.scheme = get_scheme(scheme)
+        self.scheme.check_method(self.method)
+        self.communicator = communicator if communicator is not None else LocalCommunicator()
         self.params = model.parameters()
-        self.opt_state = optimizer.init(self.params)
-        # Dropout draws from this generator; its exact state goes into every checkpoint.
-        self.rng = xp.random.Generator(xp.random.PCG64(xp.random.SeedSequence([self.seed, 1])))
+        if self.communicator.size > 1:  # every rank starts from rank 0's parameters
+            theta, unravel = ravel_pytree(self.params)
+            self.params = unravel(self.communicator.broadcast(theta))
+            model.load_parameters(self.params)
+            self.params = model.parameters()
+        self.opt_state = self.scheme.init(model, optimizer, self.params)
+        self._opt_template = self.opt_state
+        self._has_dropout = any(isinstance(m, Dropout) for m in model.modules())
         self.epoch = 0  # epochs completed
         self.batch = 0  # batches done in the current epoch
         self.step = 0  # optimizer updates so far
         self.elapsed = 0.0  # training seconds, summed over resumed sessions
         self.history: list[dict] = []
+        self.total_cost = Cost()
+        self.last_cost = Cost()
+        self.measure_next = False
         self._reset_accumulators()
-        self._grad_fn = value_and_grad(self._loss_and_outputs, has_aux=True)
 
     # -- one step ----------------------------------------------------------------------------------
-    def _loss_and_outputs(self, params, features, labels):
-        outputs = self.model.apply(params, features, train=True, rng=self.rng)
-        return self.loss(outputs, labels), outputs
+    def _context(self) -> Context:
+        """The forward pass's context for the current step: training mode, dropout masks drawn
+        from a generator that is a function of (seed, step), so every loss evaluation of one step
+        (finite differences make 2P of them) sees the same masks, and a resumed run the same."""
+        rng = None
+        if self._has_dropout:
+            rng = xp.random.Generator(xp.random.PCG64(xp.random.SeedSequence([self.seed, 1, self.step])))
+        update = self._buffers_pending
+        self._buffers_pending = False  # batch-norm statistics move once per step, at the first pass
+        return Context(train=True, rng=rng, update_buffers=update)
+
+    def _objective(self, params, batch):
+        features, labels = batch
+        outputs = self.model.apply(params, features, ctx=self._context())
+        if self._outputs is None:
+            self._outputs = outputs  # the step's first pass: its outputs give the running accuracy
+        return self.loss(outputs, labels)
 
     def _reset_accumulators(self, loss_total=0.0, count=0, hits=0):
         self._loss_sum = RunningMean(loss_total, count)
-        self._hits = int(hits)
+        self._hits = None if hits is None else int(hits)
+
+    def _step_key(self) -> int:
+        """The random key of this step's gradient method: a function of (seed, step) only."""
+        return int(xp.random.SeedSequence([self.seed, 2, self.step]).generate_state(1)[0])
+
+    def _step_inputs(self, features, labels) -> StepInputs:
+        comm = self.communicator
+        global_count = len(labels)
+        if comm.size > 1:
+            start, stop = shard_bounds(global_count, comm.rank, comm.size)
+            features, labels = features[start:stop], labels[start:stop]
+        inputs = StepInputs(
+            objective=self._objective,
+            batch=(features, labels),
+            key=self._step_key(),
+            step=self.step,
+            measure=self.measure_next,
+            distributed=comm.size > 1,
+            context=self._context,
+        )
+        if comm.size > 1:
+            share = len(labels) / global_count
+            inputs.reduce = lambda loss, grads: self._reduce_gradient(loss, grads, share)
+            inputs.reduce_seeded = lambda loss, seeded: self._reduce_seeded(loss, seeded, share)
+            inputs.reduce_values = lambda values: comm.allreduce_sum(xp.asarray(values, dtype=xp.float64) * share)
+        return inputs
+
+    def _reduce_gradient(self, loss, grads, share):
+        """Global loss and gradient from every rank's: one all-reduce of [θ-gradient, loss],
+        each rank's part weighted by its share of the global batch."""
+        flat, unravel = ravel_pytree(grads)
+        packed = xp.concatenate([flat.astype(xp.float64) * share, xp.asarray([float(loss) * share])])
+        total = self.communicator.allreduce_sum(packed)
+        return float(total[-1]), unravel(total[:-1].astype(flat.dtype, copy=False))
+
+    def _reduce_seeded(self, loss, seeded, share):
+        """The same for a seeded estimate: every rank drew the same directions from the same key,
+        so only the coefficients (and the loss) cross the wire."""
+        packed = xp.concatenate([seeded.coefficients * share, xp.asarray([float(loss) * share])])
+        total = self.communicator.allreduce_sum(packed)
+        seeded.coefficients = total[:-1]
+        return float(total[-1]), seeded
 
     def train_step(self, features, labels) -> float:
-        """One optimizer update on one batch; returns the batch's loss (before the update)."""
+        """One update on one (global) batch; returns the batch's loss (before the update)."""
+        inputs = self._step_inputs(features, labels)
+        self._buffers_pending = True
+        self._outputs = None
         # Overflow is reported once, as TrainingDiverged, not as a stream of NumPy warnings.
         with xp.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            (loss, outputs), grads = self._grad_fn(self.params, features, labels)
+            params, opt_state, loss, cost = self.scheme.step(self, self.params, self.opt_state, inputs)
             loss = float(loss)
             if not math.isfinite(loss):
                 raise TrainingDiverged(
@@ -122,7 +209,9 @@ class Trainer:
                     f"the loss is {loss}; "
                     "lower the learning rate"
                 )
-            params, opt_state = self.optimizer.update(grads, self.opt_state, self.params)
+        self.measure_next = False
+        self.last_cost = cost
+        self.total_cost = self.total_cost + cost
         if not all(xp.all(xp.isfinite(leaf)) for leaf in tree_leaves(params)):
             raise TrainingDiverged(
                 f"training diverged at step {self.step + 1} (epoch {self.epoch + 1}): the weights became NaN "
@@ -133,7 +222,15 @@ class Trainer:
         self.batch += 1
         self._loss_sum.add(loss, len(labels))
         if self.task == "classification":
-            self._hits += correct(outputs, labels)
+            outputs = None if self._outputs is None else raw(self._outputs)
+            local_labels = inputs.batch[1]
+            if outputs is not None and tuple(outputs.shape[:1]) == (len(local_labels),):
+                hits = correct(outputs, local_labels)
+                if self.communicator.size > 1:
+                    hits = int(round(float(self.communicator.allreduce_sum(xp.asarray([float(hits)]))[0])))
+                self._hits += hits
+            else:
+                self._hits = None  # this method's passes do not yield plain outputs
         return loss
 
     # -- the loop ----------------------------------------------------------------------------------
@@ -165,7 +262,7 @@ class Trainer:
                         train, self.batch_size, self.seed, self.epoch, start=self.batch
                     ):
                         loss = self.train_step(features, labels)
-                        if self.task == "classification":
+                        if self.task == "classification" and self._hits is not None:
                             bar.update(
                                 1, loss=f"{loss:.4f}", acc=f"{100 * self._hits / self._loss_sum.count:.2f}%"
                             )
@@ -196,9 +293,11 @@ class Trainer:
         record = {
             "epoch": self.epoch + 1,
             "step": self.step,
-            "lr": self.optimizer.lr(self.opt_state),
+            "lr": self.scheme.lr(self.optimizer, self.opt_state),
             "train_loss": self._loss_sum.value,
-            "train_accuracy": self._hits / self._loss_sum.count if self.task == "classification" else None,
+            "train_accuracy": self._hits / self._loss_sum.count
+            if self.task == "classification" and self._hits is not None
+            else None,
         }
         if val is not None:
             result = self.evaluate(val)
@@ -252,7 +351,9 @@ class Trainer:
             "seed": self.seed,
             "batch_size": self.batch_size,
             "task": self.task,
-            "rng": {"dropout": self.rng.bit_generator.state},
+            "method": self.method.config(),
+            "scheme": self.scheme.config(),
+            "cost": {k: v for k, v in self.total_cost.as_dict().items() if k != "passes"},
             "accumulators": {
                 "loss_total": self._loss_sum.total,
                 "count": self._loss_sum.count,
@@ -265,9 +366,14 @@ class Trainer:
         }
 
     def save(self) -> Path | None:
-        """Checkpoint the complete training state (no-op without ``run_dir``)."""
-        if self.run_dir is None:
+        """Checkpoint the complete training state (no-op without ``run_dir``, and on every rank
+        but rank 0 of a data-parallel job: the ranks hold the same state)."""
+        if self.run_dir is None or not self.communicator.is_root:
             return None
+        if not self.scheme.checkpointable:
+            raise CheckpointError(
+                f"the {self.scheme.name} scheme's state cannot be checkpointed; train it without a run directory"
+            )
         path = save_checkpoint(self.checkpoint_dir, self.step, self.state_arrays(), self.state_meta())
         write_jsonl(self.run_dir / "metrics.jsonl", self.history)
         prune_checkpoints(self.checkpoint_dir, self.keep_checkpoints)
@@ -287,6 +393,10 @@ class Trainer:
                 raise CheckpointError(
                     f"checkpoint {str(path)!r} was made with {key} {meta.get(key)!r}, not {mine!r}"
                 )
+        for key, mine in (("method", self.method.config()), ("scheme", self.scheme.config())):
+            theirs = meta.get(key, {"name": "backprop"} if key == "method" else {"name": "simultaneous"})
+            if theirs != mine:
+                raise CheckpointError(f"checkpoint {str(path)!r} was made with {key} {theirs}, not {mine}")
         if meta.get("optimizer") != self.optimizer.config():
             raise CheckpointError(
                 f"checkpoint {str(path)!r} was made with optimizer {meta.get('optimizer')}, "
@@ -302,13 +412,13 @@ class Trainer:
         opt_arrays = {k[len("opt.") :]: v for k, v in arrays.items() if k.startswith("opt.")}
         params = self.model.parameters()
         try:
-            opt_state = unflatten_names(self.optimizer.init(params), opt_arrays, "optimizer state")
+            opt_state = unflatten_names(self._opt_template, opt_arrays, "optimizer state")
         except ValueError as error:
             raise CheckpointError(
                 f"checkpoint {str(path)!r} has optimizer state that does not fit: {error}"
             ) from None
         try:
-            self.rng.bit_generator.state = meta["rng"]["dropout"]
+            cost = Cost(**meta.get("cost", {}))
             accumulators = meta["accumulators"]
             epoch, batch, step = int(meta["epoch"]), int(meta["batch"]), int(meta["step"])
             history = list(meta["history"])
@@ -320,6 +430,7 @@ class Trainer:
         self.epoch, self.batch, self.step = epoch, batch, step
         self.history = history
         self.elapsed = elapsed
+        self.total_cost = cost
         self._reset_accumulators(accumulators["loss_total"], accumulators["count"], accumulators["hits"])
         return Path(path)
 
@@ -327,7 +438,7 @@ class Trainer:
 def format_epoch(record: dict, epochs: int, task: str) -> str:
     width = len(str(epochs))
     parts = [f"epoch {record['epoch']:>{width}}/{epochs}", f"loss {record['train_loss']:.4f}"]
-    if task == "classification":
+    if task == "classification" and record.get("train_accuracy") is not None:
         parts.append(f"acc {100 * record['train_accuracy']:6.2f}%")
     if record.get("val_loss") is not None:
         parts.append(f"val_loss {record['val_loss']:.4f}")

@@ -1,0 +1,59 @@
+"""What the Trainer needs from a group of processes training one model together.
+
+A *communicator* is the Trainer's whole view of data parallelism. The single-process one below
+is the default and does nothing; ``chainrule.distributed.MPICommunicator`` implements the same
+five members on MPI. The Trainer itself decides what crosses the wire:
+
+* each rank takes its share of every global batch (:func:`shard_bounds`, deterministic: the
+  global batch order is a function of the seed and the epoch, the same on every rank);
+* exact gradients are raveled into one flat vector θ-sized array, weighted by the rank's share
+  of the batch and summed with **one** ``allreduce_sum`` per step;
+* zeroth-order and forward-gradient estimates are sums of seeded random directions, identical on
+  every rank, so only their scalar coefficients are summed (a few bytes instead of θ);
+* the initial parameters come from rank 0 (``broadcast``), and only rank 0 writes checkpoints.
+"""
+
+from __future__ import annotations
+
+from ..backend import xp
+
+
+class LocalCommunicator:
+    """One process: every collective is the identity."""
+
+    rank = 0
+    size = 1
+    bytes_reduced = 0  # payload bytes this rank has sent through allreduce_sum
+
+    @property
+    def is_root(self) -> bool:
+        return self.rank == 0
+
+    def allreduce_sum(self, array):
+        """The element-wise sum of ``array`` over all ranks (a new array)."""
+        array = xp.array(array, copy=True)
+        self.bytes_reduced += array.nbytes
+        return array
+
+    def broadcast(self, array, root: int = 0):
+        """Rank ``root``'s ``array`` on every rank."""
+        return xp.array(array, copy=True)
+
+    def barrier(self) -> None:
+        """Wait until every rank arrives."""
+
+    def abort(self, message: str, code: int = 1) -> None:  # pragma: no cover - ends the process
+        """End every rank's process with ``message`` (a single process just exits)."""
+        raise SystemExit(f"{message}")
+
+
+def shard_bounds(count: int, rank: int, size: int) -> tuple[int, int]:
+    """The slice ``[start, stop)`` of a global batch of ``count`` examples that ``rank`` of
+    ``size`` trains on: contiguous, the first ``count % size`` ranks one example larger.
+
+    >>> [shard_bounds(10, r, 3) for r in range(3)]
+    [(0, 4), (4, 7), (7, 10)]
+    """
+    base, extra = divmod(int(count), int(size))
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
