@@ -33,7 +33,8 @@ import numbers
 from ..backend import xp
 from ..core import raw
 from ..jacobians import forward_jacobian
-from ..pytree import tree_flatten, tree_leaves, tree_map, tree_unflatten
+from ..ops import concatenate
+from ..pytree import ravel_pytree, tree_flatten, tree_leaves, tree_map, tree_unflatten
 from ..transforms import jvp, value_and_grad
 from .cost import Cost, measuring
 from .seeded import SeededGradient, add_direction_, direction, direction_leaf
@@ -124,21 +125,40 @@ class ForwardMode(Method):
     name = "forward_mode"
     exact = True
 
-    def __init__(self, chunk_size: int = 128):
+    def __init__(self, chunk_size: int = 128, sample: int | None = None):
         self.chunk_size = _check_positive(chunk_size, "forward_mode chunk_size", integer=True)
+        self.sample = None if sample is None else _check_positive(sample, "forward_mode sample", integer=True)
 
     def hyperparameters(self):
-        return {"chunk_size": self.chunk_size}
+        return {"chunk_size": self.chunk_size, "sample": self.sample}
 
     def _gradient(self, loss_fn, params, batch, key, step, cost):
         arrays, treedef = _float_leaves(params, self.name)
         size = sum(a.size for a in arrays)
+        if self.sample is not None and self.sample < size:
+            return self._sampled(loss_fn, arrays, treedef, batch, cost)
         loss, grads = forward_jacobian(
             loss_fn, (tree_unflatten(treedef, arrays), batch), argnums=0, chunk_size=self.chunk_size
         )
         cost.forward_passes += max(1, -(-size // self.chunk_size))
         cost.jvp_passes += size
         return _scalar(loss, self.name), tree_map(xp.asarray, grads)
+
+    def _sampled(self, loss_fn, arrays, treedef, batch, cost):
+        """Only the first ``sample`` partial derivatives (the rest left zero): the same sweeps
+        a full run makes, fewer of them, to time a gradient too slow to finish."""
+        theta, unravel = ravel_pytree(tree_unflatten(treedef, arrays))
+        rest = theta[self.sample :]
+
+        def of_head(head, batch):
+            return loss_fn(unravel(concatenate([head, rest])), batch)
+
+        loss, head_grad = forward_jacobian(of_head, (theta[: self.sample], batch), argnums=0, chunk_size=self.chunk_size)
+        cost.forward_passes += -(-self.sample // self.chunk_size)
+        cost.jvp_passes += self.sample
+        flat = xp.zeros_like(theta)
+        flat[: self.sample] = raw(head_grad)
+        return _scalar(loss, self.name), unravel(flat)
 
 
 # -- finite differences --------------------------------------------------------------------------------
@@ -151,19 +171,22 @@ class FiniteDifferences(Method):
     ``eps`` defaults to the step that balances truncation against rounding for the dtype:
     cbrt(machine eps)·max(1,|θ_i|) (central), sqrt(machine eps)·max(1,|θ_i|) (forward). θ is
     nudged in place in one flat copy, so each evaluation costs a loss evaluation and nothing more.
+    ``sample=m`` nudges only the first m coordinates (the rest of the gradient is left zero): a
+    timed sample of a gradient too slow to finish.
     """
 
     name = "finite_differences"
     exact = False
 
-    def __init__(self, kind: str = "central", eps: float | None = None):
+    def __init__(self, kind: str = "central", eps: float | None = None, sample: int | None = None):
         if kind not in ("central", "forward"):
             raise ValueError(f"finite_differences: kind must be 'central' or 'forward', got {kind!r}")
         self.kind = kind
         self.eps = None if eps is None else _check_positive(eps, "finite_differences eps")
+        self.sample = None if sample is None else _check_positive(sample, "finite_differences sample", integer=True)
 
     def hyperparameters(self):
-        return {"kind": self.kind, "eps": self.eps}
+        return {"kind": self.kind, "eps": self.eps, "sample": self.sample}
 
     def _plain(self, loss_fn, params, batch, cost):
         return (loss_fn, params, batch, lambda: 0)  # a nudge is one assignment, not a FLOP
@@ -187,7 +210,8 @@ class FiniteDifferences(Method):
         gradient = xp.zeros_like(theta)
         center = f() if self.kind == "forward" else None
         total = 0.0
-        for i in range(theta.size):
+        coordinates = theta.size if self.sample is None else min(self.sample, theta.size)
+        for i in range(coordinates):
             original = theta[i]
             h = base if self.eps is not None else base * max(1.0, abs(float(original)))
             theta[i] = original + h
@@ -205,7 +229,7 @@ class FiniteDifferences(Method):
         if self.kind == "forward":
             loss = center
         else:
-            loss = total / (2 * theta.size) if theta.size else _scalar(loss_fn(view_tree, batch), self.name)
+            loss = total / (2 * coordinates) if coordinates else _scalar(loss_fn(view_tree, batch), self.name)
         pieces, start = [], 0
         for a in arrays:
             pieces.append(gradient[start : start + a.size].reshape(a.shape).astype(a.dtype, copy=False))

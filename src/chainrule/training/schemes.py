@@ -185,12 +185,12 @@ class LayerWise(_BlockScheme):
 
     def step(self, trainer, params, opt_state, inputs):
         opt_state = dict(opt_state)
-        total, first_loss = Cost(), None
+        total, first_loss = None, None
         blocks = parameter_blocks(params)
         for index, block in enumerate(reversed(blocks)):
             params, loss, cost = self._update_block(trainer, params, opt_state, inputs, block, index)
             first_loss = loss if first_loss is None else first_loss  # the loss at the step's θ
-            total = total + cost
+            total = cost if total is None else total + cost
         return params, opt_state, first_loss, total
 
 
@@ -462,7 +462,7 @@ class CMAES(Scheme):
 
     def step(self, trainer, params, opt_state, inputs):
         cost = Cost()
-        with measuring(cost, False):
+        with measuring(cost, inputs.measure, plain=(inputs.objective, params, inputs.batch, lambda: 0)):
             candidates = self.strategy.ask()
             values = []
             for candidate in candidates:
