@@ -104,8 +104,18 @@ def compare_training(
     activation: str = "relu",
     batchnorm: bool = False,
     log=None,
+    threads: int | None = 1,
 ) -> list[Run]:
-    """Train each valid (method, scheme) pair under the same budget; see the module docstring."""
+    """Train each valid (method, scheme) pair under the same budget; see the module docstring.
+    ``threads`` caps the BLAS threads (``None``: as they are)."""
+    if threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=threads):
+            return compare_training(
+                splits, hidden, methods, schemes, budget_seconds, budget_passes, batch_size, seed,
+                learning_rates, curve_points, activation, batchnorm, log, threads=None,
+            )
     if budget_seconds is None and budget_passes is None:
         raise ValueError("compare_training needs budget_seconds or budget_passes")
     rates = dict(DEFAULT_LR)
@@ -142,7 +152,7 @@ def _train_one(splits, hidden, method_name, scheme_name, budget_seconds, budget_
         scheme = get_scheme(scheme_name, gamma=LOCOPROP["gamma"], local_steps=LOCOPROP["local_steps"])
     else:
         optimizer = SGD(rates[method_name])
-        scheme = get_scheme(scheme_name)
+        scheme = get_scheme(scheme_name, seed=seed) if scheme_name == "cmaes" else get_scheme(scheme_name)
     trainer = Trainer(
         model, optimizer, batch_size=batch_size, seed=seed, log=None, progress=False,
         method=get_method(method_name), scheme=scheme,
@@ -310,8 +320,21 @@ def gradient_cost(
     seed: int = 0,
     repeats: int = 5,
     log=None,
+    threads: int | None = 1,
 ) -> tuple[list[GradientCost], dict]:
-    """Time one gradient per method and P; returns the points and the fitted slope per method."""
+    """Time one gradient per method and P; returns the points and the fitted slope per method.
+
+    ``threads`` caps the BLAS threads while timing (one thread gives the steadiest figures on a
+    shared machine; ``None`` leaves them as they are)."""
+    if threads is None:
+        return _gradient_cost(params_targets, methods, batch_size, time_cap, seed, repeats, log)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=threads):
+        return _gradient_cost(params_targets, methods, batch_size, time_cap, seed, repeats, log)
+
+
+def _gradient_cost(params_targets, methods, batch_size, time_cap, seed, repeats, log):
     rng = xp.random.default_rng(seed)
     points: list[GradientCost] = []
     cross_entropy = get_loss("cross_entropy")
@@ -332,6 +355,9 @@ def gradient_cost(
             extrapolated = predicted > time_cap
             if extrapolated:
                 sample = max(8, int(count * time_cap / predicted / 2))
+                if name == "forward_mode":  # whole sweeps, so a direction costs what it costs in a full run
+                    chunk = method.chunk_size
+                    sample = max(1, sample // chunk) * chunk
                 sampled = get_method(name, sample=sample)
                 seconds = sampled(loss_fn, params, batch, 0)[2].seconds * count / sample
             else:

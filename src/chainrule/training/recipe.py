@@ -140,10 +140,14 @@ def validate_config(config: dict) -> None:
         if config[key] is not None:
             (_positive_number if key == "perturbation" else _positive_int)(config, key)
     try:
-        build_method(config)
-        get_scheme(config["scheme"], **_scheme_options(config)).check_method(build_method(config))
+        method = build_method(config)
+        scheme = get_scheme(config["scheme"], **_scheme_options(config))
     except (ValueError, TypeError) as error:
         raise ConfigError(str(error)) from None
+    try:
+        scheme.check_method(method)
+    except ValueError as error:
+        raise ConfigError(f"--scheme {config['scheme']} cannot use --method {config['method']}: {error}") from None
     hidden = config["hidden"]
     if not isinstance(hidden, list) or any(
         isinstance(h, bool) or not isinstance(h, int) or h <= 0 for h in hidden
@@ -240,7 +244,7 @@ def _scheme_options(config: dict) -> dict:
     if config["scheme"].startswith("locoprop"):
         return {"gamma": config["target_step"], "local_steps": config["local_steps"]}
     if config["scheme"] == "cmaes":
-        options = {"population": config.get("population")}
+        options = {"population": config.get("population"), "seed": config["seed"]}
         if config.get("perturbation") is not None:
             options["sigma"] = config["perturbation"]
         return options

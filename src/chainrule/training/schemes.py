@@ -33,7 +33,7 @@ from ..estimators import Cost, MeZO, StochasticMethod, measuring
 from ..nn.layers import ACTIVATIONS, BatchNorm1d, Dropout, Linear, Sequential
 from ..nn.module import Context
 from ..optim.optimizers import SGD
-from ..pytree import ravel_pytree, tree_leaves
+from ..pytree import ravel_pytree, tree_leaves, tree_map
 from ..transforms import grad, value_and_grad
 
 
@@ -271,7 +271,8 @@ class LocoProp(Scheme):
       method's implicit preconditioning. With batch norm, the normalisation is frozen at this
       step's batch statistics (an affine map per feature) inside the local problem.
 
-    Batch norm's own scale and shift take one ordinary gradient step from the same backward pass.
+    Batch norm's own scale and shift take one ordinary gradient step from the same backward pass,
+    scaled by gamma, so that with T = 1 the whole step is backprop's at η·gamma.
     """
 
     def __init__(self, variant: str = "S", gamma: float = 1.0, local_steps: int = 10):
@@ -361,9 +362,10 @@ class LocoProp(Scheme):
                     trainer, unit_of[block], params, opt_state[str(block)], linear_inputs[block],
                     linear_outputs[block], signals[block], cost,
                 )
-            else:  # batch norm scale and shift: one backprop step from the same backward pass
+            else:  # batch norm scale and shift: one backprop step (scaled by gamma, like the
+                # layers' first local step) from the same backward pass
                 new_params[block], opt_state[str(block)] = trainer.optimizer.update(
-                    grads[block], opt_state[str(block)], params[block]
+                    tree_map(lambda g: self.gamma * g, grads[block]), opt_state[str(block)], params[block]
                 )
         return new_params, opt_state, loss
 
@@ -434,12 +436,15 @@ class CMAES(Scheme):
     name = "cmaes"
     checkpointable = False
 
-    def __init__(self, sigma: float = 0.1, population: int | None = None):
+    def __init__(self, sigma: float = 0.1, population: int | None = None, seed: int = 0):
         self.sigma = float(sigma)
+        if not (math.isfinite(self.sigma) and self.sigma > 0):
+            raise ValueError(f"cmaes sigma must be a positive number, got {sigma!r}")
         self.population = population
+        self.seed = int(seed)
 
     def config(self):
-        return {"name": self.name, "sigma": self.sigma, "population": self.population}
+        return {"name": self.name, "sigma": self.sigma, "population": self.population, "seed": self.seed}
 
     def init(self, model, optimizer, params):
         try:
@@ -447,7 +452,7 @@ class CMAES(Scheme):
         except ImportError:  # pragma: no cover - cma is installed with the project's lab extra
             raise ImportError("the cmaes scheme needs the 'cma' package: pip install cma") from None
         theta, self.unravel = ravel_pytree(params)
-        options = {"seed": 1, "verbose": -9, "verb_log": 0, "verb_disp": 0, "CMA_diagonal": theta.size > 2000}
+        options = {"seed": self.seed + 1, "verbose": -9, "verb_log": 0, "verb_disp": 0, "CMA_diagonal": theta.size > 2000}
         if self.population is not None:
             options["popsize"] = int(self.population)
         self.strategy = cma.CMAEvolutionStrategy(theta, self.sigma, options)

@@ -10,6 +10,10 @@ of the seed and the step or epoch number (the order of the examples, the dropout
 random key of a stochastic method). A run killed at any point and resumed from its last
 checkpoint therefore replays the same arithmetic and ends with bit-identical weights.
 
+Batch-norm running statistics move once per step, in the step's first forward pass: at θ for
+backprop and forward mode, at the first perturbed point θ + c·z for the zeroth-order methods
+(which never evaluate at θ itself); the running accuracy comes from the same pass.
+
 With a ``communicator`` (``chainrule.distributed.MPICommunicator``) each process trains on its
 share of every global batch and the shares' gradients are combined by one all-reduce per step
 (see :mod:`chainrule.training.parallel`).
@@ -109,6 +113,10 @@ class Trainer:
         self.method = get_method(method)
         self.scheme = get_scheme(scheme)
         self.scheme.check_method(self.method)
+        if self.run_dir is not None and not self.scheme.checkpointable:
+            raise CheckpointError(
+                f"the {self.scheme.name} scheme's state cannot be checkpointed; train it without a run directory"
+            )
         self.communicator = communicator if communicator is not None else LocalCommunicator()
         self.params = model.parameters()
         if self.communicator.size > 1:  # every rank starts from rank 0's parameters
