@@ -126,6 +126,9 @@ def compare_training(
         if method_name not in METHODS:
             raise ValueError(f"unknown method {method_name!r}; choose from {sorted(METHODS)}")
         for scheme_name in schemes:
+            scheme_name = {"locoprop": "locoprop-s", "locoprop_s": "locoprop-s", "locoprop_m": "locoprop-m"}.get(
+                scheme_name, scheme_name
+            )
             if scheme_name not in SCHEMES:
                 raise ValueError(f"unknown scheme {scheme_name!r}; choose from {sorted(SCHEMES)}")
             reason = valid_pair(method_name, scheme_name)
