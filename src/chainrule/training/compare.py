@@ -29,7 +29,7 @@ from ..estimators import ALIASES, METHODS, get_method
 from ..nn.layers import MLP
 from ..nn.losses import get_loss
 from ..optim.optimizers import SGD
-from .schemes import SCHEMES, get_scheme
+from .schemes import SCHEME_ALIASES, SCHEMES, get_scheme
 from .trainer import Trainer
 
 #: Learning rates per method for ``compare_training`` (plain SGD, constant). Chosen once, on the
@@ -126,9 +126,7 @@ def compare_training(
         if method_name not in METHODS:
             raise ValueError(f"unknown method {method_name!r}; choose from {sorted(METHODS)}")
         for scheme_name in schemes:
-            scheme_name = {"locoprop": "locoprop-s", "locoprop_s": "locoprop-s", "locoprop_m": "locoprop-m"}.get(
-                scheme_name, scheme_name
-            )
+            scheme_name = SCHEME_ALIASES.get(scheme_name, scheme_name)
             if scheme_name not in SCHEMES:
                 raise ValueError(f"unknown scheme {scheme_name!r}; choose from {sorted(SCHEMES)}")
             reason = valid_pair(method_name, scheme_name)

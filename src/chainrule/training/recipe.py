@@ -16,7 +16,7 @@ from ..nn.layers import ACTIVATIONS, MLP
 from ..optim.optimizers import OPTIMIZERS, SGD, Adam, AdamW, RMSProp
 from ..estimators import ALIASES, METHODS, get_method
 from ..optim.schedules import Constant, Cosine, LinearWarmup, SPSAGain, StepDecay
-from .schemes import SCHEMES, get_scheme
+from .schemes import SCHEME_ALIASES, SCHEMES, get_scheme
 
 FORMAT = "chainrule-run/1"
 
@@ -131,7 +131,7 @@ def validate_config(config: dict) -> None:
         raise ConfigError(f"unknown schedule {config['schedule']!r}; choose constant, step, cosine or spsa")
     if ALIASES.get(config["method"], config["method"]) not in METHODS:
         raise ConfigError(f"unknown --method {config['method']!r}; choose from {sorted(METHODS)}")
-    if config["scheme"] not in SCHEMES:
+    if SCHEME_ALIASES.get(config["scheme"], config["scheme"]) not in SCHEMES:
         raise ConfigError(f"unknown --scheme {config['scheme']!r}; choose from {sorted(SCHEMES)}")
     _positive_int(config, "directions")
     _positive_int(config, "local_steps")

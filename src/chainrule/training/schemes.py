@@ -491,13 +491,17 @@ SCHEMES = {
 }
 
 
+#: Other spellings accepted for scheme names.
+SCHEME_ALIASES = {"locoprop": "locoprop-s", "locoprop_s": "locoprop-s", "locoprop_m": "locoprop-m",
+                  "derivative-free": "derivative_free"}
+
+
 def get_scheme(name, **options) -> Scheme:
-    """A scheme by name (or ``name`` itself when it is already a :class:`Scheme`)."""
+    """A new scheme by name (or ``name`` itself when it is already a :class:`Scheme`). A scheme
+    holds per-run state once a Trainer has called ``init``: give each Trainer its own."""
     if isinstance(name, Scheme):
         return name
-    key = str(name).lower().replace("_", "-") if str(name).lower().startswith("locoprop") else str(name)
-    if key == "locoprop":
-        key = "locoprop-s"
+    key = SCHEME_ALIASES.get(str(name), str(name))
     if key not in SCHEMES:
         raise ValueError(f"unknown update scheme {name!r}; choose from {sorted(SCHEMES)}")
     return SCHEMES[key](**options)
