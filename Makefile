@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run demo test bench bench-peers clean
+.PHONY: run demo lab test bench bench-peers clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,14 @@ run: $(STAMP)
 demo: $(STAMP)
 	@$(PY) -m chainrule demo
 
-## The whole test suite (the same command CI runs).
+## The lab: five questions about backpropagation answered by measurement, as an HTML report.
+lab: $(STAMP)
+	@$(PY) -m chainrule lab all --out runs/lab
+
+## The whole test suite (the same command CI runs). The set-up script installs Chromium and
+## Graphviz from Debian's packages where it can (the lab's browser test and graph drawing).
 test: $(STAMP)
+	@scripts/setup_browser.sh
 	@$(PY) -m pytest tests src README.md
 
 ## Benchmarks against hand-written NumPy (and PyTorch CPU when `make bench-peers` installed it).

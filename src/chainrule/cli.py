@@ -294,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="list the built-in data sets (none needs a download)",
         description="List the built-in data sets. Any .csv or .npz file works too.",
     )
+    from .lab.cli import add_lab_parser
+
+    add_lab_parser(sub)
     return parser
 
 
@@ -698,7 +701,15 @@ def main(argv=None) -> int:
     from .training.recipe import ConfigError
     from .training.trainer import TrainingDiverged
 
-    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "datasets": cmd_datasets, "compare": cmd_compare}
+    from .lab.cli import run_lab
+
+    commands = {
+        "train": cmd_train,
+        "evaluate": cmd_evaluate,
+        "datasets": cmd_datasets,
+        "compare": cmd_compare,
+        "lab": run_lab,
+    }
     try:
         return commands[args.command](args)
     except (
