@@ -128,17 +128,22 @@ def test_locoprop_m_local_problems_match_a_hand_computation():
     d_logits = (softmax(logits) - np.eye(3)[labels]) / len(labels)
     d_y1 = d_logits @ w2.T
 
-    hidden_target = np.tanh(a1) - gamma * d_y1
+    tiny = np.finfo(np.float64).eps  # targets are clipped into tanh's range, where the loss is defined
+    unclipped = np.tanh(a1) - gamma * d_y1
+    hidden_target = np.clip(unclipped, -1 + tiny, 1 - tiny)
     w, b = w0.copy(), b0.copy()
-    first_local_gradient = None
+    first_residual = None
     for _ in range(steps):
         residual = np.tanh(x @ w + b) - hidden_target
-        if first_local_gradient is None:
-            first_local_gradient = x.T @ residual
+        if first_residual is None:
+            first_residual = residual
         w, b = w - eta * (x.T @ residual), b - eta * residual.sum(axis=0)
     expected_hidden = (w, b)
-    # The first local gradient is γ·xᵀ ∂L/∂y: the activation's slope has dropped out.
-    np.testing.assert_allclose(first_local_gradient, gamma * x.T @ d_y1, rtol=1e-12, atol=1e-15)
+    # Where the target is inside tanh's range, the first local residual is γ·∂L/∂y: the
+    # activation's slope has dropped out of the local gradient xᵀ·residual.
+    inside = unclipped == hidden_target
+    assert inside.mean() > 0.5
+    np.testing.assert_allclose(first_residual[inside], gamma * d_y1[inside], rtol=1e-9, atol=1e-15)
 
     output_target = logits - gamma * d_logits
     w, b = w2.copy(), b2.copy()
@@ -330,7 +335,7 @@ def test_cmaes_reduces_the_loss_of_a_small_problem():
     after = trainer.evaluate(train)["loss"]
     assert after < 0.5 * before
     population = trainer.scheme.strategy.popsize
-    assert trainer.total_cost.loss_evaluations == 25 * population
+    assert trainer.total_cost.loss_evaluations == 25 * (population + 1)  # + the loss at the mean
     assert trainer.total_cost.vjp_passes == 0
     # θ is the distribution's mean and the model holds it after fit.
     np.testing.assert_array_equal(flat(model.parameters()), np.asarray(trainer.scheme.strategy.mean))

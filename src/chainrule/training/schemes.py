@@ -218,6 +218,19 @@ POTENTIALS = {
 }
 
 
+def project_to_range(kind: str, target):
+    """Clip ``target`` into the range of the transfer function ``kind`` (identity: unchanged)."""
+    if kind == "ReLU":
+        return xp.maximum(target, 0.0)
+    if kind == "Sigmoid":
+        tiny = float(xp.finfo(target.dtype).eps)
+        return xp.clip(target, tiny, 1.0 - tiny)
+    if kind == "Tanh":
+        tiny = float(xp.finfo(target.dtype).eps)
+        return xp.clip(target, -1.0 + tiny, 1.0 - tiny)
+    return target
+
+
 @dataclass
 class _Unit:
     """One LocoProp layer: a Linear, then optionally BatchNorm1d, then an activation."""
@@ -268,7 +281,8 @@ class LocoProp(Scheme):
     * ``variant="M"`` (matched loss, post-activation target): target f(a_i) - gamma·∂L/∂y_i with
       y_i = f(a_i) the unit's output; local loss Σ F(z) - target·z with F' = f, whose weight
       gradient is x_iᵀ(f(W x_i + b) - target): the activation's slope drops out, which is the
-      method's implicit preconditioning. With batch norm, the normalisation is frozen at this
+      method's implicit preconditioning. Targets are first clipped into f's range, where the
+      matched loss is defined (relu: >= 0; tanh: (-1, 1); sigmoid: (0, 1)). With batch norm, the normalisation is frozen at this
       step's batch statistics (an affine map per feature) inside the local problem.
 
     Batch norm's own scale and shift take one ordinary gradient step from the same backward pass,
@@ -398,7 +412,10 @@ class LocoProp(Scheme):
             potential = POTENTIALS[kind]
             transfer = (lambda z: z) if activation is None else activation.fn
             z0 = a if scale is None else a * scale + shift
-            target = raw(transfer(z0)) - gamma * signal
+            # The matched loss is a Bregman divergence between f(z) and the target, defined only
+            # for targets inside f's range: project the target there (a ReLU target below 0
+            # would make the local loss unbounded below for a dead unit).
+            target = project_to_range(kind, raw(transfer(z0)) - gamma * signal)
 
             def local_loss(weights):
                 z = x @ weights["weight"] + weights["bias"]
@@ -428,9 +445,9 @@ def _dtype(params):
 
 # -- CMA-ES -----------------------------------------------------------------------------------------------
 class CMAES(Scheme):
-    """CMA-ES (Hansen) over θ through the ``cma`` package: each step asks for one generation of
-    ``population`` candidates, evaluates the loss of each on the batch, and tells the strategy
-    the values; θ becomes the distribution's mean. Its state (a P×P covariance) is why it suits
+    """CMA-ES (Hansen) over θ through the ``cma`` package: each step evaluates the loss at the
+    current mean θ (the loss it reports), asks for one generation of ``population`` candidates,
+    evaluates each on the batch and tells the strategy the values; θ becomes the new mean. Its state (a P×P covariance) is why it suits
     only small models, and why it is not checkpointed: runs with it cannot be resumed."""
 
     name = "cmaes"
@@ -468,14 +485,15 @@ class CMAES(Scheme):
     def step(self, trainer, params, opt_state, inputs):
         cost = Cost()
         with measuring(cost, inputs.measure, plain=(inputs.objective, params, inputs.batch, lambda: 0)):
+            # The loss at the mean (θ) first, like every other scheme's, then the generation's.
             candidates = self.strategy.ask()
-            values = []
+            values = [float(raw(inputs.objective(params, inputs.batch)))]
             for candidate in candidates:
                 values.append(float(raw(inputs.objective(self.unravel(xp.asarray(candidate)), inputs.batch))))
-            cost.loss_evaluations += len(candidates)
+            cost.loss_evaluations += len(values)
             values = [float(v) for v in inputs.reduce_values(xp.asarray(values))]
-            self.strategy.tell(candidates, values)
-        loss = float(xp.mean(values))
+            self.strategy.tell(candidates, values[1:])
+        loss = values[0]
         params = self.unravel(xp.asarray(self.strategy.mean))
         return params, {"step": xp.asarray(int(opt_state["step"]) + 1, dtype=xp.int64)}, loss, cost
 
