@@ -338,3 +338,20 @@ def test_check_grads_second_order_mixes_modes():
         cr.check_grads(f, (np.array([0.3, -0.8, 1.5]),), modes=("rev", "fwd"), order=2)
     assert c.passes["vjp"] >= 4 and c.passes["jvp"] >= 4
     cr.check_grads(f, (np.array([0.3, -0.8, 1.5]),), modes=("fwd",), order=3)
+
+
+def test_numpy_asarray_of_a_tracer_gives_its_plain_values():
+    """np.asarray(tracer) is the values without derivatives (as for a Tensor), not an object array
+    built element by element."""
+    import chainrule as cr
+    import chainrule.numpy as cnp
+
+    seen = {}
+
+    def f(x):
+        seen["array"] = np.asarray(cnp.sum(x * x, axis=1, keepdims=True))
+        return x * 2
+
+    cr.jvp(f, (np.ones((300, 2)),), (np.ones((300, 2)),))
+    assert seen["array"].dtype == np.float64 and seen["array"].shape == (300, 1)
+    np.testing.assert_array_equal(seen["array"], np.full((300, 1), 2.0))

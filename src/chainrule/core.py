@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 from contextlib import ContextDecorator, contextmanager
 
-from .backend import xp
+from .backend import device_of, xp
 
 
 class Tracer:
@@ -36,6 +36,12 @@ class Tracer:
     def _unwrap(self):  # pragma: no cover - abstract
         """The value one level down (an array or a lower-level tracer)."""
         raise NotImplementedError
+
+    def __array__(self, dtype=None, copy=None):
+        """``np.asarray(tracer)`` gives the plain values, without derivatives (as for a Tensor),
+        instead of NumPy walking the tracer element by element into an object array."""
+        array = xp.asarray(raw(self))
+        return array if dtype is None else array.astype(dtype)
 
 
 # Levels only ever grow: a transform started later is always nested inside the ones still open.
@@ -110,6 +116,19 @@ def evaluate(prim, args, params):
 
 
 def _named_error(error, prim, args, params):
+    # Only on the error path: operands on two devices (a NumPy and a CuPy array) are the usual
+    # cause of a TypeError from a ufunc, and the user needs to hear which devices met.
+    devices = {}
+    for position, arg in enumerate(args):
+        devices.setdefault(device_of(raw(arg)), position)
+    if len(devices) > 1:
+        (first, i), (second, j) = list(devices.items())[:2]
+        return TypeError(
+            f"chainrule.{prim.name}: operands on different devices: operand {i} on {first!r} "
+            f"(shape {_shape_of(raw(args[i]))}), operand {j} on {second!r} (shape "
+            f"{_shape_of(raw(args[j]))}); move them to one device first (Tensor.to / "
+            "chainrule.device.to_device)"
+        )
     shapes = ", ".join(str(_shape_of(a)) for a in args)
     extra = f" with {params}" if params else ""
     return type(error)(f"chainrule.{prim.name}: {error} (operand shapes: {shapes}{extra})")
