@@ -19,6 +19,8 @@ from .cost import JacobianPlan, explain_jacobian
 from .counting import count
 from .jacobians import hessian, hvp, jacfwd, jacobian, jacrev
 from .linearize import linearize
+from .capture import CaptureError, capture
+from .device import device
 
 # The outer layers (modules, optimizers, data, training); each imports only what sits below it.
 from . import data, nn, optim, training  # noqa: E402, F401
@@ -27,13 +29,16 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AnomalyError",
+    "CaptureError",
     "ChainJacobian",
     "JacobianPlan",
     "Tensor",
+    "capture",
     "chain_jacobian",
     "check_grads",
     "count",
     "detect_anomaly",
+    "device",
     "enable_grad",
     "explain_jacobian",
     "grad",

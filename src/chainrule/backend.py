@@ -1,14 +1,21 @@
-"""The one place that knows which array module does the arithmetic.
+"""The one place that knows which array module does the arithmetic, and on which device.
 
-Everything else in chainrule reaches array math through ``xp`` (and the few helpers here), so that
-swapping NumPy for another array module with NumPy's API is a change to this file alone.
+Everything else in chainrule reaches array math through ``xp`` (and the few helpers here). The
+primitives bind NumPy's functions directly, because on the CPU a namespace wrapper costs more
+than a small array operation; NumPy's functions accept CuPy arrays too (CuPy implements
+``__array_ufunc__`` and ``__array_function__``), so the same table computes on either device.
+
+Device lookup lives here alone (:func:`device_of`, :func:`namespace_of`, :func:`to_device`): a
+NumPy array is on ``"cpu"``, a CuPy array on ``"cuda"`` (``"cuda:N"`` for device N > 0). CuPy is
+imported lazily, only when a CUDA array or device is asked for, so a machine without it never
+pays for the import. :mod:`chainrule.device` builds the user-facing API on these helpers.
 """
 
 from __future__ import annotations
 
 import numpy as _numpy
 
-#: The array module every primitive computes with.
+#: The array module every primitive computes with on the CPU hot path.
 xp = _numpy
 
 #: The concrete array type of the backend.
@@ -17,14 +24,29 @@ ndarray = _numpy.ndarray
 #: Types that count as "a plain value" (not traced) on the hot path.
 SCALAR_TYPES = (int, float, bool, complex, _numpy.number, _numpy.bool_)
 
+# ``ndarray`` subclasses that :func:`asarray` hands back as they are, instead of a base-class
+# view: the recording arrays of :mod:`chainrule.capture` must stay themselves through the engine.
+_KEPT_TYPES: set = set()
+
+
+def keep_array_type(array_type) -> None:
+    """Let :func:`asarray` pass arrays of ``array_type`` (an ``ndarray`` subclass) through."""
+    _KEPT_TYPES.add(array_type)
+
 
 def asarray(value, dtype=None):
-    """Turn ``value`` into a backend array without copying when it already is one."""
+    """Turn ``value`` into a backend array without copying when it already is one.
+
+    A CuPy array stays a CuPy array (on its device).
+    """
+    kind = type(value)
+    if kind is not ndarray and (kind in _KEPT_TYPES or _is_cupy_type(kind)):
+        return value if dtype is None or value.dtype == dtype else value.astype(dtype)
     return xp.asarray(value, dtype=dtype)
 
 
 def is_array(value) -> bool:
-    return isinstance(value, ndarray)
+    return isinstance(value, ndarray) or _is_cupy_type(type(value))
 
 
 def is_float_dtype(dtype) -> bool:
@@ -38,3 +60,103 @@ def finfo(dtype):
 
 def default_float_dtype():
     return xp.float64
+
+
+# ------------------------------------------------------------------------------------------------
+# Devices
+# ------------------------------------------------------------------------------------------------
+
+_cupy = None  # the module once imported; False when the import failed
+
+
+def cupy_module():
+    """CuPy, imported on first use; ``None`` when it is not installed or cannot load."""
+    global _cupy
+    if _cupy is None:
+        try:
+            import cupy  # noqa: PLC0415  (optional, heavy: only when a GPU is asked for)
+
+            _cupy = cupy
+        except Exception:  # ImportError, or a CUDA library that fails to load
+            _cupy = False
+    return _cupy or None
+
+
+def _is_cupy_type(kind) -> bool:
+    # Without importing CuPy: its array type is ``cupy.ndarray`` (module ``cupy._core.core``).
+    module = getattr(kind, "__module__", None)
+    return type(module) is str and module.startswith("cupy") and kind.__name__ == "ndarray"
+
+
+def cuda_device_count() -> int:
+    """Number of CUDA devices CuPy sees (0 without CuPy or without a GPU)."""
+    cupy = cupy_module()
+    if cupy is None:
+        return 0
+    try:
+        return int(cupy.cuda.runtime.getDeviceCount())
+    except Exception:  # no driver, no device
+        return 0
+
+
+def parse_device(name) -> tuple[str, int]:
+    """``"cpu"`` -> ("cpu", 0); ``"cuda"`` / ``"cuda:1"`` / ``"gpu"`` -> ("cuda", index)."""
+    if not isinstance(name, str):
+        raise TypeError(f"device: expected a name like 'cpu' or 'cuda:0', got {type(name).__name__}")
+    kind, _, index = name.strip().lower().partition(":")
+    if kind == "gpu":
+        kind = "cuda"
+    bad_index = (index and not index.isdigit()) or (kind == "cpu" and index not in ("", "0"))
+    if kind not in ("cpu", "cuda") or bad_index:
+        raise ValueError(f"device: unknown device {name!r}; use 'cpu', 'cuda' or 'cuda:N'")
+    return kind, int(index or 0)
+
+
+def device_name(kind: str, index: int) -> str:
+    return "cpu" if kind == "cpu" else ("cuda" if index == 0 else f"cuda:{index}")
+
+
+def device_of(value) -> str:
+    """The device an array lives on: ``"cpu"`` for NumPy arrays and Python numbers."""
+    kind = type(value)
+    if kind is ndarray or not _is_cupy_type(kind):
+        return "cpu"
+    return device_name("cuda", int(value.device.id))
+
+
+def namespace_of(value):
+    """The array module of ``value``'s device: NumPy, or CuPy for a CUDA array."""
+    return cupy_module() if _is_cupy_type(type(value)) else xp
+
+
+def require_cuda(index: int = 0):
+    """CuPy, after checking that CUDA device ``index`` exists; a clear error otherwise."""
+    cupy = cupy_module()
+    if cupy is None:
+        raise RuntimeError(
+            "device 'cuda' needs CuPy (pip install cupy-cuda12x) and an NVIDIA GPU; CuPy is not "
+            "installed or failed to load"
+        )
+    count = cuda_device_count()
+    if index >= count:
+        raise RuntimeError(f"device 'cuda:{index}' is not available: CuPy sees {count} CUDA device(s)")
+    return cupy
+
+
+def to_device(value, name: str):
+    """``value`` as an array on device ``name`` (no copy when it is already there)."""
+    kind, index = parse_device(name)
+    if kind == "cpu":
+        if _is_cupy_type(type(value)):
+            return value.get()
+        return asarray(value)
+    cupy = require_cuda(index)
+    with cupy.cuda.Device(index):
+        return cupy.asarray(value)
+
+
+def to_numpy(value):
+    """A NumPy array of ``value``'s values (a device-to-host copy for a CUDA array)."""
+    if _is_cupy_type(type(value)):
+        return value.get()
+    return _numpy.asarray(value)

@@ -11,6 +11,7 @@ import builtins
 import math
 from collections.abc import Sequence
 
+from . import backend
 from . import primitives as P
 from .backend import xp
 from .core import Tracer, apply, raw
@@ -279,7 +280,11 @@ def softmax(x, axis=-1):
 
 def softmax_cross_entropy(logits, labels):
     """Per-example -log softmax(logits)[label] from integer ``labels`` (fused, stable)."""
-    labels = xp.asarray(raw(labels))
+    labels = backend.asarray(raw(labels))  # a capture's recording array stays one
+    # The range check reads values into Python: on a base-class view, so that a captured step
+    # does not guard on it (a replay skips it; an out-of-range label still fails its indexing).
+    is_subclass = type(labels) is not xp.ndarray and isinstance(labels, xp.ndarray)
+    checked = labels.view(xp.ndarray) if is_subclass else labels
     if labels.shape != shape(logits)[:-1]:
         raise ValueError(
             f"chainrule.softmax_cross_entropy: labels of shape {labels.shape} do not match "
@@ -288,11 +293,11 @@ def softmax_cross_entropy(logits, labels):
     if labels.dtype.kind not in "iu":  # signed or unsigned integers (cheaper than issubdtype)
         raise TypeError(f"chainrule.softmax_cross_entropy: labels must be integers, got {labels.dtype}")
     classes = shape(logits)[-1]
-    if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+    if checked.size and (int(checked.min()) < 0 or int(checked.max()) >= classes):
         # A negative label would silently pick a class from the end (and break the gradient).
         raise ValueError(
             f"chainrule.softmax_cross_entropy: labels must lie in [0, {classes}), got values "
-            f"from {int(labels.min())} to {int(labels.max())} (logits of shape {shape(logits)})"
+            f"from {int(checked.min())} to {int(checked.max())} (logits of shape {shape(logits)})"
         )
     return apply(P.SOFTMAX_CROSS_ENTROPY, logits, labels=labels)
 

@@ -366,9 +366,10 @@ def _inverse_permutation(axes):
 # The cotangent is summed back to x's shape centrally, so the rule is the identity.
 def _broadcast_to_forward(x, shape):
     # xp.broadcast_to builds an iterator (microseconds). A single value, the usual case (the VJP
-    # of a full sum), becomes the same read-only zero-stride view directly.
+    # of a full sum), becomes the same read-only zero-stride view directly (for exact NumPy arrays
+    # only: a subclass, such as a capture's recording array, must see the call).
     if (
-        isinstance(x, (xp.ndarray, xp.generic)) and x.size == 1 and x.ndim <= len(shape)
+        (type(x) is xp.ndarray or isinstance(x, xp.generic)) and x.size == 1 and x.ndim <= len(shape)
         and min(shape, default=0) >= 0
     ):
         view = xp.ndarray(shape, x.dtype, x, 0, (0,) * len(shape))

@@ -288,6 +288,29 @@ class Tensor(ArrayOperators, Tracer):
         """The plain array (shared, not copied)."""
         return raw(self.data)
 
+    @property
+    def device(self) -> str:
+        """Name of the device the values live on (``"cpu"``, ``"cuda"``)."""
+        return backend.device_of(raw(self.data))
+
+    def to(self, device) -> Tensor:
+        """The same values on ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``) as a new leaf
+        (``self`` when already there). Move the inputs, not results: the copy is not recorded."""
+        name = getattr(device, "name", device)
+        data = raw(self.data)
+        if backend.device_of(data) == backend.device_name(*backend.parse_device(name)):
+            return self
+        if self._prim is not None and self.requires_grad:
+            raise RuntimeError(
+                f"Tensor.to({name!r}): a recorded result (shape {self.shape}) would lose its graph; "
+                "move the leaves (inputs, parameters) before computing"
+            )
+        return Tensor(backend.to_device(data, name), requires_grad=self.requires_grad)
+
+    def to_numpy(self):
+        """The values as a NumPy array on the host (a copy from a GPU; shared on the CPU)."""
+        return backend.to_numpy(raw(self.data))
+
     def item(self):
         return raw(self.data).item()
 

@@ -20,7 +20,7 @@ array([0.1269, 0.6931])
 from __future__ import annotations
 
 from .. import numpy as cnp
-from ..backend import xp
+from ..backend import asarray, xp
 from ..core import raw
 from .module import shape_of
 
@@ -54,7 +54,7 @@ def mse(predictions, targets, reduction="mean"):
 
 def check_labels(labels, classes: int, what="labels"):
     """Integer labels in [0, classes), or ``ValueError`` naming the first offending one."""
-    labels = xp.asarray(raw(labels))
+    labels = asarray(raw(labels))  # keeps a captured step's recording array what it is
     if labels.dtype.kind == "f":
         if not xp.all(xp.isfinite(labels)) or not xp.all(labels == xp.round(labels)):
             raise ValueError(f"{what} must be whole numbers (class indices)")

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 
-from ..backend import xp
+from ..backend import asarray, xp
 from ..core import no_grad, raw
 from ..pytree import tree_flatten, tree_map, tree_unflatten
 from .schedules import Schedule, as_schedule, schedule_from_config
@@ -55,7 +55,7 @@ def _check_finite_number(value, what, low=None, high=None, low_inclusive=True, h
 
 
 def _as_arrays(tree):
-    return tree_map(lambda leaf: xp.asarray(raw(leaf)), tree)
+    return tree_map(lambda leaf: asarray(raw(leaf)), tree)
 
 
 def _check_structure(grads, params):

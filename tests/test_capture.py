@@ -1,0 +1,189 @@
+"""``chainrule.capture`` on the CPU: a recorded step replays to the eager step's results."""
+
+import numpy as np
+import pytest
+
+import chainrule as cr
+import chainrule.numpy as cnp
+from chainrule.capture import CaptureError, capture
+
+SIZES = (64, 32, 10)
+
+
+def _mlp_params(rng, sizes=SIZES, dtype=np.float32):
+    params = {}
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=False)):
+        params[f"w{i}"] = (rng.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in)).astype(dtype)
+        params[f"b{i}"] = np.zeros(fan_out, dtype)
+    return params
+
+
+def _loss(params, x, y):
+    layers = len(params) // 2
+    h = x
+    for i in range(layers):
+        h = h @ params[f"w{i}"] + params[f"b{i}"]
+        if i < layers - 1:
+            h = cnp.maximum(h, 0)
+    return cnp.mean(cnp.softmax_cross_entropy(h, y))
+
+
+def sgd_step(params, x, y, lr=0.1):
+    loss, grads = cr.value_and_grad(_loss)(params, x, y)
+    return {k: params[k] - lr * grads[k] for k in params}, loss
+
+
+def _batch(rng, n=32, features=64, classes=10, dtype=np.float32):
+    return rng.standard_normal((n, features)).astype(dtype), rng.integers(0, classes, n)
+
+
+def test_replayed_sgd_steps_follow_the_eager_steps():
+    rng = np.random.default_rng(0)
+    params = _mlp_params(rng)
+    fast = capture(sgd_step, (params, *_batch(rng)))
+    tape = next(iter(fast.tapes.values()))
+    assert tape.calls and not tape.guards  # the label range check is not a guard
+    eager, replayed = dict(params), dict(params)
+    for _ in range(6):
+        x, y = _batch(rng)
+        eager, eager_loss = sgd_step(eager, x, y)
+        replayed, replayed_loss = fast(replayed, x, y)
+        np.testing.assert_allclose(replayed_loss, eager_loss, rtol=1e-5)
+        for key in eager:
+            assert replayed[key].dtype == eager[key].dtype
+            np.testing.assert_allclose(replayed[key], eager[key], rtol=1e-5, atol=1e-6)
+    assert fast.stats == {"captures": 1, "replays": 6, "fallbacks": 0}
+    assert not np.allclose(replayed["w0"], params["w0"])  # training did move the weights
+
+
+def test_decorator_records_at_first_call_and_results_are_fresh_arrays():
+    @capture
+    def step(w, x):
+        return w - 0.5 * cr.grad(lambda w: cnp.sum(cnp.tanh(x @ w) ** 2))(w)
+
+    rng = np.random.default_rng(1)
+    w, x = rng.standard_normal((3, 2)), rng.standard_normal((4, 3))
+    first = step(w, x)
+    assert step.stats["captures"] == 1 and step.stats["replays"] == 0
+    second = step(first, x)
+    third = step(second, x)
+    assert step.stats["replays"] == 2
+    assert not np.shares_memory(second, third)
+    np.testing.assert_allclose(third, step.step_fn(step.step_fn(first, x), x), rtol=1e-12)
+
+
+def test_new_shape_records_a_second_tape():
+    rng = np.random.default_rng(2)
+    params = _mlp_params(rng)
+    fast = capture(sgd_step, (params, *_batch(rng, n=32)))
+    x, y = _batch(rng, n=17)
+    replayed, loss = fast(params, x, y)
+    eager, eager_loss = sgd_step(params, x, y)
+    assert fast.stats["captures"] == 2 and len(fast.tapes) == 2
+    np.testing.assert_allclose(loss, eager_loss, rtol=1e-6)
+    x, y = _batch(rng, n=32)  # back to the first signature: its tape replays
+    fast(params, x, y)
+    assert fast.stats["replays"] == 1
+
+
+def test_new_shape_or_dtype_can_raise_naming_the_argument():
+    rng = np.random.default_rng(3)
+    params = _mlp_params(rng)
+    fast = capture(sgd_step, (params, *_batch(rng, n=32), 0.1), on_new_signature="raise")
+    x, y = _batch(rng, n=8)
+    with pytest.raises(ValueError, match=r"args\[1\] has shape \(8, 64\).*recorded with shape \(32, 64\)"):
+        fast(params, x, y, 0.1)
+    x, y = _batch(rng, n=32, dtype=np.float64)
+    with pytest.raises(ValueError, match=r"args\[1\] has shape \(32, 64\) dtype float64.*dtype float32"):
+        fast(params, x, y, 0.1)
+    with pytest.raises(ValueError, match=r"args\[3\] has constant 0.5 .*constant 0.1"):
+        fast(params, *_batch(rng), 0.5)
+    with pytest.raises(ValueError, match="structure"):
+        fast(params, *_batch(rng))
+
+
+def _branchy(x):
+    # A Python branch on a value of the data: the tape holds only the branch seen when recording.
+    if cnp.sum(x) > 0:
+        return x * 2.0
+    return x - 1.0
+
+
+def test_a_data_dependent_branch_is_guarded():
+    fast = capture(_branchy, (np.ones(3),))
+    assert len(next(iter(fast.tapes.values())).guards) == 1
+    np.testing.assert_allclose(fast(np.full(3, 2.0)), 4.0)  # same branch: replayed
+    np.testing.assert_allclose(fast(-np.ones(3)), -2.0)  # other branch: redone eagerly
+    assert fast.stats == {"captures": 1, "replays": 1, "fallbacks": 1}
+    strict = capture(_branchy, (np.ones(3),), on_guard_failure="raise")
+    with pytest.raises(CaptureError, match=r"bool\(\).*data-dependent Python branch"):
+        strict(-np.ones(3))
+
+
+def test_a_value_hidden_from_the_tape_fails_the_first_replay_check():
+    def step(x):
+        frozen = np.asarray(x).copy()  # a plain copy: arithmetic on it is invisible to the tape
+        return x * 0.0 + frozen
+
+    fast = capture(step, (np.ones(4),))
+    with pytest.raises(CaptureError, match="output leaf 0 .* differs from the eager step"):
+        fast(np.arange(4.0))
+
+
+def test_gather_and_scatter_add_replay_with_new_indices():
+    def step(w, index):
+        return cr.grad(lambda w: cnp.sum(w[index] ** 2))(w)
+
+    w = np.arange(5.0)
+    fast = capture(step, (w, np.array([0, 0, 3])))
+    for index in ([1, 4, 4], [2, 2, 2], [0, 1, 3]):
+        index = np.array(index)
+        np.testing.assert_allclose(fast(w, index), step(w, index))
+    assert fast.stats["replays"] == 3 and fast.stats["fallbacks"] == 0
+
+
+def test_writes_into_recorded_arrays_replay():
+    def step(x):
+        out = np.zeros_like(x)  # ones_like/zeros_like of a recording array is recorded too
+        np.copyto(out, x * 2.0, where=x > 0)
+        out[0] = x[1]
+        doubled = np.empty_like(x)
+        doubled.fill(3.0)
+        return out + doubled
+
+    fast = capture(step, (np.array([1.0, -2.0, 3.0]),))
+    for values in ([4.0, 5.0, -6.0], [-1.0, -1.0, 2.0]):
+        x = np.array(values)
+        np.testing.assert_allclose(fast(x), step(x))
+    assert fast.stats["replays"] == 2
+
+
+def test_jvp_and_reductions_replay():
+    def step(x, t):
+        value, tangent = cr.jvp(lambda x: cnp.max(cnp.exp(x), axis=0) + cnp.sum(x * x), (x,), (t,))
+        return value, tangent
+
+    rng = np.random.default_rng(4)
+    fast = capture(step, (rng.standard_normal((3, 4)), rng.standard_normal((3, 4))))
+    for _ in range(3):
+        x, t = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+        for got, expected in zip(fast(x, t), step(x, t), strict=True):
+            np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_tracers_and_nested_captures_are_refused():
+    fast = capture(lambda x: x * 2.0)
+    with pytest.raises(CaptureError, match="tracer"):
+        fast(cr.Tensor(np.ones(2)))
+
+    inner = capture(lambda x: x + 1.0)
+    outer = capture(lambda x: inner(x) * 2.0)
+    with pytest.raises(CaptureError, match="while another one is being recorded"):
+        outer(np.ones(2))
+
+
+def test_bad_options_are_named():
+    with pytest.raises(ValueError, match="on_new_signature"):
+        capture(lambda x: x, on_new_signature="sometimes")
+    with pytest.raises(TypeError, match="example_args must be the tuple"):
+        capture(lambda x: x, np.ones(2))
