@@ -153,7 +153,9 @@ class Trainer:
         features, labels = batch
         outputs = self.model.apply(params, features, ctx=self._context())
         if self._outputs is None:
-            self._outputs = outputs  # the step's first pass: its outputs give the running accuracy
+            # the step's first pass: its plain outputs give the running accuracy (plain, so the
+            # step's graph is not kept alive through them)
+            self._outputs = raw(outputs)
         return self.loss(outputs, labels)
 
     def _reset_accumulators(self, loss_total=0.0, count=0, hits=0):
@@ -230,7 +232,7 @@ class Trainer:
         self.batch += 1
         self._loss_sum.add(loss, len(labels))
         if self.task == "classification":
-            outputs = None if self._outputs is None else raw(self._outputs)
+            outputs, self._outputs = self._outputs, None
             local_labels = inputs.batch[1]
             if outputs is not None and tuple(outputs.shape[:1]) == (len(local_labels),):
                 hits = correct(outputs, local_labels)
