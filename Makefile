@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run demo lab test bench bench-peers clean
+.PHONY: run demo lab test bench bench-distributed bench-peers clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,15 +25,22 @@ demo: $(STAMP)
 lab: $(STAMP)
 	@$(PY) -m chainrule lab all --out runs/lab
 
-## The whole test suite (the same command CI runs). The set-up script installs Chromium and
-## Graphviz from Debian's packages where it can (the lab's browser test and graph drawing).
+## The whole test suite (the same command CI runs). The set-up scripts install Open MPI and
+## mpi4py (the data-parallel tests run `mpirun -n 2`), and Chromium and Graphviz from Debian's
+## packages where they can (the lab's browser test and graph drawing).
 test: $(STAMP)
+	@scripts/setup_mpi.sh
 	@scripts/setup_browser.sh
 	@$(PY) -m pytest tests src README.md
 
 ## Benchmarks against hand-written NumPy (and PyTorch CPU when `make bench-peers` installed it).
 bench: $(STAMP)
 	@$(PY) benchmarks/bench_engine.py
+
+## Data-parallel steps per second on 1 and 2 MPI ranks, and the all-reduce cost model.
+bench-distributed: $(STAMP)
+	@scripts/setup_mpi.sh
+	@$(PY) benchmarks/bench_distributed.py
 
 bench-peers: $(STAMP)
 	@$(PY) -m pip install --quiet 'torch==2.13.0'

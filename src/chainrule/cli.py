@@ -423,11 +423,7 @@ def cmd_train(args) -> int:
     )
     from .training.trainer import Trainer
 
-    communicator = None
-    if args.distributed:
-        from .distributed import MPICommunicator
-
-        communicator = MPICommunicator()
+    communicator = getattr(args, "communicator", None)  # made by main() for --distributed
     root = communicator is None or communicator.is_root
     if not root:  # the other ranks train in silence; rank 0 writes and prints
         args.quiet, args.no_plot, args.progress = True, True, False
@@ -695,7 +691,21 @@ def main(argv=None) -> int:
         except argparse.ArgumentTypeError as error:
             parser.exit(2, f"chainrule demo: error: {error}\n")
         return run_demo(hidden=hidden, seed=args.seed)
+    if getattr(args, "distributed", False):
+        try:
+            from .distributed import MPICommunicator
 
+            args.communicator = MPICommunicator()
+        except ImportError as error:
+            print(f"chainrule {args.command}: error: --distributed: {error}", file=sys.stderr, flush=True)
+            return 2
+        # A rank whose command fails (even cleanly, with status 2) must end the whole job: the
+        # other ranks would otherwise wait for it in their next collective forever.
+        return args.communicator.run(_run_command, args)
+    return _run_command(args)
+
+
+def _run_command(args) -> int:
     from .data.datasets import DataError
     from .training.checkpoint import CheckpointError
     from .training.recipe import ConfigError
