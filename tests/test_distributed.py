@@ -266,10 +266,12 @@ TRAIN = """
     results = {}
     for method in methods:
         # Each rank builds its model with its own seed: the broadcast from rank 0 must win.
+        # "NAME+dropout" trains NAME on a model with dropout.
+        name, _, extra = method.partition("+")
         rank = 0 if communicator is None else communicator.rank
-        model = nn.MLP([5, 16, 3], seed=100 + rank)
+        model = nn.MLP([5, 16, 3], seed=100 + rank, dropout=0.3 if extra == "dropout" else 0.0)
         trainer = Trainer(model, optim.Adam(0.01), batch_size=batch_size, seed=3, log=None,
-                          progress=False, method=method, communicator=communicator)
+                          progress=False, method=name, communicator=communicator)
         before = counters()
         history = trainer.fit(train, epochs=3)
         after = counters()
@@ -341,6 +343,15 @@ def test_a_global_batch_smaller_than_the_ranks_leaves_one_rank_empty(tmp_path):
     # of it is empty and must contribute nothing (not the NaN mean of no examples).
     local, rank0, rank1 = _train_both_ways(tmp_path, 101, 25, ("backprop", "spsa"))
     for method in ("backprop", "spsa"):
+        np.testing.assert_array_equal(rank0[f"{method}.theta"], rank1[f"{method}.theta"])
+        np.testing.assert_allclose(rank0[f"{method}.theta"], local[f"{method}.theta"], rtol=1e-9, atol=1e-12)
+
+
+@needs_mpi
+def test_dropout_masks_are_the_ones_one_process_draws(tmp_path):
+    # Each rank draws the whole global batch's masks from the step's generator and keeps its rows.
+    local, rank0, rank1 = _train_both_ways(tmp_path, 103, 25, ("backprop+dropout", "spsa+dropout"))
+    for method in ("backprop+dropout", "spsa+dropout"):
         np.testing.assert_array_equal(rank0[f"{method}.theta"], rank1[f"{method}.theta"])
         np.testing.assert_allclose(rank0[f"{method}.theta"], local[f"{method}.theta"], rtol=1e-9, atol=1e-12)
 

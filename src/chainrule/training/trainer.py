@@ -55,6 +55,21 @@ from .metrics import RunningMean, correct, write_jsonl
 from .progress import make_bar, progress_enabled
 
 
+class ShardedGenerator:
+    """This rank's rows of the random draws one process would make for the whole global batch:
+    dropout masks are drawn for ``global_count`` rows and sliced to ``[start, stop)``, so two
+    ranks drop exactly the units that one process would."""
+
+    def __init__(self, generator, global_count: int, start: int, stop: int):
+        self.generator = generator
+        self.global_count, self.start, self.stop = int(global_count), int(start), int(stop)
+
+    def random(self, size):
+        size = tuple(size)
+        whole = self.generator.random((self.global_count, *size[1:]))
+        return whole[self.start : self.stop]
+
+
 class TrainingDiverged(FloatingPointError):
     """The loss became NaN or Inf; nothing is checkpointed from that point on."""
 
@@ -136,6 +151,7 @@ class Trainer:
         self.last_cost = Cost()
         self.measure_next = False
         self._reduce_buffer = None  # the flat all-reduce buffer of a data-parallel step, reused
+        self._shard = None  # (global batch size, start, stop) of this rank's share in this step
         self._reset_accumulators()
 
     # -- one step ----------------------------------------------------------------------------------
@@ -146,6 +162,8 @@ class Trainer:
         rng = None
         if self._has_dropout:
             rng = xp.random.Generator(xp.random.PCG64(xp.random.SeedSequence([self.seed, 1, self.step])))
+            if self._shard is not None:
+                rng = ShardedGenerator(rng, *self._shard)
         update = self._buffers_pending
         self._buffers_pending = False  # batch-norm statistics move once per step, at the first pass
         return Context(train=True, rng=rng, update_buffers=update)
@@ -170,9 +188,11 @@ class Trainer:
     def _step_inputs(self, features, labels) -> StepInputs:
         comm = self.communicator
         global_count = len(labels)
+        self._shard = None
         if comm.size > 1:
             start, stop = shard_bounds(global_count, comm.rank, comm.size)
             features, labels = features[start:stop], labels[start:stop]
+            self._shard = (global_count, start, stop)
         inputs = StepInputs(
             objective=self._objective,
             batch=(features, labels),
@@ -430,7 +450,8 @@ class Trainer:
         """Load the checkpoint ``path`` (default: the newest in ``run_dir``); returns its path,
         or ``None`` when the run has no checkpoint yet (training then starts from step 0)."""
         if path is None:
-            remove_temporaries(self.checkpoint_dir)
+            if self.communicator.is_root:  # only rank 0 writes, so only rank 0 cleans up
+                remove_temporaries(self.checkpoint_dir)
             path = latest_checkpoint(self.checkpoint_dir)
             if path is None:
                 return None
