@@ -74,7 +74,9 @@ def test_mlp_for_hits_the_parameter_count():
 
 
 def test_gradient_cost_slopes_separate_reverse_from_forward_and_fd():
-    points, slopes = gradient_cost((30, 300), methods=("backprop", "finite_differences"), time_cap=5.0, repeats=3)
+    points, slopes = gradient_cost(
+        (30, 300), methods=("backprop", "finite_differences"), time_cap=5.0, repeats=3
+    )
     assert {p.method for p in points} == {"backprop", "finite_differences"}
     fd = [p for p in points if p.method == "finite_differences"]
     assert all(not p.extrapolated for p in fd)
@@ -94,8 +96,21 @@ def test_extrapolated_points_are_marked_and_left_out_of_the_fit():
 def test_cli_compare_writes_table_json_and_plot(tmp_path, capsys):
     out = tmp_path / "cmp"
     code = main(
-        ["compare", "--data", "moons", "--hidden", "4", "--methods", "backprop,mezo", "--schemes",
-         "simultaneous,cyclic", "--budget-passes", "60", "--out", str(out)]
+        [
+            "compare",
+            "--data",
+            "moons",
+            "--hidden",
+            "4",
+            "--methods",
+            "backprop,mezo",
+            "--schemes",
+            "simultaneous,cyclic",
+            "--budget-passes",
+            "60",
+            "--out",
+            str(out),
+        ]
     )
     assert code == 0
     text = capsys.readouterr().out

@@ -265,18 +265,31 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--schemes", default="simultaneous,layerwise,locoprop-s", help="comma-separated update schemes"
     )
-    compare.add_argument("--budget-seconds", type=float, metavar="S", help="training seconds per pair (default: 60)")
-    compare.add_argument("--budget-passes", type=int, metavar="N", help="network passes per pair instead of seconds")
+    compare.add_argument(
+        "--budget-seconds", type=float, metavar="S", help="training seconds per pair (default: 60)"
+    )
+    compare.add_argument(
+        "--budget-passes", type=int, metavar="N", help="network passes per pair instead of seconds"
+    )
     compare.add_argument("--batch-size", type=int, default=32, help="(default: 32)")
     compare.add_argument("--seed", type=int, default=0, help="(default: 0)")
     compare.add_argument(
-        "--lr", action="append", default=[], metavar="METHOD=LR",
+        "--lr",
+        action="append",
+        default=[],
+        metavar="METHOD=LR",
         help="learning rate for one method, e.g. --lr spsa=0.001 (repeatable; defaults in docs/methods.md)",
     )
-    compare.add_argument("--gradient-cost", action="store_true", help="time one gradient per method as P grows")
+    compare.add_argument(
+        "--gradient-cost", action="store_true", help="time one gradient per method as P grows"
+    )
     compare.add_argument("--params", default="1e2,1e3,1e4,1e5", help="--gradient-cost: parameter counts")
-    compare.add_argument("--time-cap", type=float, default=3.0, help="--gradient-cost: seconds before extrapolating")
-    compare.add_argument("--out", metavar="DIR", default="runs/compare", help="where the table, JSON and PNG go")
+    compare.add_argument(
+        "--time-cap", type=float, default=3.0, help="--gradient-cost: seconds before extrapolating"
+    )
+    compare.add_argument(
+        "--out", metavar="DIR", default="runs/compare", help="where the table, JSON and PNG go"
+    )
 
     evaluate = sub.add_parser(
         "evaluate",
@@ -321,7 +334,10 @@ def _add_method_arguments(group, d):
         help=f"how it is used: {', '.join(SCHEMES)} (default: {d['scheme']})",
     )
     group.add_argument(
-        "--directions", type=int, metavar="K", help="forward_gradient: random directions averaged (default: 1)"
+        "--directions",
+        type=int,
+        metavar="K",
+        help="forward_gradient: random directions averaged (default: 1)",
     )
     group.add_argument(
         "--perturbation",
@@ -331,7 +347,10 @@ def _add_method_arguments(group, d):
     )
     group.add_argument("--population", type=int, metavar="N", help="es antithetic pairs / cmaes population")
     group.add_argument(
-        "--local-steps", type=int, metavar="T", help="locoprop: local steps per layer and update (default: 10)"
+        "--local-steps",
+        type=int,
+        metavar="T",
+        help="locoprop: local steps per layer and update (default: 10)",
     )
     group.add_argument(
         "--target-step", type=float, metavar="G", help="locoprop: target step gamma (default: 1.0)"
@@ -552,7 +571,7 @@ def _names(text: str, what: str) -> list[str]:
 
 
 def cmd_compare(args) -> int:
-    from .training.checkpoint import write_json
+    from .training.checkpoint import atomic_write_bytes, write_json
     from .training.compare import (
         compare_training,
         format_runs,
@@ -560,7 +579,6 @@ def cmd_compare(args) -> int:
         plot_gradient_cost,
         plot_runs,
     )
-    from .training.checkpoint import atomic_write_bytes
     from .training.recipe import ConfigError, build_data, make_config
 
     out = Path(args.out)
@@ -580,8 +598,10 @@ def cmd_compare(args) -> int:
             shown = "n/a (fewer than two measured points)" if slope is None else f"{slope:.2f}"
             _say(f"log-log slope {name:<20} {shown}   theory {THEORY.get(name, '-')}")
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "gradient_cost.json", {
-            "points": [{**p.__dict__, "ratio": p.ratio} for p in points], "slopes": slopes})
+        write_json(
+            out / "gradient_cost.json",
+            {"points": [{**p.__dict__, "ratio": p.ratio} for p in points], "slopes": slopes},
+        )
         plot_gradient_cost(points, slopes, out / "gradient_cost.png")
         _say(f"wrote {out / 'gradient_cost.json'} and {out / 'gradient_cost.png'}")
         return 0
@@ -608,13 +628,24 @@ def cmd_compare(args) -> int:
     config = make_config(data=args.data, hidden=hidden, seed=args.seed, batch_size=args.batch_size)
     splits = build_data(config)
     budget = f"{budget_seconds:g} s" if budget_seconds is not None else f"{args.budget_passes} passes"
-    _say(f"{args.data}: MLP {'-'.join(str(n) for n in [splits.train.num_features, *hidden, splits.train.num_outputs])}, "
-         f"batch {args.batch_size}, seed {args.seed}, budget {budget} per pair")
+    sizes = [splits.train.num_features, *hidden, splits.train.num_outputs]
+    _say(
+        f"{args.data}: MLP {'-'.join(str(n) for n in sizes)}, "
+        f"batch {args.batch_size}, seed {args.seed}, budget {budget} per pair"
+    )
     try:
         runs = compare_training(
-            splits, hidden, _names(args.methods or COMPARE_METHODS, "methods"), _names(args.schemes, "schemes"),
-            budget_seconds=budget_seconds, budget_passes=args.budget_passes, batch_size=args.batch_size,
-            seed=args.seed, learning_rates=rates, activation=args.activation, batchnorm=args.batchnorm,
+            splits,
+            hidden,
+            _names(args.methods or COMPARE_METHODS, "methods"),
+            _names(args.schemes, "schemes"),
+            budget_seconds=budget_seconds,
+            budget_passes=args.budget_passes,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            learning_rates=rates,
+            activation=args.activation,
+            batchnorm=args.batchnorm,
         )
     except ValueError as error:
         raise ConfigError(str(error)) from None
@@ -707,11 +738,10 @@ def main(argv=None) -> int:
 
 def _run_command(args) -> int:
     from .data.datasets import DataError
+    from .lab.cli import run_lab
     from .training.checkpoint import CheckpointError
     from .training.recipe import ConfigError
     from .training.trainer import TrainingDiverged
-
-    from .lab.cli import run_lab
 
     commands = {
         "train": cmd_train,

@@ -26,8 +26,8 @@ class Cost:
     carry derivative work (recorded for a backward pass, or carrying tangents).
     ``jvp_passes``: tangent directions pushed forward (a batched sweep of k directions counts k).
     ``vjp_passes``: cotangents pulled back. ``local_passes``: forward-and-backward passes through
-    a single layer's local loss (LocoProp's inner steps), not through the network. ``flops`` and ``peak_bytes`` are ``None`` unless
-    measured. ``seconds`` is the wall time of the call.
+    a single layer's local loss (LocoProp's inner steps), not through the network. ``flops`` and
+    ``peak_bytes`` are ``None`` unless measured. ``seconds`` is the wall time of the call.
     """
 
     loss_evaluations: int = 0

@@ -52,12 +52,19 @@ def _float_leaves(params, method: str):
     arrays = [xp.asarray(raw(leaf)) for leaf in leaves]
     for n, array in enumerate(arrays):
         if not xp.issubdtype(array.dtype, xp.floating):
-            raise TypeError(f"{method}: parameter leaf {n} has dtype {array.dtype}; parameters must be floating")
+            raise TypeError(
+                f"{method}: parameter leaf {n} has dtype {array.dtype}; parameters must be floating"
+            )
     return arrays, treedef
 
 
 def _check_positive(value, what, integer=False):
-    bad = isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0
+    bad = (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or value <= 0
+    )
     if integer:
         bad = bad or int(value) != value
     if bad:
@@ -153,7 +160,9 @@ class ForwardMode(Method):
         def of_head(head, batch):
             return loss_fn(unravel(concatenate([head, rest])), batch)
 
-        loss, head_grad = forward_jacobian(of_head, (theta[: self.sample], batch), argnums=0, chunk_size=self.chunk_size)
+        loss, head_grad = forward_jacobian(
+            of_head, (theta[: self.sample], batch), argnums=0, chunk_size=self.chunk_size
+        )
         cost.forward_passes += -(-self.sample // self.chunk_size)
         cost.jvp_passes += self.sample
         flat = xp.zeros_like(theta)
@@ -183,7 +192,9 @@ class FiniteDifferences(Method):
             raise ValueError(f"finite_differences: kind must be 'central' or 'forward', got {kind!r}")
         self.kind = kind
         self.eps = None if eps is None else _check_positive(eps, "finite_differences eps")
-        self.sample = None if sample is None else _check_positive(sample, "finite_differences sample", integer=True)
+        self.sample = (
+            None if sample is None else _check_positive(sample, "finite_differences sample", integer=True)
+        )
 
     def hyperparameters(self):
         return {"kind": self.kind, "eps": self.eps, "sample": self.sample}
@@ -255,7 +266,9 @@ class StochasticMethod(Method):
         """``(loss, SeededGradient, cost)``: the estimate as its key and coefficients."""
         cost = Cost()
         with measuring(cost, measure, self._plain(loss_fn, params, batch, cost)):
-            loss, coefficients = self._coefficients(loss_fn, params, batch, _check_key(key, self.name), int(step), cost)
+            loss, coefficients = self._coefficients(
+                loss_fn, params, batch, _check_key(key, self.name), int(step), cost
+            )
         return loss, SeededGradient(key, coefficients, self.distribution), cost
 
     def _gradient(self, loss_fn, params, batch, key, step, cost):
@@ -336,8 +349,12 @@ class SPSA(StochasticMethod):
         c_k = self.perturbation(step)
         coefficients, total = [], 0.0
         for index in range(self.pairs):
-            upper = _scalar(loss_fn(_perturbed(arrays, treedef, key, index, c_k, self.distribution), batch), self.name)
-            lower = _scalar(loss_fn(_perturbed(arrays, treedef, key, index, -c_k, self.distribution), batch), self.name)
+            upper = _scalar(
+                loss_fn(_perturbed(arrays, treedef, key, index, c_k, self.distribution), batch), self.name
+            )
+            lower = _scalar(
+                loss_fn(_perturbed(arrays, treedef, key, index, -c_k, self.distribution), batch), self.name
+            )
             cost.loss_evaluations += 2
             coefficients.append((upper - lower) / (2 * c_k) / self.pairs)
             total += upper + lower
@@ -372,7 +389,9 @@ class MeZO(StochasticMethod):
                     f"got {type(leaf).__name__}"
                 )
             if not xp.issubdtype(leaf.dtype, xp.floating):
-                raise TypeError(f"mezo: parameter leaf {n} has dtype {leaf.dtype}; parameters must be floating")
+                raise TypeError(
+                    f"mezo: parameter leaf {n} has dtype {leaf.dtype}; parameters must be floating"
+                )
         add_direction_(leaves, key, 0, self.eps, self.distribution)
         offset = self.eps  # what has been added so far, taken back whatever happens
         try:
@@ -390,7 +409,9 @@ class MeZO(StochasticMethod):
         Returns ``(loss, cost)``."""
         cost = Cost()
         with measuring(cost, measure, self._plain(loss_fn, params, batch, cost)):
-            loss, coefficients = self._coefficients(loss_fn, params, batch, _check_key(key, self.name), int(step), cost)
+            loss, coefficients = self._coefficients(
+                loss_fn, params, batch, _check_key(key, self.name), int(step), cost
+            )
             SeededGradient(key, coefficients, self.distribution).add_to_(tree_leaves(params), -float(lr))
         return loss, cost
 
@@ -418,7 +439,9 @@ class EvolutionStrategies(StochasticMethod):
         for index in range(self.population):
             for side, sign in enumerate((1.0, -1.0)):
                 values[index, side] = _scalar(
-                    loss_fn(_perturbed(arrays, treedef, key, index, sign * self.sigma, self.distribution), batch),
+                    loss_fn(
+                        _perturbed(arrays, treedef, key, index, sign * self.sigma, self.distribution), batch
+                    ),
                     self.name,
                 )
         cost.loss_evaluations += 2 * self.population
@@ -456,7 +479,12 @@ METHODS = {
     "evolution_strategies": EvolutionStrategies,
 }
 
-ALIASES = {"es": "evolution_strategies", "fd": "finite_differences", "reverse": "backprop", "forward": "forward_mode"}
+ALIASES = {
+    "es": "evolution_strategies",
+    "fd": "finite_differences",
+    "reverse": "backprop",
+    "forward": "forward_mode",
+}
 
 
 def get_method(name, **options) -> Method:

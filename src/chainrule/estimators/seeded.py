@@ -80,7 +80,9 @@ class SeededGradient:
 
     def __init__(self, key: int, coefficients, distribution: str = "gaussian"):
         if distribution not in DISTRIBUTIONS:
-            raise ValueError(f"SeededGradient: distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
+            raise ValueError(
+                f"SeededGradient: distribution must be one of {DISTRIBUTIONS}, got {distribution!r}"
+            )
         self.key = int(key)
         self.coefficients = xp.asarray(coefficients, dtype=xp.float64).reshape(-1)
         self.distribution = distribution
@@ -107,6 +109,4 @@ class SeededGradient:
                 add_direction_(leaves, self.key, i, scale * float(c), self.distribution)
 
     def __repr__(self):
-        return (
-            f"SeededGradient(key={self.key}, {self.coefficients.size} {self.distribution} directions)"
-        )
+        return f"SeededGradient(key={self.key}, {self.coefficients.size} {self.distribution} directions)"

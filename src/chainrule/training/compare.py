@@ -113,8 +113,20 @@ def compare_training(
 
         with threadpool_limits(limits=threads):
             return compare_training(
-                splits, hidden, methods, schemes, budget_seconds, budget_passes, batch_size, seed,
-                learning_rates, curve_points, activation, batchnorm, log, threads=None,
+                splits,
+                hidden,
+                methods,
+                schemes,
+                budget_seconds,
+                budget_passes,
+                batch_size,
+                seed,
+                learning_rates,
+                curve_points,
+                activation,
+                batchnorm,
+                log,
+                threads=None,
             )
     if budget_seconds is None and budget_passes is None:
         raise ValueError("compare_training needs budget_seconds or budget_passes")
@@ -134,8 +146,18 @@ def compare_training(
                 runs.append(Run(method_name, scheme_name, skipped=reason))
                 continue
             run = _train_one(
-                splits, hidden, method_name, scheme_name, budget_seconds, budget_passes, batch_size, seed,
-                rates, curve_points, activation, batchnorm,
+                splits,
+                hidden,
+                method_name,
+                scheme_name,
+                budget_seconds,
+                budget_passes,
+                batch_size,
+                seed,
+                rates,
+                curve_points,
+                activation,
+                batchnorm,
             )
             runs.append(run)
             if log is not None:
@@ -143,8 +165,20 @@ def compare_training(
     return runs
 
 
-def _train_one(splits, hidden, method_name, scheme_name, budget_seconds, budget_passes, batch_size, seed,
-               rates, curve_points, activation, batchnorm) -> Run:
+def _train_one(
+    splits,
+    hidden,
+    method_name,
+    scheme_name,
+    budget_seconds,
+    budget_passes,
+    batch_size,
+    seed,
+    rates,
+    curve_points,
+    activation,
+    batchnorm,
+) -> Run:
     train = splits.train
     sizes = [train.num_features, *hidden, train.num_outputs]
     model = MLP(sizes, activation=activation, batchnorm=batchnorm, seed=seed)
@@ -155,8 +189,14 @@ def _train_one(splits, hidden, method_name, scheme_name, budget_seconds, budget_
         optimizer = SGD(rates[method_name])
         scheme = get_scheme(scheme_name, seed=seed) if scheme_name == "cmaes" else get_scheme(scheme_name)
     trainer = Trainer(
-        model, optimizer, batch_size=batch_size, seed=seed, log=None, progress=False,
-        method=get_method(method_name), scheme=scheme,
+        model,
+        optimizer,
+        batch_size=batch_size,
+        seed=seed,
+        log=None,
+        progress=False,
+        method=get_method(method_name),
+        scheme=scheme,
     )
     run = Run("none" if scheme_name == "cmaes" else method_name, scheme_name)
     # Curve points on a geometric grid of the budget (time or passes).
@@ -253,7 +293,9 @@ def plot_runs(runs, path, title="") -> None:
     styles = ["-", "--", ":", "-."]
     for number, run in enumerate(shown):
         blown = run.diverged or any(not math.isfinite(loss) or loss > 3 * start for *_, loss in run.curve)
-        label = (f"{run.method} / {run.scheme}" if run.scheme != "cmaes" else "CMA-ES (no gradient)") + (" (diverged: cut at 3x the initial loss)" if blown else "")
+        label = (f"{run.method} / {run.scheme}" if run.scheme != "cmaes" else "CMA-ES (no gradient)") + (
+            " (diverged: cut at 3x the initial loss)" if blown else ""
+        )
         points = [(s, p, min(loss, 3 * start)) for s, p, loss in run.curve if not math.isnan(loss)]
         lowest = min([lowest, *(loss for *_, loss in points)])
         style = styles[(number // 10) % len(styles)]
@@ -348,7 +390,7 @@ def _gradient_cost(params_targets, methods, batch_size, time_cap, seed, repeats,
         def loss_fn(p, b, model=model):
             return cross_entropy(model.apply(p, b[0], train=True), b[1])
 
-        loss_seconds = _median_seconds(lambda: loss_fn(params, batch), max(repeats, 9))
+        loss_seconds = _median_seconds(lambda p=params, b=batch: loss_fn(p, b), max(repeats, 9))
         for name in methods:
             name = ALIASES.get(name, name)
             method = get_method(name)
@@ -363,7 +405,8 @@ def _gradient_cost(params_targets, methods, batch_size, time_cap, seed, repeats,
                 seconds = sampled(loss_fn, params, batch, 0)[2].seconds * count / sample
             else:
                 seconds = statistics.median(
-                    method(loss_fn, params, batch, key)[2].seconds for key in range(repeats if predicted < 0.2 else 1)
+                    method(loss_fn, params, batch, key)[2].seconds
+                    for key in range(repeats if predicted < 0.2 else 1)
                 )
             point = GradientCost(name, count, seconds, loss_seconds, extrapolated)
             points.append(point)
@@ -395,7 +438,9 @@ def fit_slopes(points) -> dict:
         xs = [math.log(p.params) for p in measured]
         ys = [math.log(p.ratio) for p in measured]
         mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-        slopes[name] = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+        slopes[name] = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
+            (x - mx) ** 2 for x in xs
+        )
     return slopes
 
 
@@ -416,10 +461,19 @@ def plot_gradient_cost(points, slopes, path) -> None:
         slope = slopes.get(name)
         label = name + ("" if slope is None else f" (slope {slope:.2f}, theory {THEORY.get(name, '?')})")
         line = ax.plot([p.params for p in mine], [p.ratio for p in mine], "-", label=label)[0]
-        ax.plot([p.params for p in mine if not p.extrapolated], [p.ratio for p in mine if not p.extrapolated],
-                "o", color=line.get_color())
-        ax.plot([p.params for p in mine if p.extrapolated], [p.ratio for p in mine if p.extrapolated],
-                "o", mfc="none", color=line.get_color())
+        ax.plot(
+            [p.params for p in mine if not p.extrapolated],
+            [p.ratio for p in mine if not p.extrapolated],
+            "o",
+            color=line.get_color(),
+        )
+        ax.plot(
+            [p.params for p in mine if p.extrapolated],
+            [p.ratio for p in mine if p.extrapolated],
+            "o",
+            mfc="none",
+            color=line.get_color(),
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("parameters P")

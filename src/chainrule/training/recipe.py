@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from ..data.datasets import SCALINGS, DataError, check_batch_size, num_batches
 from ..data.sources import load
+from ..estimators import ALIASES, METHODS, get_method
 from ..nn.layers import ACTIVATIONS, MLP
 from ..optim.optimizers import OPTIMIZERS, SGD, Adam, AdamW, RMSProp
-from ..estimators import ALIASES, METHODS, get_method
 from ..optim.schedules import Constant, Cosine, LinearWarmup, SPSAGain, StepDecay
 from .schemes import SCHEME_ALIASES, SCHEMES, get_scheme
 
@@ -147,7 +147,9 @@ def validate_config(config: dict) -> None:
     try:
         scheme.check_method(method)
     except ValueError as error:
-        raise ConfigError(f"--scheme {config['scheme']} cannot use --method {config['method']}: {error}") from None
+        raise ConfigError(
+            f"--scheme {config['scheme']} cannot use --method {config['method']}: {error}"
+        ) from None
     hidden = config["hidden"]
     if not isinstance(hidden, list) or any(
         isinstance(h, bool) or not isinstance(h, int) or h <= 0 for h in hidden
@@ -231,7 +233,9 @@ def build_method(config: dict):
         options["directions"] = config["directions"]
     perturbation = config.get("perturbation")
     if perturbation is not None and config.get("scheme") != "cmaes":
-        key = {"spsa": "c", "mezo": "eps", "evolution_strategies": "sigma", "finite_differences": "eps"}.get(name)
+        key = {"spsa": "c", "mezo": "eps", "evolution_strategies": "sigma", "finite_differences": "eps"}.get(
+            name
+        )
         if key is None:
             raise ConfigError(f"--perturbation does not apply to --method {name}")
         options[key] = perturbation

@@ -23,8 +23,9 @@ optimizer state, ``step`` takes one update and returns ``(params, opt_state, los
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .. import numpy as cnp
 from ..backend import xp
@@ -69,7 +70,9 @@ def gradient(method, objective, params, inputs: StepInputs, key: int | None = No
     an exact gradient as one all-reduce of θ, a seeded estimate as its coefficients only."""
     key = inputs.key if key is None else key
     if inputs.distributed and isinstance(method, StochasticMethod):
-        loss, seeded, cost = method.estimate(objective, params, inputs.batch, key, step=inputs.step, measure=inputs.measure)
+        loss, seeded, cost = method.estimate(
+            objective, params, inputs.batch, key, step=inputs.step, measure=inputs.measure
+        )
         loss, seeded = inputs.reduce_seeded(loss, seeded)
         return loss, seeded.materialize(params), cost
     loss, grads, cost = method(objective, params, inputs.batch, key, step=inputs.step, measure=inputs.measure)
@@ -111,7 +114,15 @@ class Simultaneous(Scheme):
         if isinstance(method, MeZO) and _plain_sgd(optimizer) and not inputs.distributed:
             # MeZO's own update: θ changes in place and z is regenerated, never stored.
             lr = optimizer.lr(opt_state)
-            loss, cost = method.step_(inputs.objective, params, inputs.batch, inputs.key, lr, step=inputs.step, measure=inputs.measure)
+            loss, cost = method.step_(
+                inputs.objective,
+                params,
+                inputs.batch,
+                inputs.key,
+                lr,
+                step=inputs.step,
+                measure=inputs.measure,
+            )
             return params, {"step": xp.asarray(int(opt_state["step"]) + 1, dtype=xp.int64)}, loss, cost
         loss, grads, cost = gradient(method, inputs.objective, params, inputs)
         params, opt_state = optimizer.update(grads, opt_state, params)
@@ -171,8 +182,12 @@ class _BlockScheme(Scheme):
 
     def _update_block(self, trainer, params, opt_state, inputs, block, index):
         objective = _restricted(inputs.objective, params, block)
-        loss, grads, cost = gradient(trainer.method, objective, params[block], inputs, sub_key(inputs.key, index))
-        new_block, opt_state[str(block)] = trainer.optimizer.update(grads, opt_state[str(block)], params[block])
+        loss, grads, cost = gradient(
+            trainer.method, objective, params[block], inputs, sub_key(inputs.key, index)
+        )
+        new_block, opt_state[str(block)] = trainer.optimizer.update(
+            grads, opt_state[str(block)], params[block]
+        )
         params = dict(params)
         params[block] = new_block
         return params, loss, cost
@@ -240,7 +255,11 @@ def locoprop_units(model) -> list:
             raise ValueError(f"LocoProp: layer {name} ({type(layer).__name__}) comes before the first Linear")
         elif isinstance(layer, BatchNorm1d) and units[-1].batchnorm is None and units[-1].activation is None:
             units[-1].batchnorm = name
-        elif type(layer).__name__ in POTENTIALS and units[-1].activation is None and type(layer) in ACTIVATIONS.values():
+        elif (
+            type(layer).__name__ in POTENTIALS
+            and units[-1].activation is None
+            and type(layer) in ACTIVATIONS.values()
+        ):
             units[-1].activation = layer
         elif isinstance(layer, Dropout):
             raise ValueError("LocoProp: Dropout is not supported (local targets need a deterministic layer)")
@@ -299,7 +318,9 @@ class LocoProp(Scheme):
 
     def check_method(self, method):
         if method.name != "backprop":
-            raise ValueError(f"LocoProp takes its targets from one backward pass: use method backprop, not {method.name}")
+            raise ValueError(
+                f"LocoProp takes its targets from one backward pass: use method backprop, not {method.name}"
+            )
 
     def step(self, trainer, params, opt_state, inputs):
         if inputs.distributed:
@@ -347,7 +368,9 @@ class LocoProp(Scheme):
 
         batch_size = len(labels)
         taps = {
-            unit.linear: xp.zeros((batch_size, model._children[unit.linear].out_features), dtype=_dtype(params))
+            unit.linear: xp.zeros(
+                (batch_size, model._children[unit.linear].out_features), dtype=_dtype(params)
+            )
             for unit in units
         }
         loss, (grads, signals) = value_and_grad(tapped, argnums=(0, 1))(params, taps)
@@ -359,8 +382,14 @@ class LocoProp(Scheme):
         for block in parameter_blocks(params):
             if block in unit_of and unit_of[block].linear == block:
                 new_params[block], opt_state[str(block)] = self._local_solve(
-                    trainer, unit_of[block], params, opt_state[str(block)], linear_inputs[block],
-                    linear_outputs[block], signals[block], cost,
+                    trainer,
+                    unit_of[block],
+                    params,
+                    opt_state[str(block)],
+                    linear_inputs[block],
+                    linear_outputs[block],
+                    signals[block],
+                    cost,
                 )
             else:  # batch norm scale and shift: one backprop step (scaled by gamma, like the
                 # layers' first local step) from the same backward pass
@@ -433,8 +462,9 @@ def _dtype(params):
 class CMAES(Scheme):
     """CMA-ES (Hansen) over θ through the ``cma`` package: each step evaluates the loss at the
     current mean θ (the loss it reports), asks for one generation of ``population`` candidates,
-    evaluates each on the batch and tells the strategy the values; θ becomes the new mean. Its state (a P×P covariance) is why it suits
-    only small models, and why it is not checkpointed: runs with it cannot be resumed."""
+    evaluates each on the batch and tells the strategy the values; θ becomes the new mean. Its
+    state (a P×P covariance) is why it suits only small models, and why it is not checkpointed:
+    runs with it cannot be resumed."""
 
     name = "cmaes"
     checkpointable = False
@@ -455,7 +485,13 @@ class CMAES(Scheme):
         except ImportError:  # pragma: no cover - cma is installed with the project's lab extra
             raise ImportError("the cmaes scheme needs the 'cma' package: pip install cma") from None
         theta, self.unravel = ravel_pytree(params)
-        options = {"seed": self.seed + 1, "verbose": -9, "verb_log": 0, "verb_disp": 0, "CMA_diagonal": theta.size > 2000}
+        options = {
+            "seed": self.seed + 1,
+            "verbose": -9,
+            "verb_log": 0,
+            "verb_disp": 0,
+            "CMA_diagonal": theta.size > 2000,
+        }
         if self.population is not None:
             options["popsize"] = int(self.population)
         self.strategy = cma.CMAEvolutionStrategy(theta, self.sigma, options)
@@ -496,8 +532,12 @@ SCHEMES = {
 
 
 #: Other spellings accepted for scheme names.
-SCHEME_ALIASES = {"locoprop": "locoprop-s", "locoprop_s": "locoprop-s", "locoprop_m": "locoprop-m",
-                  "derivative-free": "derivative_free"}
+SCHEME_ALIASES = {
+    "locoprop": "locoprop-s",
+    "locoprop_s": "locoprop-s",
+    "locoprop_m": "locoprop-m",
+    "derivative-free": "derivative_free",
+}
 
 
 def get_scheme(name, **options) -> Scheme:

@@ -41,8 +41,6 @@ from ..nn.layers import Dropout
 from ..nn.losses import get_loss
 from ..nn.module import Context, flatten_names, unflatten_names
 from ..pytree import ravel_pytree, tree_flatten, tree_leaves, tree_unflatten
-from .parallel import LocalCommunicator, shard_bounds
-from .schemes import StepInputs, get_scheme
 from .checkpoint import (
     CheckpointError,
     latest_checkpoint,
@@ -52,7 +50,9 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .metrics import RunningMean, correct, write_jsonl
+from .parallel import LocalCommunicator, shard_bounds
 from .progress import make_bar, progress_enabled
+from .schemes import StepInputs, get_scheme
 
 
 class ShardedGenerator:
@@ -130,7 +130,8 @@ class Trainer:
         self.scheme.check_method(self.method)
         if self.run_dir is not None and not self.scheme.checkpointable:
             raise CheckpointError(
-                f"the {self.scheme.name} scheme's state cannot be checkpointed; train it without a run directory"
+                f"the {self.scheme.name} scheme's state cannot be checkpointed; "
+                "train it without a run directory"
             )
         self.communicator = communicator if communicator is not None else LocalCommunicator()
         self.params = model.parameters()
@@ -206,7 +207,9 @@ class Trainer:
             share = len(labels) / global_count
             inputs.reduce = lambda loss, grads: self._reduce_gradient(loss, grads, share, labels)
             inputs.reduce_seeded = lambda loss, seeded: self._reduce_seeded(loss, seeded, share, labels)
-            inputs.reduce_values = lambda values: comm.allreduce_sum(xp.asarray(values, dtype=xp.float64) * share)
+            inputs.reduce_values = lambda values: comm.allreduce_sum(
+                xp.asarray(values, dtype=xp.float64) * share
+            )
         return inputs
 
     def _local_hits(self, labels) -> float:
@@ -313,7 +316,9 @@ class Trainer:
             if self.run_dir is None:
                 raise ValueError("resume=True needs a run_dir")
             self.restore()
-        elif self.step == 0 and self.run_dir is not None and latest_checkpoint(self.checkpoint_dir) is not None:
+        elif (
+            self.step == 0 and self.run_dir is not None and latest_checkpoint(self.checkpoint_dir) is not None
+        ):
             raise CheckpointError(
                 f"{str(self.run_dir)!r} already holds checkpoints; continue them with resume=True "
                 "or train into another run_dir"
@@ -439,7 +444,8 @@ class Trainer:
             return None
         if not self.scheme.checkpointable:
             raise CheckpointError(
-                f"the {self.scheme.name} scheme's state cannot be checkpointed; train it without a run directory"
+                f"the {self.scheme.name} scheme's state cannot be checkpointed; "
+                "train it without a run directory"
             )
         path = save_checkpoint(self.checkpoint_dir, self.step, self.state_arrays(), self.state_meta())
         write_jsonl(self.run_dir / "metrics.jsonl", self.history)
