@@ -52,6 +52,9 @@ def test_every_pair_gets_the_same_pass_budget_and_a_curve():
         assert run.curve[0][1] == 0 and run.curve[-1][1] == run.passes
         assert run.flops and run.flops > 0 and run.peak_bytes is not None
         assert run.final_loss is not None and 0.0 <= run.test_accuracy <= 1.0
+    loco = next(r for r in ran if r.scheme == "locoprop-s")
+    assert loco.local_passes == loco.steps * 5 * 2  # T = 5 local steps for each of 2 layers
+    assert all(r.local_passes == 0 for r in ran if r is not loco)
     exact = next(r for r in ran if (r.method, r.scheme) == ("backprop", "simultaneous"))
     assert exact.steps == 100  # backprop: one forward and one backward pass per step
     assert exact.final_loss < exact.curve[0][2]

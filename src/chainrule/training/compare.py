@@ -63,6 +63,7 @@ class Run:
     skipped: str | None = None  # why the pair was not run
     steps: int = 0
     passes: int = 0
+    local_passes: int = 0  # LocoProp's per-layer local steps (not network passes)
     flops: float | None = None
     seconds: float = 0.0
     peak_bytes: int | None = None
@@ -226,6 +227,7 @@ def _train_one(
                 spent_seconds += elapsed
             run.steps += 1
             run.passes += cost.passes
+            run.local_passes += cost.local_passes
             used = spent_seconds if budget_seconds is not None else run.passes
             if next_mark < len(marks) and used >= marks[next_mark]:
                 run.curve.append((spent_seconds, run.passes, _full_loss(trainer, train)))
@@ -258,14 +260,14 @@ def format_run(run: Run) -> str:
     loss = "diverged" if run.diverged else f"{run.final_loss:8.4f}"
     return (
         f"{run.method:>20} {run.scheme:<15} {loss:>8} {accuracy:>8} {run.steps:>7} {run.passes:>9} "
-        f"{flops:>9} {run.seconds:7.1f} {memory:>8}"
+        f"{run.local_passes or '-':>8} {flops:>9} {run.seconds:7.1f} {memory:>8}"
     )
 
 
 def format_runs(runs) -> str:
     header = (
         f"{'method':>20} {'scheme':<15} {'loss':>8} {'test acc':>8} {'steps':>7} {'passes':>9} "
-        f"{'FLOPs':>9} {'wall s':>7} {'peak MB':>8}"
+        f"{'local':>8} {'FLOPs':>9} {'wall s':>7} {'peak MB':>8}"
     )
     lines = [header, "-" * len(header), *(format_run(run) for run in runs if not run.skipped)]
     reasons: dict = {}
