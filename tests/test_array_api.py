@@ -1,10 +1,11 @@
-"""Where the engine leaves the array API standard: the NumPy-only calls, listed and kept current.
+"""The engine on a strict array-API namespace, and the NumPy-only calls that remain.
 
-The engine computes with NumPy's functions bound at import (the CPU hot path cannot afford a
-namespace lookup per operation), so it does not yet run on a strict array-API namespace such as
-``array_api_strict``: NumPy's functions silently convert those arrays to ``ndarray``. This test
-names every NumPy-only ``xp.`` call in the autodiff engine, so that the list in ``docs/gpu.md``
-stays exact: a new NumPy-only call, or one removed without updating the list, fails here.
+``chainrule.backend.use_namespace(array_api_strict)`` rebinds the covered primitives' forwards
+and the engine's generic calls to ``array_api_strict`` for a block. Inside it, ``grad``, ``vjp``,
+``jvp`` and ``Tensor.backward`` of functions built from the covered primitives must return
+``array_api_strict`` arrays (a NumPy call anywhere on their path would either fail on strict
+arrays or silently hand back an ``ndarray``) equal to the NumPy results. The remaining NumPy-only
+``xp.`` calls of the engine are listed exactly, so that ``docs/gpu.md`` stays current.
 """
 
 import ast
@@ -13,7 +14,17 @@ import pathlib
 import numpy as np
 import pytest
 
-array_api_strict = pytest.importorskip("array_api_strict", reason="needs array-api-strict")
+import chainrule as cr
+import chainrule.numpy as cnp
+from chainrule import backend
+from chainrule.backend import use_namespace
+from chainrule.core import state
+from chainrule.primitives import TABLE
+
+# 2.3 implements the 2024.12 standard: Python scalars in binary functions and in where.
+array_api_strict = pytest.importorskip(
+    "array_api_strict", minversion="2.3", reason="needs array-api-strict>=2.3"
+)
 
 ENGINE = pathlib.Path(__file__).resolve().parents[1] / "src" / "chainrule"
 ENGINE_MODULES = (
@@ -21,10 +32,16 @@ ENGINE_MODULES = (
     "batching", "linearize", "jacobians", "pytree", "array_methods",
 )
 
+#: The primitives that have an array-API forward (``docs/gpu.md`` lists the same).
+COVERED = {
+    "negative", "exp", "log", "log1p", "expm1", "sin", "cos", "tan", "tanh", "arctan", "sinh",
+    "cosh", "sqrt", "astype", "add", "subtract", "multiply", "divide", "power", "where", "sum",
+    "max", "reshape", "transpose", "broadcast_to", "getitem", "scatter_add", "matmul",
+}
+
 #: NumPy-only names reached through ``xp`` in the engine, and what the standard offers instead.
 NUMPY_ONLY = {
     "arctan": "atan",
-    "array": "asarray",
     "concatenate": "concat",
     "cumsum": "cumulative_sum",
     "dtype": "the namespace's dtype objects / isdtype",
@@ -40,39 +57,248 @@ NUMPY_ONLY = {
     "maximum.reduce": "max",
 }
 
+TOLERANCE = 1e-12
+STRICT_ARRAY = type(array_api_strict.asarray(0.0))
 
-def _xp_calls(source: str) -> set[str]:
-    """Names used as ``xp.NAME`` (and ``xp.NAME.METHOD`` for ufunc methods) in ``source``."""
+
+# ------------------------------------------------------------------------------------------------
+# The audit
+# ------------------------------------------------------------------------------------------------
+
+
+def _attribute_calls(source: str, base: str) -> set[str]:
+    """Names used as ``base.NAME`` (and ``base.NAME.METHOD`` for ufunc methods) in ``source``;
+    ``base`` is a plain name (``xp``) or ``backend.ns``."""
     names = set()
+
+    def is_base(node):
+        if "." in base:
+            owner, attr = base.split(".")
+            return (
+                isinstance(node, ast.Attribute) and node.attr == attr
+                and isinstance(node.value, ast.Name) and node.value.id == owner
+            )
+        return isinstance(node, ast.Name) and node.id == base
+
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "xp":
+        if isinstance(node, ast.Attribute) and is_base(node.value):
             names.add(node.attr)
         if (
             isinstance(node, ast.Attribute)
             and node.attr in ("reduce", "at", "accumulate", "outer", "reduceat")
             and isinstance(node.value, ast.Attribute)
-            and isinstance(node.value.value, ast.Name)
-            and node.value.value.id == "xp"
+            and is_base(node.value.value)
         ):
             names.add(f"{node.value.attr}.{node.attr}")
     return names
 
 
-def test_the_list_of_numpy_only_calls_is_exact():
-    standard = set(dir(array_api_strict)) | {"linalg"}
+def _engine_calls(base: str) -> set[str]:
     used = set()
     for module in ENGINE_MODULES:
-        used |= _xp_calls((ENGINE / f"{module}.py").read_text())
-    numpy_only = {name for name in used if "." in name or name not in standard}
+        used |= _attribute_calls((ENGINE / f"{module}.py").read_text(), base)
+    return used
+
+
+def test_the_list_of_numpy_only_calls_is_exact():
+    standard = set(dir(array_api_strict)) | {"linalg"}
+    numpy_only = {name for name in _engine_calls("xp") if "." in name or name not in standard}
     assert numpy_only == set(NUMPY_ONLY), (
         f"new NumPy-only calls: {sorted(numpy_only - set(NUMPY_ONLY))}; "
         f"no longer used: {sorted(set(NUMPY_ONLY) - numpy_only)} (update docs/gpu.md too)"
     )
 
 
+def test_the_generic_calls_use_standard_names_only():
+    # ``backend.ns`` is whichever namespace is active: only names of the standard may be used.
+    used = _engine_calls("backend.ns")
+    assert used, "the audit no longer sees the engine's generic calls"
+    outside = used - set(dir(array_api_strict))
+    assert not outside, f"generic calls outside the standard: {sorted(outside)}"
+
+
+def test_the_covered_primitives_are_the_documented_ones():
+    covered = {name for name, prim in TABLE.items() if prim.array_api is not None}
+    assert covered == COVERED
+    for name in COVERED:  # every array-API forward names functions the strict namespace has
+        assert callable(TABLE[name].array_api(array_api_strict)), name
+    listed = (ENGINE.parents[1] / "docs" / "gpu.md").read_text()
+    for name in COVERED:
+        assert f"`{name}`" in listed, f"docs/gpu.md does not list the covered primitive {name!r}"
+
+
 def test_numpy_functions_leave_a_strict_namespace_silently():
-    # Why the engine cannot simply be handed strict arrays: the bound NumPy functions accept
-    # them and answer with NumPy arrays, so a result would quietly change namespace.
+    # Why the switch rebinds the forwards: the bound NumPy functions accept strict arrays and
+    # answer with NumPy arrays, so a result would quietly change namespace.
     strict = array_api_strict.asarray([1.0, 2.0])
     assert type(np.exp(strict)) is np.ndarray
-    assert type(array_api_strict.exp(strict)) is type(strict)
+    assert type(array_api_strict.exp(strict)) is STRICT_ARRAY
+
+
+# ------------------------------------------------------------------------------------------------
+# Running on array_api_strict
+# ------------------------------------------------------------------------------------------------
+
+
+def _strict(tree):
+    return cr.tree_map(array_api_strict.asarray, tree)
+
+
+def _assert_strict_and_close(strict_tree, numpy_tree):
+    strict_leaves, numpy_leaves = cr.tree_leaves(strict_tree), cr.tree_leaves(numpy_tree)
+    assert len(strict_leaves) == len(numpy_leaves)
+    for got, want in zip(strict_leaves, numpy_leaves, strict=True):
+        assert type(got) is STRICT_ARRAY, f"a result left the namespace: {type(got).__name__}"
+        got = np.from_dlpack(got)
+        assert got.shape == np.shape(want)
+        assert got.dtype == np.asarray(want).dtype
+        np.testing.assert_allclose(got, want, rtol=TOLERANCE, atol=TOLERANCE)
+
+
+def _mlp_loss(params, inputs, targets):
+    """A two-layer tanh MLP and its mean-squared error; the biases broadcast over the batch."""
+    hidden = cnp.tanh(cnp.matmul(inputs, params["w1"]) + params["b1"])
+    predictions = cnp.matmul(hidden, params["w2"]) + params["b2"]
+    return cnp.mean((predictions - targets) ** 2)
+
+
+def _mlp_problem(rng):
+    params = {
+        "w1": rng.normal(size=(4, 8)), "b1": rng.normal(size=(8,)),
+        "w2": rng.normal(size=(8, 3)), "b2": rng.normal(size=(3,)),
+    }
+    return params, rng.normal(size=(16, 4)), rng.normal(size=(16, 3))
+
+
+def _mixed(x, y):
+    """Every covered operation family: fan-out of ``x``, broadcasting (3, 1) against (4,),
+    power with a constant and a traced exponent, reductions with axis and keepdims, shapes."""
+    z = x * y + x / (y * y + 1) - (-x)  # (3, 4), x used three times
+    smooth = cnp.exp(cnp.sin(z)) + cnp.log(cnp.cos(z) + 2) + cnp.sqrt(z * z + 1) + cnp.tanh(z) ** 3
+    powered = (y * y + 1) ** cnp.tanh(x)
+    peak = cnp.max(smooth, axis=1, keepdims=True)  # (3, 1)
+    column = cnp.sum(smooth + powered, axis=0) + cnp.mean(z, axis=0)  # (4,)
+    shaped = cnp.transpose(cnp.reshape(smooth, (2, 6)))  # (6, 2)
+    return cnp.sum(shaped, axis=1) + cnp.max(column), peak * column
+
+
+def _mixed_problem(rng):
+    return rng.normal(size=(3, 1)), rng.normal(size=(4,))
+
+
+def test_grad_of_an_mlp_loss_runs_on_strict_arrays(rng):
+    params, inputs, targets = _mlp_problem(rng)
+    want_value, want = cr.value_and_grad(_mlp_loss)(params, inputs, targets)
+    with use_namespace(array_api_strict):
+        value, got = cr.value_and_grad(_mlp_loss)(_strict(params), _strict(inputs), _strict(targets))
+    _assert_strict_and_close(value, want_value)
+    _assert_strict_and_close(got, want)
+
+
+def test_vjp_with_fan_out_and_broadcasting_runs_on_strict_arrays(rng):
+    x, y = _mixed_problem(rng)
+    want_out, want_vjp = cr.vjp(_mixed, x, y)
+    cotangents = (rng.normal(size=(6,)), rng.normal(size=(3, 4)))
+    want = want_vjp(cotangents)
+    with use_namespace(array_api_strict):
+        out, vjp_fun = cr.vjp(_mixed, _strict(x), _strict(y))
+        got = vjp_fun(_strict(cotangents))
+    _assert_strict_and_close(out, want_out)
+    _assert_strict_and_close(got, want)
+
+
+def test_jvp_runs_on_strict_arrays(rng):
+    x, y = _mixed_problem(rng)
+    tangents = (rng.normal(size=x.shape), rng.normal(size=y.shape))
+    want_out, want_tangent = cr.jvp(_mixed, (x, y), tangents)
+    with use_namespace(array_api_strict):
+        out, tangent = cr.jvp(_mixed, _strict((x, y)), _strict(tangents))
+    _assert_strict_and_close(out, want_out)
+    _assert_strict_and_close(tangent, want_tangent)
+
+
+def test_tensor_backward_runs_on_strict_arrays(rng):
+    params, inputs, targets = _mlp_problem(rng)
+
+    def gradients(make_array):
+        leaves = {name: cr.Tensor(make_array(value), requires_grad=True) for name, value in params.items()}
+        loss = _mlp_loss(leaves, make_array(inputs), make_array(targets))
+        loss = loss + cnp.sum(leaves["b1"] * leaves["b1"])  # a second use: the grads add up
+        loss.backward()
+        return loss.data, {name: leaf.grad for name, leaf in leaves.items()}
+
+    want_loss, want = gradients(np.asarray)
+    with use_namespace(array_api_strict):
+        loss, got = gradients(array_api_strict.asarray)
+    _assert_strict_and_close(loss, want_loss)
+    _assert_strict_and_close(got, want)
+
+
+def test_tensor_backward_with_a_cotangent_and_vector_matmuls(rng):
+    matrix, vector, weights = rng.normal(size=(3, 5)), rng.normal(size=(5,)), rng.normal(size=(3,))
+
+    def gradients(make_array):
+        a = cr.Tensor(make_array(matrix), requires_grad=True)
+        v = cr.Tensor(make_array(vector), requires_grad=True)
+        out = cnp.matmul(a, v) * cnp.matmul(cnp.matmul(make_array(weights), a), v)  # (3,)
+        out.backward(make_array(weights))
+        return a.grad, v.grad
+
+    want = gradients(np.asarray)
+    with use_namespace(array_api_strict):
+        got = gradients(array_api_strict.asarray)
+    _assert_strict_and_close(got, want)
+
+
+def test_max_splits_the_gradient_between_ties_on_strict_arrays():
+    values = np.array([[1.0, 3.0, 3.0], [2.0, 0.0, -1.0]])
+    want = cr.grad(lambda x: cnp.sum(cnp.max(x, axis=1) * np.array([1.0, 2.0])))(values)
+    with use_namespace(array_api_strict):
+        weights = array_api_strict.asarray([1.0, 2.0])
+        got = cr.grad(lambda x: cnp.sum(cnp.max(x, axis=1) * weights))(array_api_strict.asarray(values))
+    _assert_strict_and_close(got, want)
+    np.testing.assert_array_equal(np.from_dlpack(got), [[0.0, 0.5, 0.5], [2.0, 0.0, 0.0]])
+
+
+def test_float32_stays_float32_on_strict_arrays(rng):
+    params, inputs, targets = _mlp_problem(rng)
+    params32 = {name: value.astype(np.float32) for name, value in params.items()}
+    want = cr.grad(_mlp_loss)(params32, inputs.astype(np.float32), targets.astype(np.float32))
+    with use_namespace(array_api_strict):
+        got = cr.grad(_mlp_loss)(
+            _strict(params32), _strict(inputs.astype(np.float32)), _strict(targets.astype(np.float32))
+        )
+    for name, value in got.items():
+        assert value.dtype == array_api_strict.float32
+        np.testing.assert_allclose(np.from_dlpack(value), want[name], rtol=1e-5, atol=1e-6)
+
+
+def test_an_uncovered_primitive_names_itself_and_the_namespace():
+    with use_namespace(array_api_strict):
+        x = array_api_strict.asarray([1.0, -2.0])
+        with pytest.raises(NotImplementedError, match=r"chainrule\.relu.*'array_api_strict'"):
+            cr.grad(lambda v: cnp.sum(cnp.relu(v)))(x)
+        with pytest.raises(NotImplementedError, match=r"chainrule\.einsum.*'array_api_strict'"):
+            cnp.einsum("i,i->", x, x)
+
+
+def test_the_switch_is_undone_on_exit_even_after_an_error():
+    numpy_forwards = {name: prim.forward for name, prim in TABLE.items()}
+    with pytest.raises(ZeroDivisionError):
+        with use_namespace(array_api_strict):
+            assert state.hooked and backend.ns is array_api_strict
+            assert TABLE["exp"].forward is array_api_strict.exp
+            raise ZeroDivisionError
+    assert {name: prim.forward for name, prim in TABLE.items()} == numpy_forwards
+    assert backend.ns is np and not state.hooked and not state.foreign
+    assert backend.as_dtype is np.dtype and backend.plain_asarray is np.asarray
+    # The NumPy path is back, fast paths included: results are ndarrays again.
+    x = cr.Tensor([1.0, 2.0], requires_grad=True)
+    (x * x).sum().backward()
+    assert type(x.grad) is np.ndarray and x.grad.tolist() == [2.0, 4.0]
+
+
+def test_numpy_inputs_are_taken_into_the_active_namespace():
+    with use_namespace(array_api_strict):
+        got = cr.grad(lambda v: cnp.sum(cnp.exp(v)))(np.array([0.0, 1.0]))
+    _assert_strict_and_close(got, np.exp([0.0, 1.0]))

@@ -55,17 +55,33 @@ def new_level() -> int:
 class _State:
     """Process-wide switches read on the hot path (plain attributes, no locking).
 
-    ``hooked`` is true while any observer or anomaly mode is active: the one flag the fast paths
-    of :class:`~chainrule.tensor.Tensor` read before skipping :func:`evaluate`.
+    ``hooked`` is true while any observer or anomaly mode is active, or another array namespace
+    (:func:`chainrule.backend.use_namespace`): the one flag the fast paths of
+    :class:`~chainrule.tensor.Tensor` read before skipping :func:`evaluate`.
     """
 
-    __slots__ = ("grad_enabled", "_observers", "_anomaly", "hooked")
+    __slots__ = ("grad_enabled", "_observers", "_anomaly", "_foreign", "hooked")
 
     def __init__(self):
         self.grad_enabled = True
         self._anomaly = False
         self._observers = ()
+        self._foreign = False
         self.hooked = False
+
+    def _update_hooked(self):
+        self.hooked = self._anomaly or bool(self._observers) or self._foreign
+
+    @property
+    def foreign(self) -> bool:
+        """True while primitives compute with another namespace than NumPy (their forwards are
+        rebound, so the operators' fast paths, which hold NumPy's functions, must stand aside)."""
+        return self._foreign
+
+    @foreign.setter
+    def foreign(self, value):
+        self._foreign = bool(value)
+        self._update_hooked()
 
     @property
     def anomaly(self) -> bool:
@@ -75,7 +91,7 @@ class _State:
     @anomaly.setter
     def anomaly(self, value):
         self._anomaly = bool(value)
-        self.hooked = self._anomaly or bool(self._observers)
+        self._update_hooked()
 
     @property
     def observers(self) -> tuple:
@@ -86,7 +102,7 @@ class _State:
     @observers.setter
     def observers(self, value):
         self._observers = tuple(value)
-        self.hooked = self._anomaly or bool(self._observers)
+        self._update_hooked()
 
 
 state = _State()

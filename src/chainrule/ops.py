@@ -33,7 +33,7 @@ def asarray(value, dtype=None):
     """A plain array for plain input; tracers pass through unchanged."""
     if hasattr(value, "_level"):
         return value if dtype is None else astype(value, dtype)
-    return xp.asarray(value, dtype=dtype)
+    return backend.plain_asarray(value, dtype=dtype)
 
 
 def _normalize_axis(axis, rank, op):
@@ -55,18 +55,18 @@ def zeros_like(value, dtype=None):
     """A plain array of zeros (constants carry no derivative) of ``value``'s shape as ``value``
     shows it: for a batch of tangents (``chainrule.batching``), the shape of one example."""
     if isinstance(value, Tracer):
-        return xp.zeros(shape(value), dtype=dtype or value.dtype)
-    return xp.zeros_like(value, dtype=dtype)
+        return backend.ns.zeros(shape(value), dtype=dtype or value.dtype)
+    return backend.ns.zeros_like(value, dtype=dtype)
 
 
 def ones_like(value, dtype=None):
     if isinstance(value, Tracer):
-        return xp.ones(shape(value), dtype=dtype or value.dtype)
-    return xp.ones_like(value, dtype=dtype)
+        return backend.ns.ones(shape(value), dtype=dtype or value.dtype)
+    return backend.ns.ones_like(value, dtype=dtype)
 
 
 def astype(x, dtype):
-    dtype = xp.dtype(dtype)
+    dtype = backend.as_dtype(dtype)
     if getattr(x, "dtype", None) == dtype:
         return x
     return apply(P.ASTYPE, x, dtype=dtype)

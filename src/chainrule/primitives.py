@@ -8,6 +8,11 @@ Reading guide (signatures of the rules, ``out`` is the primitive's output)::
            primitives a single rule returning a tuple of cotangents
     jvp(tangents, out, *args, **params)         -> tangent of out   # tangents[i] is None when zero
     flops(out, *args, **params)                 -> int
+    array_api(namespace)                        -> a forward computing with that namespace
+
+``array_api`` (optional) builds the forward for another array-API namespace (``lambda ns:
+ns.exp``); :func:`chainrule.backend.use_namespace` binds it in place of the NumPy forward for a
+block of code. A primitive without one raises there, naming itself and the namespace.
 
 Rules are written with chainrule's own operations (``ops``) and Python operators, so the very same
 rule runs on plain arrays on the first-order hot path and is itself recorded when a second
@@ -25,21 +30,23 @@ import math
 import string
 from typing import Callable
 
+from . import backend
 from .backend import xp
 
 
 class Primitive:
     """A primitive operation: forward computation plus derivative and cost rules, side by side."""
 
-    __slots__ = ("name", "forward", "vjp", "jvp", "flops", "linear")
+    __slots__ = ("name", "forward", "vjp", "jvp", "flops", "linear", "array_api")
 
-    def __init__(self, name, forward, vjp, jvp, flops, linear=False):
+    def __init__(self, name, forward, vjp, jvp, flops, linear=False, array_api=None):
         self.name = name
         self.forward = forward
         self.vjp = vjp  # tuple of per-argument rules, or one callable returning a tuple
         self.jvp = jvp
         self.flops = flops
         self.linear = linear
+        self.array_api = array_api  # namespace -> forward, or None (NumPy only)
 
     def __repr__(self):
         return f"Primitive({self.name})"
@@ -79,9 +86,10 @@ def _input_flops(out, x, *args, **params):
     return int(getattr(x, "size", 1))
 
 
-def defprim(name, forward, vjp, jvp, flops=None, linear=False) -> Primitive:
+def defprim(name, forward, vjp, jvp, flops=None, linear=False, array_api=None) -> Primitive:
     """Declare primitive ``name``. ``jvp="linear"`` derives forward mode from the forward itself;
-    ``jvp="from_vjp"`` derives it from the (single, elementwise) VJP rule."""
+    ``jvp="from_vjp"`` derives it from the (single, elementwise) VJP rule. ``array_api`` builds
+    the forward for another array-API namespace (see the module docstring)."""
     if vjp is None or jvp is None:
         raise TypeError(f"primitive {name!r} needs both a VJP and a JVP rule")
     if jvp == "linear":
@@ -89,7 +97,7 @@ def defprim(name, forward, vjp, jvp, flops=None, linear=False) -> Primitive:
         linear = True
     elif jvp == "from_vjp":
         jvp = _from_vjp(vjp[0])
-    prim = Primitive(name, forward, vjp, jvp, flops or _elementwise_flops(), linear)
+    prim = Primitive(name, forward, vjp, jvp, flops or _elementwise_flops(), linear, array_api)
     TABLE[name] = prim
     return prim
 
@@ -106,19 +114,33 @@ def _sum_tangents(*terms):
 # ----------------------------------------------------------------------------------------------
 # Elementwise unary
 # ----------------------------------------------------------------------------------------------
-NEG = defprim("negative", xp.negative, (lambda g, out, x: -g,), "linear")
-EXP = defprim("exp", xp.exp, (lambda g, out, x: g * out,), "from_vjp")
-LOG = defprim("log", xp.log, (lambda g, out, x: g / x,), "from_vjp")
-LOG1P = defprim("log1p", xp.log1p, (lambda g, out, x: g / (x + 1),), "from_vjp")
-EXPM1 = defprim("expm1", xp.expm1, (lambda g, out, x: g * (out + 1),), "from_vjp")
-SIN = defprim("sin", xp.sin, (lambda g, out, x: g * ops.cos(x),), "from_vjp")
-COS = defprim("cos", xp.cos, (lambda g, out, x: -g * ops.sin(x),), "from_vjp")
-TAN = defprim("tan", xp.tan, (lambda g, out, x: g * (out * out + 1),), "from_vjp")
-TANH = defprim("tanh", xp.tanh, (lambda g, out, x: g * (1 - out * out),), "from_vjp")
-ARCTAN = defprim("arctan", xp.arctan, (lambda g, out, x: g / (x * x + 1),), "from_vjp")
-SINH = defprim("sinh", xp.sinh, (lambda g, out, x: g * ops.cosh(x),), "from_vjp")
-COSH = defprim("cosh", xp.cosh, (lambda g, out, x: g * ops.sinh(x),), "from_vjp")
-SQRT = defprim("sqrt", xp.sqrt, (lambda g, out, x: g / (out * 2),), "from_vjp")
+NEG = defprim("negative", xp.negative, (lambda g, out, x: -g,), "linear", array_api=lambda ns: ns.negative)
+EXP = defprim("exp", xp.exp, (lambda g, out, x: g * out,), "from_vjp", array_api=lambda ns: ns.exp)
+LOG = defprim("log", xp.log, (lambda g, out, x: g / x,), "from_vjp", array_api=lambda ns: ns.log)
+LOG1P = defprim(
+    "log1p", xp.log1p, (lambda g, out, x: g / (x + 1),), "from_vjp", array_api=lambda ns: ns.log1p
+)
+EXPM1 = defprim(
+    "expm1", xp.expm1, (lambda g, out, x: g * (out + 1),), "from_vjp", array_api=lambda ns: ns.expm1
+)
+SIN = defprim("sin", xp.sin, (lambda g, out, x: g * ops.cos(x),), "from_vjp", array_api=lambda ns: ns.sin)
+COS = defprim("cos", xp.cos, (lambda g, out, x: -g * ops.sin(x),), "from_vjp", array_api=lambda ns: ns.cos)
+TAN = defprim(
+    "tan", xp.tan, (lambda g, out, x: g * (out * out + 1),), "from_vjp", array_api=lambda ns: ns.tan
+)
+TANH = defprim(
+    "tanh", xp.tanh, (lambda g, out, x: g * (1 - out * out),), "from_vjp", array_api=lambda ns: ns.tanh
+)
+ARCTAN = defprim(
+    "arctan", xp.arctan, (lambda g, out, x: g / (x * x + 1),), "from_vjp", array_api=lambda ns: ns.atan
+)
+SINH = defprim(
+    "sinh", xp.sinh, (lambda g, out, x: g * ops.cosh(x),), "from_vjp", array_api=lambda ns: ns.sinh
+)
+COSH = defprim(
+    "cosh", xp.cosh, (lambda g, out, x: g * ops.sinh(x),), "from_vjp", array_api=lambda ns: ns.cosh
+)
+SQRT = defprim("sqrt", xp.sqrt, (lambda g, out, x: g / (out * 2),), "from_vjp", array_api=lambda ns: ns.sqrt)
 # |x|'(0) = 0 by convention (sign(0) = 0).
 ABS = defprim("abs", xp.abs, (lambda g, out, x: g * xp.sign(ops.raw(x)),), "from_vjp")
 # Piecewise constant: derivative zero everywhere it exists.
@@ -150,6 +172,7 @@ ASTYPE = defprim(
     (lambda g, out, x, dtype: ops.astype(g, x.dtype),),
     "linear",
     _no_flops,
+    array_api=lambda ns: lambda x, dtype: ns.astype(x, dtype),
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -158,22 +181,26 @@ ASTYPE = defprim(
 ADD = defprim(
     "add", xp.add, (lambda g, out, x, y: g, lambda g, out, x, y: g),
     lambda ts, out, x, y: _sum_tangents(ts[0], ts[1]),
+    array_api=lambda ns: ns.add,
 )
 SUB = defprim(
     "subtract", xp.subtract, (lambda g, out, x, y: g, lambda g, out, x, y: -g),
     lambda ts, out, x, y: ts[0] if ts[1] is None else (-ts[1] if ts[0] is None else ts[0] - ts[1]),
+    array_api=lambda ns: ns.subtract,
 )
 MUL = defprim(
     "multiply", xp.multiply, (lambda g, out, x, y: g * y, lambda g, out, x, y: g * x),
     lambda ts, out, x, y: _sum_tangents(
         None if ts[0] is None else ts[0] * y, None if ts[1] is None else x * ts[1]
     ),
+    array_api=lambda ns: ns.multiply,
 )
 DIV = defprim(
     "divide", xp.divide, (lambda g, out, x, y: g / y, lambda g, out, x, y: -g * out / y),
     lambda ts, out, x, y: _sum_tangents(
         None if ts[0] is None else ts[0] / y, None if ts[1] is None else -ts[1] * out / y
     ),
+    array_api=lambda ns: ns.divide,
 )
 
 
@@ -188,9 +215,12 @@ def _pow_vjp_x(g, out, x, y):
     if not hasattr(y, "_level"):
         # d(x**0)/dx = 0 everywhere, also at x = 0 where 0 * 0**-1 would be NaN. Only for a
         # constant exponent: a traced one keeps the plain formula, whose y-derivative is needed.
-        y_zero = xp.asarray(y) == 0
-        if xp.any(y_zero):
-            return g * y * x ** xp.where(y_zero, 1, y - 1)
+        ns = backend.ns
+        y_zero = ns.asarray(y) == 0
+        if ns.any(y_zero):
+            if not hasattr(y, "shape"):  # the Python number 0: x ** 1 is x
+                return g * y * x
+            return g * y * x ** ns.where(y_zero, 1, y - 1)
     return g * y * x ** (y - 1)
 
 
@@ -205,6 +235,7 @@ POW = defprim(
         None if ts[1] is None else _pow_vjp_y(ts[1], out, x, y),
     ),
     _elementwise_flops(10),
+    array_api=lambda ns: ns.pow,
 )
 
 
@@ -242,6 +273,7 @@ WHERE = defprim(
         condition, 0 if ts[0] is None else ts[0], 0 if ts[1] is None else ts[1]
     ),
     _no_flops,
+    array_api=lambda ns: lambda x, y, condition: ns.where(condition, x, y),
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -267,14 +299,16 @@ SUM = defprim(
     # The ufunc's own reduce: the same result as xp.sum without its Python-level wrapper.
     "sum", lambda x, axis, keepdims: xp.add.reduce(x, axis=axis, keepdims=keepdims),
     (_sum_vjp,), "linear", _input_flops,
+    array_api=lambda ns: lambda x, axis, keepdims: ns.sum(x, axis=axis, keepdims=keepdims),
 )
 
 
 def _max_share(out, x, axis, keepdims):
     """Which entries attain the maximum, each weighted 1/(number of ties)."""
     x_raw = ops.raw(x)
-    hit = x_raw == _keep(ops.raw(out), x_raw.ndim, axis, keepdims)
-    return hit / xp.sum(hit, axis=axis, keepdims=True)
+    # In x's dtype: the array API neither sums nor divides booleans.
+    hit = ops.astype(x_raw == _keep(ops.raw(out), x_raw.ndim, axis, keepdims), x_raw.dtype)
+    return hit / backend.ns.sum(hit, axis=axis, keepdims=True)
 
 
 MAX = defprim(
@@ -284,6 +318,7 @@ MAX = defprim(
         ts[0] * _max_share(out, x, axis, keepdims), axis=axis, keepdims=keepdims
     ),
     _input_flops,
+    array_api=lambda ns: lambda x, axis, keepdims: ns.max(x, axis=axis, keepdims=keepdims),
 )
 
 
@@ -349,10 +384,12 @@ CUMSUM = defprim(
 RESHAPE = defprim(
     "reshape", lambda x, shape: x.reshape(shape) if isinstance(x, xp.ndarray) else xp.reshape(x, shape),
     (lambda g, out, x, shape: ops.reshape(g, x.shape),), "linear", _no_flops,
+    array_api=lambda ns: ns.reshape,
 )
 TRANSPOSE = defprim(
     "transpose", lambda x, axes: x.transpose(axes) if isinstance(x, xp.ndarray) else xp.transpose(x, axes),
     (lambda g, out, x, axes: ops.transpose(g, tuple(_inverse_permutation(axes))),), "linear", _no_flops,
+    array_api=lambda ns: ns.permute_dims,
 )
 
 
@@ -381,6 +418,7 @@ def _broadcast_to_forward(x, shape):
 BROADCAST_TO = defprim(
     "broadcast_to", _broadcast_to_forward,
     (lambda g, out, x, shape: g,), "linear", _no_flops,
+    array_api=lambda ns: ns.broadcast_to,
 )
 
 
@@ -399,14 +437,34 @@ def _scatter_add_forward(g, index, shape):
     return result
 
 
+def _namespace_scatter_add(namespace):
+    """The scatter-add forward for an array-API namespace: basic indices only (the standard has
+    no scatter-add for repeated integer indices)."""
+
+    def forward(g, index, shape):
+        if _index_has_arrays(index):
+            raise NotImplementedError(
+                f"chainrule.scatter_add (the derivative of indexing with arrays): no array-API "
+                f"forward for namespace {backend.namespace_name(namespace)!r}; index with "
+                "integers, slices and ellipses"
+            )
+        result = namespace.zeros(shape, dtype=g.dtype)
+        result[index] = g
+        return result
+
+    return forward
+
+
 GETITEM = defprim(
     "getitem", lambda x, index: x[index],
     (lambda g, out, x, index: ops.apply(SCATTER_ADD, g, index=index, shape=x.shape),),
     "linear", _no_flops,
+    array_api=lambda ns: lambda x, index: x[index],
 )
 SCATTER_ADD = defprim(
     "scatter_add", _scatter_add_forward,
     (lambda g, out, update, index, shape: ops.getitem(g, index),), "linear", _input_flops,
+    array_api=_namespace_scatter_add,
 )
 
 
@@ -473,6 +531,7 @@ MATMUL = defprim(
         None if ts[0] is None else ops.matmul(ts[0], y), None if ts[1] is None else ops.matmul(x, ts[1])
     ),
     _matmul_flops,
+    array_api=lambda ns: ns.matmul,
 )
 
 

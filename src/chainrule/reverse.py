@@ -14,8 +14,8 @@ Two iterative sweeps, no recursion (a 100,000-op chain is fine):
 
 from __future__ import annotations
 
-from . import ops
-from .backend import asarray, ndarray, xp
+from . import backend, ops
+from .backend import ndarray
 from .core import Tracer, apply, check_finite, enable_grad, raw, state
 from .primitives import SUM
 from .tensor import FREED, Tensor, current_epoch
@@ -116,7 +116,8 @@ def backward_pass(roots, cotangents, *, retain_graph=False, create_graph=False, 
                     results[index] = cotangent
             elif level == 0:
                 if not isinstance(cotangent, (ndarray, Tracer)):
-                    cotangent = asarray(cotangent)  # NumPy makes 0-d results scalars; .grad is an array
+                    # NumPy makes 0-d results scalars; .grad is an array
+                    cotangent = backend.asarray(cotangent)
                 grad = node.grad
                 node.grad = cotangent if grad is None else grad + cotangent
             continue
@@ -193,8 +194,7 @@ def _seed(root, cotangent, create_graph):
                 "reduce it to a scalar first (e.g. loss.sum() or loss.mean()) or pass one"
             )
         data = raw(root.data)
-        one = xp.array(1, dtype=data.dtype)
-        return one if data.ndim == 0 else one.reshape(data.shape)
+        return backend.ns.ones(data.shape, dtype=data.dtype)
     if isinstance(cotangent, Tensor) and not create_graph:
         cotangent = cotangent.data
     if tuple(cotangent.shape if hasattr(cotangent, "shape") else ()) != tuple(root.shape):
@@ -215,7 +215,7 @@ def backward(roots, cotangents, *, retain_graph=False, create_graph=False):
                 "backward of a tensor that does not require grad: no input was created with "
                 "requires_grad=True, or it was computed under chainrule.no_grad()"
             )
-        if root.data.dtype.kind not in "fc":
+        if not backend.is_float_dtype(root.data.dtype):
             raise TypeError(f"backward of a tensor of dtype {root.dtype}; it must be floating-point")
     seeds = [_seed(root, ct, create_graph) for root, ct in zip(roots, cotangents, strict=True)]
     if create_graph:

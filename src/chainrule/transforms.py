@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import functools
 
-from . import ops
-from .backend import asarray, is_float_dtype, ndarray
+from . import backend, ops
+from .backend import ndarray
 from .core import Tracer, new_level
 from .counting import is_counting, note_pass
 from .forward import Dual
@@ -24,9 +24,9 @@ from .tensor import Tensor, _clock
 
 
 def _as_value(leaf, transform):
-    value = leaf if isinstance(leaf, Tracer) else asarray(leaf)
+    value = leaf if isinstance(leaf, Tracer) else backend.asarray(leaf)
     dtype = value.dtype
-    if not is_float_dtype(dtype):
+    if not backend.is_float_dtype(dtype):
         raise TypeError(
             f"{transform}: inputs to differentiate must be floating-point, got dtype {dtype}; "
             "convert with .astype(float) or pass the integer input through a closure"
@@ -68,7 +68,7 @@ def _plain(value):
     """NumPy turns 0-d results into scalars; hand users arrays, as the transforms promise."""
     if isinstance(value, (Tracer, ndarray)) or value is None:
         return value
-    return asarray(value) if hasattr(value, "dtype") else value
+    return backend.asarray(value) if hasattr(value, "dtype") else value
 
 
 def _batch_size(tree) -> int:
@@ -113,7 +113,7 @@ def value_and_grad(fun, argnums=0, has_aux=False):
             )
         all_leaves = [t for _, lifted in inputs for t in lifted]
         if isinstance(out, Tensor) and out._level == level and out.requires_grad:
-            if not is_float_dtype(out.dtype):
+            if not backend.is_float_dtype(out.dtype):
                 raise TypeError(f"grad needs a floating-point output, got dtype {out.dtype}")
             seed = ops.ones_like(out.data)
             note_pass("vjp")
@@ -195,7 +195,7 @@ def vjp(fun, *primals, has_aux=False):
                 )
             if isinstance(leaf, Tensor) and leaf._level == level and leaf.requires_grad:
                 roots.append(leaf)
-                seeds.append(ct if isinstance(ct, Tracer) else ops.astype(asarray(ct), leaf.dtype))
+                seeds.append(ct if isinstance(ct, Tracer) else ops.astype(backend.asarray(ct), leaf.dtype))
         if is_counting():
             note_pass("vjp", _batch_size(ct_leaves))
         cotangents = (
@@ -237,7 +237,7 @@ def jvp(fun, primals, tangents):
             value = _as_value(p, "jvp")
             if ops.shape(t) != ops.shape(value):
                 raise ValueError(f"jvp: tangent of shape {ops.shape(t)} for a primal of shape {ops.shape(value)}")
-            t = t if isinstance(t, Tracer) else ops.astype(asarray(t), value.dtype)
+            t = t if isinstance(t, Tracer) else ops.astype(backend.asarray(t), value.dtype)
             leaves.append(Dual(value, t, level))
         duals.append(tree_unflatten(p_def, leaves))
     if is_counting():
