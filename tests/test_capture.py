@@ -187,3 +187,33 @@ def test_bad_options_are_named():
         capture(lambda x: x, on_new_signature="sometimes")
     with pytest.raises(TypeError, match="example_args must be the tuple"):
         capture(lambda x: x, np.ones(2))
+
+
+def test_a_module_and_optimizer_step_replays_without_falling_back():
+    """nn.MLP + optim.SGD with momentum, captured whole: the optimizer's step counter stays an
+    array for a constant learning rate, so no Python decision guards the replay."""
+    from chainrule import nn, optim
+    from chainrule.nn.losses import get_loss
+
+    model = nn.MLP([64, 32, 10], seed=0)
+    cross_entropy = get_loss("cross_entropy")
+    optimizer = optim.SGD(0.1, momentum=0.9)
+
+    def step(params, state, x, y):
+        loss, grads = cr.value_and_grad(lambda p: cross_entropy(model.apply(p, x, train=True), y))(params)
+        params, state = optimizer.update(grads, state, params)
+        return params, state, loss
+
+    rng = np.random.default_rng(0)
+    params = model.parameters()
+    state = optimizer.init(params)
+    fast = capture(step, (params, state, *_batch(rng, dtype=np.float64)))
+    eager, replayed = (params, state), (params, state)
+    for _ in range(5):
+        x, y = _batch(rng, dtype=np.float64)
+        *eager, eager_loss = step(*eager, x, y)
+        *replayed, replayed_loss = fast(*replayed, x, y)
+        assert float(replayed_loss) == float(eager_loss)
+    assert fast.stats == {"captures": 1, "replays": 5, "fallbacks": 0}
+    assert int(replayed[1]["step"]) == int(eager[1]["step"]) == 5
+    np.testing.assert_array_equal(cr.ravel_pytree(replayed[0])[0], cr.ravel_pytree(eager[0])[0])

@@ -40,7 +40,7 @@ import math
 from ..backend import asarray, xp
 from ..core import no_grad, raw
 from ..pytree import tree_flatten, tree_map, tree_unflatten
-from .schedules import Schedule, as_schedule, schedule_from_config
+from .schedules import Constant, Schedule, as_schedule, schedule_from_config
 
 
 def _check_finite_number(value, what, low=None, high=None, low_inclusive=True, high_inclusive=False):
@@ -75,6 +75,8 @@ class Optimizer:
 
     name = "optimizer"
     slots: tuple[str, ...] = ()
+    #: Whether ``_step_leaf`` reads the step number (Adam's bias correction does).
+    uses_step = False
 
     def __init__(self, lr):
         self.schedule: Schedule = as_schedule(lr)
@@ -97,8 +99,16 @@ class Optimizer:
         grads = _as_arrays(grads)
         params = _as_arrays(params)
         _check_structure(grads, params)
-        step = int(state["step"]) + 1
-        lr = float(self.schedule(step - 1))
+        if isinstance(self.schedule, Constant) and not self.uses_step:
+            # Nothing here depends on the step's value: keep it an array (+1), so a captured
+            # step (chainrule.capture) has no Python decision on it and replays as recorded.
+            step = None
+            next_step = asarray(state["step"] + 1)  # a 0-d array, as the state's other steps
+            lr = self.schedule.lr
+        else:
+            step = int(state["step"]) + 1
+            next_step = xp.asarray(step, dtype=xp.int64)
+            lr = float(self.schedule(step - 1))
         p_leaves, treedef = tree_flatten(params)
         g_leaves, _ = tree_flatten(grads)
         slot_leaves = [tree_flatten(state[slot])[0] for slot in self.slots]
@@ -109,7 +119,7 @@ class Optimizer:
             new_params.append(new_p.astype(p.dtype, copy=False))
             for store, value in zip(new_slots, updated, strict=True):
                 store.append(value)
-        new_state = {"step": xp.asarray(step, dtype=xp.int64)}
+        new_state = {"step": next_step}
         for slot, leaves in zip(self.slots, new_slots, strict=True):
             new_state[slot] = tree_unflatten(treedef, leaves)
         return tree_unflatten(treedef, new_params), new_state
@@ -179,6 +189,7 @@ class Adam(Optimizer):
 
     name = "adam"
     slots = ("m", "v")
+    uses_step = True
     decoupled = False
 
     def __init__(self, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0):
