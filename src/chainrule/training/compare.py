@@ -21,6 +21,7 @@ import io
 import math
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ..backend import xp
@@ -109,86 +110,86 @@ def compare_training(
 ) -> list[Run]:
     """Train each valid (method, scheme) pair under the same budget; see the module docstring.
     ``threads`` caps the BLAS threads (``None``: as they are)."""
-    if threads is not None:
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(limits=threads):
-            return compare_training(
-                splits,
-                hidden,
-                methods,
-                schemes,
-                budget_seconds,
-                budget_passes,
-                batch_size,
-                seed,
-                learning_rates,
-                curve_points,
-                activation,
-                batchnorm,
-                log,
-                threads=None,
-            )
     if budget_seconds is None and budget_passes is None:
         raise ValueError("compare_training needs budget_seconds or budget_passes")
     rates = dict(DEFAULT_LR)
     rates.update(learning_rates or {})
+    settings = _Settings(
+        hidden=tuple(hidden),
+        budget_seconds=budget_seconds,
+        budget_passes=budget_passes,
+        batch_size=batch_size,
+        seed=seed,
+        rates=rates,
+        curve_points=curve_points,
+        activation=activation,
+        batchnorm=batchnorm,
+    )
     runs = []
-    for method_name in methods:
-        method_name = ALIASES.get(method_name, method_name)
-        if method_name not in METHODS:
-            raise ValueError(f"unknown method {method_name!r}; choose from {sorted(METHODS)}")
-        for scheme_name in schemes:
-            scheme_name = SCHEME_ALIASES.get(scheme_name, scheme_name)
-            if scheme_name not in SCHEMES:
-                raise ValueError(f"unknown scheme {scheme_name!r}; choose from {sorted(SCHEMES)}")
-            reason = valid_pair(method_name, scheme_name)
-            if reason is not None:
-                runs.append(Run(method_name, scheme_name, skipped=reason))
-                continue
-            run = _train_one(
-                splits,
-                hidden,
-                method_name,
-                scheme_name,
-                budget_seconds,
-                budget_passes,
-                batch_size,
-                seed,
-                rates,
-                curve_points,
-                activation,
-                batchnorm,
-            )
-            runs.append(run)
-            if log is not None:
-                log(format_run(run))
+    with blas_threads(threads):
+        for method_name in methods:
+            method_name = ALIASES.get(method_name, method_name)
+            if method_name not in METHODS:
+                raise ValueError(f"unknown method {method_name!r}; choose from {sorted(METHODS)}")
+            for scheme_name in schemes:
+                scheme_name = SCHEME_ALIASES.get(scheme_name, scheme_name)
+                if scheme_name not in SCHEMES:
+                    raise ValueError(f"unknown scheme {scheme_name!r}; choose from {sorted(SCHEMES)}")
+                reason = valid_pair(method_name, scheme_name)
+                if reason is not None:
+                    runs.append(Run(method_name, scheme_name, skipped=reason))
+                    continue
+                run = _train_one(splits, method_name, scheme_name, settings)
+                runs.append(run)
+                if log is not None:
+                    log(format_run(run))
     return runs
 
 
-def _train_one(
-    splits,
-    hidden,
-    method_name,
-    scheme_name,
-    budget_seconds,
-    budget_passes,
-    batch_size,
-    seed,
-    rates,
-    curve_points,
-    activation,
-    batchnorm,
-) -> Run:
+@dataclass(frozen=True)
+class _Settings:
+    """What every pair of one comparison shares."""
+
+    hidden: tuple
+    budget_seconds: float | None
+    budget_passes: int | None
+    batch_size: int
+    seed: int
+    rates: dict
+    curve_points: int
+    activation: str
+    batchnorm: bool
+
+
+@contextmanager
+def blas_threads(threads: int | None):
+    """Cap the BLAS threads inside the block (one thread gives the steadiest figures on a shared
+    machine); ``None`` leaves them as they are."""
+    if threads is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=threads):
+        yield
+
+
+def _train_one(splits, method_name, scheme_name, settings: _Settings) -> Run:
     train = splits.train
-    sizes = [train.num_features, *hidden, train.num_outputs]
-    model = MLP(sizes, activation=activation, batchnorm=batchnorm, seed=seed)
+    sizes = [train.num_features, *settings.hidden, train.num_outputs]
+    model = MLP(sizes, activation=settings.activation, batchnorm=settings.batchnorm, seed=settings.seed)
     if scheme_name.startswith("locoprop"):
         optimizer = SGD(LOCOPROP["lr"])
         scheme = get_scheme(scheme_name, gamma=LOCOPROP["gamma"], local_steps=LOCOPROP["local_steps"])
+    elif scheme_name == "cmaes":
+        optimizer = SGD(settings.rates[method_name])  # unused: CMA-ES moves θ itself
+        scheme = get_scheme(scheme_name, seed=settings.seed)
     else:
-        optimizer = SGD(rates[method_name])
-        scheme = get_scheme(scheme_name, seed=seed) if scheme_name == "cmaes" else get_scheme(scheme_name)
+        optimizer = SGD(settings.rates[method_name])
+        scheme = get_scheme(scheme_name)
+    batch_size, seed = settings.batch_size, settings.seed
+    budget_seconds, budget_passes = settings.budget_seconds, settings.budget_passes
+    curve_points = settings.curve_points
     trainer = Trainer(
         model,
         optimizer,
@@ -371,11 +372,7 @@ def gradient_cost(
 
     ``threads`` caps the BLAS threads while timing (one thread gives the steadiest figures on a
     shared machine; ``None`` leaves them as they are)."""
-    if threads is None:
-        return _gradient_cost(params_targets, methods, batch_size, time_cap, seed, repeats, log)
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=threads):
+    with blas_threads(threads):
         return _gradient_cost(params_targets, methods, batch_size, time_cap, seed, repeats, log)
 
 
