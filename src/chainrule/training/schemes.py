@@ -312,7 +312,7 @@ class LocoProp(Scheme):
 
     def init(self, model, optimizer, params):
         self.units = locoprop_units(model)
-        return {str(block): optimizer.init(params[block]) for block in parameter_blocks(params)}
+        return _BlockScheme.init(self, model, optimizer, params)  # one state per block, as there
 
     lr = _BlockScheme.lr
 
