@@ -49,13 +49,13 @@ def asarray(value, dtype=None):
     A CuPy array stays a CuPy array (on its device).
     """
     kind = type(value)
-    if kind is not ndarray and (kind in _KEPT_TYPES or _is_cupy_type(kind)):
+    if kind is not ndarray and (kind in _KEPT_TYPES or _is_cuda_type(kind)):
         return value if dtype is None or value.dtype == dtype else value.astype(dtype)
     return xp.asarray(value, dtype=dtype)
 
 
 def is_array(value) -> bool:
-    return isinstance(value, ndarray) or _is_cupy_type(type(value))
+    return isinstance(value, ndarray) or _is_cuda_type(type(value))
 
 
 def is_float_dtype(dtype) -> bool:
@@ -103,10 +103,33 @@ def cupy_module():
     return _cupy or None
 
 
-def _is_cupy_type(kind) -> bool:
+# Array types that stand for CUDA arrays besides ``cupy.ndarray`` (the simulated device's).
+_CUDA_ARRAY_TYPES: set = set()
+
+
+def _is_cuda_type(kind) -> bool:
+    if kind in _CUDA_ARRAY_TYPES:
+        return True
     # Without importing CuPy: its array type is ``cupy.ndarray`` (module ``cupy._core.core``).
     module = getattr(kind, "__module__", None)
     return type(module) is str and module.startswith("cupy") and kind.__name__ == "ndarray"
+
+
+def install_cuda_namespace(namespace, array_type):
+    """Make ``namespace`` (a module offering CuPy's API) the CUDA backend and ``array_type`` its
+    array type, in place of CuPy; returns the function that undoes it. This is how
+    :func:`chainrule.simulated_cuda.simulate_cuda` gives CPU-only machines a "cuda" device."""
+    global _cupy
+    saved = _cupy
+    _cupy = namespace
+    _CUDA_ARRAY_TYPES.add(array_type)
+
+    def restore():
+        global _cupy
+        _cupy = saved
+        _CUDA_ARRAY_TYPES.discard(array_type)
+
+    return restore
 
 
 def cuda_device_count() -> int:
@@ -140,14 +163,14 @@ def device_name(kind: str, index: int) -> str:
 def device_of(value) -> str:
     """The device an array lives on: ``"cpu"`` for NumPy arrays and Python numbers."""
     kind = type(value)
-    if kind is ndarray or not _is_cupy_type(kind):
+    if kind is ndarray or not _is_cuda_type(kind):
         return "cpu"
     return device_name("cuda", int(value.device.id))
 
 
 def namespace_of(value):
     """The array module of ``value``'s device: NumPy, or CuPy for a CUDA array."""
-    return cupy_module() if _is_cupy_type(type(value)) else xp
+    return cupy_module() if _is_cuda_type(type(value)) else xp
 
 
 def require_cuda(index: int = 0):
@@ -168,7 +191,7 @@ def to_device(value, name: str):
     """``value`` as an array on device ``name`` (no copy when it is already there)."""
     kind, index = parse_device(name)
     if kind == "cpu":
-        if _is_cupy_type(type(value)):
+        if _is_cuda_type(type(value)):
             return value.get()
         return asarray(value)
     cupy = require_cuda(index)
@@ -178,7 +201,7 @@ def to_device(value, name: str):
 
 def to_numpy(value):
     """A NumPy array of ``value``'s values (a device-to-host copy for a CUDA array)."""
-    if _is_cupy_type(type(value)):
+    if _is_cuda_type(type(value)):
         return value.get()
     return _numpy.asarray(value)
 

@@ -1,0 +1,363 @@
+"""A simulated CUDA device in host memory, with CuPy's placement rules, for machines without a GPU.
+
+Code that runs on the CPU can still be wrong on a GPU in one common way: it makes a host (NumPy)
+array next to device arrays (``np.zeros(shape)``, ``np.arange(n) == labels``, a NumPy constant)
+or converts a device array to the host without saying so. CuPy refuses both: a ``cupy`` ufunc
+given a ``numpy.ndarray`` operand raises ``TypeError``, and ``np.asarray(cupy_array)`` raises
+instead of copying. :func:`simulate_cuda` makes ``"cuda"`` a device whose arrays
+(:class:`SimulatedArray`) follow those same rules while computing with NumPy, so the whole engine,
+the neural-network layers, the optimizers, the Trainer and the CLI's ``--device cuda`` can be run
+and tested where no GPU is: every host array that would break on a real GPU breaks here too, with
+an error naming the NumPy function and the operand.
+
+>>> import numpy as np, chainrule as cr
+>>> from chainrule.device import to_device, device_of
+>>> from chainrule.simulated_cuda import simulate_cuda
+>>> with simulate_cuda():
+...     w = to_device(np.array([1.0, 2.0]), "cuda")
+...     g = cr.grad(lambda w: (w * w).sum())(w)
+...     print(device_of(g), g.get())
+cuda [2. 4.]
+
+What it checks: placement (no host ``ndarray`` mixed into a device operation, in ufuncs, NumPy
+functions, indexing assignments; no implicit device-to-host conversion; operands of one operation
+on one device). What it does not: which NumPy functions CuPy implements, dtype promotion
+differences, performance, or anything about streams and kernels. It stands in for CuPy only
+inside :func:`chainrule.backend`'s device lookup, which is where chainrule asks for CuPy.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+
+import numpy as np
+from numpy.lib.mixins import NDArrayOperatorsMixin
+
+from . import backend
+
+__all__ = ["SimulatedArray", "SimulatedCuPy", "simulate_cuda"]
+
+
+class _SimulatedDevice:
+    """What ``cupy.ndarray.device`` is: a device with an ``id``."""
+
+    __slots__ = ("id",)
+
+    def __init__(self, index):
+        self.id = index
+
+    def __eq__(self, other):
+        return isinstance(other, _SimulatedDevice) and other.id == self.id
+
+    def __hash__(self):
+        return hash(("simulated-cuda", self.id))
+
+    def __repr__(self):
+        return f"<CUDA Device {self.id} (simulated)>"
+
+
+def _host_operand_error(where, value):
+    return TypeError(
+        f"{where}: unsupported operand of type {type(value).__module__}.{type(value).__name__} with "
+        f"shape {getattr(value, 'shape', ())} on a CUDA device: a host (NumPy) array cannot be mixed "
+        "with device arrays (CuPy raises here too); build it on the device, e.g. with the namespace "
+        "of the other operand (chainrule.backend.namespace_of) or chainrule.device.array"
+    )
+
+
+class _Unwrapper:
+    """Turns device arrays into their host buffers, refusing host arrays, for one operation."""
+
+    __slots__ = ("where", "device")
+
+    def __init__(self, where):
+        self.where = where
+        self.device = None
+
+    def __call__(self, value):
+        kind = type(value)
+        if kind is SimulatedArray:
+            if self.device is None:
+                self.device = value.device
+            elif value.device != self.device:
+                raise ValueError(
+                    f"{self.where}: operands on CUDA devices {self.device.id} and {value.device.id} "
+                    "(simulated); move them to one device first"
+                )
+            return value._host
+        if isinstance(value, np.ndarray):
+            raise _host_operand_error(self.where, value)
+        if kind in (list, tuple):
+            return kind(self(item) for item in value)
+        return value  # Python and NumPy scalars, dtypes, None, slices, strings...
+
+
+def _wrap(value, device):
+    """Host results back on ``device``: arrays and NumPy scalars become device arrays (as in CuPy,
+    where reductions return 0-d arrays); tuples and lists are wrapped item by item."""
+    if isinstance(value, np.ndarray):
+        return SimulatedArray(value, device)
+    if isinstance(value, np.generic):
+        return SimulatedArray(np.asarray(value), device)
+    if type(value) in (list, tuple):
+        return type(value)(_wrap(item, device) for item in value)
+    return value
+
+
+def _current_device():
+    return _SimulatedDevice(_state.device_index)
+
+
+class SimulatedArray(NDArrayOperatorsMixin):
+    """An array "on a CUDA device", held in host memory. Behaves like ``cupy.ndarray``: NumPy's
+    ufuncs and functions dispatch to it, the operators are ufuncs, ``.get()`` copies to the host,
+    and ``np.asarray(array)`` is an error."""
+
+    __slots__ = ("_host", "device")
+    __array_priority__ = 100
+
+    def __init__(self, host, device=None):
+        self._host = host
+        self.device = _current_device() if device is None else device
+
+    # The placement rules -------------------------------------------------------------------
+
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError(
+            "Implicit conversion of a CUDA array (simulated) to a NumPy array is not allowed "
+            "(CuPy refuses it too); use .get() or chainrule.device.to_numpy to copy it to the host"
+        )
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        where = f"numpy.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
+        unwrap = _Unwrapper(where)
+        host_inputs = [unwrap(value) for value in inputs]
+        out = kwargs.get("out")
+        if out is not None:
+            kwargs["out"] = tuple(unwrap(value) for value in out)
+        result = getattr(ufunc, method)(*host_inputs, **kwargs)
+        if out is not None:
+            return out[0] if len(out) == 1 else out
+        return _wrap(result, unwrap.device)
+
+    def __array_function__(self, func, types, args, kwargs):
+        unwrap = _Unwrapper(f"numpy.{func.__name__}")
+        host_args = [unwrap(value) for value in args]
+        host_kwargs = {name: unwrap(value) for name, value in kwargs.items()}
+        return _wrap(func(*host_args, **host_kwargs), unwrap.device)
+
+    # What cupy.ndarray offers --------------------------------------------------------------
+
+    def get(self):
+        """A NumPy copy of the values (CuPy's device-to-host copy)."""
+        return self._host.copy()
+
+    @property
+    def shape(self):
+        return self._host.shape
+
+    @property
+    def dtype(self):
+        return self._host.dtype
+
+    @property
+    def ndim(self):
+        return self._host.ndim
+
+    @property
+    def size(self):
+        return self._host.size
+
+    @property
+    def strides(self):
+        return self._host.strides
+
+    @property
+    def itemsize(self):
+        return self._host.itemsize
+
+    @property
+    def nbytes(self):
+        return self._host.nbytes
+
+    @property
+    def T(self):
+        return SimulatedArray(self._host.T, self.device)
+
+    @property
+    def mT(self):
+        return SimulatedArray(self._host.mT, self.device)
+
+    def __len__(self):
+        return len(self._host)
+
+    def __iter__(self):
+        for index in range(len(self._host)):
+            yield self[index]
+
+    def __getitem__(self, index):
+        return _wrap(self._host[_index_on_host(index, self.device)], self.device)
+
+    def __setitem__(self, index, value):
+        unwrap = _Unwrapper("ndarray.__setitem__")
+        unwrap.device = self.device
+        self._host[_index_on_host(index, self.device)] = unwrap(value)
+
+    def __getattr__(self, name):
+        # Methods (reshape, astype, sum, copy, ...) run on the host buffer, their array results
+        # coming back on this device; a host-array argument is refused like an operand.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        attribute = getattr(self._host, name)
+        if not callable(attribute):
+            return _wrap(attribute, self.device)
+        device = self.device
+
+        def method(*args, **kwargs):
+            unwrap = _Unwrapper(f"ndarray.{name}")
+            unwrap.device = device
+            result = attribute(*[unwrap(a) for a in args], **{k: unwrap(v) for k, v in kwargs.items()})
+            return _wrap(result, device)
+
+        return method
+
+    def __float__(self):
+        return float(self._host)
+
+    def __int__(self):
+        return int(self._host)
+
+    def __index__(self):
+        return self._host.__index__()
+
+    def __bool__(self):
+        return bool(self._host)
+
+    def __complex__(self):
+        return complex(self._host)
+
+    def __repr__(self):
+        return f"array({np.array2string(self._host, separator=', ')}, device=cuda:{self.device.id} simulated)"
+
+    def __dlpack__(self, *args, **kwargs):
+        raise TypeError("a simulated CUDA array cannot be exported through DLPack")
+
+
+def _index_on_host(index, device):
+    """An index with its device arrays replaced by their host buffers. Host index arrays are
+    accepted, as CuPy accepts them (it copies them to the device)."""
+    items = index if type(index) is tuple else (index,)
+    unwrap = _Unwrapper("ndarray.__getitem__")
+    unwrap.device = device
+    host_items = []
+    for item in items:
+        host_items.append(item if isinstance(item, np.ndarray) else unwrap(item))
+    return tuple(host_items) if type(index) is tuple else host_items[0]
+
+
+# ------------------------------------------------------------------------------------------------
+# The namespace: what chainrule asks of ``cupy``
+# ------------------------------------------------------------------------------------------------
+
+
+class _DeviceState(threading.local):
+    def __init__(self):
+        self.device_index = 0
+
+
+_state = _DeviceState()
+
+
+class _DeviceContext:
+    """``cupy.cuda.Device(index)``: a context manager making ``index`` the current device."""
+
+    def __init__(self, index=0):
+        self.id = int(index)
+        self._previous = []
+
+    def __enter__(self):
+        if not 0 <= self.id < _runtime.device_count:
+            raise RuntimeError(f"cudaErrorInvalidDevice: invalid device ordinal {self.id} (simulated)")
+        self._previous.append(_state.device_index)
+        _state.device_index = self.id
+        return self
+
+    def __exit__(self, *exc_info):
+        _state.device_index = self._previous.pop()
+        return False
+
+
+class _Runtime:
+    device_count = 1
+
+    def getDeviceCount(self):  # noqa: N802  (CuPy's name)
+        return self.device_count
+
+
+_runtime = _Runtime()
+
+
+class _Cuda:
+    Device = _DeviceContext
+    runtime = _runtime
+
+
+def _from_host(value, dtype=None):
+    if type(value) is SimulatedArray:
+        return value if dtype is None or value.dtype == dtype else value.astype(dtype)
+    return SimulatedArray(np.array(value, dtype=dtype), _current_device())
+
+
+class SimulatedCuPy:
+    """The ``cupy`` module as chainrule uses it: ``asarray``/``array`` copy host values to the
+    current device, ``cuda.Device`` and ``cuda.runtime.getDeviceCount`` manage devices, and every
+    other NumPy name runs NumPy with the placement rules (creation functions put their result on
+    the current device)."""
+
+    __name__ = "chainrule.simulated_cuda"
+    ndarray = SimulatedArray
+    cuda = _Cuda
+
+    def asarray(self, value, dtype=None):
+        return _from_host(value, dtype)
+
+    def array(self, value, dtype=None, copy=True):
+        moved = _from_host(value, dtype)
+        return moved.copy() if copy and moved is value else moved
+
+    def asnumpy(self, value):
+        return value.get() if type(value) is SimulatedArray else np.asarray(value)
+
+    def get_array_module(self, *arrays):
+        return self if any(type(a) is SimulatedArray for a in arrays) else np
+
+    def __getattr__(self, name):
+        attribute = getattr(np, name)
+        if not callable(attribute) or isinstance(attribute, type):
+            return attribute  # dtypes, constants, classes
+
+        def function(*args, **kwargs):
+            unwrap = _Unwrapper(f"cupy.{name}")
+            result = attribute(*[unwrap(a) for a in args], **{k: unwrap(v) for k, v in kwargs.items()})
+            return _wrap(result, unwrap.device or _current_device())
+
+        function.__name__ = name
+        return function
+
+
+@contextmanager
+def simulate_cuda(device_count: int = 1):
+    """Inside the block, ``"cuda"`` (and ``"cuda:N"`` for N < ``device_count``) is a simulated
+    device: :func:`chainrule.device.device`, ``Tensor.to("cuda")``, ``to_device`` and everything
+    built on them work and produce :class:`SimulatedArray` values. Not thread-safe (process-wide,
+    like :func:`chainrule.backend.use_namespace`); blocks do not nest."""
+    namespace = SimulatedCuPy()
+    saved_count = _runtime.device_count
+    _runtime.device_count = int(device_count)
+    restore = backend.install_cuda_namespace(namespace, SimulatedArray)
+    try:
+        yield namespace
+    finally:
+        restore()
+        _runtime.device_count = saved_count
