@@ -6,7 +6,18 @@ Functional form, with no hidden state::
     params, state = opt.update(grads, state, params)
 
 ``update`` returns new arrays and never changes its inputs. The state is a pytree of arrays
-(``{"step": 0-d int, ...}``), so a checkpoint can store it next to the parameters.
+(``{"step": 0-d int, ...}``), so a checkpoint can store it next to the parameters. Every array of
+the state is made like a parameter (``zeros_like``), so it lives where the parameters live: CuPy
+arrays on the GPU for CuPy parameters.
+
+The step counter stays an array through ``update``: the learning rate (``schedule(step)`` on the
+array, see :mod:`chainrule.optim.schedules`) and Adam's bias corrections 1-βᵗ are array
+expressions of it, never ``int(step)``. So a whole training step captured by
+:mod:`chainrule.capture` replays without a guard on the step number, and the GPU is not waited on
+to read it. A constant learning rate stays a Python float. Scalars computed as float64 arrays are
+rounded to each parameter's dtype before they meet it, exactly as NumPy rounds a Python float,
+so the updates are the same bits as with Python-float scalars (float32 parameters compute in
+float32).
 
 Object form for the Tensor style, on a module (or any pytree of Tensors)::
 
@@ -37,6 +48,7 @@ from __future__ import annotations
 
 import math
 
+from .. import backend
 from ..backend import asarray, xp
 from ..core import no_grad, raw
 from ..pytree import tree_flatten, tree_map, tree_unflatten
@@ -58,6 +70,26 @@ def _as_arrays(tree):
     return tree_map(lambda leaf: asarray(raw(leaf)), tree)
 
 
+def _zero_step(param_leaves):
+    """The step counter at 0: a 0-d int64 array made like the first parameter (same array type
+    and device), a NumPy one for an empty parameter tree."""
+    if not param_leaves:
+        return xp.zeros((), dtype=xp.int64)
+    first = param_leaves[0]
+    return backend.namespace_of(first).zeros_like(first, shape=(), dtype=xp.int64)
+
+
+def _in_dtype(value, dtype):
+    """A step scalar (learning rate, bias correction) ready to meet arrays of ``dtype``.
+
+    NumPy rounds a Python float to the array's dtype before the arithmetic, whereas a float64 array
+    or NumPy scalar would promote float32 parameters to float64. Rounding an array-computed scalar
+    to ``dtype`` first gives the bits the Python float gave; a Python float passes as it is."""
+    if type(value) is float:
+        return value
+    return value.astype(dtype, copy=False)
+
+
 def _check_structure(grads, params):
     g_leaves, g_def = tree_flatten(grads)
     p_leaves, p_def = tree_flatten(params)
@@ -71,12 +103,11 @@ def _check_structure(grads, params):
 
 
 class Optimizer:
-    """Base class. Subclasses implement ``_init_leaf`` (per-parameter state) and ``_step_leaf``."""
+    """Base class. Subclasses name their per-parameter state arrays in ``slots`` and implement
+    ``_step_leaf``; ``_step_scalars`` adds scalars that depend on the step (Adam's corrections)."""
 
     name = "optimizer"
     slots: tuple[str, ...] = ()
-    #: Whether ``_step_leaf`` reads the step number (Adam's bias correction does).
-    uses_step = False
 
     def __init__(self, lr):
         self.schedule: Schedule = as_schedule(lr)
@@ -85,7 +116,7 @@ class Optimizer:
     def init(self, params) -> dict:
         """The initial state: a step counter and one zero array per parameter and slot."""
         params = _as_arrays(params)
-        state = {"step": xp.zeros((), dtype=xp.int64)}
+        state = {"step": _zero_step(tree_flatten(params)[0])}
         for slot in self.slots:
             state[slot] = tree_map(xp.zeros_like, params)
         return state
@@ -99,23 +130,24 @@ class Optimizer:
         grads = _as_arrays(grads)
         params = _as_arrays(params)
         _check_structure(grads, params)
-        if isinstance(self.schedule, Constant) and not self.uses_step:
-            # Nothing here depends on the step's value: keep it an array (+1), so a captured
-            # step (chainrule.capture) has no Python decision on it and replays as recorded.
-            step = None
-            next_step = asarray(state["step"] + 1)  # a 0-d array, as the state's other steps
-            lr = self.schedule.lr
-        else:
-            step = int(state["step"]) + 1
-            next_step = xp.asarray(step, dtype=xp.int64)
-            lr = float(self.schedule(step - 1))
+        # The step is only ever computed on as an array (never int(step)): no Python decision
+        # reads it, so a captured step (chainrule.capture) replays as recorded.
+        step = asarray(state["step"])
+        next_step = asarray(state["step"] + 1)  # a 0-d array, as the state's other steps
+        lr = self.schedule.lr if isinstance(self.schedule, Constant) else self.schedule(step)
+        scalars = self._step_scalars(lr, next_step)
+        scalars_by_dtype = {}
         p_leaves, treedef = tree_flatten(params)
         g_leaves, _ = tree_flatten(grads)
         slot_leaves = [tree_flatten(state[slot])[0] for slot in self.slots]
         new_params, new_slots = [], [[] for _ in self.slots]
         for i, (p, g) in enumerate(zip(p_leaves, g_leaves, strict=True)):
             slots = [leaves[i] for leaves in slot_leaves]
-            new_p, updated = self._step_leaf(p, g.astype(p.dtype, copy=False), slots, lr, step)
+            if p.dtype not in scalars_by_dtype:
+                scalars_by_dtype[p.dtype] = {key: _in_dtype(v, p.dtype) for key, v in scalars.items()}
+            new_p, updated = self._step_leaf(
+                p, g.astype(p.dtype, copy=False), slots, scalars_by_dtype[p.dtype]
+            )
             new_params.append(new_p.astype(p.dtype, copy=False))
             for store, value in zip(new_slots, updated, strict=True):
                 store.append(value)
@@ -124,7 +156,14 @@ class Optimizer:
             new_state[slot] = tree_unflatten(treedef, leaves)
         return tree_unflatten(treedef, new_params), new_state
 
-    def _step_leaf(self, param, grad, slots, lr, step):  # pragma: no cover - abstract
+    def _step_scalars(self, lr, step_number) -> dict:
+        """The scalars every leaf's update reads, in float64: the learning rate ``lr`` (a Python
+        float, or a 0-d array from the schedule) and whatever depends on ``step_number``, the
+        0-d int array t counting this update from 1. Computed once per update."""
+        return {"lr": lr}
+
+    def _step_leaf(self, param, grad, slots, scalars):  # pragma: no cover - abstract
+        """One parameter's update: ``(new_param, new_slots)``, ``scalars`` in ``param``'s dtype."""
         raise NotImplementedError
 
     # -- object form ----------------------------------------------------------------------------
@@ -158,7 +197,8 @@ class SGD(Optimizer):
         self.weight_decay = _check_finite_number(weight_decay, "weight_decay", 0.0)
         self.slots = ("velocity",) if self.momentum else ()
 
-    def _step_leaf(self, param, grad, slots, lr, step):
+    def _step_leaf(self, param, grad, slots, scalars):
+        lr = scalars["lr"]
         if self.weight_decay:
             grad = grad + self.weight_decay * param
         if not self.momentum:
@@ -189,7 +229,6 @@ class Adam(Optimizer):
 
     name = "adam"
     slots = ("m", "v")
-    uses_step = True
     decoupled = False
 
     def __init__(self, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0):
@@ -199,16 +238,30 @@ class Adam(Optimizer):
         self.eps = _check_finite_number(eps, "eps", 0.0, low_inclusive=False)
         self.weight_decay = _check_finite_number(weight_decay, "weight_decay", 0.0)
 
-    def _step_leaf(self, param, grad, slots, lr, step):
+    def _step_scalars(self, lr, step_number):
+        # 1 - βᵗ from the step array. float_power computes in float64 with the C library's pow,
+        # the one Python's ``β ** t`` calls (NumPy's power on float64 arrays may use a SIMD pow
+        # that differs in the last bit), so the corrections are the bits they always were.
+        namespace = backend.namespace_of(step_number)
+        scalars = {
+            "lr": lr,
+            "correction1": 1 - namespace.float_power(self.b1, step_number),
+            "correction2": 1 - namespace.float_power(self.b2, step_number),
+        }
+        if self.weight_decay and self.decoupled:
+            scalars["lr_decay"] = lr * self.weight_decay  # lr·λ in float64, then in param's dtype
+        return scalars
+
+    def _step_leaf(self, param, grad, slots, scalars):
         if self.weight_decay and not self.decoupled:
             grad = grad + self.weight_decay * param
         m = self.b1 * slots[0] + (1 - self.b1) * grad
         v = self.b2 * slots[1] + (1 - self.b2) * grad * grad
-        m_hat = m / (1 - self.b1**step)
-        v_hat = v / (1 - self.b2**step)
-        new = param - lr * m_hat / (xp.sqrt(v_hat) + self.eps)
+        m_hat = m / scalars["correction1"]
+        v_hat = v / scalars["correction2"]
+        new = param - scalars["lr"] * m_hat / (xp.sqrt(v_hat) + self.eps)
         if self.weight_decay and self.decoupled:
-            new = new - lr * self.weight_decay * param
+            new = new - scalars["lr_decay"] * param
         return new, (m, v)
 
     def hyperparameters(self):
@@ -238,7 +291,8 @@ class RMSProp(Optimizer):
         self.weight_decay = _check_finite_number(weight_decay, "weight_decay", 0.0)
         self.slots = ("square_avg", "velocity") if self.momentum else ("square_avg",)
 
-    def _step_leaf(self, param, grad, slots, lr, step):
+    def _step_leaf(self, param, grad, slots, scalars):
+        lr = scalars["lr"]
         if self.weight_decay:
             grad = grad + self.weight_decay * param
         square_avg = self.decay * slots[0] + (1 - self.decay) * grad * grad

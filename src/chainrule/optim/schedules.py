@@ -3,17 +3,35 @@
 Every schedule can describe itself as a JSON-ready dict (``config()``) and be rebuilt from it
 (``from_config``), which is how checkpoints record them.
 
+A schedule takes the step in two forms. A Python int (what a training loop counts, what a log
+line prints) gives a Python float. An integer *array* (the optimizer state's 0-d ``step``) gives a
+float64 array of the same shape, on the step's device, computed by array operations alone: no
+``int(step)`` reads the value into Python, so a step captured by :mod:`chainrule.capture` replays
+its learning rate as part of the tape instead of guarding on the step number. On NumPy both forms
+give the same bits (``tests/test_capture_optim.py`` checks it): the array form evaluates the same
+formula in float64, with ``float_power`` for the powers because it calls the C library's ``pow``
+as Python's ``**`` does, where NumPy's ``power`` on float64 arrays may take a SIMD ``pow`` that
+differs in the last bit.
+
 >>> s = Cosine(0.1, total_steps=100)
 >>> round(s(0), 6), round(s(50), 6), round(s(100), 6)
 (0.1, 0.05, 0.0)
 >>> w = LinearWarmup(Constant(0.1), warmup_steps=4)
 >>> [round(w(t), 3) for t in range(5)]
 [0.025, 0.05, 0.075, 0.1, 0.1]
+>>> import numpy as np
+>>> decay = StepDecay(1.0, step_size=2, gamma=0.5)
+>>> decay(3), decay(np.asarray(3))                # a float for an int, an array for an array
+(0.5, array(0.5))
+>>> decay(np.arange(6))                           # so an array of steps gives every rate at once
+array([1.  , 1.  , 0.5 , 0.5 , 0.25, 0.25])
 """
 
 from __future__ import annotations
 
 import math
+
+from .. import backend
 
 
 def _positive(value, what):
@@ -30,7 +48,19 @@ def _positive_int(value, what):
 
 
 class Schedule:
-    def __call__(self, step: int) -> float:  # pragma: no cover - abstract
+    """``schedule(step)``: a Python float for a Python step number, a float64 array for an
+    integer array of steps (see the module docstring). Subclasses write the formula twice, side by
+    side: ``_at_int`` on a Python number and ``_at_array`` with the step array's namespace."""
+
+    def __call__(self, step):
+        if backend.is_array(step):
+            return backend.asarray(self._at_array(step, backend.namespace_of(step)))
+        return self._at_int(step)
+
+    def _at_int(self, step) -> float:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _at_array(self, step, namespace):  # pragma: no cover - abstract
         raise NotImplementedError
 
     def config(self) -> dict:  # pragma: no cover - abstract
@@ -47,8 +77,11 @@ class Constant(Schedule):
     def __init__(self, lr):
         self.lr = _positive(lr, "learning rate")
 
-    def __call__(self, step):
+    def _at_int(self, step):
         return self.lr
+
+    def _at_array(self, step, namespace):
+        return namespace.full_like(step, self.lr, dtype=namespace.float64)
 
     def config(self):
         return {"name": "constant", "lr": self.lr}
@@ -62,8 +95,11 @@ class StepDecay(Schedule):
         self.step_size = _positive_int(step_size, "step_size")
         self.gamma = _positive(gamma, "gamma")
 
-    def __call__(self, step):
+    def _at_int(self, step):
         return self.lr * self.gamma ** (int(step) // self.step_size)
+
+    def _at_array(self, step, namespace):
+        return self.lr * namespace.float_power(self.gamma, namespace.floor_divide(step, self.step_size))
 
     def config(self):
         return {"name": "step", "lr": self.lr, "step_size": self.step_size, "gamma": self.gamma}
@@ -79,9 +115,13 @@ class Cosine(Schedule):
         if self.final_lr < 0:
             raise ValueError(f"final_lr must be non-negative, got {final_lr}")
 
-    def __call__(self, step):
+    def _at_int(self, step):
         progress = min(int(step), self.total_steps) / self.total_steps
         return self.final_lr + 0.5 * (self.lr - self.final_lr) * (1.0 + math.cos(math.pi * progress))
+
+    def _at_array(self, step, namespace):
+        progress = namespace.minimum(step, self.total_steps) / self.total_steps
+        return self.final_lr + 0.5 * (self.lr - self.final_lr) * (1.0 + namespace.cos(math.pi * progress))
 
     def config(self):
         return {"name": "cosine", "lr": self.lr, "total_steps": self.total_steps, "final_lr": self.final_lr}
@@ -94,8 +134,11 @@ class LinearWarmup(Schedule):
         self.base = as_schedule(base)
         self.warmup_steps = _positive_int(warmup_steps, "warmup_steps")
 
-    def __call__(self, step):
+    def _at_int(self, step):
         return self.base(step) * min(1.0, (int(step) + 1) / self.warmup_steps)
+
+    def _at_array(self, step, namespace):
+        return self.base(step) * namespace.minimum((step + 1) / self.warmup_steps, 1.0)
 
     def config(self):
         return {"name": "warmup", "base": self.base.config(), "warmup_steps": self.warmup_steps}
@@ -117,8 +160,11 @@ class SPSAGain(Schedule):
             raise ValueError(f"SPSA gain offset must be >= 0, got {offset}")
         self.alpha = _positive(alpha, "SPSA gain alpha")
 
-    def __call__(self, step):
+    def _at_int(self, step):
         return self.lr / (self.offset + int(step) + 1) ** self.alpha
+
+    def _at_array(self, step, namespace):
+        return self.lr / namespace.float_power(self.offset + step + 1, self.alpha)
 
     def config(self):
         return {"name": "spsa", "lr": self.lr, "offset": self.offset, "alpha": self.alpha}
