@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run demo lab test bench bench-distributed bench-peers clean
+.PHONY: run demo lab test test-gpu bench bench-distributed bench-gpu bench-peers clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,16 @@ bench: $(STAMP)
 bench-distributed: $(STAMP)
 	@scripts/setup_mpi.sh
 	@$(PY) benchmarks/bench_distributed.py
+
+## On a machine with an NVIDIA GPU: CuPy and cuBLAS, the GPU tests (they skip without one), the
+## GPU benchmark (chainrule eager and captured, CuPy by hand, PyTorch and JAX when present).
+test-gpu: $(STAMP)
+	@$(PY) -m pip install --quiet -e '.[cuda]'
+	@$(PY) -m pytest -q tests/test_device.py tests/test_cuda_cublas.py tests/test_cuda_graph.py tests/test_precision.py tests/test_capture.py
+	@$(PY) benchmarks/bench_gpu.py --quick
+
+bench-gpu: $(STAMP)
+	@$(PY) benchmarks/bench_gpu.py
 
 bench-peers: $(STAMP)
 	@$(PY) -m pip install --quiet 'torch==2.13.0'

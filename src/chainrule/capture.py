@@ -47,6 +47,21 @@ Results are fresh arrays (copies of the buffers), so the caller may keep them ac
 Where it pays: a replay costs one NumPy call per array operation of the step, with no Python
 dispatch on top; it wins where dispatch dominates (small layers) and ties where the arithmetic
 dominates. ``benchmarks/bench_capture.py`` measures both.
+
+**On a GPU.** When the arguments' arrays are CuPy arrays, the step is captured into a CUDA graph
+instead (:mod:`chainrule.cuda.graph`): static device input buffers, one eager warm-up run on a
+side stream with a private memory pool, one run under stream capture with the ``matmul``
+primitive computing through chainrule's own cuBLAS binding (CuPy refuses cuBLAS during capture),
+then every call copies the inputs into the static buffers and launches the graph, on the
+caller's current stream. The signature rules are the same (a device array's signature also holds
+its device); the first replay of each graph is checked against the eager step as above. There are
+no guards: a Python decision on a device value (``.item()``, ``float()``, ``bool()``), a host
+array among the arguments, or a cuBLAS call through CuPy (``cupy.dot``, ``tensordot``,
+``einsum``) is a :class:`CaptureError` at recording time, naming what happened. Written for
+CuPy 14 / CUDA 12, not yet run on a GPU (``docs/gpu.md``).
+
+``copy_outputs=False`` returns the output buffers themselves instead of copies (CPU tapes and
+GPU graphs alike): no copy per call, but the next call overwrites them.
 """
 
 from __future__ import annotations
@@ -316,6 +331,8 @@ def _signature(leaves, treedef):
             )
         if _is_array_leaf(leaf):
             parts.append((leaf.shape, leaf.dtype))
+        elif backend.is_array(leaf):  # a device (CuPy) array: recorded as a CUDA graph
+            parts.append(("device", backend.device_of(leaf), tuple(leaf.shape), leaf.dtype))
         else:
             try:
                 hash(leaf)
@@ -343,9 +360,17 @@ def _leaf_paths(args):
     return paths
 
 
+def _on_device(signature) -> bool:
+    """Whether a signature has a device array: such a step is recorded as a CUDA graph."""
+    return any(part[0] == "device" for part in signature[1])
+
+
 def _describe(part):
     if part[0] == "static":
         return f"constant {part[2]!r}"
+    if part[0] == "device":
+        _, device, shape, dtype = part
+        return f"shape {shape} dtype {dtype.name} on {device}"
     shape, dtype = part
     return f"shape {shape} dtype {dtype.name}"
 
@@ -353,12 +378,21 @@ def _describe(part):
 class CapturedStep:
     """A step function with its recorded tapes (one per input signature); call it like the step.
 
-    ``stats`` counts ``captures`` (tapes recorded), ``replays`` and ``fallbacks`` (calls redone
-    eagerly because a guard or an error said the tape did not apply).
+    ``stats`` counts ``captures`` (tapes or CUDA graphs recorded), ``replays`` and ``fallbacks``
+    (calls redone eagerly because a guard or an error said the tape did not apply; CPU only).
     """
 
-    def __init__(self, step_fn, *, on_new_signature="recapture", on_guard_failure="eager",
-                 verify=True, rtol=1e-5, atol=1e-6):
+    def __init__(
+        self,
+        step_fn,
+        *,
+        on_new_signature="recapture",
+        on_guard_failure="eager",
+        verify=True,
+        rtol=1e-5,
+        atol=1e-6,
+        copy_outputs=True,
+    ):
         if on_new_signature not in ("recapture", "raise"):
             raise ValueError(
                 f"capture: on_new_signature must be 'recapture' or 'raise', got {on_new_signature!r}"
@@ -373,7 +407,8 @@ class CapturedStep:
         self.on_guard_failure = on_guard_failure
         self.verify = verify
         self.rtol, self.atol = rtol, atol
-        self.tapes = {}
+        self.copy_outputs = bool(copy_outputs)
+        self.tapes = {}  # signature -> _Tape (CPU) or chainrule.cuda.graph.GraphStep (GPU)
         self.stats = {"captures": 0, "replays": 0, "fallbacks": 0}
 
     # -- recording ---------------------------------------------------------------------------------
@@ -382,7 +417,10 @@ class CapturedStep:
         result on ``args``, computed eagerly while recording."""
         leaves, treedef = tree_flatten(args)
         signature = _signature(leaves, treedef)
-        tape, result = self._record(leaves, treedef)
+        if _on_device(signature):
+            tape, result = self._record_graph(leaves, treedef)
+        else:
+            tape, result = self._record(leaves, treedef)
         self.tapes[signature] = tape
         self.stats["captures"] += 1
         return result
@@ -416,6 +454,14 @@ class CapturedStep:
             tape.outputs.append(_plain(leaf))
         return tape, tree_unflatten(tape.out_def, [_fresh(leaf) for leaf in tape.outputs])
 
+    def _record_graph(self, leaves, treedef):
+        """The GPU branch: capture the step into a CUDA graph (see :mod:`chainrule.cuda.graph`)."""
+        if _active is not None:
+            raise CaptureError("capture: a captured step was called while another one is being recorded")
+        from .cuda import graph as cuda_graph  # noqa: PLC0415  (CUDA only; imports nothing heavy)
+
+        return cuda_graph.record_graph(self.step_fn, leaves, treedef, copy_outputs=self.copy_outputs)
+
     # -- calling -------------------------------------------------------------------------------------
     def __call__(self, *args):
         leaves, treedef = tree_flatten(args)
@@ -425,6 +471,8 @@ class CapturedStep:
             if self.tapes and self.on_new_signature == "raise":
                 raise ValueError(self._mismatch(args, treedef, signature))
             return self.record(*args)
+        if type(tape) is not _Tape:
+            return self._replay_graph(tape, args, leaves)
         for buffer, position in zip(tape.inputs, tape.input_index, strict=True):
             _np.copyto(buffer, leaves[position])
         try:
@@ -441,10 +489,21 @@ class CapturedStep:
             self.stats["fallbacks"] += 1
             return self.step_fn(*args)
         self.stats["replays"] += 1
-        result = tree_unflatten(tape.out_def, [_fresh(leaf) for leaf in tape.outputs])
+        if self.copy_outputs:
+            result = tree_unflatten(tape.out_def, [_fresh(leaf) for leaf in tape.outputs])
+        else:
+            result = tree_unflatten(tape.out_def, list(tape.outputs))
         if self.verify and not tape.verified:
             self._check_against_eager(args, result)
             tape.verified = True
+        return result
+
+    def _replay_graph(self, graph_step, args, leaves):
+        result = graph_step.replay(leaves)
+        self.stats["replays"] += 1
+        if self.verify and not graph_step.verified:
+            self._check_against_eager(args, result)
+            graph_step.verified = True
         return result
 
     def _check_against_eager(self, args, result):
@@ -453,7 +512,7 @@ class CapturedStep:
         if expected_def != got_def:
             raise CaptureError(f"capture: the replay returned {got_def} but the eager step {expected_def}")
         for index, (got, expected) in enumerate(zip(got_leaves, expected_leaves, strict=True)):
-            expected = _plain(expected)
+            got, expected = _on_host(got), _on_host(_plain(expected))
             if not _is_array_leaf(got) and not _is_array_leaf(expected):
                 same = got == expected
             else:
@@ -492,6 +551,13 @@ class CapturedStep:
         return "capture: the arguments differ from the recorded ones"  # pragma: no cover
 
 
+def _on_host(leaf):
+    """A device array's values as a NumPy array (for comparisons); anything else unchanged."""
+    if not isinstance(leaf, _ndarray) and backend.is_array(leaf):
+        return backend.to_numpy(leaf)
+    return leaf
+
+
 def _fresh(leaf):
     """What a replay hands back for an output leaf: a copy of a buffer, or the constant itself."""
     if isinstance(leaf, _ndarray):
@@ -503,9 +569,12 @@ def capture(step_fn=None, example_args=None, **options):
     """A :class:`CapturedStep` of ``step_fn`` (see the module docstring).
 
     ``capture(step_fn, example_args)`` records a tape now, for the signature of the tuple
-    ``example_args``; ``@capture`` (or ``capture(step_fn)``) records at the first call. Options:
-    ``on_new_signature`` ("recapture" or "raise"), ``on_guard_failure`` ("eager" or "raise"),
-    ``verify`` (check the first replay of each tape against the eager step), ``rtol``/``atol``.
+    ``example_args``; ``@capture`` (or ``capture(step_fn)``) records at the first call. Arguments
+    holding CuPy arrays are captured into a CUDA graph instead of a tape (see the module
+    docstring). Options: ``on_new_signature`` ("recapture" or "raise"), ``on_guard_failure``
+    ("eager" or "raise"; CPU tapes), ``verify`` (check the first replay of each tape or graph
+    against the eager step), ``rtol``/``atol``, ``copy_outputs`` (return copies of the output
+    buffers, the default, or the buffers themselves, which the next call overwrites).
     """
     if step_fn is None:
         return lambda fn: capture(fn, example_args, **options)
@@ -518,4 +587,3 @@ def capture(step_fn=None, example_args=None, **options):
             )
         captured.record(*example_args)
     return captured
-

@@ -1,0 +1,359 @@
+"""Captured steps as CUDA graphs: the CPU-checkable plumbing always, the GPU behaviour on a GPU.
+
+Without CuPy and a CUDA device the GPU tests skip ("needs CuPy and a CUDA device"); the CPU tests
+use a stand-in for ``cupy.ndarray`` (as ``tests/test_device.py`` does) to check that only device
+arrays take the graph path, that signatures, verification and errors work on that path, and
+that the matmul rebinding of a capture is undone.
+"""
+
+import numpy as np
+import pytest
+
+import chainrule as cr
+import chainrule.numpy as cnp
+from chainrule import backend
+from chainrule.capture import CaptureError, capture
+from chainrule.core import state
+from chainrule.cuda import cublas
+from chainrule.cuda import graph as cuda_graph
+from chainrule.device import cuda_available
+from chainrule.precision import matmul_precision, round_to_tf32
+from chainrule.primitives import TABLE
+
+cuda = pytest.mark.skipif(not cuda_available(), reason="needs CuPy and a CUDA device")
+
+
+class _FakeDevice:
+    id = 0
+
+
+class FakeCudaArray:
+    """Stands in for ``cupy.ndarray``: a device, a shape, a dtype, and ``get()`` for comparisons."""
+
+    device = _FakeDevice()
+
+    def __init__(self, shape, fill=0.0):
+        self.shape = tuple(shape)
+        self.dtype = np.dtype(np.float32)
+        self.ndim = len(self.shape)
+        self.fill = fill
+
+    def get(self):
+        return np.full(self.shape, self.fill, np.float32)
+
+
+FakeCudaArray.__module__ = "cupy._core.core"
+FakeCudaArray.__name__ = "ndarray"
+
+
+class FakeGraphStep:
+    def __init__(self, result):
+        self.result, self.replayed, self.verified = result, [], False
+
+    def replay(self, leaves):
+        self.replayed.append(list(leaves))
+        return self.result
+
+
+@pytest.fixture
+def recorded_graphs(monkeypatch):
+    """``chainrule.cuda.graph.record_graph`` replaced by a recorder; its replays return what the
+    step returned at recording (or ``replay_result`` when set)."""
+    calls = []
+
+    def record_graph(step_fn, leaves, treedef, *, copy_outputs):
+        result = step_fn(*cr.tree_unflatten(treedef, leaves))
+        step = FakeGraphStep(calls_state.get("replay_result", result))
+        calls.append({"leaves": list(leaves), "copy_outputs": copy_outputs, "step": step})
+        return step, result
+
+    calls_state = {}
+    monkeypatch.setattr(cuda_graph, "record_graph", record_graph)
+    return calls, calls_state
+
+
+def test_only_device_arrays_take_the_cuda_graph_path(recorded_graphs):
+    calls, _ = recorded_graphs
+    device_array = FakeCudaArray((4, 3))
+    fast = capture(lambda x, scale: x, (device_array, 2.0), verify=False)
+    assert len(calls) == 1 and calls[0]["leaves"] == [device_array, 2.0] and calls[0]["copy_outputs"]
+    assert fast(device_array, 2.0) is device_array  # the (fake) graph's replay
+    assert fast.stats == {"captures": 1, "replays": 1, "fallbacks": 0}
+    cpu = capture(lambda x: x * 2, (np.ones(3),))
+    assert len(calls) == 1 and type(next(iter(cpu.tapes.values()))).__name__ == "_Tape"
+    fast(FakeCudaArray((5, 3)), 2.0)  # a new device signature records a new graph
+    assert len(calls) == 2 and fast.stats["captures"] == 2
+    fast(device_array, 3.0)  # so does a new constant
+    assert len(calls) == 3
+
+
+def test_device_signatures_name_the_device_in_errors(recorded_graphs):
+    strict = capture(lambda x: x, (FakeCudaArray((4, 3)),), verify=False, on_new_signature="raise")
+    expected = (
+        r"args\[0\] has shape \(5, 3\) dtype float32 on cuda but the step was recorded with "
+        r"shape \(4, 3\) dtype float32 on cuda"
+    )
+    with pytest.raises(ValueError, match=expected):
+        strict(FakeCudaArray((5, 3)))
+
+
+def test_the_first_graph_replay_is_checked_against_the_eager_step(recorded_graphs):
+    _, calls_state = recorded_graphs
+    fast = capture(lambda x: {"y": x}, (FakeCudaArray((2,), fill=1.0),))
+    assert fast(FakeCudaArray((2,), fill=1.0))["y"].fill == 1.0  # replay == eager: verified
+    calls_state["replay_result"] = {"y": FakeCudaArray((2,), fill=5.0)}
+    wrong = capture(lambda x: {"y": x}, (FakeCudaArray((2,), fill=1.0),))
+    with pytest.raises(
+        CaptureError, match=r"output leaf 0 of the replayed step differs.*largest difference 4"
+    ):
+        wrong(FakeCudaArray((2,), fill=1.0))
+
+
+@pytest.mark.skipif(backend.cupy_module() is not None, reason="CuPy is installed here")
+def test_device_arrays_without_cupy_are_a_clear_error():
+    with pytest.raises(CaptureError, match="CuPy arrays were passed but CuPy cannot be imported"):
+        capture(lambda x: x, (FakeCudaArray((2,)),))
+
+
+def test_the_simulated_device_has_no_graphs_to_capture_into():
+    from chainrule.device import to_device
+    from chainrule.simulated_cuda import simulate_cuda
+
+    with simulate_cuda():
+        on_device = to_device(np.ones((2, 3), np.float32), "cuda")
+        with pytest.raises(CaptureError, match="has no CUDA streams, memory pools or graphs"):
+            capture(lambda x: x * 2, (on_device,))
+
+
+def test_cpu_tapes_return_their_buffers_with_copy_outputs_false():
+    fast = capture(lambda x: x * 2, (np.ones(3),), copy_outputs=False)
+    first = fast(np.ones(3))
+    second = fast(np.full(3, 5.0))
+    assert second is first and np.array_equal(first, np.full(3, 10.0))  # one buffer, overwritten
+
+
+def _raised(error):
+    def step_function_of_the_user():
+        raise error
+
+    try:
+        step_function_of_the_user()
+    except Exception as caught:
+        return cuda_graph.capture_error(caught)
+    raise AssertionError("not raised")  # pragma: no cover
+
+
+def test_capture_errors_say_what_happened_and_where():
+    refused = _raised(
+        NotImplementedError("calling cuBLAS API during stream capture is currently unsupported")
+    )
+    assert "calls cuBLAS through CuPy in step_function_of_the_user" in str(refused)
+    assert "cupy.dot, tensordot, einsum" in str(refused)
+    synced = _raised(RuntimeError("the current stream is capturing, so D2H transfers are disallowed"))
+    assert "synchronised the host with the device" in str(synced) and ".item(), float()" in str(synced)
+    cuda_status = _raised(
+        RuntimeError("cudaErrorStreamCaptureUnsupported: operation not permitted when stream is capturing")
+    )
+    assert "synchronised" in str(cuda_status)
+    other = _raised(ValueError("shapes differ"))
+    assert "raised ValueError: shapes differ in step_function_of_the_user" in str(other)
+
+
+def test_matmul_through_cublas_rebinds_device_products_and_restores(monkeypatch):
+    seen = []
+    monkeypatch.setattr(cublas, "matmul", lambda x, y, precision: seen.append(precision) or "through cuBLAS")
+    a, b = np.ones((2, 3), np.float32), np.ones((3, 4), np.float32)
+    with cuda_graph.matmul_through_cublas():
+        forward = TABLE["matmul"].forward
+        assert state.foreign  # the operators' numpy.matmul fast path stands aside
+        assert forward(FakeCudaArray((2, 3)), FakeCudaArray((3, 4))) == "through cuBLAS"
+        np.testing.assert_array_equal(forward(a, b), np.matmul(a, b))  # NumPy: as before
+    with matmul_precision("tf32"), cuda_graph.matmul_through_cublas():
+        TABLE["matmul"].forward(FakeCudaArray((2, 3)), FakeCudaArray((3, 4)))
+        a_fine = np.full((2, 3), 1 + 2.0**-12, np.float32)
+        np.testing.assert_array_equal(TABLE["matmul"].forward(a_fine, b), np.matmul(round_to_tf32(a_fine), b))
+    assert seen == ["highest", "tf32"]
+    assert TABLE["matmul"].forward is np.matmul and not state.foreign
+    with pytest.raises(ZeroDivisionError):
+        with cuda_graph.matmul_through_cublas():
+            raise ZeroDivisionError
+    assert TABLE["matmul"].forward is np.matmul and not state.foreign
+
+
+# ------------------------------------------------------------------------------------------------
+# On a GPU (skipped without CuPy or a device)
+# ------------------------------------------------------------------------------------------------
+
+SIZES = (64, 32, 10)
+
+
+def _device_mlp(cupy, rng, sizes=SIZES):
+    params = {}
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=False)):
+        params[f"w{i}"] = cupy.asarray(
+            (rng.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in)).astype(np.float32)
+        )
+        params[f"b{i}"] = cupy.zeros(fan_out, np.float32)
+    return params
+
+
+def _loss(params, x, target):
+    """Mean squared error of a tanh MLP (ops that run on CuPy arrays today)."""
+    layers = len(params) // 2
+    h = x
+    for i in range(layers):
+        h = h @ params[f"w{i}"] + params[f"b{i}"]
+        if i < layers - 1:
+            h = cnp.tanh(h)
+    return cnp.mean((h - target) ** 2)
+
+
+def sgd_step(params, x, target, lr=0.1):
+    loss, grads = cr.value_and_grad(_loss)(params, x, target)
+    return {k: params[k] - lr * grads[k] for k in params}, loss
+
+
+def _batch(cupy, rng, n=32, sizes=SIZES):
+    x = rng.standard_normal((n, sizes[0])).astype(np.float32)
+    target = rng.standard_normal((n, sizes[-1])).astype(np.float32)
+    return cupy.asarray(x), cupy.asarray(target)
+
+
+def _close(got, expected, rtol=1e-4, atol=1e-5):
+    np.testing.assert_allclose(backend.to_numpy(got), backend.to_numpy(expected), rtol=rtol, atol=atol)
+
+
+@cuda
+def test_captured_tiny_mlp_step_follows_the_eager_step():
+    import cupy
+
+    rng = np.random.default_rng(0)
+    params = _device_mlp(cupy, rng)
+    fast = capture(sgd_step, (params, *_batch(cupy, rng)))
+    assert type(next(iter(fast.tapes.values()))).__name__ == "GraphStep"
+    eager, replayed = dict(params), dict(params)
+    for _ in range(5):
+        x, target = _batch(cupy, rng)
+        eager, eager_loss = sgd_step(eager, x, target)
+        replayed, replayed_loss = fast(replayed, x, target)
+        _close(replayed_loss, eager_loss)
+        for key in eager:
+            assert backend.device_of(replayed[key]) == "cuda" and replayed[key].dtype == np.float32
+            _close(replayed[key], eager[key])
+    assert fast.stats == {"captures": 1, "replays": 5, "fallbacks": 0}
+    assert not np.allclose(backend.to_numpy(replayed["w0"]), backend.to_numpy(params["w0"]))
+
+
+@cuda
+def test_a_new_shape_recaptures_or_raises():
+    import cupy
+
+    rng = np.random.default_rng(1)
+    params = _device_mlp(cupy, rng)
+    fast = capture(sgd_step, (params, *_batch(cupy, rng)))
+    x16, t16 = _batch(cupy, rng, n=16)
+    new_params, loss = fast(params, x16, t16)
+    _close(loss, sgd_step(params, x16, t16)[1])
+    assert fast.stats["captures"] == 2 and len(fast.tapes) == 2
+    strict = capture(sgd_step, (params, *_batch(cupy, rng)), on_new_signature="raise")
+    with pytest.raises(ValueError, match=r"has shape \(16, 64\) dtype float32 on cuda"):
+        strict(params, x16, t16)
+
+
+@cuda
+def test_host_reads_and_cupy_cublas_calls_in_a_step_are_capture_errors():
+    import cupy
+
+    rng = np.random.default_rng(2)
+    params = _device_mlp(cupy, rng)
+    batch = _batch(cupy, rng)
+
+    def reads_the_loss(params, x, target):
+        new_params, loss = sgd_step(params, x, target)
+        return new_params, loss.item()
+
+    with pytest.raises(CaptureError, match=r"synchronised the host with the device.*\.item\(\)"):
+        capture(reads_the_loss, (params, *batch))
+
+    def uses_cupy_dot(params, x, target):
+        return cupy.dot(x, params["w0"])
+
+    with pytest.raises(CaptureError, match="calls cuBLAS through CuPy"):
+        capture(uses_cupy_dot, (params, *batch))
+    with pytest.raises(CaptureError, match="is a NumPy ndarray"):
+        capture(sgd_step, (params, backend.to_numpy(batch[0]), batch[1]))
+    assert TABLE["matmul"].forward is np.matmul and not state.foreign
+
+
+@cuda
+def test_static_outputs_are_returned_without_copies_on_request():
+    import cupy
+
+    rng = np.random.default_rng(3)
+    params = _device_mlp(cupy, rng)
+    fast = capture(sgd_step, (params, *_batch(cupy, rng)), copy_outputs=False)
+    first = fast(params, *_batch(cupy, rng))
+    first_loss = float(first[1])
+    second = fast(params, *_batch(cupy, rng))
+    assert second[1] is first[1] and float(first[1]) != first_loss  # overwritten in place
+
+
+@cuda
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_binding_matches_cupy_on_every_layout(dtype):
+    import cupy
+
+    rng = np.random.default_rng(4)
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    pairs = [
+        ((33, 17), (17, 9)),
+        ((17,), (17, 9)),
+        ((33, 17), (17,)),
+        ((3, 33, 17), (17, 9)),
+        ((3, 33, 17), (3, 17, 9)),
+    ]
+    for a_shape, b_shape in pairs:
+        a = cupy.asarray(rng.standard_normal(a_shape).astype(dtype))
+        b = cupy.asarray(rng.standard_normal(b_shape).astype(dtype))
+        variants = [(a, b), (cupy.asfortranarray(a), b), (a, cupy.asfortranarray(b)), (a[..., ::-1], b[::-1])]
+        for left, right in variants:
+            _close(cublas.matmul(left, right), cupy.matmul(left, right), rtol=tolerance, atol=tolerance)
+
+
+@cuda
+def test_the_binding_inside_a_captured_graph():
+    import cupy
+
+    rng = np.random.default_rng(5)
+    a = cupy.asarray(rng.standard_normal((64, 48)).astype(np.float32))
+    b = cupy.asarray(rng.standard_normal((48, 16)).astype(np.float32))
+    graph, warm, static = cuda_graph.capture_graph(lambda: cublas.matmul(a, b) * 2)
+    _close(warm, cupy.matmul(a, b) * 2)
+    for _ in range(3):
+        a[...] = cupy.asarray(rng.standard_normal((64, 48)).astype(np.float32))
+        graph.launch()
+        _close(static, cupy.matmul(a, b) * 2)
+
+
+@cuda
+def test_precision_modes_on_the_gpu_keep_the_emulations_error_bounds():
+    import cupy
+
+    rng = np.random.default_rng(6)
+    a = rng.standard_normal((256, 512)).astype(np.float32)
+    b = rng.standard_normal((512, 128)).astype(np.float32)
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    scale = np.abs(a.astype(np.float64)) @ np.abs(b.astype(np.float64))
+    k = a.shape[1]
+    accumulation = k * 2.0**-24 / (1 - k * 2.0**-24)
+    largest = {}
+    for mode, u in (("highest", 0.0), ("tf32", 2.0**-11), ("bf16", 2.0**-8)):
+        with matmul_precision(mode):
+            got = backend.to_numpy(cnp.matmul(cupy.asarray(a), cupy.asarray(b)))
+        truncation = 2 * u  # tensor cores may truncate instead of rounding to nearest
+        error = np.abs(got - exact)
+        assert (error <= (2 * truncation + truncation**2 + accumulation) * scale).all(), mode
+        largest[mode] = float((error / scale).max())
+    # FAST_16BF may use TF32 instead of bfloat16, and FAST_TF32 may keep some products in full
+    # float32: only that a reduced mode is in use somewhere is certain.
+    assert max(largest["tf32"], largest["bf16"]) > largest["highest"], largest
