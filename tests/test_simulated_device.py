@@ -61,3 +61,18 @@ def test_engine_results_stay_on_the_device():
         assert device_of(value) == "cuda" and device_of(grad) == "cuda"
         expected = 2 * np.tanh([0.5, -1.0]) * (1 - np.tanh([0.5, -1.0]) ** 2)
         np.testing.assert_allclose(grad.get(), expected, rtol=1e-12)
+
+
+def test_ufunc_methods_cupy_lacks_are_refused():
+    with simulate_cuda():
+        x = to_device(np.arange(6.0).reshape(2, 3), "cuda")
+        assert float(np.add.reduce(x, axis=None)) == 15.0
+        with pytest.raises(NotImplementedError, match=r"maximum\.reduce.*numpy\.max"):
+            np.maximum.reduce(x, axis=1)
+        with pytest.raises(TypeError, match="initial"):
+            np.add.reduce(x, axis=1, initial=0.0)
+        target = to_device(np.zeros(3), "cuda")
+        np.add.at(target, np.array([0, 0, 2]), 1.0)
+        np.testing.assert_array_equal(target.get(), [2.0, 0.0, 1.0])
+        with pytest.raises(NotImplementedError, match="multiply.at"):
+            np.multiply.at(target, np.array([0]), 2.0)

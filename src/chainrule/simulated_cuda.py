@@ -105,6 +105,32 @@ def _wrap(value, device):
     return value
 
 
+# The ufunc methods CuPy 14 implements (``cupy/_core/_kernel.pyx``): ``reduce`` and
+# ``accumulate`` of add and multiply only (through sum/prod and cumsum/cumprod, without
+# ``initial`` or ``where``), ``at`` of the ufuncs with a scatter kernel, ``reduceat`` of add.
+# Everything else raises NotImplementedError there, so it does here.
+_CUPY_UFUNC_METHODS = {
+    "reduce": {"add", "multiply"},
+    "accumulate": {"add", "multiply"},
+    "reduceat": {"add"},
+    "at": {"add", "maximum", "minimum"},
+}
+
+
+def _check_ufunc_method(ufunc, method, kwargs, where):
+    supported = _CUPY_UFUNC_METHODS.get(method)
+    if supported is None:
+        return  # __call__ and outer: every ufunc
+    if ufunc.__name__ not in supported:
+        raise NotImplementedError(
+            f"{where}: CuPy does not implement `{ufunc.__name__}.{method}` (only for "
+            f"{', '.join(sorted(supported))}); use the named function instead (numpy.max, numpy.min, "
+            "numpy.cumsum, ...), which dispatches to CuPy"
+        )
+    if method == "reduce" and ({"initial", "where"} & kwargs.keys()):
+        raise TypeError(f"{where}: CuPy's reduce takes no `initial` or `where` argument")
+
+
 def _current_device():
     return _SimulatedDevice(_state.device_index)
 
@@ -131,8 +157,14 @@ class SimulatedArray(NDArrayOperatorsMixin):
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         where = f"numpy.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
+        _check_ufunc_method(ufunc, method, kwargs, where)
         unwrap = _Unwrapper(where)
-        host_inputs = [unwrap(value) for value in inputs]
+        if method == "at":  # (target, indices[, values]): the indices are an index, as in a[...]
+            target = unwrap(inputs[0])
+            indices = _index_on_host(inputs[1], unwrap.device)
+            host_inputs = [target, indices, *(unwrap(value) for value in inputs[2:])]
+        else:
+            host_inputs = [unwrap(value) for value in inputs]
         out = kwargs.get("out")
         if out is not None:
             kwargs["out"] = tuple(unwrap(value) for value in out)
