@@ -76,3 +76,10 @@ def test_ufunc_methods_cupy_lacks_are_refused():
         np.testing.assert_array_equal(target.get(), [2.0, 0.0, 1.0])
         with pytest.raises(NotImplementedError, match="multiply.at"):
             np.multiply.at(target, np.array([0]), 2.0)
+
+
+def test_out_of_range_integer_indices_wrap_around_as_in_cupy():
+    with simulate_cuda():
+        x = to_device(np.arange(8.0).reshape(2, 4), "cuda")
+        picked = x[np.arange(2), to_device(np.array([1, 5]), "cuda")]
+        np.testing.assert_array_equal(picked.get(), [1.0, 5.0])  # row 1, column 5 % 4 = 1

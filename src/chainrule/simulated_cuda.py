@@ -160,6 +160,14 @@ class SimulatedArray(NDArrayOperatorsMixin):
         _check_ufunc_method(ufunc, method, kwargs, where)
         unwrap = _Unwrapper(where)
         if method == "at":  # (target, indices[, values]): the indices are an index, as in a[...]
+            if type(inputs[1]) in (tuple, list):
+                # CuPy's __array_ufunc__ answers NotImplemented for an operand that is neither an
+                # array nor a scalar, so NumPy raises; cupy.<ufunc>.at itself takes such an index.
+                raise TypeError(
+                    f"{where}: operand type(s) all returned NotImplemented: CuPy refuses a "
+                    f"{type(inputs[1]).__name__} index through NumPy's ufunc; call the namespace's "
+                    f"{ufunc.__name__}.at directly"
+                )
             target = unwrap(inputs[0])
             indices = _index_on_host(inputs[1], unwrap.device)
             host_inputs = [target, indices, *(unwrap(value) for value in inputs[2:])]
@@ -229,7 +237,12 @@ class SimulatedArray(NDArrayOperatorsMixin):
             yield self[index]
 
     def __getitem__(self, index):
-        return _wrap(self._host[_index_on_host(index, self.device)], self.device)
+        host_index = _index_on_host(index, self.device)
+        try:
+            return _wrap(self._host[host_index], self.device)
+        except IndexError:
+            # CuPy wraps out-of-range integer-array indices around instead of raising.
+            return _wrap(self._host[_wrapped_around(host_index, self._host.shape)], self.device)
 
     def __setitem__(self, index, value):
         unwrap = _Unwrapper("ndarray.__setitem__")
@@ -274,6 +287,19 @@ class SimulatedArray(NDArrayOperatorsMixin):
 
     def __dlpack__(self, *args, **kwargs):
         raise TypeError("a simulated CUDA array cannot be exported through DLPack")
+
+
+def _wrapped_around(index, shape):
+    """``index`` with each integer array taken modulo its axis's length (for indices made only of
+    integers, slices and integer arrays, one per leading axis; others are returned unchanged)."""
+    items = index if type(index) is tuple else (index,)
+    if len(items) > len(shape) or any(item is None or item is Ellipsis for item in items):
+        return index
+    wrapped = tuple(
+        item % shape[axis] if isinstance(item, np.ndarray) and item.dtype.kind in "iu" else item
+        for axis, item in enumerate(items)
+    )
+    return wrapped if type(index) is tuple else wrapped[0]
 
 
 def _index_on_host(index, device):
@@ -375,7 +401,38 @@ class SimulatedCuPy:
             return _wrap(result, unwrap.device or _current_device())
 
         function.__name__ = name
-        return function
+        return _SimulatedUfunc(attribute, function) if isinstance(attribute, np.ufunc) else function
+
+
+class _SimulatedUfunc:
+    """``cupy.<ufunc>``: callable, with the methods CuPy implements for it (``cupy.add.at``...)."""
+
+    def __init__(self, ufunc, function):
+        self._ufunc = ufunc
+        self._function = function
+        self.__name__ = ufunc.__name__
+
+    def __call__(self, *args, **kwargs):
+        return self._function(*args, **kwargs)
+
+    def __getattr__(self, method):
+        if method not in ("reduce", "accumulate", "reduceat", "at", "outer"):
+            raise AttributeError(method)
+        bound = getattr(self._ufunc, method)
+        where = f"cupy.{self.__name__}.{method}"
+
+        def call(*args, **kwargs):
+            _check_ufunc_method(self._ufunc, method, kwargs, where)
+            unwrap = _Unwrapper(where)
+            if method == "at":  # an index (tuples, host index arrays) as in a[...]
+                target = unwrap(args[0])
+                values = [unwrap(a) for a in args[2:]]
+                bound(target, _index_on_host(args[1], unwrap.device), *values, **kwargs)
+                return None
+            result = bound(*[unwrap(a) for a in args], **{k: unwrap(v) for k, v in kwargs.items()})
+            return _wrap(result, unwrap.device or _current_device())
+
+        return call
 
 
 @contextmanager
