@@ -35,8 +35,10 @@ ENGINE_MODULES = (
 #: The primitives that have an array-API forward (``docs/gpu.md`` lists the same).
 COVERED = {
     "negative", "exp", "log", "log1p", "expm1", "sin", "cos", "tan", "tanh", "arctan", "sinh",
-    "cosh", "sqrt", "astype", "add", "subtract", "multiply", "divide", "power", "where", "sum",
-    "max", "reshape", "transpose", "broadcast_to", "getitem", "scatter_add", "matmul",
+    "cosh", "sqrt", "abs", "relu", "sigmoid", "softplus", "astype", "add", "subtract", "multiply",
+    "divide", "power", "maximum", "minimum", "where", "sum", "max", "prod", "logsumexp", "cumsum",
+    "reshape", "transpose", "broadcast_to", "concatenate", "getitem", "scatter_add", "matmul",
+    "softmax_cross_entropy",
 }
 
 #: NumPy-only names reached through ``xp`` in the engine, and what the standard offers instead.
@@ -49,10 +51,10 @@ NUMPY_ONLY = {
     "generic": "no NumPy scalars in the standard: 0-d arrays",
     "integer": "isdtype(dtype, 'integral')",
     "ndarray": "array_api_compat.is_array_api_obj / the namespace's array type",
-    "ndim": "x.ndim",
     "power": "pow",
     "transpose": "permute_dims",
     "add.at": "no counterpart (scatter-add: a one-hot matmul, or the library's own op)",
+    "bincount": "no counterpart (the scatter-add of arrays on a GPU)",
     "add.reduce": "sum",
     "maximum.reduce": "max",
 }
@@ -276,8 +278,8 @@ def test_float32_stays_float32_on_strict_arrays(rng):
 def test_an_uncovered_primitive_names_itself_and_the_namespace():
     with use_namespace(array_api_strict):
         x = array_api_strict.asarray([1.0, -2.0])
-        with pytest.raises(NotImplementedError, match=r"chainrule\.relu.*'array_api_strict'"):
-            cr.grad(lambda v: cnp.sum(cnp.relu(v)))(x)
+        with pytest.raises(NotImplementedError, match=r"chainrule\.sign.*'array_api_strict'"):
+            cr.grad(lambda v: cnp.sum(cnp.sign(v) * v))(x)
         with pytest.raises(NotImplementedError, match=r"chainrule\.einsum.*'array_api_strict'"):
             cnp.einsum("i,i->", x, x)
 
@@ -302,3 +304,64 @@ def test_numpy_inputs_are_taken_into_the_active_namespace():
     with use_namespace(array_api_strict):
         got = cr.grad(lambda v: cnp.sum(cnp.exp(v)))(np.array([0.0, 1.0]))
     _assert_strict_and_close(got, np.exp([0.0, 1.0]))
+
+
+# ------------------------------------------------------------------------------------------------
+# The primitives beyond arithmetic: activations, softmax family, concatenation, integer indexing
+# ------------------------------------------------------------------------------------------------
+
+_LABELS = np.array([0, 2, 1, 2])
+_ROWS, _COLUMNS = np.array([3, 0, 3]), np.array([1, 1, 0])
+_ORDER = np.array([[2, 0, 1], [1, 1, 0], [0, 2, 2], [1, 0, 2]])
+
+#: name -> function of (x, constants): every newly covered primitive, with its rule's own path
+#: (ties for maximum and clip, a zero for prod, repeated indices for the scatter-adds).
+COVERED_CASES = {
+    "abs": lambda x, c: cnp.sum(cnp.abs(x) * x),
+    "relu": lambda x, c: cnp.sum(cnp.relu(x) * x),
+    "sigmoid": lambda x, c: cnp.sum(cnp.sigmoid(x) * x),
+    "softplus": lambda x, c: cnp.sum(cnp.softplus(x) * x),
+    "maximum, minimum": lambda x, c: cnp.sum(cnp.maximum(x, 0.1) * cnp.minimum(x, x[0:1])),
+    "clip with ties": lambda x, c: cnp.sum(cnp.clip(x, -0.5, 0.5) ** 2 + cnp.maximum(x, x)),
+    "logsumexp": lambda x, c: cnp.sum(cnp.logsumexp(x, axis=1)) + cnp.logsumexp(x),
+    "softmax": lambda x, c: cnp.sum(cnp.softmax(x, axis=0) * x),
+    "concatenate": lambda x, c: cnp.sum(cnp.concatenate([x, x * 2], axis=1) ** 2),
+    "stack": lambda x, c: cnp.sum(cnp.stack([x, x * x]) ** 2),
+    "cumsum": lambda x, c: cnp.sum(cnp.cumsum(x, axis=0) * x) + cnp.sum(cnp.cumsum(x) ** 2),
+    "prod": lambda x, c: cnp.sum(cnp.prod(x, axis=1)) + cnp.prod(x[0]) + cnp.prod(x * c["zero"]),
+    "softmax_cross_entropy": lambda x, c: cnp.mean(cnp.softmax_cross_entropy(x, c["labels"])),
+    "getitem, integer arrays": lambda x, c: cnp.sum(x[c["rows"], c["columns"]] ** 2),
+    "getitem, take along an axis": lambda x, c: cnp.sum(x[:, c["columns"]] ** 2),
+    "getitem, fewer axes": lambda x, c: cnp.sum(x[0][c["columns"]] ** 2 + x[1] * x[-1]),
+    "take": lambda x, c: cnp.sum(cnp.take(x, c["columns"], axis=1) ** 2),
+    "take_along_axis": lambda x, c: cnp.sum(cnp.take_along_axis(x, c["order"], axis=1) ** 2),
+}
+
+
+def _constants(make_array):
+    zero = np.ones((4, 3))
+    zero[1, 2] = 0.0
+    values = {"labels": _LABELS, "rows": _ROWS, "columns": _COLUMNS, "order": _ORDER, "zero": zero}
+    return {name: make_array(value) for name, value in values.items()}
+
+
+@pytest.mark.parametrize("name", COVERED_CASES)
+def test_a_covered_primitive_runs_on_strict_arrays(name, rng):
+    fun = COVERED_CASES[name]
+    x, tangent = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+    host = _constants(np.asarray)
+    want_value, want_grad = cr.value_and_grad(fun)(x, host)
+    want_tangent = cr.jvp(lambda v: fun(v, host), (x,), (tangent,))[1]
+    with use_namespace(array_api_strict):
+        strict = _constants(array_api_strict.asarray)
+        value, got_grad = cr.value_and_grad(fun)(array_api_strict.asarray(x), strict)
+        _, got_tangent = cr.jvp(lambda v: fun(v, strict), _strict((x,)), _strict((tangent,)))
+    _assert_strict_and_close((value, got_grad, got_tangent), (want_value, want_grad, want_tangent))
+
+
+def test_an_index_without_an_array_api_form_names_the_scatter_add():
+    with use_namespace(array_api_strict):
+        g = array_api_strict.ones((2, 3))
+        index = (array_api_strict.asarray([0, 1]), slice(None))  # an array before a slice
+        with pytest.raises(NotImplementedError, match=r"chainrule\.scatter_add.*'array_api_strict'"):
+            TABLE["scatter_add"].forward(g, index=index, shape=(4, 3))

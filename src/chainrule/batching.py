@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import builtins
 
-from . import core, ops
+from . import backend, core, ops
 from .backend import xp
 from .core import Tracer
 from .array_methods import ArrayOperators
@@ -121,7 +121,7 @@ def _elementwise(prim, values, batched, params, size):
     rank = builtins.max(ranks)
     condition = params.get("condition")  # ``where``: a broadcasting operand held as a parameter
     if condition is not None:
-        rank = builtins.max(rank, xp.ndim(condition))
+        rank = builtins.max(rank, ops.ndim(condition))
     for i, (own, is_batched) in enumerate(zip(ranks, batched, strict=True)):
         if is_batched and own < rank:
             values = list(values)
@@ -178,8 +178,8 @@ def _expand_ellipsis(items, rank):
             continue
         if isinstance(item, _BASIC_INDEX_TYPES):
             used += 1
-        else:
-            array = xp.asarray(item)
+        else:  # an index array (on the host or a device) or a list
+            array = item if hasattr(item, "dtype") else xp.asarray(item)
             used += array.ndim if array.dtype == bool else 1
     expanded = []
     for item in items:
@@ -296,7 +296,7 @@ def _solve(prim, values, batched, params, size):
 
 
 def _softmax_cross_entropy(prim, values, batched, params, size):
-    labels = xp.asarray(params["labels"])
+    labels = backend.asarray(params["labels"])  # a GPU array stays on its device
     labels = xp.broadcast_to(labels, (size, *labels.shape))
     return core.apply(prim, values[0], labels=labels)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 from contextlib import ContextDecorator, contextmanager
 
-from .backend import device_of, xp
+from .backend import device_of, is_array, xp
 
 
 class Tracer:
@@ -133,16 +133,23 @@ def evaluate(prim, args, params):
 
 def _named_error(error, prim, args, params):
     # Only on the error path: operands on two devices (a NumPy and a CuPy array) are the usual
-    # cause of a TypeError from a ufunc, and the user needs to hear which devices met.
+    # cause of a TypeError from a ufunc, and the user needs to hear which devices met. Array
+    # parameters count as operands (where's condition, cross-entropy's labels); an index does
+    # not (host index arrays are fine on a GPU).
+    operands = [(f"operand {position}", raw(arg)) for position, arg in enumerate(args)]
+    operands += [
+        (name, value) for name, value in params.items() if name != "index" and is_array(value)
+    ]
     devices = {}
-    for position, arg in enumerate(args):
-        devices.setdefault(device_of(raw(arg)), position)
+    for name, value in operands:
+        devices.setdefault(device_of(value), (name, value))
     if len(devices) > 1:
-        (first, i), (second, j) = list(devices.items())[:2]
+        met = list(devices.items())[:2]
+        (first, (first_name, first_value)), (second, (second_name, second_value)) = met
         return TypeError(
-            f"chainrule.{prim.name}: operands on different devices: operand {i} on {first!r} "
-            f"(shape {_shape_of(raw(args[i]))}), operand {j} on {second!r} (shape "
-            f"{_shape_of(raw(args[j]))}); move them to one device first (Tensor.to / "
+            f"chainrule.{prim.name}: operands on different devices: {first_name} on {first!r} "
+            f"(shape {_shape_of(first_value)}), {second_name} on {second!r} (shape "
+            f"{_shape_of(second_value)}); move them to one device first (Tensor.to / "
             "chainrule.device.to_device)"
         )
     shapes = ", ".join(str(_shape_of(a)) for a in args)

@@ -28,10 +28,10 @@ from __future__ import annotations
 import functools
 import math
 
-from . import ops
+from . import backend, ops
 from .backend import is_float_dtype, xp
 from .batching import Batched, unbatch
-from .core import new_level
+from .core import new_level, raw
 from .counting import note_pass
 from .forward import Dual
 from .pytree import tree_flatten, tree_unflatten
@@ -64,19 +64,23 @@ def _chunks(total, chunk_size):
     return [(start, min(start + step, total)) for start in range(0, total, step)] if total else []
 
 
-def _basis_block(start, stop, offset, shape, dtype):
+def _basis_block(start, stop, offset, like, dtype):
     """Rows ``start:stop`` of the identity, restricted to the columns of one leaf (at ``offset``)
-    and shaped like it: shape ``(stop - start, *shape)``. ``None`` where that block is zero."""
+    and shaped like it: shape ``(stop - start, *like.shape)``, on ``like``'s device. ``None``
+    where that block is zero. Row r stands for direction ``start + r`` and column c for entry
+    ``offset + c``: the ones lie on the diagonal ``c = r + start - offset`` (``eye``'s ``k``)."""
+    shape = ops.shape(like)
     size = math.prod(shape)
     low, high = max(start, offset), min(stop, offset + size)
     if low >= high:
         return None
-    if start == offset and stop == offset + size:
-        return xp.eye(size, dtype=dtype).reshape((size, *shape))
-    block = xp.zeros((stop - start, size), dtype=dtype)
-    rows = xp.arange(low, high)
-    block[rows - start, rows - offset] = 1
-    return block.reshape((stop - start, *shape))
+    eye = backend.namespace_of(raw(like)).eye  # NumPy's, or CuPy's for a GPU array
+    return eye(stop - start, size, k=start - offset, dtype=dtype).reshape((stop - start, *shape))
+
+
+def _zeros(like, shape, dtype):
+    """Zeros of ``shape`` and ``dtype`` on the device of ``like`` (an array or a tracer)."""
+    return xp.zeros_like(raw(like), shape=shape, dtype=dtype)
 
 
 def _float_dtype(value):
@@ -86,10 +90,11 @@ def _float_dtype(value):
 
 def _stack_chunks(pieces, widths, shape, dtype):
     """Concatenate per-chunk stacks along axis 0; a ``None`` chunk stands for zeros."""
-    if all(piece is None for piece in pieces):
+    present = [piece for piece in pieces if piece is not None]
+    if not present:
         return None
     filled = [
-        xp.zeros((width, *shape), dtype=dtype) if piece is None else piece
+        _zeros(present[0], (width, *shape), dtype) if piece is None else piece
         for piece, width in zip(pieces, widths, strict=True)
     ]
     return filled[0] if len(filled) == 1 else ops.concatenate(filled, axis=0)
@@ -131,7 +136,7 @@ def _push_chunk(fun, args, nums, arg_defs, leaves, offsets, start, stop):
         lifted = []
         for _ in range(treedef.count):
             value = leaves[position]
-            basis = _basis_block(start, stop, offsets[position], ops.shape(value), value.dtype)
+            basis = _basis_block(start, stop, offsets[position], value, value.dtype)
             # A leaf with no direction in this chunk stays a constant: no tangent work for it.
             lifted.append(value if basis is None else Dual(value, Batched(basis, batch_level), dual_level))
             position += 1
@@ -170,7 +175,7 @@ def forward_jacobian(fun, args, argnums=0, chunk_size=None, transform="jacfwd"):
         blocks = []
         for shape, size, offset in zip(in_shapes, in_sizes, offsets, strict=True):
             if stacked is None:
-                blocks.append(xp.zeros(out_shape + shape, dtype=dtype))
+                blocks.append(_zeros(value, out_shape + shape, dtype))
                 continue
             piece = ops.reshape(ops.getitem(stacked, slice(offset, offset + size)), shape + out_shape)
             # (*in, *out) -> (*out, *in)
@@ -208,7 +213,7 @@ def reverse_jacobian(trace, argnums=0, chunk_size=None):
         batch_level = new_level()
         seeds = []
         for leaf, shape, offset in zip(trace.out_leaves, out_shapes, out_offsets, strict=True):
-            basis = _basis_block(start, stop, offset, shape, _float_dtype(leaf))
+            basis = _basis_block(start, stop, offset, leaf, _float_dtype(leaf))
             seeds.append(None if basis is None else Batched(basis, batch_level))
         note_pass("vjp", stop - start)
         cotangents = trace.pull(seeds, retain_graph=number < len(chunks) - 1)
@@ -227,7 +232,7 @@ def reverse_jacobian(trace, argnums=0, chunk_size=None):
         blocks = []
         for in_shape, stacked, tensor in zip(in_shapes, stacked_inputs, trace.inputs, strict=True):
             if stacked is None:
-                blocks.append(xp.zeros(shape + in_shape, dtype=_float_dtype(tensor)))
+                blocks.append(_zeros(tensor.data, shape + in_shape, _float_dtype(tensor)))
             else:
                 piece = ops.getitem(stacked, slice(offset, offset + size))
                 blocks.append(plain(ops.reshape(piece, shape + in_shape)))

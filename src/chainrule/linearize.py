@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from . import ops
 from .backend import asarray, xp
-from .core import Tracer, apply, enable_grad, new_level
+from .core import Tracer, apply, enable_grad, new_level, raw
 from .counting import is_counting, note_pass
 from .forward import Dual
 from .pytree import tree_flatten, tree_unflatten
@@ -143,7 +143,6 @@ def linearize(fun, *primals):
             out_tangents.append(None)
     tape = _Tape(tangent_inputs, out_tangents, tape_level)
     del duals, out, out_leaves, out_tangents, tangent_inputs  # the tape holds all that is needed
-    out_shapes = [ops.shape(v) for v in out_values]
     out_dtypes = [getattr(v, "dtype", None) for v in out_values]
 
     def jvp_fun(*tangents):
@@ -170,8 +169,11 @@ def linearize(fun, *primals):
             note_pass("jvp", _batch_size(tangents))
         results = tape.run(flat)
         pieces = []
-        for result, shape, dtype in zip(results, out_shapes, out_dtypes, strict=True):
-            pieces.append(xp.zeros(shape, dtype=dtype or xp.float64) if result is None else _plain(result))
+        for result, value, dtype in zip(results, out_values, out_dtypes, strict=True):
+            if result is None:  # an output the tangents do not reach: zeros on its device
+                pieces.append(xp.zeros_like(raw(value), dtype=dtype or xp.float64))
+            else:
+                pieces.append(_plain(result))
         return tree_unflatten(out_def, pieces)
 
     jvp_fun.tape = tape

@@ -11,7 +11,7 @@ it is cheap enough to run on every primitive at every shape.
 
 from __future__ import annotations
 
-from . import ops
+from . import backend, ops
 from .backend import xp
 from .core import raw
 from .counting import note_pass
@@ -20,15 +20,23 @@ from .pytree import ravel_pytree, tree_flatten, tree_map
 
 def _step_sizes(theta, method, eps):
     if eps is not None:
-        return xp.full(theta.shape, eps, dtype=theta.dtype)
+        return xp.full_like(theta, eps)
     machine = xp.finfo(theta.dtype).eps
     base = machine ** (1.0 / 3.0) if method == "central" else machine**0.5
     return base * xp.maximum(1.0, xp.abs(theta))
 
 
 def _as_float(leaf):
-    leaf = xp.asarray(raw(leaf))
+    leaf = raw(leaf)
+    leaf = xp.asarray(leaf) if backend.device_of(leaf) == "cpu" else leaf  # a GPU array stays
     return leaf if xp.issubdtype(leaf.dtype, xp.floating) else leaf.astype(xp.float64)
+
+
+def _random_like(rng, theta, shape):
+    """Standard normal draws of ``shape`` in ``theta``'s dtype, on ``theta``'s device (drawn on
+    the host, so that a seed gives the same directions on every device)."""
+    draws = rng.standard_normal(shape).astype(theta.dtype)
+    return backend.to_device(draws, backend.device_of(theta))
 
 
 def numerical_grad(fun, x, method: str = "central", eps=None):
@@ -114,8 +122,8 @@ def _check_level(flat_fun, theta, modes, order, eps, rtol, atol, rng, vjp, jvp, 
     (e.g. "the fwd-mode derivative" at order 2), for the error message."""
     out = raw(flat_fun(theta))
     dtype = theta.dtype
-    u = xp.asarray(rng.standard_normal(theta.shape), dtype=dtype)
-    v = xp.asarray(rng.standard_normal(out.shape), dtype=dtype)
+    u = _random_like(rng, theta, theta.shape)
+    v = _random_like(rng, theta, out.shape)
     h = eps if eps is not None else float(xp.finfo(dtype).eps ** (1.0 / 3.0)) * max(1.0, float(xp.sqrt(xp.mean(theta * theta))) if theta.size else 1.0)
     plus = raw(flat_fun(theta + h * u))
     minus = raw(flat_fun(theta - h * u))

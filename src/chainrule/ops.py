@@ -30,9 +30,12 @@ def ndim(value) -> int:
 
 
 def asarray(value, dtype=None):
-    """A plain array for plain input; tracers pass through unchanged."""
+    """A plain array for plain input; tracers pass through unchanged, and so does an array on
+    another device (a CuPy array stays on its GPU: NumPy's ``asarray`` would refuse it)."""
     if hasattr(value, "_level"):
         return value if dtype is None else astype(value, dtype)
+    if type(value) is not xp.ndarray and backend.device_of(value) != "cpu":
+        return backend.asarray(value, dtype=dtype)
     return backend.plain_asarray(value, dtype=dtype)
 
 
@@ -51,17 +54,26 @@ def _normalize_axis(axis, rank, op):
     return tuple(sorted(normalized)) if rank else ()
 
 
+def _one_example(value):
+    """The plain array under tracer ``value``, cut to the shape ``value`` shows: a batch of
+    tangents (``chainrule.batching``) stacks examples along leading axes, and its first example
+    is a view of one example's shape on the batch's device."""
+    array = raw(value)
+    extra = ndim(array) - ndim(value)
+    return array[(0,) * extra] if extra > 0 else array
+
+
 def zeros_like(value, dtype=None):
     """A plain array of zeros (constants carry no derivative) of ``value``'s shape as ``value``
-    shows it: for a batch of tangents (``chainrule.batching``), the shape of one example."""
+    shows it (for a batch of tangents, the shape of one example), on ``value``'s device."""
     if isinstance(value, Tracer):
-        return backend.ns.zeros(shape(value), dtype=dtype or value.dtype)
+        return backend.ns.zeros_like(_one_example(value), dtype=dtype or value.dtype)
     return backend.ns.zeros_like(value, dtype=dtype)
 
 
 def ones_like(value, dtype=None):
     if isinstance(value, Tracer):
-        return backend.ns.ones(shape(value), dtype=dtype or value.dtype)
+        return backend.ns.ones_like(_one_example(value), dtype=dtype or value.dtype)
     return backend.ns.ones_like(value, dtype=dtype)
 
 
@@ -290,16 +302,35 @@ def softmax_cross_entropy(logits, labels):
             f"chainrule.softmax_cross_entropy: labels of shape {labels.shape} do not match "
             f"logits of shape {shape(logits)} (expected labels of shape {shape(logits)[:-1]})"
         )
-    if labels.dtype.kind not in "iu":  # signed or unsigned integers (cheaper than issubdtype)
-        raise TypeError(f"chainrule.softmax_cross_entropy: labels must be integers, got {labels.dtype}")
     classes = shape(logits)[-1]
-    if checked.size and (int(checked.min()) < 0 or int(checked.max()) >= classes):
-        # A negative label would silently pick a class from the end (and break the gradient).
-        raise ValueError(
-            f"chainrule.softmax_cross_entropy: labels must lie in [0, {classes}), got values "
-            f"from {int(checked.min())} to {int(checked.max())} (logits of shape {shape(logits)})"
-        )
+    if type(checked) is xp.ndarray:  # NumPy labels: the checks of the hot path
+        if labels.dtype.kind not in "iu":  # signed or unsigned integers (cheaper than issubdtype)
+            raise TypeError(_NOT_INTEGER_LABELS.format(labels.dtype))
+        if checked.size and (int(checked.min()) < 0 or int(checked.max()) >= classes):
+            _raise_label_range(checked.min(), checked.max(), classes, logits)
+    else:  # labels on a GPU or in another namespace (labels and logits on two devices: the
+        # primitive's forward raises, naming both devices)
+        kind = getattr(labels.dtype, "kind", None)  # NumPy's dtypes (CuPy's too) have one
+        if (kind not in "iu") if kind is not None else not backend.ns.isdtype(labels.dtype, "integral"):
+            raise TypeError(_NOT_INTEGER_LABELS.format(labels.dtype))
+        # No range check on a GPU: reading the labels back would stall the device every step
+        # (and cannot be part of a CUDA graph). Data sets check theirs on the host when built.
+        if backend.device_of(labels) == "cpu" and checked.size:
+            low, high = backend.ns.min(checked), backend.ns.max(checked)
+            if int(low) < 0 or int(high) >= classes:
+                _raise_label_range(low, high, classes, logits)
     return apply(P.SOFTMAX_CROSS_ENTROPY, logits, labels=labels)
+
+
+_NOT_INTEGER_LABELS = "chainrule.softmax_cross_entropy: labels must be integers, got {}"
+
+
+def _raise_label_range(low, high, classes, logits):
+    # A negative label would silently pick a class from the end (and break the gradient).
+    raise ValueError(
+        f"chainrule.softmax_cross_entropy: labels must lie in [0, {classes}), got values "
+        f"from {int(low)} to {int(high)} (logits of shape {shape(logits)})"
+    )
 
 
 def cumsum(x, axis=None):
@@ -394,6 +425,12 @@ def broadcast_to(x, newshape):
     return apply(P.BROADCAST_TO, x, shape=newshape)
 
 
+def _namespace_beside(value):
+    """The module to build index arrays for ``value`` with: the active namespace inside
+    ``use_namespace``, else that of ``value``'s device (NumPy, or CuPy for a GPU array)."""
+    return backend.ns if backend.ns is not xp else backend.namespace_of(value)
+
+
 def _plain_index(index):
     """Indices that are tracers (e.g. Tensors of integers) become plain arrays."""
     if isinstance(index, tuple):
@@ -410,17 +447,18 @@ def take(x, indices, axis=None):
     if axis is None:
         return getitem(reshape(x, (-1,)), raw(indices))
     axis = axis % ndim(x)
-    return getitem(x, (slice(None),) * axis + (xp.asarray(raw(indices)),))
+    return getitem(x, (slice(None),) * axis + (backend.asarray(raw(indices)),))
 
 
 def take_along_axis(x, indices, axis):
-    indices = xp.asarray(raw(indices))
+    indices = backend.asarray(raw(indices))  # a GPU array stays where it is
     rank = ndim(x)
     axis = axis % rank
     if indices.ndim != rank:
         raise ValueError(
             f"chainrule.take_along_axis: indices of rank {indices.ndim} for an array of rank {rank}"
         )
+    namespace = _namespace_beside(indices)
     grids = []
     for ax in range(rank):
         if ax == axis:
@@ -428,8 +466,8 @@ def take_along_axis(x, indices, axis):
         else:
             size_shape = [1] * rank
             size_shape[ax] = shape(x)[ax]
-            grids.append(xp.arange(shape(x)[ax]).reshape(size_shape))
-    return getitem(x, tuple(xp.broadcast_arrays(*grids)))
+            grids.append(namespace.reshape(namespace.arange(shape(x)[ax]), tuple(size_shape)))
+    return getitem(x, tuple(namespace.broadcast_arrays(*grids)))
 
 
 def concatenate(arrays: Sequence, axis=0):
@@ -577,7 +615,7 @@ def diagonal(x, offset=0, axis1=0, axis2=1):
     rows, cols = shape(moved)[-2:]
     start_row, start_col = (0, offset) if offset >= 0 else (-offset, 0)
     length = builtins.max(0, builtins.min(rows - start_row, cols - start_col))
-    index = xp.arange(length)
+    index = _namespace_beside(raw(x)).arange(length)  # on x's device
     return getitem(moved, (Ellipsis, index + start_row, index + start_col))
 
 

@@ -141,30 +141,53 @@ COSH = defprim(
     "cosh", xp.cosh, (lambda g, out, x: g * ops.sinh(x),), "from_vjp", array_api=lambda ns: ns.cosh
 )
 SQRT = defprim("sqrt", xp.sqrt, (lambda g, out, x: g / (out * 2),), "from_vjp", array_api=lambda ns: ns.sqrt)
-# |x|'(0) = 0 by convention (sign(0) = 0).
-ABS = defprim("abs", xp.abs, (lambda g, out, x: g * xp.sign(ops.raw(x)),), "from_vjp")
+# |x|'(0) = 0 by convention (sign(0) = 0). The sign is an array of x's floating dtype, which
+# every namespace multiplies with g.
+ABS = defprim(
+    "abs", xp.abs, (lambda g, out, x: g * backend.ns.sign(ops.raw(x)),), "from_vjp",
+    array_api=lambda ns: ns.abs,
+)
 # Piecewise constant: derivative zero everywhere it exists.
 SIGN = defprim(
     "sign", xp.sign, (lambda g, out, x: ops.zeros_like(g),), lambda ts, out, x: ops.zeros_like(ts[0])
 )
 
 
-def _sigmoid_forward(x):
-    # exp(-|x|) never overflows; pick the algebraically equal branch for each sign.
-    z = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1 / (1 + z), z / (1 + z))
+def _sigmoid_in(namespace):
+    """The sigmoid computed with ``namespace``: exp(-|x|) never overflows; pick the
+    algebraically equal branch for each sign."""
+
+    def sigmoid(x):
+        z = namespace.exp(-namespace.abs(x))
+        return namespace.where(x >= 0, 1 / (1 + z), z / (1 + z))
+
+    return sigmoid
 
 
 SIGMOID = defprim(
-    "sigmoid", _sigmoid_forward, (lambda g, out, x: g * out * (1 - out),), "from_vjp", _elementwise_flops(4)
+    "sigmoid", _sigmoid_in(xp), (lambda g, out, x: g * out * (1 - out),), "from_vjp", _elementwise_flops(4),
+    array_api=_sigmoid_in,
 )
-# relu'(0) = 0 by convention.
+
+
+def _relu_vjp(g, out, x):
+    """g where x > 0, else 0 (relu'(0) = 0 by convention). NumPy multiplies by the boolean mask,
+    its fastest form on the hot path (a ``where`` or ``g * sign(out)`` costs more there); the
+    array API mixes no booleans into float arithmetic, so other namespaces select with where."""
+    positive = ops.raw(x) > 0
+    if backend.ns is xp:
+        return g * positive
+    return ops.where(positive, g, 0)
+
+
 RELU = defprim(
-    "relu", lambda x: xp.maximum(x, 0), (lambda g, out, x: g * (ops.raw(x) > 0),), "from_vjp"
+    "relu", lambda x: xp.maximum(x, 0), (_relu_vjp,), "from_vjp",
+    array_api=lambda ns: lambda x: ns.maximum(x, 0),
 )
 SOFTPLUS = defprim(
     "softplus", lambda x: xp.logaddexp(x, 0), (lambda g, out, x: g * ops.sigmoid(x),), "from_vjp",
     _elementwise_flops(4),
+    array_api=lambda ns: lambda x: ns.logaddexp(x, 0),
 )
 ASTYPE = defprim(
     "astype",
@@ -206,6 +229,10 @@ DIV = defprim(
 
 def _log_where_positive(x):
     # d(x**y)/dy = x**y log x; where x <= 0 the power is only defined for integer y, take 0.
+    if not hasattr(x, "_level") and (not hasattr(x, "shape") or isinstance(x, xp.generic)):
+        # A constant number (the 2 of 2**y) gives a number: NumPy's where would make it a host
+        # array, which a GPU cotangent cannot be multiplied with.
+        return math.log(x) if x > 0 else 0.0
     x_raw = ops.raw(x)
     positive = x_raw > 0
     return ops.where(positive, ops.log(ops.where(positive, x, 1)), 0)
@@ -215,12 +242,13 @@ def _pow_vjp_x(g, out, x, y):
     if not hasattr(y, "_level"):
         # d(x**0)/dx = 0 everywhere, also at x = 0 where 0 * 0**-1 would be NaN. Only for a
         # constant exponent: a traced one keeps the plain formula, whose y-derivative is needed.
-        ns = backend.ns
-        y_zero = ns.asarray(y) == 0
-        if ns.any(y_zero):
-            if not hasattr(y, "shape"):  # the Python number 0: x ** 1 is x
+        if not hasattr(y, "shape"):  # a Python number
+            if y == 0:  # x ** 1 is x
                 return g * y * x
-            return g * y * x ** ns.where(y_zero, 1, y - 1)
+        else:  # an array, compared where it lives (a device exponent stays on its device)
+            y_zero = y == 0
+            if backend.ns.any(y_zero):
+                return g * y * x ** backend.ns.where(y_zero, 1, y - 1)
     return g * y * x ** (y - 1)
 
 
@@ -240,9 +268,24 @@ POW = defprim(
 
 
 def _tie_split(first, second):
-    """Share of the cotangent going to ``first`` in max(first, second): 1, 0, or 1/2 at a tie."""
+    """Share of the cotangent going to ``first`` in max(first, second): 1, 0, or 1/2 at a tie.
+    NumPy adds the boolean masks (its fastest form); the array API mixes no booleans into float
+    arithmetic, so other namespaces select with where."""
     a, b = ops.raw(first), ops.raw(second)
-    return (a > b) + 0.5 * (a == b)
+    if backend.ns is xp:
+        return (a > b) + 0.5 * (a == b)
+    larger, tie = a > b, a == b
+    one = backend.ns.ones_like(larger, dtype=_float_dtype_of(a, b))
+    return backend.ns.where(larger, one, backend.ns.where(tie, 0.5 * one, 0 * one))
+
+
+def _float_dtype_of(*values):
+    """The floating dtype of the first array among ``values`` with one (the default otherwise)."""
+    for value in values:
+        dtype = getattr(value, "dtype", None)
+        if dtype is not None and backend.is_float_dtype(dtype):
+            return dtype
+    return backend.as_dtype("float64")
 
 
 MAXIMUM = defprim(
@@ -252,6 +295,7 @@ MAXIMUM = defprim(
         None if ts[0] is None else ts[0] * _tie_split(x, y),
         None if ts[1] is None else ts[1] * _tie_split(y, x),
     ),
+    array_api=lambda ns: ns.maximum,
 )
 MINIMUM = defprim(
     "minimum", xp.minimum,
@@ -260,6 +304,7 @@ MINIMUM = defprim(
         None if ts[0] is None else ts[0] * _tie_split(y, x),
         None if ts[1] is None else ts[1] * _tie_split(x, y),
     ),
+    array_api=lambda ns: ns.minimum,
 )
 # The condition is a static parameter: it has no derivative.
 WHERE = defprim(
@@ -303,6 +348,17 @@ SUM = defprim(
 )
 
 
+def _reduce_max(x, axis, keepdims):
+    """The maximum over ``axis``: NumPy's ufunc method for NumPy arrays (no Python wrapper on the
+    hot path); for other arrays the active namespace's ``max``: NumPy's function, which
+    dispatches to the array's module (CuPy implements no ``maximum.reduce``), or the namespace of
+    ``use_namespace``."""
+    if isinstance(x, xp.ndarray):
+        return xp.maximum.reduce(x, axis=axis, keepdims=keepdims)
+    # The active namespace's max: NumPy's (which dispatches to CuPy), or use_namespace's.
+    return backend.ns.max(x, axis=axis, keepdims=keepdims)
+
+
 def _max_share(out, x, axis, keepdims):
     """Which entries attain the maximum, each weighted 1/(number of ties)."""
     x_raw = ops.raw(x)
@@ -312,7 +368,7 @@ def _max_share(out, x, axis, keepdims):
 
 
 MAX = defprim(
-    "max", lambda x, axis, keepdims: xp.maximum.reduce(x, axis=axis, keepdims=keepdims),
+    "max", _reduce_max,
     (lambda g, out, x, axis, keepdims: _keep(g, x.ndim, axis, keepdims) * _max_share(out, x, axis, keepdims),),
     lambda ts, out, x, axis, keepdims: ops.sum(
         ts[0] * _max_share(out, x, axis, keepdims), axis=axis, keepdims=keepdims
@@ -327,7 +383,8 @@ def _prod_partials(out, x, axis, keepdims):
     x_raw = ops.raw(x)
     is_zero = x_raw == 0
     safe_x = ops.where(is_zero, 1, x)
-    zeros_in_slice = xp.sum(is_zero, axis=axis, keepdims=True)
+    # Counted in x's dtype: the array API sums no booleans.
+    zeros_in_slice = backend.ns.sum(ops.astype(is_zero, x_raw.dtype), axis=axis, keepdims=True)
     product_of_nonzero = ops.prod(safe_x, axis=axis, keepdims=True)
     only_zero = ops.where(zeros_in_slice == 1, product_of_nonzero, 0)
     return ops.where(is_zero, only_zero, _keep(out, x_raw.ndim, axis, keepdims) / safe_x)
@@ -340,14 +397,30 @@ PROD = defprim(
         ts[0] * _prod_partials(out, x, axis, keepdims), axis=axis, keepdims=keepdims
     ),
     _input_flops,
+    array_api=lambda ns: lambda x, axis, keepdims: ns.prod(x, axis=axis, keepdims=keepdims),
 )
 
 
 def _logsumexp_forward(x, axis, keepdims):
-    peak = xp.maximum.reduce(x, axis=axis, keepdims=True)
+    if isinstance(x, xp.ndarray):  # the ufunc method, without _reduce_max's call (a hot path)
+        peak = xp.maximum.reduce(x, axis=axis, keepdims=True)
+    else:
+        peak = _reduce_max(x, axis, True)
     peak = xp.where(xp.isfinite(peak), peak, 0)
     out = xp.log(xp.add.reduce(xp.exp(x - peak), axis=axis, keepdims=True)) + peak
     return out if keepdims else out.squeeze(axis=axis)
+
+
+def _namespace_logsumexp(namespace):
+    """The logsumexp forward of :func:`_logsumexp_forward` in an array-API namespace."""
+
+    def forward(x, axis, keepdims):
+        peak = namespace.max(x, axis=axis, keepdims=True)
+        peak = namespace.where(namespace.isfinite(peak), peak, 0)
+        out = namespace.log(namespace.sum(namespace.exp(x - peak), axis=axis, keepdims=True)) + peak
+        return out if keepdims else namespace.squeeze(out, axis=axis)
+
+    return forward
 
 
 def _lse_weights(out, x, axis, keepdims):
@@ -362,6 +435,7 @@ LOGSUMEXP = defprim(
         ts[0] * _lse_weights(out, x, axis, keepdims), axis=axis, keepdims=keepdims
     ),
     lambda out, x, **params: 4 * int(x.size),
+    array_api=_namespace_logsumexp,
 )
 
 
@@ -374,6 +448,7 @@ CUMSUM = defprim(
     "cumsum", lambda x, axis: xp.cumsum(x, axis=axis),
     (lambda g, out, x, axis: _reverse_along(ops.cumsum(_reverse_along(g, axis), axis=axis), axis),),
     "linear", _input_flops,
+    array_api=lambda ns: lambda x, axis: ns.cumulative_sum(x, axis=axis),
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -429,6 +504,8 @@ def _index_has_arrays(index):
 
 def _scatter_add_forward(g, index, shape):
     """zeros(shape) with ``g`` added at ``index``; repeated integer indices accumulate."""
+    if not isinstance(g, xp.ndarray):
+        return _device_scatter_add(g, index, shape)
     result = xp.zeros(shape, dtype=g.dtype)
     if _index_has_arrays(index):
         xp.add.at(result, index, g)
@@ -437,20 +514,103 @@ def _scatter_add_forward(g, index, shape):
     return result
 
 
-def _namespace_scatter_add(namespace):
-    """The scatter-add forward for an array-API namespace: basic indices only (the standard has
-    no scatter-add for repeated integer indices)."""
+def _device_scatter_add(g, index, shape):
+    """The scatter-add on another device's arrays (CuPy's), built where ``g`` lives.
 
-    def forward(g, index, shape):
-        if _index_has_arrays(index):
-            raise NotImplementedError(
-                f"chainrule.scatter_add (the derivative of indexing with arrays): no array-API "
-                f"forward for namespace {backend.namespace_name(namespace)!r}; index with "
-                "integers, slices and ellipses"
-            )
-        result = namespace.zeros(shape, dtype=g.dtype)
+    Basic indices assign into zeros. Array indices go through ``bincount``, which NumPy
+    dispatches to the array's module: the flat position of every indexed entry (``positions``,
+    an ``arange`` indexed like ``g``'s source) receives the sum of its cotangents. (CuPy's
+    ``add.at`` exists, but NumPy hands it a tuple index, which CuPy refuses.) Integer index
+    arrays on the host are fine: CuPy's indexing copies them over.
+    """
+    result = xp.zeros_like(g, shape=shape)
+    if not _index_has_arrays(index):
         result[index] = g
         return result
+    size = math.prod(shape)
+    positions = backend.namespace_of(g).arange(size).reshape(shape)[index]
+    flat_positions = positions.reshape(-1)
+    updates = xp.broadcast_to(g, positions.shape).reshape(-1)
+    if updates.dtype.kind == "c":  # bincount sums real weights only
+        real = xp.bincount(flat_positions, weights=updates.real, minlength=size)
+        imaginary = xp.bincount(flat_positions, weights=updates.imag, minlength=size)
+        summed = real + 1j * imaginary
+    else:
+        summed = xp.bincount(flat_positions, weights=updates, minlength=size)
+    return summed.astype(g.dtype, copy=False).reshape(shape)
+
+
+def _take_axis(index):
+    """For an index that takes along one axis, ``x[:, :, idx]`` (full slices, then one integer
+    array), that axis; ``None`` for any other index."""
+    items = index if isinstance(index, tuple) else (index,)
+    *leading, last = items
+    full = slice(None)
+    if all(type(item) is slice and item == full for item in leading) and getattr(last, "ndim", 0) == 1:
+        return len(leading)
+    return None
+
+
+def _with_ellipsis(index):
+    """A basic index with a trailing ``...`` unless it has one: the same selection, in the form
+    the standard requires when fewer axes than the array's are indexed (``x[0]`` of a matrix)."""
+    items = index if isinstance(index, tuple) else (index,)
+    if any(item is Ellipsis for item in items):
+        return index
+    return (*items, Ellipsis)
+
+
+def _namespace_getitem(namespace):
+    """Indexing in an array-API namespace: what its ``__getitem__`` takes (integers, slices,
+    ellipses, and integer arrays indexing every axis), plus a take along one axis."""
+
+    def forward(x, index):
+        axis = _take_axis(index) if _index_has_arrays(index) else None
+        if axis is not None:  # the standard indexes with no slices next to arrays: a take
+            return namespace.take(x, index[-1] if isinstance(index, tuple) else index, axis=axis)
+        return x[index if _index_has_arrays(index) else _with_ellipsis(index)]
+
+    return forward
+
+
+def _namespace_scatter_add(namespace):
+    """The scatter-add forward for an array-API namespace. The standard has no scatter-add for
+    repeated integer indices, so array indices sum through a one-hot matrix product: the flat
+    position of every indexed entry against every position of the result, a (k, size) matrix
+    (k indexed entries), fine for the moderate sizes such a namespace is used at."""
+
+    def one_hot(positions, size, dtype):
+        return namespace.astype(namespace.reshape(positions, (-1, 1)) == namespace.arange(size), dtype)
+
+    def forward(g, index, shape):
+        if not _index_has_arrays(index):
+            result = namespace.zeros(shape, dtype=g.dtype)
+            result[_with_ellipsis(index)] = g
+            return result
+        axis = _take_axis(index)
+        if axis is not None:  # x[:, idx]: g's axis ``axis`` holds the taken entries
+            indices = index[-1] if isinstance(index, tuple) else index
+            size = shape[axis]
+            hits = one_hot(namespace.where(indices < 0, indices + size, indices), size, g.dtype)
+            summed = namespace.tensordot(hits, g, axes=([0], [axis]))  # (size, *others)
+            order = (*range(1, axis + 1), 0, *range(axis + 1, len(shape)))
+            return namespace.permute_dims(summed, order)
+        items = index if isinstance(index, tuple) else (index,)
+        basic = (slice, type(None), type(Ellipsis))
+        if len(items) != len(shape) or any(isinstance(item, basic) for item in items):
+            raise NotImplementedError(
+                f"chainrule.scatter_add (the derivative of indexing with arrays): index {index!r} "
+                f"has no array-API form in {backend.namespace_name(namespace)!r}; index every "
+                "axis with integers or integer arrays, or take along one axis (x[:, idx])"
+            )
+        position, stride = 0, 1
+        for item, size in zip(reversed(items), reversed(shape), strict=True):
+            item = namespace.asarray(item)
+            position = position + namespace.where(item < 0, item + size, item) * stride
+            stride *= size
+        positions = namespace.broadcast_to(namespace.asarray(position), g.shape)
+        summed = namespace.matmul(namespace.reshape(g, (1, -1)), one_hot(positions, stride, g.dtype))
+        return namespace.reshape(summed, shape)
 
     return forward
 
@@ -459,7 +619,7 @@ GETITEM = defprim(
     "getitem", lambda x, index: x[index],
     (lambda g, out, x, index: ops.apply(SCATTER_ADD, g, index=index, shape=x.shape),),
     "linear", _no_flops,
-    array_api=lambda ns: lambda x, index: x[index],
+    array_api=_namespace_getitem,
 )
 SCATTER_ADD = defprim(
     "scatter_add", _scatter_add_forward,
@@ -489,6 +649,7 @@ def _concatenate_jvp(ts, out, *xs, axis):
 CONCATENATE = defprim(
     "concatenate", lambda *xs, axis: xp.concatenate(xs, axis=axis),
     _concatenate_vjp, _concatenate_jvp, _no_flops, linear=True,
+    array_api=lambda ns: lambda *xs, axis: ns.concat(xs, axis=axis),
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -577,7 +738,9 @@ def _einsum_vjp(g, out, *operands, subscripts):
                     identity_specs.append(c + twin)
                 else:
                     spelled.append(c)
-            identities = [xp.eye(sizes[pair[0]], dtype=ops.raw(g).dtype) for pair in identity_specs]
+            # Built where the cotangent lives (NumPy, or CuPy for a GPU array).
+            eye = backend.namespace_of(ops.raw(g)).eye
+            identities = [eye(sizes[pair[0]], dtype=ops.raw(g).dtype) for pair in identity_specs]
             full_spec = ",".join([letters, *identity_specs]) + "->" + "".join(spelled)
             contribution = ops.einsum(full_spec, contribution, *identities)
         cotangents.append(contribution)
@@ -662,12 +825,28 @@ SOLVE = defprim(
 # ----------------------------------------------------------------------------------------------
 
 
+def _arange_like(value, stop):
+    """``arange(stop)`` beside ``value``: NumPy's for NumPy arrays (checked first, the CPU
+    path), the active namespace's inside ``use_namespace``, else the module of the array's
+    device (CuPy's for a GPU array)."""
+    if isinstance(value, xp.ndarray):
+        return xp.arange(stop)
+    if backend.ns is not xp:
+        return backend.ns.arange(stop)
+    return backend.namespace_of(value).arange(stop)
+
+
 def _xent_forward(logits, labels):
+    if type(labels) is not type(logits) and backend.device_of(labels) != backend.device_of(logits):
+        # Named by the engine's error path, which lists the devices of operands and labels.
+        raise TypeError("labels and logits on different devices")
     lse = _logsumexp_forward(logits, (logits.ndim - 1,), False)
     # logits[..., label] for every example: one gather on the rows of a (examples, classes) view.
     classes = logits.shape[-1]
     rows = logits.reshape(-1, classes)
-    picked = rows[xp.arange(rows.shape[0]), labels.reshape(-1)].reshape(labels.shape)
+    count = rows.shape[0]
+    examples = xp.arange(count) if isinstance(labels, xp.ndarray) else _arange_like(labels, count)
+    picked = rows[examples, labels.reshape(-1)].reshape(labels.shape)
     return lse - picked
 
 
@@ -678,11 +857,32 @@ def _xent_dlogits(logits, labels):
     maximum, 0 where that is not finite): softmax does not change when its input is shifted, so
     the peak carries no derivative and higher-order derivatives stay exact.
     """
-    peak = xp.maximum.reduce(ops.raw(logits), axis=-1, keepdims=True)
-    peak = xp.where(xp.isfinite(peak), peak, 0)
+    values = ops.raw(logits)
+    classes = values.shape[-1]
+    if isinstance(values, xp.ndarray):  # NumPy, written out: this runs in every training step
+        peak = xp.maximum.reduce(values, axis=-1, keepdims=True)
+        peak = xp.where(xp.isfinite(peak), peak, 0)
+        onehot = xp.arange(classes) == labels[..., None]
+    else:  # a GPU array, or another namespace's
+        peak = _reduce_max(values, -1, True)
+        peak = backend.ns.where(backend.ns.isfinite(peak), peak, 0)
+        onehot = _arange_like(labels, classes) == labels[..., None]
+        if backend.ns is not xp:  # the array API subtracts no booleans from floats
+            onehot = backend.ns.astype(onehot, values.dtype)
     exp = ops.exp(logits - peak)
-    onehot = xp.arange(logits.shape[-1]) == labels[..., None]
     return exp / ops.sum(exp, axis=-1, keepdims=True) - onehot
+
+
+def _namespace_xent(namespace):
+    """The fused cross-entropy forward in an array-API namespace (a take along the class axis)."""
+    logsumexp = _namespace_logsumexp(namespace)
+
+    def forward(logits, labels):
+        classes_axis = logits.ndim - 1
+        picked = namespace.take_along_axis(logits, namespace.expand_dims(labels, axis=-1), axis=-1)
+        return logsumexp(logits, (classes_axis,), False) - namespace.squeeze(picked, axis=-1)
+
+    return forward
 
 
 def _xent_vjp(g, out, logits, labels):
@@ -694,6 +894,7 @@ SOFTMAX_CROSS_ENTROPY = defprim(
     (_xent_vjp,),
     lambda ts, out, logits, labels: ops.sum(ts[0] * _xent_dlogits(logits, labels), axis=-1),
     lambda out, logits, labels: 5 * int(logits.size),
+    array_api=_namespace_xent,
 )
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from . import backend, ops
 from .backend import xp
-from . import ops
 from .core import Tracer, raw
 
 
@@ -158,6 +158,30 @@ def tree_leaves(tree) -> list:
     return tree_flatten(tree)[0]
 
 
+def _leaf_arrays(leaves):
+    """The leaves as arrays on one device. NumPy arrays for a tree on the CPU; where some leaf is
+    a device (GPU) array, the others stay on that device and the Python numbers among them join
+    it (a number lives nowhere in particular); a NumPy array beside a device array is an error
+    naming both devices, as for any operation."""
+    values = [raw(leaf) for leaf in leaves]
+    devices = [backend.device_of(value) for value in values]
+    device = next((name for name in devices if name != "cpu"), None)
+    if device is None:  # all on the CPU: the common case
+        return [xp.asarray(value) for value in values]
+    arrays = []
+    for value, where in zip(values, devices, strict=True):
+        if where != device:
+            if backend.is_array(value):
+                raise TypeError(
+                    f"ravel_pytree: leaves on two devices: a leaf of shape {value.shape} on "
+                    f"{where!r} beside leaves on {device!r}; move the tree to one device first "
+                    "(chainrule.device.to_device)"
+                )
+            value = backend.to_device(value, device)
+        arrays.append(value)
+    return arrays
+
+
 def ravel_pytree(tree):
     """Flatten a pytree of arrays into one 1-d vector θ; return ``(theta, unravel)``.
 
@@ -169,7 +193,7 @@ def ravel_pytree(tree):
     array([[1., 2.]])
     """
     leaves, treedef = tree_flatten(tree)
-    arrays = [xp.asarray(raw(leaf)) for leaf in leaves]
+    arrays = _leaf_arrays(leaves)
     shapes = [a.shape for a in arrays]
     sizes = [a.size for a in arrays]
     dtypes = [a.dtype for a in arrays]
@@ -180,7 +204,7 @@ def ravel_pytree(tree):
     def unravel(flat):
         traced = isinstance(flat, Tracer)  # differentiate through unravel when θ is traced
         if not traced:
-            flat = xp.asarray(flat)
+            flat = xp.asarray(flat) if backend.device_of(flat) == "cpu" else flat  # a GPU vector stays
         if tuple(flat.shape) != (total,):
             raise ValueError(f"unravel: expected a vector of shape ({total},), got {tuple(flat.shape)}")
         pieces = []

@@ -15,7 +15,7 @@ Two iterative sweeps, no recursion (a 100,000-op chain is fine):
 from __future__ import annotations
 
 from . import backend, ops
-from .backend import ndarray
+from .backend import ndarray, xp
 from .core import Tracer, apply, check_finite, enable_grad, raw, state
 from .primitives import SUM
 from .tensor import FREED, Tensor, current_epoch
@@ -194,7 +194,9 @@ def _seed(root, cotangent, create_graph):
                 "reduce it to a scalar first (e.g. loss.sum() or loss.mean()) or pass one"
             )
         data = raw(root.data)
-        return backend.ns.ones(data.shape, dtype=data.dtype)
+        if isinstance(data, (ndarray, xp.generic)):  # NumPy: ones() is cheaper than ones_like()
+            return backend.ns.ones(data.shape, dtype=data.dtype)
+        return backend.ns.ones_like(data)  # on the root's device (or in the active namespace)
     if isinstance(cotangent, Tensor) and not create_graph:
         cotangent = cotangent.data
     if tuple(cotangent.shape if hasattr(cotangent, "shape") else ()) != tuple(root.shape):

@@ -324,7 +324,14 @@ class Tensor(ArrayOperators, Tracer):
         return bool(raw(self.data))
 
     def __array__(self, dtype=None, copy=None):
-        array = backend.asarray(raw(self.data))  # 0-d results are NumPy scalars: make them arrays
+        data = raw(self.data)
+        if type(data) is not backend.ndarray and backend.device_of(data) != "cpu":
+            # As CuPy does for its arrays: no silent device-to-host copy.
+            raise TypeError(
+                f"cannot convert a Tensor on {backend.device_of(data)!r} (shape {self.shape}) to a "
+                "NumPy array implicitly; use Tensor.to_numpy() or Tensor.to('cpu')"
+            )
+        array = backend.asarray(data)  # 0-d results are NumPy scalars: make them arrays
         return array if dtype is None else array.astype(dtype)
 
     def detach(self) -> Tensor:
@@ -406,7 +413,7 @@ class Tensor(ArrayOperators, Tracer):
                 "for parameter updates wrap it in `with chainrule.no_grad():`, otherwise write "
                 "the out-of-place form (x = x + y, cnp.where, cnp.concatenate)"
             )
-        if not isinstance(self.data, backend.ndarray):
+        if isinstance(self.data, Tracer):  # (a GPU array is changed in place like a NumPy one)
             raise RuntimeError(f"{what}: in-place change of a tensor traced by a transformation")
         global _epoch
         _epoch += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numbers
 
+from .. import backend
 from .. import numpy as cnp
 from ..backend import xp
 from ..core import raw
@@ -148,16 +149,27 @@ class BatchNorm1d(Module):
             centered = x - mean
             var = cnp.mean(centered * centered, axis=0)
             if ctx.update_buffers:
+                self._buffers_to(raw(x))
                 m = self.momentum
                 self.running_mean = (1 - m) * self.running_mean + m * raw(mean)
                 self.running_var = (1 - m) * self.running_var + m * raw(var) * count / (count - 1)
                 self.num_batches_tracked = self.num_batches_tracked + 1
             out = centered / cnp.sqrt(var + self.eps)
         else:
+            self._buffers_to(raw(x))
             out = (x - self.running_mean) / xp.sqrt(self.running_var + self.eps)
         if self.affine:
             out = out * params["weight"] + params["bias"]
         return out
+
+    def _buffers_to(self, x):
+        """Move the running statistics to the device of the input ``x`` once, the first time the
+        layer sees it there (the parameters arrive through ``params``; the buffers are the
+        module's own: ``Module.to`` moves them ahead of time)."""
+        where = backend.device_of(x)
+        if backend.device_of(self.running_mean) != where:
+            for name in ("running_mean", "running_var", "num_batches_tracked"):
+                self._buffers[name] = backend.to_device(self._buffers[name], where)
 
     def extra_repr(self):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
@@ -210,7 +222,11 @@ class Dropout(Module):
             return x
         rng = ctx.rng if ctx.rng is not None else self.rng
         keep = rng.random(shape_of(x)) >= self.p
-        return x * (keep / (1.0 - self.p)).astype(raw(x).dtype)
+        mask = (keep / (1.0 - self.p)).astype(raw(x).dtype)
+        where = backend.device_of(raw(x))
+        if where != "cpu":  # drawn on the host (one seed, one mask, on every device), then moved
+            mask = backend.to_device(mask, where)
+        return x * mask
 
     def extra_repr(self):
         return f"p={self.p}"

@@ -19,6 +19,7 @@ array([0.1269, 0.6931])
 
 from __future__ import annotations
 
+from .. import backend
 from .. import numpy as cnp
 from ..backend import asarray, xp
 from ..core import raw
@@ -53,14 +54,22 @@ def mse(predictions, targets, reduction="mean"):
 
 
 def check_labels(labels, classes: int, what="labels"):
-    """Integer labels in [0, classes), or ``ValueError`` naming the first offending one."""
+    """Integer labels in [0, classes), or ``ValueError`` naming the first offending one.
+
+    Labels on a GPU are checked here for their dtype only: reading their values back to the host
+    would stall the device at every step (and cannot be part of a CUDA graph). Data sets check
+    their labels on the host when they are built (:func:`chainrule.data.validate`), and
+    :func:`softmax_cross_entropy` turns an out-of-range GPU label into a NaN loss on the device."""
     labels = asarray(raw(labels))  # keeps a captured step's recording array what it is
+    on_host = backend.device_of(labels) == "cpu"
     if labels.dtype.kind == "f":
-        if not xp.all(xp.isfinite(labels)) or not xp.all(labels == xp.round(labels)):
+        if on_host and (not xp.all(xp.isfinite(labels)) or not xp.all(labels == xp.round(labels))):
             raise ValueError(f"{what} must be whole numbers (class indices)")
         labels = labels.astype(xp.int64)
     elif labels.dtype.kind not in "iub":
         raise ValueError(f"{what} must be integer class indices, got dtype {labels.dtype}")
+    if not on_host:
+        return labels.astype(xp.int64, copy=False)
     bad = (labels < 0) | (labels >= classes)
     if xp.any(bad):
         index = int(xp.argmax(bad.ravel()))
@@ -72,9 +81,19 @@ def check_labels(labels, classes: int, what="labels"):
 
 
 def softmax_cross_entropy(logits, labels, reduction="mean"):
-    """Cross-entropy of integer ``labels`` under softmax(``logits``), fused and stable."""
-    labels = check_labels(labels, shape_of(logits)[-1])
-    return _reduce(cnp.softmax_cross_entropy(logits, labels), reduction)
+    """Cross-entropy of integer ``labels`` under softmax(``logits``), fused and stable.
+
+    On a GPU a label outside [0, classes) makes its example's loss NaN instead of raising: the
+    check stays on the device (no host read per step, nothing a CUDA graph cannot hold), and the
+    Trainer's finiteness check then stops the run. Without it, CuPy's indexing would wrap the
+    label around and silently pick another class's logit."""
+    classes = shape_of(logits)[-1]
+    labels = check_labels(labels, classes)
+    per_example = cnp.softmax_cross_entropy(logits, labels)
+    if backend.device_of(labels) != "cpu":
+        outside = (labels < 0) | (labels >= classes)
+        per_example = cnp.where(outside, float("nan"), per_example)
+    return _reduce(per_example, reduction)
 
 
 cross_entropy = softmax_cross_entropy
@@ -82,7 +101,7 @@ cross_entropy = softmax_cross_entropy
 
 def binary_logistic(logits, labels, reduction="mean"):
     """Logistic-regression cost for labels in {0, 1}: softplus(z) - y z (stable for any z)."""
-    labels = xp.asarray(raw(labels))
+    labels = asarray(raw(labels))  # a GPU array stays on its device
     if not xp.all((labels == 0) | (labels == 1)):
         raise ValueError("binary_logistic: labels must be 0 or 1")
     if shape_of(logits) != labels.shape:

@@ -30,8 +30,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from .. import backend
 from ..backend import xp
 from ..core import raw
+from ..device import current_device
 from ..pytree import tree_flatten
 from ..tensor import Tensor
 
@@ -41,9 +43,49 @@ def shape_of(value) -> tuple:
     return tuple(getattr(value, "shape", ()))
 
 
+def _new_array(value, dtype=None):
+    """A copy of ``value`` for a module to own. A GPU array stays on its device; host values
+    (NumPy arrays, lists, numbers) go to the default device (``with chainrule.device("cuda"):``
+    builds the model on the GPU), NumPy when none is set."""
+    value = raw(value)
+    if backend.device_of(value) != "cpu":
+        return value.astype(value.dtype if dtype is None else dtype, copy=True)
+    array = xp.array(value, dtype=dtype, copy=True)
+    target = current_device()
+    return array if target.kind == "cpu" else backend.to_device(array, target.name)
+
+
+def _onto(value, like, copy=True):
+    """``value`` as an array on the device of ``like`` (an array or a number) in its dtype: how a
+    loaded checkpoint (host arrays) lands on a model or optimizer state that lives on a GPU."""
+    value, like = raw(value), raw(like)
+    where = backend.device_of(like)
+    dtype = like.dtype if hasattr(like, "dtype") else xp.asarray(like).dtype
+    if backend.device_of(value) != where:
+        value = backend.to_device(value, where)  # a copy already
+        copy = False
+    elif where == "cpu":
+        value = xp.asarray(value)
+    return value.astype(dtype, copy=copy)
+
+
+def _host_copy(value):
+    """A NumPy copy of ``value`` (from the device for a GPU array): what checkpoints hold."""
+    value = raw(value)
+    if backend.device_of(value) != "cpu":
+        return backend.to_numpy(value)  # a device-to-host copy
+    return xp.array(value, copy=True)
+
+
+def _shape(value) -> tuple:
+    """The shape of an array on any device (``xp.shape`` would convert a GPU array)."""
+    return tuple(value.shape) if hasattr(value, "shape") else xp.shape(value)
+
+
 def Parameter(data, dtype=None) -> Tensor:
-    """A trainable tensor: a floating-point ``Tensor`` with ``requires_grad=True``."""
-    array = xp.array(raw(data), dtype=dtype, copy=True)
+    """A trainable tensor: a floating-point ``Tensor`` with ``requires_grad=True``, on the device
+    of ``data`` when it is a GPU array, else on the default device (:func:`chainrule.device`)."""
+    array = _new_array(data, dtype)
     if not xp.issubdtype(array.dtype, xp.floating):
         array = array.astype(xp.float64)
     return Tensor(array, requires_grad=True)
@@ -90,7 +132,8 @@ class Module:
         elif isinstance(value, Tensor) and value.requires_grad:
             self._registry("_parameters")[name] = value
         elif name in self.__dict__.get("_buffers", {}):
-            self._buffers[name] = xp.asarray(raw(value))
+            value = raw(value)
+            self._buffers[name] = xp.asarray(value) if backend.device_of(value) == "cpu" else value
             return
         object.__setattr__(self, name, value)
 
@@ -103,7 +146,7 @@ class Module:
 
     def register_buffer(self, name: str, value) -> None:
         """State saved with the model but not trained (e.g. BatchNorm's running mean)."""
-        self._registry("_buffers")[name] = xp.array(raw(value), copy=True)
+        self._registry("_buffers")[name] = _new_array(value)
 
     # -- the forward pass -------------------------------------------------------------------------
     def forward(self, params, x, ctx: Context):  # pragma: no cover - abstract
@@ -132,6 +175,30 @@ class Module:
 
     def eval(self) -> Module:
         return self.train(False)
+
+    def to(self, device, dtype=None) -> Module:
+        """Move every parameter and buffer to ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``) in
+        place, floating ones cast to ``dtype`` when given (integer buffers, such as batch norm's
+        counter, keep theirs), so that ``model(x)`` and ``model.parameters()`` live there;
+        returns the module. Gradients are dropped (they belong to the old arrays)."""
+        name = getattr(device, "name", device)
+
+        def moved(value):
+            value = raw(value)
+            if dtype is not None and value.dtype.kind == "f" and backend.device_of(value) == "cpu":
+                value = value.astype(dtype, copy=False)  # cast before the copy: fewer bytes to move
+            value = backend.to_device(value, name)
+            if dtype is not None and value.dtype.kind == "f":
+                value = value.astype(dtype, copy=False)
+            return value
+
+        for tensor in tree_flatten(self.named_tensors())[0]:
+            tensor.data = moved(tensor.data)
+            tensor.grad = None
+        for module in self.modules():
+            for key, value in module._buffers.items():
+                module._buffers[key] = moved(value)
+        return self
 
     def modules(self) -> Iterator[Module]:
         """This module and every sub-module, depth first (iterative)."""
@@ -185,11 +252,10 @@ class Module:
 
     # -- state dict: flat names for checkpoints ----------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """``{"params.0.weight": array, ..., "buffers.1.running_mean": array}`` (copies)."""
-        out = {f"params.{k}": xp.array(v, copy=True) for k, v in flatten_names(self.parameters()).items()}
-        out.update(
-            {f"buffers.{k}": xp.array(v, copy=True) for k, v in flatten_names(self.named_buffers()).items()}
-        )
+        """``{"params.0.weight": array, ..., "buffers.1.running_mean": array}`` (NumPy copies, also
+        of a model on a GPU: what a checkpoint file holds)."""
+        out = {f"params.{k}": _host_copy(v) for k, v in flatten_names(self.parameters()).items()}
+        out.update({f"buffers.{k}": _host_copy(v) for k, v in flatten_names(self.named_buffers()).items()})
         return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -211,12 +277,13 @@ class Module:
         if problems:
             shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
             raise ValueError(f"does not fit this {type(self).__name__}: {shown}")
+        # Values land on the device (and in the dtype) of what they replace.
         for name, tensor in own_params.items():
-            tensor.data = xp.array(raw(params[name]), dtype=tensor.data.dtype, copy=True)
+            tensor.data = _onto(params[name], tensor.data)
         if strict_buffers:
             for name, value in buffers.items():
                 owner, attr = self._owner_of(name)
-                owner._buffers[attr] = xp.array(raw(value), dtype=owner._buffers[attr].dtype, copy=True)
+                owner._buffers[attr] = _onto(value, owner._buffers[attr])
 
     def _owner_of(self, dotted: str):
         parts = dotted.split(".")
@@ -244,9 +311,9 @@ def _compare(own: dict, given: dict, kind: str, shape_of) -> list[str]:
     for name in own:
         if name not in given:
             problems.append(f"missing {kind} {name!r}")
-        elif tuple(xp.shape(raw(given[name]))) != tuple(shape_of(own[name])):
+        elif _shape(raw(given[name])) != tuple(shape_of(own[name])):
             problems.append(
-                f"{kind} {name!r} has shape {tuple(xp.shape(raw(given[name])))}, "
+                f"{kind} {name!r} has shape {_shape(raw(given[name]))}, "
                 f"expected {tuple(shape_of(own[name]))}"
             )
     problems += [f"unexpected {kind} {name!r}" for name in given if name not in own]
@@ -294,7 +361,7 @@ def unflatten_names(template, mapping: dict[str, Any], what: str = "state"):
     """The inverse of :func:`flatten_names` into ``template``'s structure, checking that the names
     and shapes agree (``ValueError`` naming the first differences otherwise)."""
     expected = flatten_names(template)
-    problems = _compare(expected, mapping, what, lambda v: xp.shape(raw(v)))
+    problems = _compare(expected, mapping, what, lambda v: _shape(raw(v)))
     if problems:
         raise ValueError("; ".join(problems[:3]))
 
@@ -303,7 +370,6 @@ def unflatten_names(template, mapping: dict[str, Any], what: str = "state"):
             return {k: build(f"{path}.{k}" if path else str(k), v) for k, v in node.items()}
         if isinstance(node, (list, tuple)):
             return type(node)(build(f"{path}.{i}" if path else str(i), v) for i, v in enumerate(node))
-        value = xp.asarray(mapping[path])
-        return value.astype(xp.asarray(raw(node)).dtype, copy=False)
+        return _onto(mapping[path], node, copy=False)  # on the template leaf's device
 
     return build("", template)
