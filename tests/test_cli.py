@@ -142,6 +142,18 @@ def test_train_writes_a_complete_run_directory_and_evaluate_reads_it(capsys, tmp
     assert json.loads((run_dir / "config.json").read_text())["epochs"] == 4
 
 
+@pytest.mark.parametrize("method_and_scheme", [["--method", "spsa"], ["--scheme", "layerwise"]])
+def test_evaluate_reads_a_run_made_with_another_method_or_scheme(capsys, tmp_path, method_and_scheme):
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", *TINY, *method_and_scheme, "--run-dir", run_dir, "--no-plot")
+    assert code == 0, err
+    summary = json.loads((run_dir / "summary.json").read_text())
+    code, out, err = run_cli(capsys, "evaluate", run_dir)
+    assert code == 0, err
+    test_line = next(line for line in out.splitlines() if line.startswith("test"))
+    assert f"{100 * summary['results']['test']['accuracy']:.2f}%" in test_line
+
+
 def test_default_run_directory_is_new_each_time(capsys, tmp_path):
     assert run_cli(capsys, "train", *TINY, "--quiet", "--no-plot")[0] == 0
     assert run_cli(capsys, "train", *TINY, "--quiet", "--no-plot")[0] == 0

@@ -3,6 +3,7 @@
     chainrule demo                      why backprop: one gradient by reverse mode vs finite differences
     chainrule train [options]           train an MLP; progress, final table, curves, run directory
     chainrule train --resume RUN_DIR    continue a run from its newest checkpoint (bit for bit)
+    chainrule train --device cuda       train on a GPU (CuPy), in float32 unless --dtype says otherwise
     chainrule evaluate RUN_DIR          loss and accuracy of a run's newest (or a given) checkpoint
     chainrule datasets                  the data sets that need no download
 
@@ -25,6 +26,7 @@ EXAMPLES = """examples:
       --batch-size 100 --epochs 40
   chainrule train --data my.csv --label-column species --hidden 32
   chainrule train --resume runs/digits-20250101-120000
+  chainrule train --data mnist1d --hidden 256,128 --optimizer adam --lr 0.003 --device cuda
 """
 
 
@@ -209,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="data-parallel over the MPI ranks of `mpirun -n N chainrule train ...` (needs mpi4py)",
     )
 
+    _add_device_arguments(train.add_argument_group("device"), resumable=True)
+
     group = train.add_argument_group("run directory and output")
     group.add_argument(
         "--run-dir",
@@ -290,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--out", metavar="DIR", default="runs/compare", help="where the table, JSON and PNG go"
     )
+    _add_device_arguments(compare)
 
     evaluate = sub.add_parser(
         "evaluate",
@@ -300,6 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by chainrule train")
     evaluate.add_argument(
         "--checkpoint", metavar="FILE", help="a checkpoint's .json (default: the run's newest)"
+    )
+    evaluate.add_argument(
+        "--device",
+        metavar="NAME",
+        help="cpu, cuda or cuda:N: where to load the checkpoint (default: where the run trained)",
     )
 
     sub.add_parser(
@@ -358,6 +368,40 @@ def _add_method_arguments(group, d):
     return group
 
 
+def _add_device_arguments(group, resumable=False):
+    """``--device`` and ``--dtype``, shared by ``train`` and ``compare``."""
+    where = "; a resumed run: where it last ran" if resumable else ""
+    group.add_argument(
+        "--device",
+        metavar="NAME",
+        help=f"cpu, cuda or cuda:N (a GPU, through CuPy) (default: cpu{where})",
+    )
+    group.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        help="floating dtype of parameters and data (default: float32 on a GPU, float64 on the CPU)",
+    )
+    return group
+
+
+def _run_device(name: str, recorded: bool = False):
+    """The :class:`~chainrule.device.Device` called ``name``; a one-line ``ConfigError`` when it
+    is unknown or absent (no CuPy, no GPU), raised before anything is written. ``recorded``: the
+    name comes from the run's config, not from the command line, and the message says so."""
+    from .device import Device
+    from .training.recipe import ConfigError
+
+    try:
+        return Device(name)
+    except (TypeError, ValueError, RuntimeError) as error:
+        if recorded:
+            raise ConfigError(
+                f"the run ran on {name!r}, which is not available here ({error}); "
+                "choose another with --device cpu"
+            ) from None
+        raise ConfigError(f"--device {name}: {error}") from None
+
+
 def _say(text="", file=None):
     print(text, file=file or sys.stdout, flush=True)
 
@@ -393,22 +437,23 @@ def _describe(config, model, splits, run_dir) -> str:
         f"{len(splits.val) if splits.val else 0} val / {len(splits.test)} test), "
         f"MLP {sizes} {config['activation']}{''.join(', ' + e for e in extras)}, "
         f"{model.num_parameters():,} parameters, {_describe_optimizer(config)}, "
-        f"{config['epochs']} epochs x {steps} steps of {config['batch_size']}, run dir {run_dir}"
+        f"{config['epochs']} epochs x {steps} steps of {config['batch_size']}, "
+        f"on {config['device']} ({config['dtype']}), run dir {run_dir}"
     )
 
 
 def _read_run_config(run_dir: Path) -> dict:
     from .training.checkpoint import read_json
-    from .training.recipe import DEFAULTS, FORMAT, ConfigError
+    from .training.recipe import ADDED_LATER, DEFAULTS, FORMAT, ConfigError
 
     path = run_dir / "config.json"
     config = read_json(path, "run config")
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ConfigError(f"{str(path)!r} is not a chainrule run configuration")
-    missing = sorted(set(DEFAULTS) - set(config))
+    missing = sorted(set(DEFAULTS) - set(config) - set(ADDED_LATER))
     if missing:
         raise ConfigError(f"{str(path)!r} is incomplete (no {', '.join(missing)})")
-    return config
+    return {**ADDED_LATER, **config}  # a run from before an option existed had its default
 
 
 def _describe_optimizer(config) -> str:
@@ -487,7 +532,14 @@ def cmd_train(args) -> int:
             "the cmaes scheme's state cannot be checkpointed, so `chainrule train` does not run it; "
             "compare it with `chainrule compare --schemes cmaes`"
         )
-    # Everything that can fail on bad input happens before the first byte is written.
+    # Everything that can fail on bad input happens before the first byte is written, the
+    # device included; the dtype is fixed when a run starts, so it resumes in it anywhere.
+    device = _run_device(config["device"], recorded=resume and "device" not in given)
+    config["device"] = device.name
+    if config["dtype"] is None:
+        from .device import float_dtype
+
+        config["dtype"] = float_dtype(None, device).name
     splits = build_data(config)
     model = build_model(config, splits)
     optimizer = build_optimizer(config, len(splits.train))
@@ -507,6 +559,8 @@ def cmd_train(args) -> int:
         method=build_method(config),
         scheme=build_scheme(config),
         communicator=communicator,
+        device=device,
+        dtype=config["dtype"],
     )
     if resume:
         restored = trainer.restore()
@@ -545,6 +599,8 @@ def cmd_train(args) -> int:
         "epochs": trainer.epoch,
         "training_seconds": total_time,
         "checkpoint": None if newest is None else str(newest.relative_to(run_dir)),
+        "device": device.name,
+        "dtype": config["dtype"],
     }
     write_json(run_dir / "summary.json", summary)
     if not args.no_plot and trainer.history:
@@ -582,7 +638,10 @@ def cmd_compare(args) -> int:
     from .training.recipe import ConfigError, build_data, make_config
 
     out = Path(args.out)
+    device = _run_device(args.device or "cpu")
     if args.gradient_cost:
+        if device.kind != "cpu" or args.dtype is not None:
+            raise ConfigError("--gradient-cost times gradients on the CPU; leave out --device and --dtype")
         try:
             targets = [float(part) for part in _names(args.params, "params")]
         except ValueError:
@@ -631,7 +690,7 @@ def cmd_compare(args) -> int:
     sizes = [splits.train.num_features, *hidden, splits.train.num_outputs]
     _say(
         f"{args.data}: MLP {'-'.join(str(n) for n in sizes)}, "
-        f"batch {args.batch_size}, seed {args.seed}, budget {budget} per pair"
+        f"batch {args.batch_size}, seed {args.seed}, budget {budget} per pair, on {device.name}"
     )
     try:
         runs = compare_training(
@@ -646,6 +705,8 @@ def cmd_compare(args) -> int:
             learning_rates=rates,
             activation=args.activation,
             batchnorm=args.batchnorm,
+            device=device.name,
+            dtype=args.dtype,
         )
     except ValueError as error:
         raise ConfigError(str(error)) from None
@@ -668,8 +729,10 @@ def cmd_evaluate(args) -> int:
     from .training.recipe import (
         ConfigError,
         build_data,
+        build_method,
         build_model,
         build_optimizer,
+        build_scheme,
         validate_config,
     )
     from .training.trainer import Trainer
@@ -678,7 +741,10 @@ def cmd_evaluate(args) -> int:
     if not run_dir.is_dir():
         raise ConfigError(f"run directory {str(run_dir)!r} does not exist")
     config = _read_run_config(run_dir)
+    if args.device is not None:
+        config["device"] = args.device
     validate_config(config)
+    device = _run_device(config["device"], recorded=args.device is None)
     splits = build_data(config)
     model = build_model(config, splits)
     trainer = Trainer(
@@ -689,6 +755,10 @@ def cmd_evaluate(args) -> int:
         seed=config["seed"],
         run_dir=run_dir,
         log=None,
+        method=build_method(config),
+        scheme=build_scheme(config),
+        device=device,
+        dtype=config["dtype"],
     )
     if args.checkpoint is not None:
         path = trainer.restore(Path(args.checkpoint))
@@ -697,7 +767,7 @@ def cmd_evaluate(args) -> int:
         if path is None:
             raise CheckpointError(f"run directory {str(run_dir)!r} has no checkpoint yet")
     results = {name: trainer.evaluate(dataset) for name, dataset in splits.items()}
-    _say(f"checkpoint {path} (step {trainer.step}, {trainer.epoch} epochs complete)")
+    _say(f"checkpoint {path} (step {trainer.step}, {trainer.epoch} epochs complete), on {device.name}")
     _say(format_table(results, splits.train.task))
     return 0
 

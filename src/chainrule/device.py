@@ -17,8 +17,17 @@ that knows about CuPy.
 
 ``device(name)`` is also a context manager that sets the *default device*, the one that
 :func:`array` (and the data, module and checkpoint layers that build arrays through it) put new
-arrays on. ``"cuda"`` needs CuPy and a GPU; without them it is a ``RuntimeError`` saying which is
-missing. On a GPU the default floating dtype is float32 (:func:`default_float_dtype`).
+arrays on; for a CUDA device it also makes that GPU CuPy's current one, so arrays that CuPy
+creates inside the block land on it. ``"cuda"`` needs CuPy and a GPU; without them it is a
+``RuntimeError`` saying which is missing. On a GPU the default floating dtype is float32
+(:func:`default_float_dtype`, :func:`float_dtype`).
+
+GPU work is asynchronous: a Python timer around a device computation measures the launch, not
+the work. :func:`synchronize` waits for the device (a no-op on the CPU), so timings read
+
+>>> import time
+>>> from chainrule.device import synchronize
+>>> started = time.perf_counter(); synchronize(); seconds = time.perf_counter() - started
 """
 
 from __future__ import annotations
@@ -37,6 +46,9 @@ __all__ = [
     "default_float_dtype",
     "device",
     "device_of",
+    "float_dtype",
+    "scoped_device",
+    "synchronize",
     "to_device",
     "to_numpy",
 ]
@@ -70,12 +82,21 @@ class Device:
         return hash((self.kind, self.index))
 
     def __enter__(self):
-        self._previous.append(_state.device)
+        # A CUDA device also becomes CuPy's current device, so CuPy's own allocations in the
+        # block (zeros, empty, ...) land on it and not on GPU 0.
+        cuda_context = None
+        if self.kind == "cuda":  # the constructor checked the device; entering is the hot path
+            cupy = backend.cupy_module() or backend.require_cuda(self.index)
+            cuda_context = cupy.cuda.Device(self.index)
+            cuda_context.__enter__()
+        self._previous.append((_state.device, cuda_context))
         _state.device = self
         return self
 
     def __exit__(self, *exc_info):
-        _state.device = self._previous.pop()
+        _state.device, cuda_context = self._previous.pop()
+        if cuda_context is not None:
+            cuda_context.__exit__(*exc_info)
         return False
 
 
@@ -97,6 +118,25 @@ def current_device() -> Device:
     return _state.device or Device("cpu")
 
 
+def scoped_device() -> Device | None:
+    """The device of the innermost ``with device(...)`` block, ``None`` outside every block
+    (where :func:`current_device` answers the CPU by default, this says no one chose)."""
+    return _state.device
+
+
+def synchronize(where=None) -> None:
+    """Wait until the device has finished all the work queued on it: a no-op on the CPU, where
+    every operation is done when it returns. Put it before reading a timer around GPU work.
+    ``where``: a device name or :class:`Device` (default: the current device)."""
+    target = current_device() if where is None else Device(where)
+    if target.kind == "cpu":
+        return
+    handle = backend.require_cuda(target.index).cuda.Device(target.index)
+    wait = getattr(handle, "synchronize", None)  # the simulated device computes synchronously
+    if wait is not None:
+        wait()
+
+
 def cuda_available() -> bool:
     """Whether CuPy is installed and sees at least one CUDA device."""
     return backend.cuda_device_count() > 0
@@ -115,6 +155,23 @@ def default_float_dtype(where=None):
     return backend.xp.float32 if target.kind == "cuda" else backend.default_float_dtype()
 
 
+def float_dtype(dtype=None, where=None):
+    """The floating dtype to compute with: ``dtype`` when given (a name such as ``"float32"``, a
+    NumPy dtype or type), else the device's default (:func:`default_float_dtype`). A
+    non-floating ``dtype`` is a ``TypeError`` naming it.
+
+    >>> float_dtype("float32"), float_dtype(where="cpu")
+    (dtype('float32'), dtype('float64'))
+    """
+    try:
+        chosen = backend.xp.dtype(default_float_dtype(where) if dtype is None else dtype)
+    except TypeError:
+        chosen = None
+    if chosen is None or chosen.kind != "f":
+        raise TypeError(f"float_dtype: expected a floating dtype such as 'float32', got {dtype!r}")
+    return chosen
+
+
 def array(value, dtype=None, device=None):
     """``value`` as an array on ``device`` (default: the current default device)."""
     target = current_device() if device is None else Device(device)
@@ -124,19 +181,36 @@ def array(value, dtype=None, device=None):
     return moved if dtype is None else moved.astype(dtype, copy=False)
 
 
-def to_device(tree, name):
-    """Every array leaf of ``tree`` on device ``name`` (Tensors through :meth:`Tensor.to`)."""
+def to_device(tree, name, dtype=None):
+    """Every array leaf of ``tree`` on device ``name`` (Tensors through :meth:`Tensor.to`).
+
+    With ``dtype``, floating array leaves are also cast to it (integer leaves, such as labels
+    and step counters, keep theirs; Tensors are moved, not cast). The cast happens on the host
+    side of the copy, so narrowing float64 to float32 on the way to a GPU moves half the bytes.
+    """
     target = Device(name).name
+    cast = None if dtype is None else float_dtype(dtype)
     leaves, treedef = tree_flatten(tree)
     moved = []
     for leaf in leaves:
         if hasattr(leaf, "to") and isinstance(leaf, Tracer):
             moved.append(leaf.to(target))
         elif backend.is_array(leaf) or hasattr(leaf, "dtype"):
-            moved.append(backend.to_device(leaf, target))
+            moved.append(_move_array(leaf, target, cast))
         else:
             moved.append(leaf)
     return tree_unflatten(treedef, moved)
+
+
+def _move_array(value, target: str, cast):
+    """``value`` on ``target``, floating values cast to ``cast`` (``None``: kept) on the host."""
+    if cast is None or backend.xp.dtype(value.dtype).kind != "f" or value.dtype == cast:
+        return backend.to_device(value, target)
+    if target == "cpu":
+        return backend.to_device(value, target).astype(cast)
+    if backend.device_of(value) == "cpu":
+        return backend.to_device(backend.asarray(value).astype(cast), target)
+    return backend.to_device(value, target).astype(cast)
 
 
 def to_numpy(tree):

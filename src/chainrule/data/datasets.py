@@ -15,6 +15,12 @@ outside ``[0, classes)``.
 Traceback (most recent call last):
 ...
 chainrule.data.datasets.DataError: features have 3 rows but labels have 2; they must be equally long
+
+Data sets live on the host unless moved: ``dataset.to("cuda")`` (or ``splits.to("cuda")``) copies
+the validated arrays to a GPU once, optionally casting the features to a dtype, and
+:func:`batches` then gathers every mini-batch on that device (one copy of the epoch's order per
+epoch, none per batch). A data set built from device arrays is validated on a host copy (one
+device-to-host copy at construction) and keeps its arrays where they were.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from .. import backend
 from ..backend import xp
 
 
@@ -31,7 +38,20 @@ class DataError(ValueError):
 
 
 def validate(features, labels, num_classes=None, task="classification"):
-    """Checked copies of ``features`` (float, 2-d) and ``labels``; ``DataError`` otherwise."""
+    """Checked copies of ``features`` (float, 2-d) and ``labels``; ``DataError`` otherwise.
+
+    Arrays on a GPU are checked on a host copy and handed back on their device."""
+    where = backend.device_of(features)
+    where = where if where != "cpu" else backend.device_of(labels)
+    if where == "cpu":
+        return _validate_on_host(features, labels, num_classes, task)
+    features, labels, num_classes = _validate_on_host(
+        backend.to_numpy(features), backend.to_numpy(labels), num_classes, task
+    )
+    return backend.to_device(features, where), backend.to_device(labels, where), num_classes
+
+
+def _validate_on_host(features, labels, num_classes, task):
     try:
         features = xp.asarray(features)
         labels = xp.asarray(labels)
@@ -137,10 +157,55 @@ class Dataset:
             return int(self.num_classes)
         return 1 if self.labels.ndim == 1 else int(self.labels.shape[1])
 
+    @property
+    def device(self) -> str:
+        """Where the arrays live: ``"cpu"``, ``"cuda"``..."""
+        return backend.device_of(self.features)
+
     def subset(self, indices, name=None) -> Dataset:
+        if self.device != "cpu":  # rows of validated data: valid, and no round trip to the host
+            return Dataset._validated(
+                self.features[indices], self.labels[indices], self.num_classes, self.task, name or self.name
+            )
         return Dataset(
             self.features[indices], self.labels[indices], self.num_classes, self.task, name or self.name
         )
+
+    def to(self, device, dtype=None) -> Dataset:
+        """This data set on ``device`` (``"cpu"``, ``"cuda"``...), its features (and regression
+        targets) cast to the floating ``dtype`` when given; ``self`` when nothing changes. One
+        copy of each array, checked already, so not checked again.
+
+        >>> import numpy as np
+        >>> data = Dataset(np.zeros((4, 2)), np.array([0, 1, 1, 0]))
+        >>> data.to("cpu", "float32").features.dtype, data.to("cpu") is data
+        (dtype('float32'), True)
+        """
+        cast = None if dtype is None else xp.dtype(dtype)
+        if cast is not None and cast.kind != "f":
+            raise DataError(f"Dataset.to: dtype must be a floating dtype such as 'float32', got {dtype!r}")
+        target = backend.device_name(*backend.parse_device(getattr(device, "name", device)))
+        if target == self.device and (cast is None or self.features.dtype == cast):
+            return self
+        features = _moved(self.features, target, cast)
+        labels = _moved(self.labels, target, cast if self.task == "regression" else None)
+        return Dataset._validated(features, labels, self.num_classes, self.task, self.name)
+
+    @classmethod
+    def _validated(cls, features, labels, num_classes, task, name) -> Dataset:
+        """A data set of arrays that already passed :func:`validate` (moved or sliced rows)."""
+        data = cls.__new__(cls)
+        data.features, data.labels = features, labels
+        data.num_classes, data.task, data.name = num_classes, task, name
+        return data
+
+
+def _moved(array, target: str, cast):
+    """``array`` cast to ``cast`` (``None``: kept) where it is, then moved to ``target``: from the
+    host, a narrowing cast halves the bytes that cross to the GPU."""
+    if cast is not None and array.dtype != cast:
+        array = array.astype(cast)
+    return backend.to_device(array, target)
 
 
 @dataclass
@@ -157,6 +222,14 @@ class Splits:
             for n, d in (("train", self.train), ("val", self.val), ("test", self.test))
             if d is not None
         ]
+
+    def to(self, device, dtype=None) -> Splits:
+        """Every split on ``device`` (see :meth:`Dataset.to`)."""
+        return Splits(
+            self.train.to(device, dtype),
+            None if self.val is None else self.val.to(device, dtype),
+            self.test.to(device, dtype),
+        )
 
 
 def _check_fraction(value, what):
@@ -227,10 +300,16 @@ def check_batch_size(batch_size) -> int:
 def batches(
     data: Dataset, batch_size: int, seed: int = 0, epoch: int = 0, shuffle=True, drop_last=False, start=0
 ) -> Iterator:
-    """``(features, labels)`` mini-batches of one epoch, starting at batch number ``start``."""
+    """``(features, labels)`` mini-batches of one epoch, starting at batch number ``start``.
+
+    The order is drawn on the host (the same on every device); for a data set on a GPU it is
+    copied there once per epoch, and every batch is then gathered on the device."""
     batch_size = check_batch_size(batch_size)
     n = len(data)
     order = epoch_order(n, seed, epoch) if shuffle else xp.arange(n)
+    where = backend.device_of(data.features)
+    if where != "cpu":
+        order = backend.to_device(order, where)
     for index in range(start, num_batches(n, batch_size, drop_last)):
         chosen = order[index * batch_size : (index + 1) * batch_size]
         yield data.features[chosen], data.labels[chosen]
@@ -251,12 +330,15 @@ class Standardizer:
 
     @classmethod
     def fit(cls, features, per_feature=True) -> Standardizer:
+        features = backend.to_numpy(features)  # a few statistics: computed on the host
         mean = features.mean(axis=0) if per_feature else features.mean()
         std = features.std(axis=0) if per_feature else features.std()
         return cls(mean, xp.where(std > 1e-12, std, 1.0))
 
     def __call__(self, data: Dataset) -> Dataset:
-        features = (data.features - self.mean) / self.scale
+        where = data.device
+        mean, scale = backend.to_device(self.mean, where), backend.to_device(self.scale, where)
+        features = (data.features - mean) / scale
         return Dataset(features, data.labels, data.num_classes, data.task, data.name)
 
 

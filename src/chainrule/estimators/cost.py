@@ -5,6 +5,11 @@ The counts are exact by construction (each method knows what it ran). FLOPs and 
 :func:`chainrule.count` (each primitive's FLOP rule, summed as it runs), peak memory with
 :mod:`tracemalloc` (NumPy reports its allocations to it), as the peak above what was already
 allocated when the method started.
+
+On a GPU the counts and FLOPs are the same, but ``peak_bytes`` is still the host's: tracemalloc
+does not see device allocations (CuPy's memory pool would have to be asked). ``seconds`` there
+includes the GPU's work only because every method reads its losses back to the host, which
+waits for the device.
 """
 
 from __future__ import annotations

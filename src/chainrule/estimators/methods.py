@@ -23,6 +23,11 @@ to its truncation error; the stochastic ones (``forward_gradient``, ``spsa``, ``
 MeZO and ES, the gradient of a smoothed loss), each with a variance that grows with the number of
 parameters P. Their ``estimate`` method returns the estimate as a :class:`SeededGradient` (a key
 and a few coefficients) instead of a pytree.
+
+Every method works on parameters on a GPU as well: the results (gradients, perturbed points)
+stay on the parameters' device, and the random directions of the stochastic methods are drawn
+on the host by NumPy and copied over (:mod:`.seeded`), so a key gives the same estimate on every
+device. The losses come back to the host as Python floats, one small copy per evaluation.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import math
 import numbers
 
+from .. import backend
 from ..backend import xp
 from ..core import raw
 from ..jacobians import forward_jacobian
@@ -42,14 +48,15 @@ from .seeded import SeededGradient, add_direction_, direction, direction_leaf
 
 def _scalar(value, method: str) -> float:
     value = raw(value)
-    if xp.ndim(value) != 0:
-        raise TypeError(f"{method}: loss_fn must return a scalar, got an array of shape {xp.shape(value)}")
-    return float(value)
+    shape = tuple(getattr(value, "shape", ()))
+    if shape != ():
+        raise TypeError(f"{method}: loss_fn must return a scalar, got an array of shape {shape}")
+    return float(value)  # a device's 0-d loss: one explicit copy to the host
 
 
 def _float_leaves(params, method: str):
     leaves, treedef = tree_flatten(params)
-    arrays = [xp.asarray(raw(leaf)) for leaf in leaves]
+    arrays = [backend.asarray(raw(leaf)) for leaf in leaves]
     for n, array in enumerate(arrays):
         if not xp.issubdtype(array.dtype, xp.floating):
             raise TypeError(
@@ -149,7 +156,7 @@ class ForwardMode(Method):
         )
         cost.forward_passes += max(1, -(-size // self.chunk_size))
         cost.jvp_passes += size
-        return _scalar(loss, self.name), tree_map(xp.asarray, grads)
+        return _scalar(loss, self.name), tree_map(lambda leaf: backend.asarray(raw(leaf)), grads)
 
     def _sampled(self, loss_fn, arrays, treedef, batch, cost):
         """Only the first ``sample`` partial derivatives (the rest left zero): the same sweeps
@@ -259,7 +266,7 @@ class StochasticMethod(Method):
     perturbation_flops = 2
 
     def _plain(self, loss_fn, params, batch, cost):
-        size = sum(int(xp.size(raw(leaf))) for leaf in tree_leaves(params))
+        size = sum(int(getattr(raw(leaf), "size", 1)) for leaf in tree_leaves(params))
         return (loss_fn, params, batch, lambda: self.perturbation_flops * size * cost.loss_evaluations)
 
     def estimate(self, loss_fn, params, batch, key=0, *, step: int = 0, measure: bool = False):
@@ -280,11 +287,13 @@ class StochasticMethod(Method):
 
 
 def _perturbed(arrays, treedef, key, index, scale, distribution):
-    """θ + scale·z_index as a new pytree (one θ-sized copy)."""
+    """θ + scale·z_index as a new pytree (one θ-sized copy), on θ's device."""
     return tree_unflatten(
         treedef,
         [
-            a + a.dtype.type(scale) * direction_leaf(key, index, n, a.shape, a.dtype, distribution)
+            a
+            + a.dtype.type(scale)
+            * direction_leaf(key, index, n, a.shape, a.dtype, distribution, backend.device_of(a))
             for n, a in enumerate(arrays)
         ],
     )
@@ -383,10 +392,10 @@ class MeZO(StochasticMethod):
     def _coefficients(self, loss_fn, params, batch, key, step, cost):
         leaves = tree_leaves(params)
         for n, leaf in enumerate(leaves):
-            if not isinstance(leaf, xp.ndarray):
+            if not backend.is_array(leaf):
                 raise TypeError(
-                    f"mezo: parameter leaf {n} must be a NumPy array (it is perturbed in place), "
-                    f"got {type(leaf).__name__}"
+                    f"mezo: parameter leaf {n} must be an array, NumPy or CuPy (it is perturbed in "
+                    f"place), got {type(leaf).__name__}"
                 )
             if not xp.issubdtype(leaf.dtype, xp.floating):
                 raise TypeError(

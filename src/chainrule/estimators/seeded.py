@@ -10,10 +10,17 @@ a pure function of ``(key, i, leaf, chunk)`` means:
   only the scalars ``c_i`` (a few bytes) instead of a θ-sized gradient.
 
 :class:`SeededGradient` is such an estimate kept as its key and coefficients.
+
+Directions are drawn on the host, by NumPy's generator, whatever device the parameters are on,
+and copied to that device: the same key gives bit-identical directions on the CPU and on a GPU
+(so a run resumed on another device, or ranks on different devices, agree), at the price of
+drawing on the CPU and one host-to-device copy of the drawn values (P·itemsize bytes per use of
+a direction; on a GPU the drawing, not the copy, is the larger cost, as with MeZO on the CPU).
 """
 
 from __future__ import annotations
 
+from .. import backend
 from ..backend import xp
 from ..core import raw
 from ..pytree import tree_flatten, tree_unflatten
@@ -37,41 +44,55 @@ def _chunks(size: int):
         yield number, start, min(start + CHUNK, size)
 
 
-def direction_leaf(key: int, direction: int, leaf: int, shape, dtype, distribution: str = "gaussian"):
+def direction_leaf(
+    key: int, direction: int, leaf: int, shape, dtype, distribution: str = "gaussian", device: str = "cpu"
+):
     """The whole ``leaf``-th array of direction ``direction`` (the same values, chunk by chunk,
-    that :func:`add_direction_` adds)."""
+    that :func:`add_direction_` adds), on ``device``: drawn on the host, then one copy there."""
     size = 1
     for n in shape:
         size *= int(n)
     out = xp.empty(size, dtype=dtype)
     for number, start, stop in _chunks(size):
         out[start:stop] = _draw(key, direction, leaf, number, stop - start, dtype, distribution)
-    return out.reshape(shape)
+    out = out.reshape(shape)
+    return out if device == "cpu" else backend.to_device(out, device)
 
 
 def direction(key: int, index: int, template, distribution: str = "gaussian"):
-    """Direction ``index`` of ``key`` as a pytree shaped like ``template``."""
+    """Direction ``index`` of ``key`` as a pytree shaped like ``template``, each leaf on the
+    device of ``template``'s leaf."""
     leaves, treedef = tree_flatten(template)
-    arrays = [xp.asarray(raw(leaf)) for leaf in leaves]
+    arrays = [backend.asarray(raw(leaf)) for leaf in leaves]
     return tree_unflatten(
         treedef,
-        [direction_leaf(key, index, n, a.shape, a.dtype, distribution) for n, a in enumerate(arrays)],
+        [
+            direction_leaf(key, index, n, a.shape, a.dtype, distribution, backend.device_of(a))
+            for n, a in enumerate(arrays)
+        ],
     )
 
 
 def add_direction_(leaves, key: int, index: int, scale: float, distribution: str = "gaussian") -> None:
     """``leaf += scale * z`` for every leaf, in place, generating ``z`` a chunk at a time: the
-    extra memory is one chunk, whatever the size of θ. Every leaf is checked before any changes."""
+    extra memory is one chunk, whatever the size of θ. Every leaf is checked before any changes.
+    A leaf on a GPU gets each chunk drawn on the host and copied over (see the module's text)."""
     for n, leaf in enumerate(leaves):
-        if not isinstance(leaf, xp.ndarray) or not leaf.flags.c_contiguous or not leaf.flags.writeable:
+        flags = getattr(leaf, "flags", None)
+        # CuPy's flags have no ``writeable``: device arrays always are.
+        if not backend.is_array(leaf) or not flags.c_contiguous or not getattr(flags, "writeable", True):
             raise ValueError(
-                f"add_direction_: leaf {n} of shape {xp.shape(leaf)} must be a writable C-contiguous array"
+                f"add_direction_: leaf {n} of shape {tuple(getattr(leaf, 'shape', ()))} must be a "
+                "writable C-contiguous array"
             )
     for n, leaf in enumerate(leaves):
         flat = leaf.reshape(-1)
+        where = backend.device_of(leaf)
         for number, start, stop in _chunks(flat.size):
             z = _draw(key, index, n, number, stop - start, flat.dtype, distribution)
             z *= flat.dtype.type(scale)
+            if where != "cpu":
+                z = backend.to_device(z, where)
             flat[start:stop] += z
 
 
@@ -92,14 +113,15 @@ class SeededGradient:
         leaves, treedef = tree_flatten(template)
         out = []
         for n, leaf in enumerate(leaves):
-            leaf = xp.asarray(raw(leaf))
-            total = xp.zeros(leaf.shape, dtype=leaf.dtype)
+            leaf = backend.asarray(raw(leaf))
+            total = xp.zeros(leaf.shape, dtype=leaf.dtype)  # summed on the host, then one copy
             for i, c in enumerate(self.coefficients):
                 if c != 0:
                     total += leaf.dtype.type(c) * direction_leaf(
                         self.key, i, n, leaf.shape, leaf.dtype, self.distribution
                     )
-            out.append(total)
+            where = backend.device_of(leaf)
+            out.append(total if where == "cpu" else backend.to_device(total, where))
         return tree_unflatten(treedef, out)
 
     def add_to_(self, leaves, scale: float) -> None:

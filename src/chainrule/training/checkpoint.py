@@ -6,6 +6,11 @@ A checkpoint is two files side by side, ``step-00000120.npz`` and ``step-0000012
 * the ``.json`` holds everything else (epoch, step, RNG state, optimizer and run configuration,
   metrics so far), the SHA-256 of the ``.npz`` and the name, shape and dtype of every array.
 
+Arrays are always stored as host (NumPy) arrays: arrays on a GPU are copied to the host
+explicitly when saved, so a checkpoint does not depend on the device it came from. The Trainer
+records that device (and the compute dtype) in the ``.json`` and loads the arrays onto the device
+of the run that reads them: a run checkpointed on a GPU resumes on it, or on the CPU.
+
 Each file is written to a temporary name in the same folder, flushed to disk and renamed over its
 final name (``os.replace``, atomic on POSIX), the ``.npz`` first: the ``.json`` is the commit mark.
 A process killed at any instant therefore leaves either the previous checkpoint or the new one,
@@ -30,7 +35,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from ..backend import xp
+from ..backend import to_numpy, xp
 
 FORMAT = "chainrule-checkpoint/1"
 _NAME = re.compile(r"^step-(\d{8,})\.json$")
@@ -111,7 +116,7 @@ def save_checkpoint(directory, step: int, arrays: dict, meta: dict) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     json_path = checkpoint_path(directory, step)
     npz_path = json_path.with_suffix(".npz")
-    arrays = {name: xp.asarray(value) for name, value in arrays.items()}
+    arrays = {name: to_numpy(value) for name, value in arrays.items()}  # device -> host copies
     for name, value in arrays.items():
         if value.dtype == object:
             raise TypeError(f"checkpoint array {name!r} has dtype object; only numeric arrays are saved")

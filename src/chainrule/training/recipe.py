@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from ..backend import parse_device
 from ..data.datasets import SCALINGS, DataError, check_batch_size, num_batches
 from ..data.sources import load
 from ..estimators import ALIASES, METHODS, get_method
@@ -55,10 +56,19 @@ DEFAULTS = {
     "seed": 0,
     "checkpoint_every": 0,
     "keep_checkpoints": 3,
+    "device": "cpu",
+    "dtype": None,
 }
 
-#: Options that may differ when a run is resumed (they do not change its arithmetic).
-RESUMABLE = ("epochs",)
+#: Options that may differ when a run is resumed (they do not change its arithmetic: a run keeps
+#: its ``dtype``, recorded when it starts, on whichever device it continues).
+RESUMABLE = ("epochs", "device")
+
+#: Options newer than the first run configurations, with the value an older run had in effect.
+ADDED_LATER = {"device": "cpu", "dtype": None}
+
+#: The floating dtypes a run may compute in (``None``: the device's default, float32 on a GPU).
+DTYPES = ("float32", "float64")
 
 
 class ConfigError(ValueError):
@@ -163,6 +173,12 @@ def validate_config(config: dict) -> None:
         raise ConfigError(f"unknown --scale {config['scale']!r}; choose auto, standard, global or none")
     if config["task"] not in (None, "classification", "regression"):
         raise ConfigError(f"--task must be classification or regression, got {config['task']!r}")
+    try:
+        parse_device(config["device"])
+    except (TypeError, ValueError):
+        raise ConfigError(f"--device {config['device']!r} is unknown; use cpu, cuda or cuda:N") from None
+    if config["dtype"] not in (None, *DTYPES):
+        raise ConfigError(f"--dtype must be float32 or float64, got {config['dtype']!r}")
     try:
         check_batch_size(config["batch_size"])
     except DataError as error:

@@ -18,6 +18,10 @@ Any gradient method of :mod:`chainrule.estimators` drives ``simultaneous``, ``la
 ``cyclic``; ``derivative_free`` is ``simultaneous`` with a method that never differentiates
 (finite differences, SPSA, MeZO, ES). A scheme is used by the Trainer: ``init`` makes the
 optimizer state, ``step`` takes one update and returns ``(params, opt_state, loss, cost)``.
+
+Every scheme but ``cmaes`` runs where the parameters are (CPU or GPU): the arrays a scheme makes
+itself (LocoProp's taps, step counters) are made on the parameters' device. CMA-ES is host-only
+(the ``cma`` package is NumPy): it refuses parameters on a GPU with an error saying so.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .. import backend
 from .. import numpy as cnp
 from ..backend import xp
 from ..core import raw
@@ -123,7 +128,7 @@ class Simultaneous(Scheme):
                 step=inputs.step,
                 measure=inputs.measure,
             )
-            return params, {"step": xp.asarray(int(opt_state["step"]) + 1, dtype=xp.int64)}, loss, cost
+            return params, {"step": _next_step(opt_state["step"])}, loss, cost
         loss, grads, cost = gradient(method, inputs.objective, params, inputs)
         params, opt_state = optimizer.update(grads, opt_state, params)
         return params, opt_state, loss, cost
@@ -141,6 +146,18 @@ class DerivativeFree(Simultaneous):
                 f"the derivative_free scheme needs a method that only evaluates the loss {self.METHODS}, "
                 f"not {method.name}"
             )
+
+
+def _next_step(step):
+    """The step counter ``step`` + 1, kept where it was (device and dtype)."""
+    return backend.asarray(step + 1)
+
+
+def _step_like(value: int, like):
+    """The integer ``value`` as a 0-d array on the device and with the dtype of ``like``."""
+    return backend.to_device(
+        xp.asarray(value, dtype=getattr(like, "dtype", xp.int64)), backend.device_of(like)
+    )
 
 
 def _plain_sgd(optimizer) -> bool:
@@ -367,9 +384,10 @@ class LocoProp(Scheme):
             return trainer.loss(x, labels)
 
         batch_size = len(labels)
+        like = tree_leaves(params)[0]  # the taps are made on the parameters' device
         taps = {
-            unit.linear: xp.zeros(
-                (batch_size, model._children[unit.linear].out_features), dtype=_dtype(params)
+            unit.linear: xp.zeros_like(
+                like, shape=(batch_size, model._children[unit.linear].out_features), dtype=_dtype(params)
             )
             for unit in units
         }
@@ -447,10 +465,10 @@ class LocoProp(Scheme):
         outer_step = int(state["step"])
         local_state = trainer.optimizer.init(weights)
         for _ in range(self.local_steps):
-            local_state["step"] = xp.asarray(outer_step, dtype=xp.int64)
+            local_state["step"] = _step_like(outer_step, local_state["step"])
             weights, local_state = trainer.optimizer.update(local_grad(weights), local_state, weights)
             cost.local_passes += 1
-        return weights, {**state, "step": xp.asarray(outer_step + 1, dtype=xp.int64)}
+        return weights, {**state, "step": _step_like(outer_step + 1, state["step"])}
 
 
 def _dtype(params):
@@ -480,6 +498,12 @@ class CMAES(Scheme):
         return {"name": self.name, "sigma": self.sigma, "population": self.population, "seed": self.seed}
 
     def init(self, model, optimizer, params):
+        devices = {backend.device_of(raw(leaf)) for leaf in tree_leaves(params)} - {"cpu"}
+        if devices:
+            raise ValueError(
+                f"the cmaes scheme runs on the host (the cma package computes with NumPy), but the "
+                f"parameters are on {sorted(devices)[0]!r}: train it on device 'cpu'"
+            )
         try:
             import cma
         except ImportError:  # pragma: no cover - cma is installed with the project's lab extra

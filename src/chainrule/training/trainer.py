@@ -18,6 +18,24 @@ With a ``communicator`` (``chainrule.distributed.MPICommunicator``) each process
 share of every global batch and the shares' gradients are combined by one all-reduce per step
 (see :mod:`chainrule.training.parallel`).
 
+**Devices.** ``Trainer(..., device="cuda")`` trains on a GPU: the model's parameters and buffers
+move there (float32 unless ``dtype`` says otherwise: ``chainrule.device.default_float_dtype``),
+so the optimizer state is made there too. Each data set is copied to the device once, the first
+time it is used (``data_on_device=True``), and the batches are then gathered on the device; with
+``data_on_device=False`` the data stay on the host and each batch is copied as it is drawn (for
+data sets larger than the GPU's memory). The few values read on the host (the loss, the count of
+correct predictions, the finiteness of the weights) are explicit copies of 0-d arrays, one each
+per step. Random draws (the epoch's order, dropout masks, the stochastic methods' directions) are
+made by NumPy on the host from the same seeds and copied over, so a run draws the same numbers on
+every device. Checkpoints hold host arrays plus the device and dtype in their metadata, and load
+onto the device of the run that reads them: a run checkpointed on a GPU resumes there, or on the
+CPU.
+
+**Divergence.** A step whose loss is NaN or Inf, or whose magnitude exceeds ``divergence_factor``
+(default 10^6) times max(1, |first loss of the run|), raises :class:`TrainingDiverged` naming the
+step and the loss, before anything from that step is kept or checkpointed: a run can blow up to a
+huge but finite loss (LocoProp-M reaches 1e99) long before it overflows.
+
 >>> import numpy as np
 >>> from chainrule import data, nn, optim
 >>> train = data.Dataset(np.random.default_rng(0).standard_normal((64, 2)), np.arange(64) % 2)
@@ -33,9 +51,11 @@ import math
 import time
 from pathlib import Path
 
+from .. import backend
 from ..backend import xp
 from ..core import raw
 from ..data.datasets import Dataset, batches, check_batch_size, num_batches
+from ..device import Device, float_dtype, scoped_device, to_device, to_numpy
 from ..estimators import Cost, get_method
 from ..nn.layers import Dropout
 from ..nn.losses import get_loss
@@ -70,8 +90,38 @@ class ShardedGenerator:
         return whole[self.start : self.stop]
 
 
+#: A run whose loss grows beyond this many times max(1, |first loss|) has diverged.
+DIVERGENCE_FACTOR = 1e6
+
+
 class TrainingDiverged(FloatingPointError):
-    """The loss became NaN or Inf; nothing is checkpointed from that point on."""
+    """The loss became NaN or Inf, or grew beyond the divergence threshold (see
+    :class:`Trainer`), or the weights became NaN or Inf; nothing is checkpointed from that point on."""
+
+
+def _run_device(device, model) -> Device:
+    """The device a Trainer runs on: ``device`` when given, else the innermost
+    ``with chainrule.device.device(...)`` block, else where the model's parameters are."""
+    if device is not None:
+        return Device(device)
+    scoped = scoped_device()
+    if scoped is not None:
+        return scoped
+    found = {backend.device_of(raw(leaf)) for leaf in tree_leaves(model.parameters())}
+    if len(found) > 1:
+        raise ValueError(
+            f"Trainer: the model's parameters are on several devices {sorted(found)}; pass device="
+        )
+    return Device(found.pop() if found else "cpu")
+
+
+def _all_finite(leaves) -> bool:
+    """Whether every leaf is finite. On a GPU the per-leaf answers are stacked there and read with
+    one host copy (one synchronisation per step, not one per leaf)."""
+    flags = [xp.all(xp.isfinite(leaf)) for leaf in leaves]
+    if not flags or backend.device_of(flags[0]) == "cpu":
+        return all(flags)
+    return bool(xp.all(xp.stack(flags)))
 
 
 class Trainer:
@@ -86,6 +136,12 @@ class Trainer:
     ``chainrule.estimators`` and ``chainrule.training.schemes``; ``total_cost`` sums every step's
     :class:`~chainrule.estimators.Cost`, and ``measure_next = True`` makes the next step also
     measure its FLOPs and peak memory.
+
+    ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``; default: the innermost ``with
+    chainrule.device.device(...)`` block, else where the model's parameters are) is where
+    training runs; the model is moved there. ``dtype`` is the floating dtype of parameters and
+    data (default: float32 on a GPU, the model's own on the CPU). ``data_on_device`` and
+    ``divergence_factor`` (``None``: only NaN and Inf count) are described in the module's text.
     """
 
     def __init__(
@@ -107,6 +163,10 @@ class Trainer:
         method="backprop",
         scheme="simultaneous",
         communicator=None,
+        device=None,
+        dtype=None,
+        data_on_device: bool = True,
+        divergence_factor: float | None = DIVERGENCE_FACTOR,
     ):
         if task not in ("classification", "regression"):
             raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
@@ -133,14 +193,27 @@ class Trainer:
                 f"the {self.scheme.name} scheme's state cannot be checkpointed; "
                 "train it without a run directory"
             )
+        if divergence_factor is not None and not (
+            isinstance(divergence_factor, (int, float)) and divergence_factor > 1
+        ):
+            raise ValueError(
+                f"divergence_factor must be a number above 1 (or None), got {divergence_factor!r}"
+            )
+        self.divergence_factor = None if divergence_factor is None else float(divergence_factor)
+        self.first_loss = None  # the run's first loss: the divergence threshold's reference
         self.communicator = communicator if communicator is not None else LocalCommunicator()
+        self.device = _run_device(device, model)
+        # None: the parameters keep their dtype and the data are not cast (the CPU's default).
+        self.dtype = None if dtype is None and self.device.kind == "cpu" else float_dtype(dtype, self.device)
+        self.data_on_device = bool(data_on_device)
+        self._placed_data: dict = {}  # id(dataset) -> (dataset, its copy on the device)
+        if self.communicator.size > 1:  # every rank starts from rank 0's parameters (host copies)
+            theta, unravel = ravel_pytree(to_numpy(model.parameters()))
+            model.load_parameters(unravel(self.communicator.broadcast(theta)))
+        model.to(self.device.name, self.dtype)
         self.params = model.parameters()
-        if self.communicator.size > 1:  # every rank starts from rank 0's parameters
-            theta, unravel = ravel_pytree(self.params)
-            self.params = unravel(self.communicator.broadcast(theta))
-            model.load_parameters(self.params)
-            self.params = model.parameters()
-        self.opt_state = self.scheme.init(model, optimizer, self.params)
+        with self.device:
+            self.opt_state = self.scheme.init(model, optimizer, self.params)
         self._opt_template = self.opt_state
         self._has_dropout = any(isinstance(m, Dropout) for m in model.modules())
         self.epoch = 0  # epochs completed
@@ -228,6 +301,9 @@ class Trainer:
         of no examples."""
         leaves, treedef = tree_flatten(grads)
         leaves = [raw(leaf) for leaf in leaves]
+        # The communicator sends host buffers: a gradient on a GPU crosses to the host and back.
+        where = backend.device_of(leaves[0]) if leaves else "cpu"
+        leaves = [to_numpy(leaf) for leaf in leaves] if where != "cpu" else leaves
         size = sum(leaf.size for leaf in leaves)
         buffer = self._reduce_buffer
         if buffer is None or buffer.size != size + 2:
@@ -246,7 +322,8 @@ class Trainer:
         self._reduced_hits = int(round(float(total[-1])))
         out, offset = [], 0
         for leaf in leaves:
-            out.append(total[offset : offset + leaf.size].reshape(leaf.shape).astype(leaf.dtype, copy=False))
+            piece = total[offset : offset + leaf.size].reshape(leaf.shape).astype(leaf.dtype, copy=False)
+            out.append(piece if where == "cpu" else backend.to_device(piece, where))
             offset += leaf.size
         return float(total[-2]), tree_unflatten(treedef, out)
 
@@ -261,8 +338,60 @@ class Trainer:
         seeded.coefficients = total[:-2]
         return float(total[-2]), seeded
 
+    def _placed_batch(self, features, labels):
+        """A batch on the trainer's device, cast to its dtype (a no-op for a batch already there)."""
+        if self.device.kind == "cpu" and self.dtype is None:
+            return features, labels
+        batch = (backend.asarray(raw(features)), backend.asarray(raw(labels)))
+        features, labels = to_device(batch, self.device.name)
+        if features.dtype != self.dtype:
+            features = features.astype(self.dtype)
+        if self.task == "regression" and labels.dtype != self.dtype:
+            labels = labels.astype(self.dtype)
+        return features, labels
+
+    def place(self, dataset: Dataset) -> Dataset:
+        """``dataset`` on the trainer's device and dtype: copied once, then remembered (later calls
+        with the same data set return the same copy); the data set itself when nothing changes."""
+        if self.device.kind == "cpu" and self.dtype is None:
+            return dataset
+        cached = self._placed_data.get(id(dataset))
+        if cached is not None and cached[0] is dataset:
+            return cached[1]
+        placed = dataset.to(self.device.name, self.dtype)
+        self._placed_data[id(dataset)] = (dataset, placed)
+        return placed
+
+    def _check_loss(self, loss: float) -> None:
+        """Raise :class:`TrainingDiverged` for a NaN or Inf loss, or one beyond the threshold."""
+        if math.isfinite(loss):
+            if self.first_loss is None:
+                self.first_loss = loss
+            if self.divergence_factor is None:
+                return
+            limit = self.divergence_factor * max(1.0, abs(self.first_loss))
+            if abs(loss) <= limit:
+                return
+            reason = (
+                f"the loss {loss:.6g} exceeds {self.divergence_factor:g} x max(1, |first loss "
+                f"{self.first_loss:.6g}|) = {limit:.6g}"
+            )
+        else:
+            reason = f"the loss is {loss}"
+            if self.device.kind != "cpu":
+                reason += " (on a GPU an out-of-range label also gives a NaN loss)"
+        raise TrainingDiverged(
+            f"training diverged at step {self.step + 1} (epoch {self.epoch + 1}): {reason}; "
+            "lower the learning rate"
+        )
+
     def train_step(self, features, labels) -> float:
-        """One update on one (global) batch; returns the batch's loss (before the update)."""
+        """One update on one (global) batch; returns the batch's loss (before the update). The
+        batch may be on the host or on the trainer's device (it is moved there)."""
+        with self.device:
+            return self._train_step(*self._placed_batch(features, labels))
+
+    def _train_step(self, features, labels) -> float:
         inputs = self._step_inputs(features, labels)
         self._reduced_hits = None
         self._buffers_pending = True
@@ -271,16 +400,11 @@ class Trainer:
         with xp.errstate(over="ignore", invalid="ignore", divide="ignore"):
             params, opt_state, loss, cost = self.scheme.step(self, self.params, self.opt_state, inputs)
             loss = float(loss)
-            if not math.isfinite(loss):
-                raise TrainingDiverged(
-                    f"training diverged at step {self.step + 1} (epoch {self.epoch + 1}): "
-                    f"the loss is {loss}; "
-                    "lower the learning rate"
-                )
+            self._check_loss(loss)
         self.measure_next = False
         self.last_cost = cost
         self.total_cost = self.total_cost + cost
-        if not all(xp.all(xp.isfinite(leaf)) for leaf in tree_leaves(params)):
+        if not _all_finite(tree_leaves(params)):
             raise TrainingDiverged(
                 f"training diverged at step {self.step + 1} (epoch {self.epoch + 1}): the weights became NaN "
                 "or Inf; lower the learning rate"
@@ -326,6 +450,11 @@ class Trainer:
         steps_per_epoch = num_batches(len(train), self.batch_size)
         show_bar = progress_enabled(self.progress)
         started = time.perf_counter()
+        with self.device:
+            source = self.place(train) if self.data_on_device else train
+            return self._fit(source, epochs, val, max_steps, steps_per_epoch, show_bar, started)
+
+    def _fit(self, train, epochs, val, max_steps, steps_per_epoch, show_bar, started) -> list[dict]:
         try:
             while self.epoch < epochs:
                 bar = make_bar(show_bar, steps_per_epoch, self.batch, f"epoch {self.epoch + 1}/{epochs}")
@@ -387,17 +516,22 @@ class Trainer:
 
     # -- evaluation ----------------------------------------------------------------------------------
     def evaluate(self, dataset: Dataset, params=None) -> dict:
-        """Mean loss (and accuracy) of the model in evaluation mode over ``dataset``."""
-        params = self.params if params is None else params
+        """Mean loss (and accuracy) of the model in evaluation mode over ``dataset`` (on the
+        trainer's device: see :meth:`place`); ``params`` (default: the trainer's) are moved there."""
+        params = self.params if params is None else to_device(params, self.device.name, self.dtype)
         total = RunningMean()
         hits = 0
-        for start in range(0, len(dataset), self.eval_batch_size):
-            features = dataset.features[start : start + self.eval_batch_size]
-            labels = dataset.labels[start : start + self.eval_batch_size]
-            outputs = self.model.apply(params, features, train=False)
-            total.add(float(self.loss(outputs, labels)), len(labels))
-            if self.task == "classification":
-                hits += correct(outputs, labels)
+        with self.device:
+            data = self.place(dataset) if self.data_on_device else dataset
+            for start in range(0, len(data), self.eval_batch_size):
+                features, labels = self._placed_batch(
+                    data.features[start : start + self.eval_batch_size],
+                    data.labels[start : start + self.eval_batch_size],
+                )
+                outputs = self.model.apply(params, features, train=False)
+                total.add(float(self.loss(outputs, labels)), len(labels))
+                if self.task == "classification":
+                    hits += correct(outputs, labels)
         return {
             "examples": len(dataset),
             "loss": total.value,
@@ -415,6 +549,12 @@ class Trainer:
         arrays.update({f"opt.{k}": v for k, v in flatten_names(self.opt_state).items()})
         return arrays
 
+    @property
+    def compute_dtype(self) -> str | None:
+        """The name of the parameters' floating dtype (``"float32"``...)."""
+        leaves = tree_leaves(self.params)
+        return str(raw(leaves[0]).dtype) if leaves else None
+
     def state_meta(self) -> dict:
         return {
             "epoch": self.epoch,
@@ -423,6 +563,9 @@ class Trainer:
             "seed": self.seed,
             "batch_size": self.batch_size,
             "task": self.task,
+            "device": self.device.name,
+            "dtype": self.compute_dtype,
+            "first_loss": self.first_loss,
             "method": self.method.config(),
             "scheme": self.scheme.config(),
             "cost": {k: v for k, v in self.total_cost.as_dict().items() if k != "passes"},
@@ -477,6 +620,8 @@ class Trainer:
                 f"not {self.optimizer.config()}"
             )
         model_state = {k: v for k, v in arrays.items() if k.startswith(("params.", "buffers."))}
+        # The checkpoint's host arrays land on this run's device and dtype, whichever device saved
+        # them: where the model's Tensors and the optimizer state's template leaves are.
         try:
             self.model.load_state_dict(model_state)
         except ValueError as error:
@@ -497,6 +642,8 @@ class Trainer:
             epoch, batch, step = int(meta["epoch"]), int(meta["batch"]), int(meta["step"])
             history = list(meta["history"])
             elapsed = float(meta.get("elapsed", 0.0))
+            first_loss = meta.get("first_loss")
+            first_loss = None if first_loss is None else float(first_loss)
         except (KeyError, TypeError, ValueError) as error:
             raise CheckpointError(f"checkpoint {str(path)!r} lacks training state ({error})") from None
         self.params = params
@@ -504,6 +651,7 @@ class Trainer:
         self.epoch, self.batch, self.step = epoch, batch, step
         self.history = history
         self.elapsed = elapsed
+        self.first_loss = first_loss
         self.total_cost = cost
         self._reset_accumulators(accumulators["loss_total"], accumulators["count"], accumulators["hits"])
         return Path(path)
