@@ -244,6 +244,45 @@ def test_captured_tiny_mlp_step_follows_the_eager_step():
     assert not np.allclose(backend.to_numpy(replayed["w0"]), backend.to_numpy(params["w0"]))
 
 
+def _relu_cross_entropy_step(params, x, labels, lr=0.1):
+    """The benchmark's step: a ReLU MLP with the engine's fused softmax cross-entropy."""
+
+    def loss_fn(p):
+        h = x
+        layers = len(p) // 2
+        for i in range(layers):
+            h = cnp.matmul(h, p[f"w{i}"]) + p[f"b{i}"]
+            if i < layers - 1:
+                h = cnp.maximum(h, 0.0)
+        return cnp.mean(cnp.softmax_cross_entropy(h, labels))
+
+    loss, grads = cr.value_and_grad(loss_fn)(params)
+    return {k: params[k] - lr * grads[k] for k in params}, loss
+
+
+@cuda
+def test_captured_relu_cross_entropy_step_follows_the_eager_step():
+    import cupy
+
+    rng = np.random.default_rng(2)
+    params = _device_mlp(cupy, rng)
+
+    def labelled_batch():
+        x, _ = _batch(cupy, rng)
+        return x, cupy.asarray(rng.integers(0, SIZES[-1], x.shape[0]))
+
+    fast = capture(_relu_cross_entropy_step, (params, *labelled_batch()))
+    eager, replayed = dict(params), dict(params)
+    for _ in range(5):
+        x, labels = labelled_batch()
+        eager, eager_loss = _relu_cross_entropy_step(eager, x, labels)
+        replayed, replayed_loss = fast(replayed, x, labels)
+        _close(replayed_loss, eager_loss)
+        for key in eager:
+            _close(replayed[key], eager[key])
+    assert fast.stats["fallbacks"] == 0
+
+
 @cuda
 def test_a_new_shape_recaptures_or_raises():
     import cupy
