@@ -395,9 +395,24 @@ def _draw_like(rng, leaf):
     return rng.standard_normal(np.shape(leaf))
 
 
-def _first_order(fun, args, cotangents, tangents):
+def _derivatives(fun, args, cotangents, tangents, order):
+    """Forward value, VJP and JVP; with ``order`` 2 also forward-over-reverse and
+    reverse-over-reverse second derivatives (the gradient of <VJP, tangents>)."""
     value, vjp_fun = cr.vjp(fun, *args)
-    return value, vjp_fun(cotangents), cr.jvp(fun, args, tangents)[1]
+    found = [value, vjp_fun(cotangents), cr.jvp(fun, args, tangents)[1]]
+    if order < 2:
+        return found
+
+    def pull_back(*point):
+        pulled = cr.vjp(fun, *point)[1](cotangents)
+        return pulled if isinstance(pulled, tuple) else (pulled,)
+
+    def along_tangents(*point):
+        return sum(cnp.sum(p * t) for p, t in zip(pull_back(*point), tangents, strict=True))
+
+    found.append(cr.jvp(pull_back, args, tangents)[1])
+    found.append(cr.grad(along_tangents, argnums=tuple(range(len(args))))(*args))
+    return found
 
 
 def _uncovered_primitive(error):
@@ -436,10 +451,11 @@ OUTSIDE_THE_STANDARD = {
 
 
 def test_every_grid_case_built_from_covered_primitives_runs_on_strict_arrays():
-    """Every case of the primitive grid (tests/test_primitives.py) either runs its forward value,
-    VJP and JVP on strict arrays, equal to NumPy's, or stops at a primitive without an array-API
-    forward, by name: no case may fail any other way (a NumPy-only call on the path, a result
-    that left the namespace, a wrong value)."""
+    """Every case of the primitive grid (tests/test_primitives.py) either runs on strict arrays,
+    equal to NumPy's (forward value, VJP and JVP, and for the cases of order 2 the
+    forward-over-reverse and reverse-over-reverse second derivatives), or stops at a primitive
+    without an array-API forward, by name: no case may fail any other way (a NumPy-only call on
+    the path, a result that left the namespace, a wrong value)."""
     from test_primitives import GRID  # noqa: PLC0415  (tests/ is on sys.path under pytest)
 
     passed, outside, stopped_at = [], [], {}
@@ -449,11 +465,12 @@ def test_every_grid_case_built_from_covered_primitives_runs_on_strict_arrays():
         rng = np.random.default_rng(5)
         cotangents = cr.tree_map(partial(_draw_like, rng), host_fun(*args))
         tangents = tuple(rng.standard_normal(np.shape(a)) for a in args)
-        want = _first_order(host_fun, args, cotangents, tangents)
+        want = _derivatives(host_fun, args, cotangents, tangents, case.order)
         try:
             with use_namespace(array_api_strict):
                 strict_fun = partial(_function_on_strict_arrays(case.fun), cnp)
-                got = _first_order(strict_fun, _strict(args), _strict(cotangents), _strict(tangents))
+                strict_args = _strict(args), _strict(cotangents), _strict(tangents)
+                got = _derivatives(strict_fun, *strict_args, case.order)
         except Exception as error:
             if case.id in OUTSIDE_THE_STANDARD:
                 outside.append(case.id)

@@ -12,8 +12,9 @@ That is how ``jacfwd`` pushes all n basis directions through a single pass.
 
 from __future__ import annotations
 
-from . import ops
+from . import backend, ops
 from .array_methods import ArrayOperators
+from .backend import xp
 from .core import Tracer, apply
 
 
@@ -58,6 +59,8 @@ class Dual(ArrayOperators, Tracer):
                 primals.append(arg)
                 tangents.append(None)
         out = apply(prim, *primals, **params)
+        if backend.ns is not xp:  # a namespace whose operators refuse tracers
+            tangents, out, primals = _lifted(tangents, out, primals)
         tangent = prim.jvp(tuple(tangents), out, *primals, **params)
         if tangent is None:
             tangent = ops.zeros_like(out)
@@ -72,3 +75,14 @@ class Dual(ArrayOperators, Tracer):
 
     def __repr__(self):
         return f"Dual(primal={self.primal!r}, tangent={self.tangent!r}, level={self._level})"
+
+
+def _lifted(tangents, out, primals):
+    """Plain arrays as constant Tensors when some operand is traced (see
+    :func:`chainrule.tensor.lift_constant`); unchanged otherwise."""
+    operands = (*tangents, out, *primals)
+    if not any(isinstance(value, Tracer) for value in operands):
+        return tangents, out, primals
+    from .tensor import lift_constant  # noqa: PLC0415  (tensor imports this module's users)
+
+    return [lift_constant(t) for t in tangents], lift_constant(out), [lift_constant(p) for p in primals]

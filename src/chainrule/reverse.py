@@ -18,7 +18,7 @@ from . import backend, ops
 from .backend import ndarray, xp
 from .core import Tracer, apply, check_finite, enable_grad, raw, state
 from .primitives import SUM
-from .tensor import FREED, Tensor, current_epoch
+from .tensor import FREED, Tensor, constant_data, current_epoch, lift_constant
 
 
 def unbroadcast(cotangent, shape):
@@ -132,6 +132,8 @@ def backward_pass(roots, cotangents, *, retain_graph=False, create_graph=False, 
         rules = prim.vjp
         if create_graph:
             values, out = args, node
+            if backend.ns is not xp:  # a namespace whose operators refuse tracers: see _lifted
+                cotangent, out, values, rules = _lifted(cotangent, out, values, rules)
         elif level == 0:  # every Tensor among the args is of this level
             if len(args) == 2:
                 first, second = args
@@ -145,6 +147,8 @@ def backward_pass(roots, cotangents, *, retain_graph=False, create_graph=False, 
         else:
             values = [arg.data if type(arg) is Tensor and arg._level == level else arg for arg in args]
             out = node.data
+            if backend.ns is not xp:  # a namespace whose operators refuse tracers: see _lifted
+                cotangent, out, values, rules = _lifted(cotangent, out, values, rules)
         if type(rules) is tuple:
             contributions = rules
             variadic = False
@@ -176,14 +180,48 @@ def backward_pass(roots, cotangents, *, retain_graph=False, create_graph=False, 
             if remaining:  # more consumers to come: fan-out is a sum
                 consumers[arg] = remaining
                 previous = pending.get(arg)
-                pending[arg] = contribution if previous is None else previous + contribution
+                if previous is not None:
+                    contribution = _summed(previous, contribution)
+                pending[arg] = contribution
             else:
                 del consumers[arg]
                 previous = pending.pop(arg, None)
-                push((arg, contribution if previous is None else previous + contribution))
+                push((arg, contribution if previous is None else _summed(previous, contribution)))
         # Drop this node's arrays before the next one is processed.
         del values, out, cotangent, contributions
     return results
+
+
+def _summed(previous, contribution):
+    """Two cotangents of one value added (fan-out); a plain array of a namespace whose operators
+    refuse tracers is lifted first (see :func:`chainrule.tensor.lift_constant`)."""
+    try:
+        return previous + contribution
+    except TypeError:
+        return lift_constant(previous) + contribution
+
+
+def _lifted(cotangent, out, values, rules):
+    """Plain arrays of another namespace as constant Tensors, when some value is traced.
+
+    A rule such as ``g * y`` with a plain ``g`` and a traced ``y`` relies on ``g``'s operator
+    deferring to the tracer (NumPy's ``__array_ufunc__ = None`` protocol); ``array_api_strict``'s
+    operators raise instead. Inside :func:`chainrule.backend.use_namespace`, on the nested
+    (higher-order) path only, the plain operands are lifted so the tracer's operators run, and
+    the rules' results are unwrapped again where they stayed constant."""
+    if not any(isinstance(value, Tracer) for value in values):
+        return cotangent, out, values, rules
+    lift = lift_constant
+    if type(rules) is tuple:
+        rules = tuple(_unwrapping(rule) for rule in rules)
+    else:
+        variadic = rules
+        rules = lambda *args, **params: [constant_data(c) for c in variadic(*args, **params)]  # noqa: E731
+    return lift(cotangent), lift(out), [lift(value) for value in values], rules
+
+
+def _unwrapping(rule):
+    return lambda *args, **params: constant_data(rule(*args, **params))
 
 
 def _seed(root, cotangent, create_graph):

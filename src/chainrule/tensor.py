@@ -446,11 +446,33 @@ class Tensor(ArrayOperators, Tracer):
         return self._inplace(backend.xp.divide, other, "/=")
 
 
-
 def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:
     """Same as ``Tensor(data, requires_grad, dtype)``."""
     return Tensor(data, requires_grad=requires_grad, dtype=dtype)
 
 
+# ------------------------------------------------------------------------------------------------
+# Constants for namespaces whose operators refuse tracers
+# ------------------------------------------------------------------------------------------------
+
+
+def lift_constant(value):
+    """A plain array as a constant Tensor (level 0, nothing to differentiate); others unchanged.
+
+    Derivative rules such as ``g * y`` rely on a plain ``g``'s operator deferring to a traced
+    ``y`` (NumPy's ``__array_ufunc__ = None`` protocol). ``array_api_strict``'s operators raise
+    instead, so inside :func:`chainrule.backend.use_namespace` the nested (higher-order) paths
+    lift plain operands first, and the tracers' own operators run."""
+    return value if isinstance(value, Tracer) or not hasattr(value, "shape") else Tensor(value)
+
+
+def constant_data(value):
+    """A lifted constant's array again (a Tensor of level 0 that nothing differentiates)."""
+    if type(value) is Tensor and not value.requires_grad and value._level == 0:
+        return value.data
+    return value
+
+
 from . import ops  # noqa: E402
 from .reverse import backward as _backward  # noqa: E402  (reverse imports this module)
+

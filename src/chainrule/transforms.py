@@ -14,13 +14,13 @@ from __future__ import annotations
 import functools
 
 from . import backend, ops
-from .backend import ndarray
+from .backend import ndarray, xp
 from .core import Tracer, new_level
 from .counting import is_counting, note_pass
 from .forward import Dual
 from .pytree import tree_flatten, tree_unflatten
 from .reverse import backward_pass
-from .tensor import Tensor, _clock
+from .tensor import Tensor, _clock, constant_data
 
 
 def _as_value(leaf, transform):
@@ -67,6 +67,8 @@ def _lower(value, level):
 def _plain(value):
     """NumPy turns 0-d results into scalars; hand users arrays, as the transforms promise."""
     if isinstance(value, (Tracer, ndarray)) or value is None:
+        if backend.ns is not xp and type(value) is Tensor:  # a constant lifted by reverse._lifted
+            return constant_data(value)
         return value
     return backend.asarray(value) if hasattr(value, "dtype") else value
 
