@@ -154,6 +154,34 @@ def test_evaluate_reads_a_run_made_with_another_method_or_scheme(capsys, tmp_pat
     assert f"{100 * summary['results']['test']['accuracy']:.2f}%" in test_line
 
 
+def test_matmul_precision_is_recorded_used_and_kept(capsys, tmp_path):
+    runs = {}
+    for mode in ("highest", "bf16"):
+        run_dir = tmp_path / mode
+        code, out, err = run_cli(
+            capsys,
+            "train",
+            *TINY,
+            "--dtype",
+            "float32",
+            "--matmul-precision",
+            mode,
+            "--run-dir",
+            run_dir,
+            "--no-plot",
+        )
+        assert code == 0, err
+        assert ("bf16 matmuls" in out) == (mode == "bf16")
+        assert json.loads((run_dir / "config.json").read_text())["matmul_precision"] == mode
+        runs[mode] = json.loads((run_dir / "summary.json").read_text())["results"]["train"]["loss"]
+        code, out, _ = run_cli(capsys, "evaluate", run_dir)
+        train_line = next(line for line in out.splitlines() if line.startswith("train"))
+        assert code == 0 and f"{runs[mode]:.4f}" in train_line
+    assert runs["bf16"] != runs["highest"]  # rounded inputs: a (slightly) different run
+    code, _, err = run_cli(capsys, "train", "--resume", tmp_path / "bf16", "--matmul-precision", "tf32")
+    assert code == 2 and "--matmul-precision 'tf32' differs from the run's 'bf16'" in err
+
+
 def test_default_run_directory_is_new_each_time(capsys, tmp_path):
     assert run_cli(capsys, "train", *TINY, "--quiet", "--no-plot")[0] == 0
     assert run_cli(capsys, "train", *TINY, "--quiet", "--no-plot")[0] == 0

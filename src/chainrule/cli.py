@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="data-parallel over the MPI ranks of `mpirun -n N chainrule train ...` (needs mpi4py)",
     )
 
-    _add_device_arguments(train.add_argument_group("device"), resumable=True)
+    _add_device_arguments(train.add_argument_group("device"), resumable=True, precision=True)
 
     group = train.add_argument_group("run directory and output")
     group.add_argument(
@@ -368,8 +368,9 @@ def _add_method_arguments(group, d):
     return group
 
 
-def _add_device_arguments(group, resumable=False):
-    """``--device`` and ``--dtype``, shared by ``train`` and ``compare``."""
+def _add_device_arguments(group, resumable=False, precision=False):
+    """``--device`` and ``--dtype``, shared by ``train`` and ``compare`` (and, for ``train``,
+    ``--matmul-precision``)."""
     where = "; a resumed run: where it last ran" if resumable else ""
     group.add_argument(
         "--device",
@@ -381,6 +382,13 @@ def _add_device_arguments(group, resumable=False):
         choices=("float32", "float64"),
         help="floating dtype of parameters and data (default: float32 on a GPU, float64 on the CPU)",
     )
+    if precision:
+        group.add_argument(
+            "--matmul-precision",
+            choices=("highest", "tf32", "bf16"),
+            help="float32 matrix products with TF32 or bfloat16 inputs (tensor cores on a GPU; on the "
+            "CPU the same rounding is emulated, for its numerics, not its speed) (default: highest)",
+        )
     return group
 
 
@@ -400,6 +408,11 @@ def _run_device(name: str, recorded: bool = False):
                 "choose another with --device cpu"
             ) from None
         raise ConfigError(f"--device {name}: {error}") from None
+
+
+def _precision_note(config) -> str:
+    mode = config.get("matmul_precision", "highest")
+    return "" if mode == "highest" else f", {mode} matmuls"
 
 
 def _say(text="", file=None):
@@ -438,7 +451,7 @@ def _describe(config, model, splits, run_dir) -> str:
         f"MLP {sizes} {config['activation']}{''.join(', ' + e for e in extras)}, "
         f"{model.num_parameters():,} parameters, {_describe_optimizer(config)}, "
         f"{config['epochs']} epochs x {steps} steps of {config['batch_size']}, "
-        f"on {config['device']} ({config['dtype']}), run dir {run_dir}"
+        f"on {config['device']} ({config['dtype']}{_precision_note(config)}), run dir {run_dir}"
     )
 
 
@@ -471,6 +484,7 @@ def _describe_optimizer(config) -> str:
 
 def cmd_train(args) -> int:
     from .data.sources import is_file_source
+    from .precision import matmul_precision
     from .training.checkpoint import latest_checkpoint, write_json
     from .training.metrics import format_table
     from .training.recipe import (
@@ -582,8 +596,9 @@ def cmd_train(args) -> int:
         elif resume:
             _say(f"resuming from step {trainer.step} (epoch {trainer.epoch + 1}, batch {trainer.batch})")
     started = time.perf_counter()
-    trainer.fit(splits.train, config["epochs"], splits.val)
-    results = {name: trainer.evaluate(dataset) for name, dataset in splits.items()}
+    with matmul_precision(config["matmul_precision"]):
+        trainer.fit(splits.train, config["epochs"], splits.val)
+        results = {name: trainer.evaluate(dataset) for name, dataset in splits.items()}
     total_time = trainer.elapsed
     if not root:
         return 0
@@ -724,6 +739,7 @@ COMPARE_METHODS = "backprop,forward_mode,finite_differences,forward_gradient,sps
 
 
 def cmd_evaluate(args) -> int:
+    from .precision import matmul_precision
     from .training.checkpoint import CheckpointError
     from .training.metrics import format_table
     from .training.recipe import (
@@ -766,7 +782,8 @@ def cmd_evaluate(args) -> int:
         path = trainer.restore()
         if path is None:
             raise CheckpointError(f"run directory {str(run_dir)!r} has no checkpoint yet")
-    results = {name: trainer.evaluate(dataset) for name, dataset in splits.items()}
+    with matmul_precision(config["matmul_precision"]):
+        results = {name: trainer.evaluate(dataset) for name, dataset in splits.items()}
     _say(f"checkpoint {path} (step {trainer.step}, {trainer.epoch} epochs complete), on {device.name}")
     _say(format_table(results, splits.train.task))
     return 0

@@ -17,6 +17,7 @@ from ..estimators import ALIASES, METHODS, get_method
 from ..nn.layers import ACTIVATIONS, MLP
 from ..optim.optimizers import OPTIMIZERS, SGD, Adam, AdamW, RMSProp
 from ..optim.schedules import Constant, Cosine, LinearWarmup, SPSAGain, StepDecay
+from ..precision import MODES as PRECISION_MODES
 from .schemes import SCHEME_ALIASES, SCHEMES, get_scheme
 
 FORMAT = "chainrule-run/1"
@@ -58,6 +59,7 @@ DEFAULTS = {
     "keep_checkpoints": 3,
     "device": "cpu",
     "dtype": None,
+    "matmul_precision": "highest",
 }
 
 #: Options that may differ when a run is resumed (they do not change its arithmetic: a run keeps
@@ -65,7 +67,7 @@ DEFAULTS = {
 RESUMABLE = ("epochs", "device")
 
 #: Options newer than the first run configurations, with the value an older run had in effect.
-ADDED_LATER = {"device": "cpu", "dtype": None}
+ADDED_LATER = {"device": "cpu", "dtype": None, "matmul_precision": "highest"}
 
 #: The floating dtypes a run may compute in (``None``: the device's default, float32 on a GPU).
 DTYPES = ("float32", "float64")
@@ -179,6 +181,9 @@ def validate_config(config: dict) -> None:
         raise ConfigError(f"--device {config['device']!r} is unknown; use cpu, cuda or cuda:N") from None
     if config["dtype"] not in (None, *DTYPES):
         raise ConfigError(f"--dtype must be float32 or float64, got {config['dtype']!r}")
+    if config["matmul_precision"] not in PRECISION_MODES:
+        modes = ", ".join(PRECISION_MODES)
+        raise ConfigError(f"--matmul-precision must be one of {modes}, got {config['matmul_precision']!r}")
     try:
         check_batch_size(config["batch_size"])
     except DataError as error:
