@@ -25,8 +25,11 @@ Contenders, timed in one interleaved run:
 * JAX ``jit`` of the whole step (matmul precision "highest"), when JAX with a GPU is installed.
 
 Each figure is the median over interleaved repetitions (each one synchronised with the device
-before and after); each contender runs enough steps per repetition to last about 0.2 s. TFLOP/s
-counts 6 x batch x sum(fan_in x fan_out) per step. Ratios are time / time of the PyTorch eager and
+before and after, and JAX's last result waited for); each contender runs enough steps per
+repetition to last about 0.2 s. TFLOP/s counts the matrix products of a step: 2 x batch x
+fan_in x fan_out each for the forward product and the weight gradient of every layer, and for
+the input gradient of every layer but the first (no contender computes the gradient of the
+data). Ratios are time / time of the PyTorch eager and
 PyTorch graph steps of the same run. Before timing, every contender's first loss is compared with
 CuPy by hand's. A contender that fails prints its error and the others go on.
 """
@@ -67,7 +70,9 @@ THROUGH_BINDING = ("chainrule captured", "cupy graph (binding)")
 
 
 def step_flops(sizes, batch) -> int:
-    return 6 * batch * sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+    """Multiply-adds x 2 of one step's matrix products (see the module docstring)."""
+    products = [a * b for a, b in zip(sizes[:-1], sizes[1:], strict=False)]
+    return 2 * batch * (2 * sum(products) + sum(products[1:]))
 
 
 def make_problem(sizes, batch, dtype, seed=0):
@@ -204,8 +209,8 @@ def build_cupy(cp, params, x, y, notes):
 def build_cupy_graph(cp, params, x, y, notes):
     """The hand step with its products through the binding, as one CUDA graph. Each replay first
     copies the batch into the static input buffers (here the same batch, from other buffers), as
-    a training loop would. The warm-up and the captured run update the parameters too, so the
-    first loss reported is the warm-up's (the parameters' starting point)."""
+    a training loop would. The eager warm-up updates the parameters once (a capture runs
+    nothing), so the first loss reported is the warm-up's (the parameters' starting point)."""
     from chainrule.cuda import cublas
     from chainrule.cuda.graph import capture_graph
 
@@ -275,6 +280,7 @@ def build_torch_graph(params, x, y, notes):
     torch, p, xd, yd = _torch_setup(params, x, y)
     optimizer = torch.optim.SGD(p, lr=LEARNING_RATE)
     static_x, static_y = xd.clone(), yd.clone()
+    initial = [q.detach().clone() for q in p]
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):  # warm-up on a side stream, as the recipe asks
@@ -283,9 +289,13 @@ def build_torch_graph(params, x, y, notes):
             _torch_loss(torch, p, static_x, static_y).backward()
             optimizer.step()
     torch.cuda.current_stream().wait_stream(side)
+    with torch.no_grad():  # back to the starting point, so that the first loss compares
+        for q, start in zip(p, initial, strict=True):
+            q.copy_(start)
     graph = torch.cuda.CUDAGraph()
     optimizer.zero_grad(set_to_none=True)
-    with torch.cuda.graph(graph):
+    # thread_local: JAX's and CuPy's threads in this process are not the capture's business
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
         static_loss = _torch_loss(torch, p, static_x, static_y)
         static_loss.backward()
         optimizer.step()
@@ -305,7 +315,9 @@ def build_jax(params, x, y, notes):
 
     if jax.default_backend() != "gpu":
         raise RuntimeError(f"JAX runs on {jax.default_backend()}, not the GPU")
-    jax.config.update("jax_default_matmul_precision", "highest")  # no TF32
+    jax.config.update("jax_default_matmul_precision", "highest")  # no TF32 (JAX's default allows it)
+    if x.dtype == np.float64:  # without x64, JAX would compute float64 inputs in float32
+        jax.config.update("jax_enable_x64", True)
     p = {k: jnp.asarray(v) for k, v in params.items()}
     xd, yd = jnp.asarray(x), jnp.asarray(y)
     layers = len(p) // 2
@@ -362,14 +374,22 @@ def _make_sync(cp):
     return sync
 
 
+def _wait_for(value):
+    """Wait for a JAX result: JAX may queue its work after a device synchronisation has returned."""
+    block = getattr(value, "block_until_ready", None)
+    if block is not None:
+        block()
+
+
 def _calls_per_repetition(step, sync):
     sync()
     start = time.perf_counter()
     for _ in range(3):
-        step()
+        value = step()
+    _wait_for(value)
     sync()
     per_step = max((time.perf_counter() - start) / 3, 1e-6)
-    return int(min(max(SECONDS_PER_REPETITION / per_step, 3), 500))
+    return int(min(max(SECONDS_PER_REPETITION / per_step, 3), 10_000))
 
 
 def time_interleaved(steps, calls, sync, repetitions):
@@ -379,7 +399,8 @@ def time_interleaved(steps, calls, sync, repetitions):
             sync()
             start = time.perf_counter()
             for _ in range(calls[name]):
-                step()
+                value = step()
+            _wait_for(value)
             sync()
             times[name].append((time.perf_counter() - start) / calls[name])
     return {name: statistics.median(values) for name, values in times.items()}
@@ -393,7 +414,7 @@ def _print_environment(cp):
     print(
         "TF32: off (CuPy: CUPY_TF32=" + os.environ.get("CUPY_TF32", "unset") + "; chainrule: "
         "matmul_precision 'highest'; PyTorch: allow_tf32=False, float32 matmul precision 'highest'; "
-        f"JAX: matmul precision 'highest'; NVIDIA_TF32_OVERRIDE={override})"
+        f"JAX: matmul precision 'highest', x64 only for --dtype float64; NVIDIA_TF32_OVERRIDE={override})"
     )
     try:
         from chainrule.cuda import cublas

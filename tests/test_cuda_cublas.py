@@ -19,6 +19,8 @@ import pytest
 from chainrule.cuda import cublas
 from chainrule.cuda.cublas import CUBLAS_OP_N, CUBLAS_OP_T, gemm_arguments, gemm_routine, prepare_operands
 
+READ_MAPPED_LIBRARIES = cublas._mapped_libraries  # the fixture below replaces the module's
+
 try:
     from numpy.lib.array_utils import byte_bounds
 except ImportError:  # NumPy < 2
@@ -374,6 +376,39 @@ def test_a_handle_binds_each_stream_with_a_workspace_of_its_own():
     assert len(handle.workspaces) == cublas.MAX_WORKSPACES and handle.bound_stream in handle.workspaces
 
 
+def test_cupys_own_libcublas_is_loaded_before_the_first_handle(monkeypatch):
+    order = []
+
+    class Cuda:
+        class runtime:  # noqa: N801
+            getDevice = staticmethod(lambda: 0)  # noqa: N815
+
+        @staticmethod
+        def get_current_stream():
+            return type("Stream", (), {"ptr": 5})()
+
+        def __getattr__(self, name):
+            assert name == "cublas"
+            order.append("cupy loads its libcublas")
+            raise ImportError("CuPy without cuBLAS is no error")
+
+    class Handle:
+        def __init__(self, device_id, cupy):
+            order.append("handle")
+
+        def bind(self, stream_pointer):
+            order.append(("bind", stream_pointer))
+
+    fake_cupy = type("FakeCupy", (), {"cuda": Cuda()})()
+    monkeypatch.setattr(cublas, "_require_cupy", lambda: fake_cupy)
+    monkeypatch.setattr(cublas, "Handle", Handle)
+    monkeypatch.setattr(cublas, "_loaded", {})
+    monkeypatch.setattr(cublas, "_handles", cublas._ThreadHandles())
+    cublas.current_handle()
+    cublas.current_handle()
+    assert order == ["cupy loads its libcublas", "handle", ("bind", 5), ("bind", 5)]
+
+
 # ------------------------------------------------------------------------------------------------
 # Finding and loading the library
 # ------------------------------------------------------------------------------------------------
@@ -384,6 +419,7 @@ def no_library_anywhere(monkeypatch, tmp_path):
     monkeypatch.delenv(cublas.LIBRARY_ENVIRONMENT_VARIABLE, raising=False)
     monkeypatch.setattr(cublas, "_wheel_directories", lambda: [str(tmp_path / "nvidia" / "cublas")])
     monkeypatch.setattr(cublas.ctypes.util, "find_library", lambda name: None)
+    monkeypatch.setattr(cublas, "_mapped_libraries", lambda: [])
     monkeypatch.setattr(cublas, "_loaded", {})
     return tmp_path
 
@@ -412,6 +448,26 @@ def test_the_search_order_and_a_library_that_does_not_load(no_library_anywhere, 
     assert cublas.find_library() == str(configured)
     with pytest.raises(cublas.CublasLibraryNotFound, match=f"found {configured} but could not load it"):
         cublas.load_library()
+
+
+def test_the_libcublas_already_in_the_process_comes_before_the_wheel(no_library_anywhere, monkeypatch):
+    maps = no_library_anywhere / "maps"
+    maps.write_text(
+        "7f00-7f10 r--p 00000000 08:01 42   /opt/cuda/lib64/libcublasLt.so.12.4.5.8\n"
+        "7f10-7f20 r-xp 00000000 08:01 43   /opt/cuda/lib64/libcublas.so.12.4.5.8\n"
+        "7f20-7f30 r--p 00001000 08:01 43   /opt/cuda/lib64/libcublas.so.12.4.5.8\n"
+        "7f30-7f40 rw-p 00000000 00:00 0 \n"
+        "7f40-7f50 r-xp 00000000 08:01 44   /usr/lib/libc.so.6\n"
+    )
+    assert READ_MAPPED_LIBRARIES(str(maps)) == ["/opt/cuda/lib64/libcublas.so.12.4.5.8"]
+    assert READ_MAPPED_LIBRARIES(str(no_library_anywhere / "no maps here")) == []
+    wheel_library = no_library_anywhere / "nvidia" / "cublas" / "lib" / "libcublas.so.12"
+    wheel_library.parent.mkdir(parents=True)
+    wheel_library.write_bytes(b"")
+    loaded = no_library_anywhere / "libcublas.so.12.4.5.8"  # what CuPy loaded: one copy, not two
+    loaded.write_bytes(b"")
+    monkeypatch.setattr(cublas, "_mapped_libraries", lambda: [str(loaded)])
+    assert cublas.find_library() == str(loaded)
 
 
 def test_a_configured_path_that_does_not_exist_is_an_error(no_library_anywhere, monkeypatch):

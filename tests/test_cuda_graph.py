@@ -6,6 +6,9 @@ arrays take the graph path, that signatures, verification and errors work on tha
 that the matmul rebinding of a capture is undone.
 """
 
+import contextlib
+import gc
+
 import numpy as np
 import pytest
 
@@ -178,6 +181,241 @@ def test_matmul_through_cublas_rebinds_device_products_and_restores(monkeypatch)
         with cuda_graph.matmul_through_cublas():
             raise ZeroDivisionError
     assert TABLE["matmul"].forward is np.matmul and not state.foreign
+
+
+# ------------------------------------------------------------------------------------------------
+# The order of a capture and of a replay, against a stand-in CuPy that logs what it is asked
+# ------------------------------------------------------------------------------------------------
+
+
+class _LoggingCupy:
+    """Just enough of CuPy's stream, pool, graph and runtime API for :mod:`chainrule.cuda.graph`;
+    every call that CUDA would order on a stream is logged with the stream it went to."""
+
+    def __init__(self):
+        self.log = []
+        self.streams = [_LoggedStream(self, 0)]  # the stack of current streams: legacy first
+        self.allocators = ["default"]
+        self.device = 0
+        cupy = self
+
+        class cuda:  # noqa: N801  (stands in for the cupy.cuda module)
+            class Stream(_LoggedStream):
+                def __init__(self, non_blocking=False):
+                    assert non_blocking, "the capture stream must not sync with the legacy stream"
+                    _LoggedStream.__init__(self, cupy, 100 + len(cupy.log))
+
+            class MemoryPool:
+                def malloc(self, size):  # pragma: no cover  (never called: the log says who allocates)
+                    raise AssertionError
+
+            @staticmethod
+            @contextlib.contextmanager
+            def using_allocator(allocator):
+                cupy.allocators.append("private pool")
+                try:
+                    yield
+                finally:
+                    cupy.allocators.pop()
+
+            @staticmethod
+            def get_current_stream():
+                return cupy.streams[-1]
+
+            @staticmethod
+            @contextlib.contextmanager
+            def Device(device_id):  # noqa: N802
+                saved, cupy.device = cupy.device, device_id
+                cupy.log.append(("device", device_id))
+                try:
+                    yield
+                finally:
+                    cupy.device = saved
+
+            class runtime:  # noqa: N801
+                @staticmethod
+                def getDevice():  # noqa: N802
+                    return cupy.device
+
+                @staticmethod
+                def memcpyAsync(dst, src, size, kind, stream):  # noqa: N802
+                    cupy.log.append(("memcpyAsync", dst, src, size, kind, stream))
+
+        self.cuda = cuda
+
+    def where(self):
+        return self.streams[-1].ptr
+
+
+class _LoggedStream:
+    def __init__(self, cupy, ptr):
+        self.cupy, self.ptr = cupy, ptr
+
+    def __enter__(self):
+        self.cupy.streams.append(self)
+        return self
+
+    def __exit__(self, *exc_info):
+        self.cupy.streams.pop()
+
+    def record(self):
+        self.cupy.log.append(("record", self.ptr))
+        return ("event", self.ptr)
+
+    def wait_event(self, event):
+        self.cupy.log.append(("wait", self.ptr, event))
+
+    def synchronize(self):
+        self.cupy.log.append(("synchronize", self.ptr))
+
+    def is_capturing(self):
+        return False
+
+    def begin_capture(self):
+        self.cupy.log.append(("begin_capture", self.ptr))
+
+    def end_capture(self):
+        self.cupy.log.append(("end_capture", self.ptr))
+        return _LoggedGraph(self.cupy)
+
+
+class _LoggedGraph:
+    def __init__(self, cupy):
+        self.cupy = cupy
+
+    def launch(self, stream=None):
+        self.cupy.log.append(("launch", self.cupy.where() if stream is None else stream.ptr))
+
+
+class _Flags:
+    def __init__(self, c_contiguous):
+        self.c_contiguous = c_contiguous
+
+
+class _Pointer:
+    def __init__(self, ptr):
+        self.ptr = ptr
+
+
+class LoggedDeviceArray(FakeCudaArray):
+    """A device array whose copies and writes are logged with the stream they go to."""
+
+    def __init__(self, cupy, name, ptr, shape=(2, 3), c_contiguous=True):
+        super().__init__(shape)
+        self.cupy, self.name = cupy, name
+        self.data, self.flags = _Pointer(ptr), _Flags(c_contiguous)
+        self.nbytes = int(np.prod(shape)) * 4
+
+    def copy(self):
+        self.cupy.log.append(("copy", self.name, self.cupy.where(), self.cupy.allocators[-1]))
+        return LoggedDeviceArray(self.cupy, f"copy of {self.name}", 0)
+
+    def __setitem__(self, index, value):
+        self.cupy.log.append(("setitem", self.name, value.name, self.cupy.where()))
+
+
+LoggedDeviceArray.__module__ = "cupy._core.core"
+LoggedDeviceArray.__name__ = "ndarray"
+
+
+class _LoggedHandle:
+    def __init__(self, cupy):
+        self.cupy = cupy
+
+    def workspace(self, stream_pointer):
+        self.cupy.log.append(("workspace", stream_pointer, self.cupy.where()))
+        return "workspace"
+
+
+@pytest.fixture
+def logging_cupy(monkeypatch):
+    cupy = _LoggingCupy()
+    monkeypatch.setattr(backend, "cupy_module", lambda: cupy)
+    monkeypatch.setattr(cublas, "current_handle", lambda: _LoggedHandle(cupy))
+    return cupy
+
+
+def test_a_capture_warms_up_then_captures_on_a_side_stream_in_the_right_order(logging_cupy):
+    cupy = logging_cupy
+
+    def step():
+        cupy.log.append(("step", cupy.where(), cupy.allocators[-1], gc.isenabled(), state.foreign))
+        return {"out": LoggedDeviceArray(cupy, "result", 0x500), "constant": 3}
+
+    assert gc.isenabled()
+    graph, warm, static = cuda_graph.capture_graph(step)
+    side = graph.stream.ptr
+    assert side not in (0, 1) and graph.workspace == "workspace" and graph.pool is not None
+    assert gc.isenabled() and not state.foreign and TABLE["matmul"].forward is np.matmul
+    assert cupy.log == [
+        ("record", 0),  # the side stream waits for the caller's stream: inputs written there
+        ("wait", side, ("event", 0)),
+        ("workspace", side, side),  # cuBLAS bound to the side stream before any capture
+        ("step", side, "private pool", True, True),  # the warm-up
+        ("synchronize", side),
+        ("copy", "result", 0, "default"),  # the warm result leaves the private pool
+        ("synchronize", 0),  # ... before the capture may reuse its blocks
+        ("begin_capture", side),
+        ("step", side, "private pool", False, True),  # captured: no cyclic GC meanwhile
+        ("end_capture", side),
+    ]
+    assert warm["out"].name == "copy of result" and warm["constant"] == 3
+    assert static["out"].name == "result"
+
+
+def test_a_failed_capture_still_ends_it_and_restores_everything(logging_cupy, monkeypatch):
+    cupy = logging_cupy
+    calls = []
+
+    def step():
+        calls.append(cupy.where())
+        if len(calls) == 2:
+            raise RuntimeError("the current stream is capturing, so synchronous API calls are disallowed")
+        return LoggedDeviceArray(cupy, "result", 0x500)
+
+    with pytest.raises(CaptureError, match="synchronised the host with the device"):
+        cuda_graph.capture_graph(step)
+    assert [event[0] for event in cupy.log][-2:] == ["begin_capture", "end_capture"]
+    assert gc.isenabled() and not state.foreign and TABLE["matmul"].forward is np.matmul
+    assert cupy.allocators == ["default"] and len(cupy.streams) == 1
+
+    def no_library():
+        raise cublas.CublasLibraryNotFound("no libcublas")
+
+    monkeypatch.setattr(cublas, "current_handle", no_library)  # a step without matmuls needs none
+    calls.clear()
+    graph, _, _ = cuda_graph.capture_graph(lambda: 1.0)
+    assert graph.workspace is None
+
+
+def test_a_replay_copies_inputs_launches_and_copies_outputs_all_on_the_callers_stream(logging_cupy):
+    cupy = logging_cupy
+    static_x = LoggedDeviceArray(cupy, "static x", 0x100)
+    static_w = LoggedDeviceArray(cupy, "static w", 0x200)
+    output = LoggedDeviceArray(cupy, "static output", 0x300)
+    graph = cuda_graph.CudaGraph(_LoggedGraph(cupy), None, None, None, device_id=0)
+    _, out_def = cr.tree_flatten({"scale": 0, "y": 0})  # leaves in key order: scale, y
+    step = cuda_graph.GraphStep(graph, [static_x, static_w], [0, 2], [2.0, output], out_def, True)
+    x = LoggedDeviceArray(cupy, "x", 0x1100)
+    w_transposed = LoggedDeviceArray(cupy, "w.T", 0x1200, c_contiguous=False)
+    with _LoggedStream(cupy, 7):
+        result = step.replay([x, "constant", w_transposed])
+    assert cupy.log == [
+        ("memcpyAsync", 0x100, 0x1100, 24, 3, 7),  # C-contiguous: one cudaMemcpyAsync, D2D
+        ("setitem", "static w", "w.T", 7),  # strided: a copy kernel
+        ("launch", 7),
+        ("copy", "static output", 7, "default"),
+    ]
+    assert result["y"].name == "copy of static output" and result["scale"] == 2.0
+    cupy.log.clear()
+    step.copy_outputs = False
+    fed_back = step.replay([static_x, "constant", static_w])  # a buffer passed as its own input
+    assert cupy.log == [("launch", 0)]  # no copy of a buffer onto itself
+    assert fed_back["y"] is output
+    cupy.log.clear()
+    on_device_1 = cuda_graph.CudaGraph(_LoggedGraph(cupy), None, None, None, device_id=1)
+    cuda_graph.GraphStep(on_device_1, [], [], [], cr.tree_flatten(())[1], True).replay([])
+    assert cupy.log == [("device", 1), ("launch", 0)]
 
 
 # ------------------------------------------------------------------------------------------------

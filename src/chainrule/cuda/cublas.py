@@ -8,6 +8,7 @@ workspace the caller owns (``cublasSetStream_v2`` + ``cublasSetWorkspace_v2``; c
 allocates nothing during the call). This module does exactly that and no more:
 
 * **Finding the library** (:func:`find_library`): ``$CHAINRULE_CUBLAS_LIBRARY`` if set, else
+  the libcublas CuPy already loaded into the process (one copy of cuBLAS, not two), else
   ``nvidia/cublas/lib/libcublas.so.12`` of the ``nvidia-cublas-cu12`` wheel (found through
   ``importlib.util.find_spec("nvidia.cublas")``), else ``ctypes.util.find_library("cublas")``;
   a :class:`CublasLibraryNotFound` error lists what was searched. Loading needs no GPU.
@@ -408,12 +409,35 @@ def _wheel_directories():
     return list(spec.submodule_search_locations or [])
 
 
+def _mapped_libraries(maps_path="/proc/self/maps"):
+    """Paths of the libcublas files already mapped into this process (by CuPy, usually)."""
+    try:
+        with open(maps_path, encoding="utf-8", errors="replace") as maps:
+            lines = maps.read().splitlines()
+    except OSError:  # not Linux
+        return []
+    paths = []
+    for line in lines:  # address perms offset dev inode [path]
+        fields = line.split(None, 5)
+        path = fields[5].strip() if len(fields) == 6 else ""
+        if os.path.basename(path).startswith("libcublas.so") and path not in paths:
+            paths.append(path)
+    return paths
+
+
 def library_candidates():
-    """``(where, path or name)`` in search order; a name (no slash) is left to the dynamic loader."""
+    """``(where, path or name)`` in search order; a name (no slash) is left to the dynamic loader.
+
+    A libcublas already in the process comes before the wheel: a second copy from another
+    directory would resolve its ``libcublasLt.so.12`` to the copy already loaded (the loader
+    matches sonames), pairing libraries of two cuBLAS versions.
+    """
     candidates = []
     configured = os.environ.get(LIBRARY_ENVIRONMENT_VARIABLE)
     if configured:
         candidates.append((f"${LIBRARY_ENVIRONMENT_VARIABLE}", configured))
+    for path in _mapped_libraries():
+        candidates.append(("the libcublas already loaded in this process", path))
     for directory in _wheel_directories():
         candidates.append(("the nvidia-cublas-cu12 wheel", os.path.join(directory, WHEEL_LIBRARY)))
     found = ctypes.util.find_library("cublas")
@@ -691,12 +715,24 @@ def _require_cupy():
     return cupy
 
 
+def _load_cupys_library_first(cupy):
+    """Have CuPy load its own libcublas before this module looks for one, so that both use the
+    same copy (see :func:`library_candidates`); CuPy without cuBLAS is no error here."""
+    if "library" in _loaded:
+        return
+    try:
+        cupy.cuda.cublas  # noqa: B018  (CuPy loads cupy_backends.cuda.libs.cublas on first access)
+    except Exception:  # noqa: BLE001  (then the wheel or the system's library is used)
+        pass
+
+
 def current_handle() -> Handle:
     """This thread's handle on the current device, bound to the current CuPy stream."""
     cupy = _require_cupy()
     device_id = cupy.cuda.runtime.getDevice()
     handle = _handles.by_device.get(device_id)
     if handle is None:
+        _load_cupys_library_first(cupy)
         handle = Handle(device_id, cupy=cupy)
         _handles.by_device[device_id] = handle
     handle.bind(cupy.cuda.get_current_stream().ptr)

@@ -22,9 +22,12 @@ How a capture goes, and why each step is there:
    capture starts.
 4. **A warm-up run**, eager, on the side stream with the private pool: kernels get compiled and
    loaded, cuBLAS picks its kernels, the pool gets the blocks the capture will reuse. Its results
-   (copied out of the pool) are what the recording call returns.
+   (copied out of the pool on the caller's stream, which is then synchronised, since replays will
+   overwrite those blocks) are what the recording call returns.
 5. **The capture**: ``stream.begin_capture()`` (CuPy's default, relaxed mode, which lets the pool
-   grow with cudaMalloc if it must), one call, ``stream.end_capture()``. Nothing runs during a
+   grow with cudaMalloc if it must), one call, ``stream.end_capture()``, with Python's cyclic
+   garbage collector off meanwhile (a collected graph or pool would cudaFree, which synchronises
+   the device, in the middle of the capture). Nothing runs during a
    capture: a step that reads a device value on the host (``.item()``, ``float()``, ``bool()``,
    an ``if`` on data), copies a host array to the device, or calls cuBLAS through CuPy
    (``cupy.dot``, ``tensordot``, ``einsum``, ``linalg``) cannot be captured, and the error raised
@@ -43,6 +46,7 @@ checks to run on one.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 
 import numpy as _np
@@ -194,26 +198,42 @@ def capture_graph(function, *, what="the step"):
     stream = cupy.cuda.Stream(non_blocking=True)
     pool = cupy.cuda.MemoryPool()
     stream.wait_event(caller_stream.record())
+    workspace = None
     with stream:  # the handle and the side stream's workspace exist before any capture
-        workspace = cublas.current_handle().workspace(stream.ptr)
+        try:
+            workspace = cublas.current_handle().workspace(stream.ptr)
+        except cublas.CublasLibraryNotFound:  # a step without matmuls needs none; one with says so
+            pass
     with stream, cupy.cuda.using_allocator(pool.malloc), matmul_through_cublas():
         warm = function()
     stream.synchronize()
     warm_result = _copy_tree(warm)  # on the caller's stream, with the caller's allocator
+    # The capture reuses the warm-up's blocks: the copies must be done before any replay, on
+    # whatever stream it is launched.
+    caller_stream.synchronize()
     del warm  # its blocks go back to the private pool, for the capture to reuse
-    with stream, cupy.cuda.using_allocator(pool.malloc), matmul_through_cublas():
-        stream.begin_capture()
-        failure, graph = None, None
-        try:
-            static_result = function()
-        except Exception as error:
-            failure = error
-        finally:
+    # No cyclic garbage collection during the capture: a collected CUDA graph, pool or workspace
+    # would cudaFree (which synchronises the device) in the middle of it.
+    gc.collect()
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        with stream, cupy.cuda.using_allocator(pool.malloc), matmul_through_cublas():
+            stream.begin_capture()
+            failure, graph = None, None
             try:
-                graph = stream.end_capture()
-            except Exception as end_error:  # the capture was invalidated
-                if failure is None:
-                    failure = end_error
+                static_result = function()
+            except Exception as error:
+                failure = error
+            finally:
+                try:
+                    graph = stream.end_capture()
+                except Exception as end_error:  # the capture was invalidated
+                    if failure is None:
+                        failure = end_error
+    finally:
+        if collecting:
+            gc.enable()
     if failure is not None:
         raise capture_error(failure, what) from failure
     return CudaGraph(graph, stream, pool, workspace, device_id), warm_result, static_result
@@ -246,7 +266,8 @@ class GraphStep:
             for buffer, position in zip(self.inputs, self.input_index, strict=True):
                 source = leaves[position]
                 if source.flags.c_contiguous:
-                    if buffer.nbytes:
+                    # (a static output fed back as this input may be the buffer itself)
+                    if buffer.nbytes and source.data.ptr != buffer.data.ptr:
                         runtime.memcpyAsync(
                             buffer.data.ptr,
                             source.data.ptr,
