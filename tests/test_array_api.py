@@ -20,7 +20,8 @@ import chainrule as cr
 import chainrule.numpy as cnp
 from chainrule import backend
 from chainrule.backend import use_namespace
-from chainrule.core import state
+from chainrule.batching import Batched
+from chainrule.core import new_level, state
 from chainrule.primitives import TABLE
 
 # 2.3 implements the 2024.12 standard: Python scalars in binary functions and in where.
@@ -490,3 +491,160 @@ def test_every_grid_case_built_from_covered_primitives_runs_on_strict_arrays():
     assert sorted(outside) == sorted(OUTSIDE_THE_STANDARD), "a listed case now runs: drop it from the list"
     assert set(stopped_at) <= set(TABLE) - COVERED
     assert len(passed) >= 350, (len(passed), len(GRID), sorted(stopped_at))
+
+
+# ------------------------------------------------------------------------------------------------
+# The transforms above the engine: Jacobians, Hessians, linearize, ravel_pytree
+# ------------------------------------------------------------------------------------------------
+
+
+def _two_inputs(params, x):
+    """Pytree arguments and outputs, fan-out, broadcasting and a matmul: (3,) and () outputs."""
+    hidden = cnp.tanh(cnp.matmul(params["w"], x) + params["b"])  # (3,)
+    return {"vector": hidden * cnp.sin(x[0]), "scalar": cnp.sum(hidden * hidden) + cnp.exp(x[1])}
+
+
+def _scalar_of_two(params, x):
+    return _two_inputs(params, x)["scalar"]
+
+
+def _two_inputs_problem(rng):
+    return {"w": rng.normal(size=(3, 2)), "b": rng.normal(size=(3,))}, rng.normal(size=(2,))
+
+
+_JACOBIANS = {
+    "jacfwd": lambda: cr.jacfwd(_two_inputs, argnums=(0, 1)),
+    "jacrev": lambda: cr.jacrev(_two_inputs, argnums=(0, 1)),
+    "jacfwd in chunks": lambda: cr.jacfwd(_two_inputs, argnums=(0, 1), chunk_size=3),
+    "jacrev in chunks": lambda: cr.jacrev(_two_inputs, argnums=(0, 1), chunk_size=2),
+    "jacobian auto": lambda: cr.jacobian(_two_inputs, argnums=(0, 1)),
+    "jacobian fwd": lambda: cr.jacobian(_two_inputs, argnums=(0, 1), mode="fwd"),
+    "hessian": lambda: cr.hessian(_scalar_of_two, argnums=(0, 1)),
+}
+
+
+@pytest.mark.parametrize("name", _JACOBIANS)
+def test_jacobians_and_hessians_run_on_strict_arrays(name, rng):
+    params, x = _two_inputs_problem(rng)
+    want = _JACOBIANS[name]()(params, x)
+    with use_namespace(array_api_strict):
+        got = _JACOBIANS[name]()(_strict(params), _strict(x))
+    _assert_strict_and_close(got, want)
+
+
+def test_hvp_and_linearize_run_on_strict_arrays(rng):
+    params, x = _two_inputs_problem(rng)
+    tangents = _two_inputs_problem(rng)
+    batch = rng.normal(size=(4, 2))  # four tangents of x at once
+    want_hvp = cr.hvp(_scalar_of_two, (params, x), tangents)
+    want_out, want_jvp = cr.linearize(_two_inputs, params, x)
+    want_tangent = want_jvp(*tangents)
+    want_batched = cr.linearize(lambda v: _two_inputs(params, v), x)[1](Batched(batch, new_level()))
+    with use_namespace(array_api_strict):
+        strict_params = _strict(params)
+        got_hvp = cr.hvp(_scalar_of_two, _strict((params, x)), _strict(tangents))
+        got_out, got_jvp = cr.linearize(_two_inputs, strict_params, _strict(x))
+        got_tangent = got_jvp(*_strict(tangents))
+        got_batched = cr.linearize(lambda v: _two_inputs(strict_params, v), _strict(x))[1](
+            Batched(array_api_strict.asarray(batch), new_level())
+        )
+    _assert_strict_and_close((got_hvp, got_out, got_tangent), (want_hvp, want_out, want_tangent))
+    _assert_strict_and_close(
+        cr.tree_map(lambda leaf: leaf.value, got_batched), cr.tree_map(lambda leaf: leaf.value, want_batched)
+    )
+
+
+def test_ravel_pytree_runs_on_strict_arrays(rng):
+    tree = {"w": rng.normal(size=(2, 3)), "b": rng.normal(size=(3,)), "s": np.float32(2.5)}
+    want_theta, want_unravel = cr.ravel_pytree(tree)
+    with use_namespace(array_api_strict):
+        theta, unravel = cr.ravel_pytree(_strict(tree))
+        rebuilt = unravel(theta)
+        gradient = cr.grad(lambda t: cnp.sum(unravel(t)["w"] ** 2))(theta)
+    _assert_strict_and_close((theta, rebuilt), (want_theta, want_unravel(want_theta)))
+    _assert_strict_and_close(gradient, cr.grad(lambda t: cnp.sum(want_unravel(t)["w"] ** 2))(want_theta))
+    with use_namespace(array_api_strict), pytest.raises(TypeError, match="no common dtype"):
+        cr.ravel_pytree(_strict({"w": np.ones(2), "n": np.arange(2)}))  # no int-float promotion
+
+
+# ------------------------------------------------------------------------------------------------
+# nn and optim
+# ------------------------------------------------------------------------------------------------
+
+_MODELS = {  # name: (MLP keyword arguments, loss, train)
+    "relu, cross-entropy": (dict(activation="relu"), "cross_entropy", True),
+    "tanh, mse": (dict(activation="tanh"), "mse", True),
+    "relu, batch norm, train": (dict(activation="relu", batchnorm=True), "cross_entropy", True),
+    "tanh, batch norm, eval": (dict(activation="tanh", batchnorm=True), "mse", False),
+    "relu, dropout": (dict(activation="relu", dropout=0.3), "cross_entropy", True),
+    "tanh, batch norm, dropout": (dict(activation="tanh", batchnorm=True, dropout=0.2), "mse", True),
+}
+
+
+def _model_run(make_array, options, loss_name, train):
+    """Gradients of a fresh (same seeds) 4-6-3 MLP's loss, twice (dropout draws again, batch norm
+    moves its running statistics), with the running statistics after."""
+    model = cr.nn.MLP([4, 6, 3], seed=3, **options)
+    rng = np.random.default_rng(7)
+    inputs = make_array(rng.normal(size=(5, 4)))
+    labels = np.array([0, 2, 1, 1, 2])
+    targets = make_array(labels if loss_name == "cross_entropy" else rng.normal(size=(5, 3)))
+    loss_fn = cr.nn.get_loss(loss_name)
+    params = cr.tree_map(make_array, cr.tree_map(np.asarray, model.parameters()))
+
+    def loss(p):
+        return loss_fn(model.apply(p, inputs, train=train), targets)
+
+    found = [cr.value_and_grad(loss)(params) for _ in range(2)]
+    return found, [buffer for layer in model.modules() for buffer in layer._buffers.values()]
+
+
+@pytest.mark.parametrize("name", _MODELS)
+def test_an_mlp_and_its_loss_run_on_strict_arrays(name):
+    options, loss_name, train = _MODELS[name]
+    want = _model_run(np.asarray, options, loss_name, train)
+    with use_namespace(array_api_strict):
+        got = _model_run(array_api_strict.asarray, options, loss_name, train)
+    _assert_strict_and_close(got, want)
+
+
+def test_batch_norm_statistics_come_back_to_numpy_after_the_block():
+    model = cr.nn.MLP([2, 3, 1], batchnorm=True)
+    params = cr.tree_map(np.asarray, model.parameters())
+    with use_namespace(array_api_strict):
+        model.apply(_strict(params), array_api_strict.ones((4, 2)), train=True)
+        assert type(model[1].running_mean) is STRICT_ARRAY
+    out = model.apply(params, np.ones((4, 2)), train=False)
+    assert type(cr.core.raw(out)) is np.ndarray and type(model[1].running_mean) is np.ndarray
+
+
+_OPTIMIZERS = {
+    "sgd with momentum": lambda: cr.optim.SGD(0.1, momentum=0.9, weight_decay=0.01),
+    "nesterov, step decay": lambda: cr.optim.SGD(
+        cr.optim.StepDecay(0.1, 2, 0.5), momentum=0.8, nesterov=True
+    ),
+    "adam, cosine": lambda: cr.optim.Adam(cr.optim.Cosine(0.05, total_steps=3)),
+    "adamw, warmup": lambda: cr.optim.AdamW(cr.optim.LinearWarmup(0.05, 2)),
+    "rmsprop with momentum": lambda: cr.optim.RMSProp(0.01, momentum=0.5, weight_decay=0.1),
+    "sgd, spsa gain": lambda: cr.optim.SGD(cr.optim.SPSAGain(0.1, offset=2.0)),
+}
+
+
+@pytest.mark.parametrize("name", _OPTIMIZERS)
+def test_an_optimizer_runs_on_strict_arrays(name, rng):
+    params, inputs, targets = _mlp_problem(rng)
+
+    def train(make_array):
+        optimizer = _OPTIMIZERS[name]()
+        current = cr.tree_map(make_array, params)
+        state = optimizer.init(current)
+        data = make_array(inputs), make_array(targets)
+        for _ in range(3):
+            grads = cr.grad(_mlp_loss)(current, *data)
+            current, state = optimizer.update(grads, state, current)
+        return current, state
+
+    want = train(np.asarray)
+    with use_namespace(array_api_strict):
+        got = train(array_api_strict.asarray)
+    _assert_strict_and_close(got, want)

@@ -297,7 +297,8 @@ def _solve(prim, values, batched, params, size):
 
 def _softmax_cross_entropy(prim, values, batched, params, size):
     labels = backend.asarray(params["labels"])  # a GPU array stays on its device
-    labels = xp.broadcast_to(labels, (size, *labels.shape))
+    # ``backend.ns``: NumPy's broadcast_to, or that of the namespace use_namespace made active.
+    labels = backend.ns.broadcast_to(labels, (size, *labels.shape))
     return core.apply(prim, values[0], labels=labels)
 
 

@@ -29,9 +29,9 @@ import functools
 import math
 
 from . import backend, ops
-from .backend import is_float_dtype, xp
+from .backend import xp
 from .batching import Batched, unbatch
-from .core import new_level, raw
+from .core import new_level, raw, state
 from .counting import note_pass
 from .forward import Dual
 from .pytree import tree_flatten, tree_unflatten
@@ -74,18 +74,28 @@ def _basis_block(start, stop, offset, like, dtype):
     low, high = max(start, offset), min(stop, offset + size)
     if low >= high:
         return None
+    if state.foreign:  # another array namespace (backend.use_namespace): its eye and reshape
+        namespace = backend.ns
+        block = namespace.eye(stop - start, size, k=start - offset, dtype=backend.as_dtype(dtype))
+        return namespace.reshape(block, (stop - start, *shape))
     eye = backend.namespace_of(raw(like)).eye  # NumPy's, or CuPy's for a GPU array
     return eye(stop - start, size, k=start - offset, dtype=dtype).reshape((stop - start, *shape))
 
 
 def _zeros(like, shape, dtype):
     """Zeros of ``shape`` and ``dtype`` on the device of ``like`` (an array or a tracer)."""
+    if state.foreign:  # the standard's zeros_like takes no shape
+        return backend.ns.zeros(
+            shape, dtype=backend.as_dtype(dtype), device=getattr(raw(like), "device", None)
+        )
     return xp.zeros_like(raw(like), shape=shape, dtype=dtype)
 
 
 def _float_dtype(value):
+    """``value``'s dtype when it is floating, else float64 (both in the active namespace's terms:
+    ``backend`` is read at call time, since ``use_namespace`` rebinds its names)."""
     dtype = getattr(value, "dtype", None)
-    return dtype if dtype is not None and is_float_dtype(dtype) else xp.float64
+    return dtype if dtype is not None and backend.is_float_dtype(dtype) else backend.ns.float64
 
 
 def _stack_chunks(pieces, widths, shape, dtype):
@@ -137,6 +147,11 @@ def _push_chunk(fun, args, nums, arg_defs, leaves, offsets, start, stop):
         for _ in range(treedef.count):
             value = leaves[position]
             basis = _basis_block(start, stop, offsets[position], value, value.dtype)
+            if basis is None and state.foreign:
+                # Traced all the same, with zero tangents: whether a leaf is traced must not
+                # depend on the chunking, since a plain array of another namespace left of a
+                # tracer raises there instead of deferring (``b + w @ x`` with only ``w`` traced).
+                basis = _zeros(value, (width, *ops.shape(value)), value.dtype)
             # A leaf with no direction in this chunk stays a constant: no tangent work for it.
             lifted.append(value if basis is None else Dual(value, Batched(basis, batch_level), dual_level))
             position += 1

@@ -19,13 +19,12 @@ array([ 1., -1.])
 
 from __future__ import annotations
 
-from . import ops
-from .backend import asarray, xp
+from . import backend, ops
 from .core import Tracer, apply, enable_grad, new_level, raw
 from .counting import is_counting, note_pass
 from .forward import Dual
 from .pytree import tree_flatten, tree_unflatten
-from .tensor import Tensor
+from .tensor import Tensor, constant_data
 from .transforms import _as_value, _batch_size, _lift_tensor, _plain
 
 
@@ -73,8 +72,9 @@ class _Tape:
                 on_tape = type(arg) is Tensor and arg._level == level
                 slot = slot_of.get(id(arg)) if on_tape else None
                 slots.append(-1 if slot is None else slot)
-                # A tensor of this level that needs no derivative is a constant: keep its value.
-                constants.append(None if slot is not None else (arg.data if on_tape else arg))
+                # A tensor of this level that needs no derivative is a constant: keep its value, as
+                # of a constant the JVP rules lifted to a Tensor inside backend.use_namespace.
+                constants.append(None if slot is not None else (arg.data if on_tape else constant_data(arg)))
             slot_of[id(node)] = len(slot_of)
             self.steps.append((node._prim, tuple(slots), tuple(constants), node._params, slot_of[id(node)]))
         self.n_slots = len(slot_of)
@@ -164,14 +164,18 @@ def linearize(fun, *primals):
                         f"jvp_fun: tangent of shape {ops.shape(leaf)} for a primal of shape "
                         f"{ops.shape(value)}"
                     )
-                flat.append(leaf if isinstance(leaf, Tracer) else ops.astype(asarray(leaf), value.dtype))
+                # ``backend.asarray`` read here, not imported: use_namespace rebinds it.
+                if not isinstance(leaf, Tracer):
+                    leaf = ops.astype(backend.asarray(leaf), value.dtype)
+                flat.append(leaf)
         if is_counting():
             note_pass("jvp", _batch_size(tangents))
         results = tape.run(flat)
         pieces = []
         for result, value, dtype in zip(results, out_values, out_dtypes, strict=True):
             if result is None:  # an output the tangents do not reach: zeros on its device
-                pieces.append(xp.zeros_like(raw(value), dtype=dtype or xp.float64))
+                namespace = backend.ns  # NumPy's, or the one use_namespace made active
+                pieces.append(namespace.zeros_like(raw(value), dtype=dtype or namespace.float64))
             else:
                 pieces.append(_plain(result))
         return tree_unflatten(out_def, pieces)

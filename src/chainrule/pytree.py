@@ -7,11 +7,12 @@ Flattening is iterative (an explicit stack), so deep trees are fine.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 from . import backend, ops
 from .backend import xp
-from .core import Tracer, raw
+from .core import Tracer, raw, state
 
 
 class TreeDef:
@@ -193,6 +194,8 @@ def ravel_pytree(tree):
     array([[1., 2.]])
     """
     leaves, treedef = tree_flatten(tree)
+    if state.foreign:
+        return _ravel_in_namespace(backend.ns, leaves, treedef)
     arrays = _leaf_arrays(leaves)
     shapes = [a.shape for a in arrays]
     sizes = [a.size for a in arrays]
@@ -214,6 +217,46 @@ def ravel_pytree(tree):
                 pieces.append(ops.reshape(ops.getitem(flat, slice(start, start + size)), shape))
             else:
                 pieces.append(flat[start : start + size].reshape(shape).astype(leaf_dtype, copy=False))
+            start += size
+        return tree_unflatten(treedef, pieces)
+
+    return theta, unravel
+
+
+def _ravel_in_namespace(namespace, leaves, treedef):
+    """:func:`ravel_pytree` inside ``backend.use_namespace``: the same vector and ``unravel``, with
+    the array API standard's functions (``concat``, ``reshape``, ``astype``; no array methods)."""
+    arrays = [backend.asarray(raw(leaf)) for leaf in leaves]
+    shapes = [tuple(a.shape) for a in arrays]
+    sizes = [math.prod(shape) for shape in shapes]
+    dtypes = [a.dtype for a in arrays]
+    try:
+        dtype = namespace.result_type(*dtypes) if arrays else namespace.float64
+    except TypeError as error:  # the standard promotes no integer dtype with a floating one
+        raise TypeError(
+            f"ravel_pytree: leaves of dtypes {sorted(set(map(str, dtypes)))} have no common dtype in "
+            f"{backend.namespace_name(namespace)}; cast them to one dtype first"
+        ) from error
+    if arrays:
+        theta = namespace.concat([namespace.astype(namespace.reshape(a, (-1,)), dtype) for a in arrays])
+    else:
+        theta = namespace.zeros((0,), dtype=dtype)
+    total = sum(sizes)
+
+    def unravel(flat):
+        traced = isinstance(flat, Tracer)  # differentiate through unravel when θ is traced
+        if not traced:
+            flat = backend.asarray(flat)
+        if tuple(flat.shape) != (total,):
+            raise ValueError(f"unravel: expected a vector of shape ({total},), got {tuple(flat.shape)}")
+        pieces = []
+        start = 0
+        for shape, size, leaf_dtype in zip(shapes, sizes, dtypes, strict=True):
+            if traced:
+                pieces.append(ops.reshape(ops.getitem(flat, slice(start, start + size)), shape))
+            else:
+                piece = namespace.reshape(flat[start : start + size], shape)
+                pieces.append(namespace.astype(piece, leaf_dtype, copy=False))
             start += size
         return tree_unflatten(treedef, pieces)
 

@@ -13,8 +13,7 @@ the very graph it measured.
 
 from __future__ import annotations
 
-from . import ops
-from .backend import is_float_dtype
+from . import backend, ops
 from .core import enable_grad, new_level
 from .counting import note_pass
 from .pytree import tree_flatten, tree_unflatten
@@ -75,7 +74,7 @@ class ReverseTrace:
         for leaf, seed in zip(self.out_leaves, seeds, strict=True):
             if seed is None or not self.is_traced(leaf):
                 continue
-            if not is_float_dtype(leaf.dtype):
+            if not backend.is_float_dtype(leaf.dtype):  # read at call time: use_namespace rebinds it
                 raise TypeError(f"{self.transform}: outputs must be floating-point, got dtype {leaf.dtype}")
             roots.append(leaf)
             root_seeds.append(seed)

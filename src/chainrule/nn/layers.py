@@ -13,7 +13,7 @@ import numbers
 from .. import backend
 from .. import numpy as cnp
 from ..backend import xp
-from ..core import raw
+from ..core import raw, state
 from .init import get_initialiser
 from .module import Module, Parameter, shape_of
 
@@ -22,6 +22,12 @@ def _rng(seed_or_rng):
     if isinstance(seed_or_rng, xp.random.Generator):
         return seed_or_rng
     return xp.random.default_rng(seed_or_rng)
+
+
+def _numpy_copy(array):
+    """A NumPy copy of another namespace's host array (read through DLPack, which the standard's
+    arrays implement)."""
+    return xp.array(xp.from_dlpack(array), copy=True)
 
 
 def _positive_int(value, what):
@@ -49,7 +55,11 @@ class Linear(Module):
                 f"Linear({self.in_features}, {self.out_features}) got input of shape {shape_of(x)}; "
                 f"its last axis must have {self.in_features} features"
             )
-        out = x @ params["weight"]
+        weight = params["weight"]
+        # Inside backend.use_namespace a plain input left of a traced weight would meet the
+        # namespace's own ``@``, which may raise on a tracer (array_api_strict's does) instead of
+        # deferring to it as NumPy does: the engine's matmul takes both operands there.
+        out = cnp.matmul(x, weight) if state.foreign else x @ weight
         return out + params["bias"] if self.has_bias else out
 
     def extra_repr(self):
@@ -157,7 +167,7 @@ class BatchNorm1d(Module):
             out = centered / cnp.sqrt(var + self.eps)
         else:
             self._buffers_to(raw(x))
-            out = (x - self.running_mean) / xp.sqrt(self.running_var + self.eps)
+            out = (x - self.running_mean) / backend.ns.sqrt(self.running_var + self.eps)
         if self.affine:
             out = out * params["weight"] + params["bias"]
         return out
@@ -165,11 +175,20 @@ class BatchNorm1d(Module):
     def _buffers_to(self, x):
         """Move the running statistics to the device of the input ``x`` once, the first time the
         layer sees it there (the parameters arrive through ``params``; the buffers are the
-        module's own: ``Module.to`` moves them ahead of time)."""
+        module's own: ``Module.to`` moves them ahead of time). Inside ``backend.use_namespace``
+        they become that namespace's arrays, and NumPy's again on the first NumPy input after."""
+        names = ("running_mean", "running_var", "num_batches_tracked")
+        if state.foreign:
+            for name in names:
+                self._buffers[name] = backend.asarray(self._buffers[name])
+            return
         where = backend.device_of(x)
         if backend.device_of(self.running_mean) != where:
-            for name in ("running_mean", "running_var", "num_batches_tracked"):
+            for name in names:
                 self._buffers[name] = backend.to_device(self._buffers[name], where)
+        elif where == "cpu" and not isinstance(self.running_mean, xp.ndarray):
+            for name in names:  # left in another namespace by a use_namespace block
+                self._buffers[name] = _numpy_copy(self._buffers[name])
 
     def extra_repr(self):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
@@ -222,6 +241,8 @@ class Dropout(Module):
             return x
         rng = ctx.rng if ctx.rng is not None else self.rng
         keep = rng.random(shape_of(x)) >= self.p
+        if state.foreign:  # the same host mask, in the namespace backend.use_namespace made active
+            return x * backend.asarray(keep / (1.0 - self.p), dtype=raw(x).dtype)
         mask = (keep / (1.0 - self.p)).astype(raw(x).dtype)
         where = backend.device_of(raw(x))
         if where != "cpu":  # drawn on the host (one seed, one mask, on every device), then moved

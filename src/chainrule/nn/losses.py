@@ -22,7 +22,7 @@ from __future__ import annotations
 from .. import backend
 from .. import numpy as cnp
 from ..backend import asarray, xp
-from ..core import raw
+from ..core import raw, state
 from .module import shape_of
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -60,6 +60,8 @@ def check_labels(labels, classes: int, what="labels"):
     would stall the device at every step (and cannot be part of a CUDA graph). Data sets check
     their labels on the host when they are built (:func:`chainrule.data.validate`), and
     :func:`softmax_cross_entropy` turns an out-of-range GPU label into a NaN loss on the device."""
+    if state.foreign:
+        return _check_labels_in_namespace(backend.ns, backend.asarray(raw(labels)), classes, what)
     labels = asarray(raw(labels))  # keeps a captured step's recording array what it is
     on_host = backend.device_of(labels) == "cpu"
     if labels.dtype.kind == "f":
@@ -78,6 +80,27 @@ def check_labels(labels, classes: int, what="labels"):
             f"for {classes} classes"
         )
     return labels.astype(xp.int64, copy=False)
+
+
+def _check_labels_in_namespace(namespace, labels, classes, what):
+    """:func:`check_labels` inside ``backend.use_namespace``, with the array API standard's
+    functions only (no dtype kinds, ``ravel`` or array methods there): int64 labels of the
+    namespace, the same checks and messages."""
+    if namespace.isdtype(labels.dtype, "real floating"):
+        whole = namespace.all(namespace.isfinite(labels)) and namespace.all(labels == namespace.round(labels))
+        if not whole:
+            raise ValueError(f"{what} must be whole numbers (class indices)")
+    elif not namespace.isdtype(labels.dtype, ("integral", "bool")):
+        raise ValueError(f"{what} must be integer class indices, got dtype {labels.dtype}")
+    labels = namespace.astype(labels, namespace.int64)
+    flat = namespace.reshape(labels, (-1,))
+    bad = (flat < 0) | (flat >= classes)
+    if namespace.any(bad):
+        index = int(namespace.argmax(namespace.astype(bad, namespace.int8)))
+        raise ValueError(
+            f"{what}: {int(flat[index])} at position {index} is outside [0, {classes}) for {classes} classes"
+        )
+    return labels
 
 
 def softmax_cross_entropy(logits, labels, reduction="mean"):
@@ -99,20 +122,33 @@ def softmax_cross_entropy(logits, labels, reduction="mean"):
 cross_entropy = softmax_cross_entropy
 
 
+def _logits_like(logits, label_shape):
+    """``logits`` in the labels' shape: a trailing axis of one is dropped; another shape is an error."""
+    if shape_of(logits) == label_shape:
+        return logits
+    if shape_of(logits)[:-1] == label_shape and shape_of(logits)[-1:] == (1,):
+        return cnp.reshape(logits, label_shape)
+    raise ValueError(f"binary_logistic: logits of shape {shape_of(logits)} but labels of shape {label_shape}")
+
+
 def binary_logistic(logits, labels, reduction="mean"):
     """Logistic-regression cost for labels in {0, 1}: softplus(z) - y z (stable for any z)."""
-    labels = asarray(raw(labels))  # a GPU array stays on its device
-    if not xp.all((labels == 0) | (labels == 1)):
-        raise ValueError("binary_logistic: labels must be 0 or 1")
-    if shape_of(logits) != labels.shape:
-        if shape_of(logits)[:-1] == labels.shape and shape_of(logits)[-1:] == (1,):
-            logits = cnp.reshape(logits, labels.shape)
-        else:
-            raise ValueError(
-                f"binary_logistic: logits of shape {shape_of(logits)} but labels of shape {labels.shape}"
-            )
-    labels = labels.astype(raw(logits).dtype if hasattr(raw(logits), "dtype") else xp.float64)
-    return _reduce(cnp.softplus(logits) - labels * logits, reduction)
+    if state.foreign:  # backend.use_namespace: that namespace's functions (the standard has no methods)
+        namespace = backend.ns
+        labels = backend.asarray(raw(labels))
+        if not namespace.all((labels == 0) | (labels == 1)):
+            raise ValueError("binary_logistic: labels must be 0 or 1")
+        logits = _logits_like(logits, tuple(labels.shape))
+        dtype = raw(logits).dtype if hasattr(raw(logits), "dtype") else namespace.float64
+        labels = namespace.astype(labels, dtype)
+    else:
+        labels = asarray(raw(labels))  # a GPU array stays on its device
+        if not xp.all((labels == 0) | (labels == 1)):
+            raise ValueError("binary_logistic: labels must be 0 or 1")
+        logits = _logits_like(logits, labels.shape)
+        labels = labels.astype(raw(logits).dtype if hasattr(raw(logits), "dtype") else xp.float64)
+    # The traced operand first: a plain array of another namespace may not defer to a tracer.
+    return _reduce(cnp.softplus(logits) - logits * labels, reduction)
 
 
 LOSSES = {

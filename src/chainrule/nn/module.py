@@ -32,7 +32,7 @@ from typing import Any
 
 from .. import backend
 from ..backend import xp
-from ..core import raw
+from ..core import raw, state
 from ..device import current_device
 from ..pytree import tree_flatten
 from ..tensor import Tensor
@@ -133,6 +133,9 @@ class Module:
             self._registry("_parameters")[name] = value
         elif name in self.__dict__.get("_buffers", {}):
             value = raw(value)
+            if state.foreign:  # inside backend.use_namespace: that namespace's array, as computed
+                self._buffers[name] = backend.asarray(value)
+                return
             self._buffers[name] = xp.asarray(value) if backend.device_of(value) == "cpu" else value
             return
         object.__setattr__(self, name, value)

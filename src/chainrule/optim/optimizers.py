@@ -49,10 +49,10 @@ from __future__ import annotations
 import math
 
 from .. import backend
-from ..backend import asarray, xp
-from ..core import no_grad, raw
+from ..backend import xp
+from ..core import no_grad, raw, state
 from ..pytree import tree_flatten, tree_map, tree_unflatten
-from .schedules import Constant, Schedule, as_schedule, schedule_from_config
+from .schedules import Constant, Schedule, as_schedule, float_power, schedule_from_config
 
 
 def _check_finite_number(value, what, low=None, high=None, low_inclusive=True, high_inclusive=False):
@@ -67,15 +67,32 @@ def _check_finite_number(value, what, low=None, high=None, low_inclusive=True, h
 
 
 def _as_arrays(tree):
-    return tree_map(lambda leaf: asarray(raw(leaf)), tree)
+    # ``backend.asarray`` read at call time: ``backend.use_namespace`` rebinds it.
+    return tree_map(lambda leaf: backend.asarray(raw(leaf)), tree)
+
+
+def _namespace_of(array):
+    """The array module that computes on ``array``: NumPy or CuPy by its device, or the namespace
+    ``backend.use_namespace`` made active."""
+    return backend.ns if state.foreign else backend.namespace_of(array)
+
+
+def _cast(array, dtype):
+    """``array`` in ``dtype``, without a copy when it already is (the standard has no
+    ``astype`` method: its function inside ``backend.use_namespace``)."""
+    if state.foreign:
+        return backend.ns.astype(array, backend.as_dtype(dtype), copy=False)
+    return array.astype(dtype, copy=False)
 
 
 def _zero_step(param_leaves):
     """The step counter at 0: a 0-d int64 array made like the first parameter (same array type
     and device), a NumPy one for an empty parameter tree."""
     if not param_leaves:
-        return xp.zeros((), dtype=xp.int64)
+        return backend.ns.zeros((), dtype=backend.ns.int64)
     first = param_leaves[0]
+    if state.foreign:  # the standard's zeros_like takes no shape
+        return backend.ns.zeros((), dtype=backend.ns.int64, device=first.device)
     return backend.namespace_of(first).zeros_like(first, shape=(), dtype=xp.int64)
 
 
@@ -87,7 +104,7 @@ def _in_dtype(value, dtype):
     to ``dtype`` first gives the bits the Python float gave; a Python float passes as it is."""
     if type(value) is float:
         return value
-    return value.astype(dtype, copy=False)
+    return _cast(value, dtype)
 
 
 def _check_structure(grads, params):
@@ -118,7 +135,7 @@ class Optimizer:
         params = _as_arrays(params)
         state = {"step": _zero_step(tree_flatten(params)[0])}
         for slot in self.slots:
-            state[slot] = tree_map(xp.zeros_like, params)
+            state[slot] = tree_map(backend.ns.zeros_like, params)
         return state
 
     def lr(self, state) -> float:
@@ -132,8 +149,8 @@ class Optimizer:
         _check_structure(grads, params)
         # The step is only ever computed on as an array (never int(step)): no Python decision
         # reads it, so a captured step (chainrule.capture) replays as recorded.
-        step = asarray(state["step"])
-        next_step = asarray(state["step"] + 1)  # a 0-d array, as the state's other steps
+        step = backend.asarray(state["step"])
+        next_step = backend.asarray(state["step"] + 1)  # a 0-d array, as the state's other steps
         lr = self.schedule.lr if isinstance(self.schedule, Constant) else self.schedule(step)
         scalars = self._step_scalars(lr, next_step)
         scalars_by_dtype = {}
@@ -145,10 +162,8 @@ class Optimizer:
             slots = [leaves[i] for leaves in slot_leaves]
             if p.dtype not in scalars_by_dtype:
                 scalars_by_dtype[p.dtype] = {key: _in_dtype(v, p.dtype) for key, v in scalars.items()}
-            new_p, updated = self._step_leaf(
-                p, g.astype(p.dtype, copy=False), slots, scalars_by_dtype[p.dtype]
-            )
-            new_params.append(new_p.astype(p.dtype, copy=False))
+            new_p, updated = self._step_leaf(p, _cast(g, p.dtype), slots, scalars_by_dtype[p.dtype])
+            new_params.append(_cast(new_p, p.dtype))
             for store, value in zip(new_slots, updated, strict=True):
                 store.append(value)
         new_state = {"step": next_step}
@@ -242,11 +257,11 @@ class Adam(Optimizer):
         # 1 - βᵗ from the step array. float_power computes in float64 with the C library's pow,
         # the one Python's ``β ** t`` calls (NumPy's power on float64 arrays may use a SIMD pow
         # that differs in the last bit), so the corrections are the bits they always were.
-        namespace = backend.namespace_of(step_number)
+        namespace = _namespace_of(step_number)
         scalars = {
             "lr": lr,
-            "correction1": 1 - namespace.float_power(self.b1, step_number),
-            "correction2": 1 - namespace.float_power(self.b2, step_number),
+            "correction1": 1 - float_power(namespace, self.b1, step_number),
+            "correction2": 1 - float_power(namespace, self.b2, step_number),
         }
         if self.weight_decay and self.decoupled:
             scalars["lr_decay"] = lr * self.weight_decay  # lr·λ in float64, then in param's dtype
@@ -259,7 +274,7 @@ class Adam(Optimizer):
         v = self.b2 * slots[1] + (1 - self.b2) * grad * grad
         m_hat = m / scalars["correction1"]
         v_hat = v / scalars["correction2"]
-        new = param - scalars["lr"] * m_hat / (xp.sqrt(v_hat) + self.eps)
+        new = param - scalars["lr"] * m_hat / (backend.ns.sqrt(v_hat) + self.eps)
         if self.weight_decay and self.decoupled:
             new = new - scalars["lr_decay"] * param
         return new, (m, v)
@@ -296,7 +311,7 @@ class RMSProp(Optimizer):
         if self.weight_decay:
             grad = grad + self.weight_decay * param
         square_avg = self.decay * slots[0] + (1 - self.decay) * grad * grad
-        scaled = grad / (xp.sqrt(square_avg) + self.eps)
+        scaled = grad / (backend.ns.sqrt(square_avg) + self.eps)
         if self.momentum:
             velocity = self.momentum * slots[1] + scaled
             return param - lr * velocity, (square_avg, velocity)
@@ -345,8 +360,9 @@ class BoundOptimizer:
 
     def step(self) -> None:
         """Update every Tensor from its ``.grad`` (a missing ``.grad`` counts as zero)."""
+        zeros_like = backend.ns.zeros_like
         grads = tree_unflatten(
-            self.treedef, [xp.zeros_like(t.data) if t.grad is None else raw(t.grad) for t in self.tensors]
+            self.treedef, [zeros_like(t.data) if t.grad is None else raw(t.grad) for t in self.tensors]
         )
         new_params, self.state = self.optimizer.update(grads, self.state, self._values())
         with no_grad():

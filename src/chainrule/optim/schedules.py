@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 
 from .. import backend
+from ..core import state
 
 
 def _positive(value, what):
@@ -47,6 +48,19 @@ def _positive_int(value, what):
     return int(value)
 
 
+def float_power(namespace, base, exponent):
+    """``base ** exponent`` in float64. NumPy's and CuPy's ``float_power`` call the C library's
+    pow, the one Python's ``**`` calls, so results keep the bits they always had; a namespace of
+    the array API standard has no ``float_power``: its ``pow`` on float64 operands."""
+    if not state.foreign:
+        return namespace.float_power(base, exponent)
+
+    def in_float64(value):
+        return value if type(value) is float else namespace.astype(value, namespace.float64)
+
+    return namespace.pow(in_float64(base), in_float64(exponent))
+
+
 class Schedule:
     """``schedule(step)``: a Python float for a Python step number, a float64 array for an
     integer array of steps (see the module docstring). Subclasses write the formula twice, side by
@@ -55,6 +69,11 @@ class Schedule:
     def __call__(self, step):
         if backend.is_array(step):
             return backend.asarray(self._at_array(step, backend.namespace_of(step)))
+        if state.foreign and hasattr(step, "__array_namespace__"):
+            # An array of the namespace backend.use_namespace made active. Its standard mixes no
+            # integer array with a float scalar: steps (small whole numbers, exact) in float64.
+            namespace = backend.ns
+            return self._at_array(namespace.astype(step, namespace.float64), namespace)
         return self._at_int(step)
 
     def _at_int(self, step) -> float:  # pragma: no cover - abstract
@@ -99,7 +118,7 @@ class StepDecay(Schedule):
         return self.lr * self.gamma ** (int(step) // self.step_size)
 
     def _at_array(self, step, namespace):
-        return self.lr * namespace.float_power(self.gamma, namespace.floor_divide(step, self.step_size))
+        return self.lr * float_power(namespace, self.gamma, namespace.floor_divide(step, self.step_size))
 
     def config(self):
         return {"name": "step", "lr": self.lr, "step_size": self.step_size, "gamma": self.gamma}
@@ -164,7 +183,7 @@ class SPSAGain(Schedule):
         return self.lr / (self.offset + int(step) + 1) ** self.alpha
 
     def _at_array(self, step, namespace):
-        return self.lr / namespace.float_power(self.offset + step + 1, self.alpha)
+        return self.lr / float_power(namespace, self.offset + step + 1, self.alpha)
 
     def config(self):
         return {"name": "spsa", "lr": self.lr, "offset": self.offset, "alpha": self.alpha}
