@@ -10,11 +10,11 @@ arrays or silently hand back an ``ndarray``) equal to the NumPy results. The rem
 
 import ast
 import pathlib
-import types
 from functools import partial
 
 import numpy as np
 import pytest
+from module_arrays import with_module_arrays
 
 import chainrule as cr
 import chainrule.numpy as cnp
@@ -376,20 +376,7 @@ def test_an_index_without_an_array_api_form_names_the_scatter_add():
 
 
 def _function_on_strict_arrays(fun):
-    """``fun`` with the NumPy arrays it reads from its module (a ``where`` condition, labels,
-    index arrays) replaced by strict copies, as code written for that namespace would hold them."""
-    if not isinstance(fun, types.FunctionType):
-        return fun
-    namespace = {
-        name: array_api_strict.asarray(value) if isinstance(value, np.ndarray) else value
-        for name, value in fun.__globals__.items()
-    }
-    defaults = None
-    if fun.__defaults__ is not None:
-        defaults = tuple(_function_on_strict_arrays(value) for value in fun.__defaults__)
-    rebuilt = types.FunctionType(fun.__code__, namespace, fun.__name__, defaults, fun.__closure__)
-    rebuilt.__kwdefaults__ = fun.__kwdefaults__
-    return rebuilt
+    return with_module_arrays(fun, array_api_strict.asarray)
 
 
 def _draw_like(rng, leaf):

@@ -16,11 +16,11 @@ second derivatives.
 
 from __future__ import annotations
 
-import types
 from functools import partial
 
 import numpy as np
 import pytest
+from module_arrays import with_module_arrays
 from test_primitives import GRID
 
 import chainrule as cr
@@ -63,21 +63,7 @@ def _assert_on_cuda_and_equal(device_tree, host_tree, tolerance=TOLERANCE):
 
 
 def _function_on_cuda(fun):
-    """``fun`` with the NumPy arrays it reads from its module (a ``where`` condition, labels,
-    index arrays) replaced by device copies, as code written for a GPU would hold them; lambdas
-    among its defaults are rebuilt the same way."""
-    if not isinstance(fun, types.FunctionType):
-        return fun
-    namespace = {
-        name: _to_cuda(value) if isinstance(value, np.ndarray) else value
-        for name, value in fun.__globals__.items()
-    }
-    defaults = None
-    if fun.__defaults__ is not None:
-        defaults = tuple(_function_on_cuda(value) for value in fun.__defaults__)
-    rebuilt = types.FunctionType(fun.__code__, namespace, fun.__name__, defaults, fun.__closure__)
-    rebuilt.__kwdefaults__ = fun.__kwdefaults__
-    return rebuilt
+    return with_module_arrays(fun, _to_cuda)
 
 
 def _draws(rng, tree):

@@ -476,6 +476,12 @@ def find_library() -> str:
 
 _c_int, _c_void_p, _c_size_t, _c_longlong = ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_longlong
 _GEMM = (_c_void_p, _c_int, _c_int, _c_int, _c_int, _c_int)  # handle, transa, transb, m, n, k
+# alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batchCount
+_STRIDED_BATCHED = (
+    *(_c_void_p, _c_void_p, _c_int, _c_longlong),
+    *(_c_void_p, _c_int, _c_longlong),
+    *(_c_void_p, _c_void_p, _c_int, _c_longlong, _c_int),
+)
 
 #: Argument types of every function bound here, as declared in cublas_api.h. Enums are C ints,
 #: ``cudaStream_t`` and device pointers are ``void*``, host scalars (alpha, beta) pointers.
@@ -489,36 +495,8 @@ PROTOTYPES = {
     "cublasSgemm_v2": _GEMM + (_c_void_p, _c_void_p, _c_int, _c_void_p, _c_int, _c_void_p, _c_void_p, _c_int),
     "cublasDgemm_v2": _GEMM + (_c_void_p, _c_void_p, _c_int, _c_void_p, _c_int, _c_void_p, _c_void_p, _c_int),
     # alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batchCount
-    "cublasSgemmStridedBatched": _GEMM
-    + (
-        _c_void_p,
-        _c_void_p,
-        _c_int,
-        _c_longlong,
-        _c_void_p,
-        _c_int,
-        _c_longlong,
-        _c_void_p,
-        _c_void_p,
-        _c_int,
-        _c_longlong,
-        _c_int,
-    ),
-    "cublasDgemmStridedBatched": _GEMM
-    + (
-        _c_void_p,
-        _c_void_p,
-        _c_int,
-        _c_longlong,
-        _c_void_p,
-        _c_int,
-        _c_longlong,
-        _c_void_p,
-        _c_void_p,
-        _c_int,
-        _c_longlong,
-        _c_int,
-    ),
+    "cublasSgemmStridedBatched": _GEMM + _STRIDED_BATCHED,
+    "cublasDgemmStridedBatched": _GEMM + _STRIDED_BATCHED,
     # alpha, A, Atype, lda, B, Btype, ldb, beta, C, Ctype, ldc, computeType, algo
     "cublasGemmEx": _GEMM
     + (
