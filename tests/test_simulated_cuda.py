@@ -182,6 +182,7 @@ def test_grad_value_and_grad_and_vjp_of_pytrees_on_the_device(cuda, problem):
     want_value, want = cr.value_and_grad(_scalar_loss)(params, x)
     value, got = cr.value_and_grad(_scalar_loss)(_to_cuda(params), _to_cuda(x))
     _assert_on_cuda_and_equal((value, got), (want_value, want))
+
     # An input that does not reach the output gets zeros, on its device.
     def unused(x):
         return cr.grad(lambda p, extra: _scalar_loss(p, x), argnums=(0, 1))
@@ -310,6 +311,7 @@ def test_mlp_gradients_on_the_device_equal_the_cpu_ones(cuda, batch, activation,
             ("cross_entropy", nn.cross_entropy, wanted_labels),
             ("mse", nn.mse, wanted_targets),
         ):
+
             def objective(p, loss=loss, target=target):
                 return loss(model.apply(p, inputs, train=True, rng=np.random.default_rng(3)), target)
 
@@ -368,6 +370,35 @@ def test_a_training_step_on_the_device_reads_nothing_back(cuda, batch, monkeypat
             )(params)
             new_params, _ = optimizer.update(grads, state, params)
         assert all(type(leaf) is SimulatedArray for leaf in cr.tree_leaves(new_params))
+
+
+@pytest.mark.parametrize("optimizer", [optim.SGD(0.1, momentum=0.9), optim.Adam(1e-2)], ids=["sgd", "adam"])
+def test_a_step_without_random_draws_copies_nothing_to_the_device(cuda, batch, monkeypatch, optimizer):
+    """What a CUDA graph needs besides no host reads: no host-to-device copy inside the step
+    (CUDA refuses one while a stream is capturing). Every constant the engine, the layers, the
+    loss and the optimizer use must be made on the device, not copied from the host. (Dropout
+    draws its mask on the host by design: a captured step takes its random draws as arguments.)"""
+    from chainrule import simulated_cuda  # noqa: PLC0415
+
+    x, labels, _ = batch
+    model = nn.MLP([5, 7, 3], batchnorm=True, seed=3).to("cuda")
+    inputs, targets = _to_cuda(x), _to_cuda(labels)
+    params = model.parameters()
+    state = optimizer.init(params)
+    copy_from_host = simulated_cuda._from_host
+
+    def refuse_host_values(value, dtype=None):
+        if type(value) is not SimulatedArray:
+            raise AssertionError(f"a host value was copied to the device inside the step: {value!r}")
+        return copy_from_host(value, dtype)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(simulated_cuda, "_from_host", refuse_host_values)
+        loss, grads = cr.value_and_grad(
+            lambda p: nn.cross_entropy(model.apply(p, inputs, train=True), targets)
+        )(params)
+        new_params, _ = optimizer.update(grads, state, params)
+    assert all(type(leaf) is SimulatedArray for leaf in cr.tree_leaves(new_params))
 
 
 def test_module_to_moves_and_casts_parameters_and_buffers(cuda):
