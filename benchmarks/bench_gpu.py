@@ -105,7 +105,7 @@ def _chainrule_loss(cp, params, x, y, fused_allowed=True):
         for i in range(layers):
             h = h @ p[f"w{i}"] + p[f"b{i}"]
             if i < layers - 1:
-                h = cnp.maximum(h, 0)
+                h = cnp.relu(h)
         return h
 
     def fused(p, x, labels):

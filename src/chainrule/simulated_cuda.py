@@ -29,6 +29,7 @@ inside :func:`chainrule.backend`'s device lookup, which is where chainrule asks 
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from contextlib import contextmanager
 
 import numpy as np
@@ -36,7 +37,7 @@ from numpy.lib.mixins import NDArrayOperatorsMixin
 
 from . import backend
 
-__all__ = ["SimulatedArray", "SimulatedCuPy", "simulate_cuda"]
+__all__ = ["SimulatedArray", "SimulatedCuPy", "count_kernels", "simulate_cuda"]
 
 
 class _SimulatedDevice:
@@ -131,6 +132,71 @@ def _check_ufunc_method(ufunc, method, kwargs, where):
         raise TypeError(f"{where}: CuPy's reduce takes no `initial` or `where` argument")
 
 
+# Kernel launches, counted while :func:`count_kernels` is active: every device operation that
+# would launch work on a GPU (a ufunc, a reduction, a product, a copy, a fill, a scatter), not
+# the ones that only make a view (reshape, transpose, broadcasting, basic indexing).
+_kernels = None
+
+#: NumPy functions and array methods that make views or read metadata: no kernel on a GPU.
+_VIEWS = frozenset(
+    {
+        "reshape",
+        "transpose",
+        "permute_dims",
+        "broadcast_to",
+        "broadcast_arrays",
+        "expand_dims",
+        "squeeze",
+        "swapaxes",
+        "moveaxis",
+        "view",
+        "shape",
+        "ndim",
+        "size",
+        "result_type",
+        "may_share_memory",
+        "shares_memory",
+        "atleast_1d",
+        "atleast_2d",
+        "iscomplexobj",
+        "isrealobj",
+        "get",
+        "item",
+        "tolist",
+        "empty",
+        "empty_like",
+    }
+)
+
+
+def _launch(name):
+    if _kernels is not None:
+        _kernels[name] += 1
+
+
+@contextmanager
+def count_kernels():
+    """Count the kernels the device operations inside the block would launch on a GPU, by
+    operation (a ``collections.Counter``). On a GPU each launch costs microseconds of host time
+    whatever its size, so for small networks this count, not the arithmetic, sets a step's time.
+
+    >>> import numpy as np, chainrule as cr
+    >>> from chainrule.device import to_device
+    >>> with simulate_cuda():
+    ...     w = to_device(np.ones(3), "cuda")
+    ...     with count_kernels() as kernels:
+    ...         _ = cr.grad(lambda w: cr.numpy.sum(w * w))(w)
+    >>> sum(kernels.values()) > 0
+    True
+    """
+    global _kernels
+    saved, _kernels = _kernels, Counter()
+    try:
+        yield _kernels
+    finally:
+        _kernels = saved
+
+
 def _current_device():
     return _SimulatedDevice(_state.device_index)
 
@@ -177,6 +243,7 @@ class SimulatedArray(NDArrayOperatorsMixin):
         if out is not None:
             kwargs["out"] = tuple(unwrap(value) for value in out)
         result = getattr(ufunc, method)(*host_inputs, **kwargs)
+        _launch(where)
         if out is not None:
             return out[0] if len(out) == 1 else out
         return _wrap(result, unwrap.device)
@@ -185,7 +252,10 @@ class SimulatedArray(NDArrayOperatorsMixin):
         unwrap = _Unwrapper(f"numpy.{func.__name__}")
         host_args = [unwrap(value) for value in args]
         host_kwargs = {name: unwrap(value) for name, value in kwargs.items()}
-        return _wrap(func(*host_args, **host_kwargs), unwrap.device)
+        result = func(*host_args, **host_kwargs)
+        if func.__name__ not in _VIEWS:
+            _launch(f"numpy.{func.__name__}")
+        return _wrap(result, unwrap.device)
 
     # What cupy.ndarray offers --------------------------------------------------------------
 
@@ -239,15 +309,19 @@ class SimulatedArray(NDArrayOperatorsMixin):
     def __getitem__(self, index):
         host_index = _index_on_host(index, self.device)
         try:
-            return _wrap(self._host[host_index], self.device)
+            result = self._host[host_index]
         except IndexError:
             # CuPy wraps out-of-range integer-array indices around instead of raising.
-            return _wrap(self._host[_wrapped_around(host_index, self._host.shape)], self.device)
+            result = self._host[_wrapped_around(host_index, self._host.shape)]
+        if isinstance(result, np.ndarray) and not np.may_share_memory(result, self._host):
+            _launch("ndarray.__getitem__ (gather)")  # integer-array or boolean indexing copies
+        return _wrap(result, self.device)
 
     def __setitem__(self, index, value):
         unwrap = _Unwrapper("ndarray.__setitem__")
         unwrap.device = self.device
         self._host[_index_on_host(index, self.device)] = unwrap(value)
+        _launch("ndarray.__setitem__")
 
     def __getattr__(self, name):
         # Methods (reshape, astype, sum, copy, ...) run on the host buffer, their array results
@@ -263,6 +337,11 @@ class SimulatedArray(NDArrayOperatorsMixin):
             unwrap = _Unwrapper(f"ndarray.{name}")
             unwrap.device = device
             result = attribute(*[unwrap(a) for a in args], **{k: unwrap(v) for k, v in kwargs.items()})
+            host = self._host
+            if name not in _VIEWS and not (
+                isinstance(result, np.ndarray) and np.may_share_memory(result, host)
+            ):
+                _launch(f"ndarray.{name}")
             return _wrap(result, device)
 
         return method
@@ -364,6 +443,7 @@ class _Cuda:
 def _from_host(value, dtype=None):
     if type(value) is SimulatedArray:
         return value if dtype is None or value.dtype == dtype else value.astype(dtype)
+    _launch("copy host to device")
     return SimulatedArray(np.array(value, dtype=dtype), _current_device())
 
 
@@ -398,6 +478,8 @@ class SimulatedCuPy:
         def function(*args, **kwargs):
             unwrap = _Unwrapper(f"cupy.{name}")
             result = attribute(*[unwrap(a) for a in args], **{k: unwrap(v) for k, v in kwargs.items()})
+            if name not in _VIEWS:
+                _launch(f"cupy.{name}")
             return _wrap(result, unwrap.device or _current_device())
 
         function.__name__ = name
@@ -428,8 +510,10 @@ class _SimulatedUfunc:
                 target = unwrap(args[0])
                 values = [unwrap(a) for a in args[2:]]
                 bound(target, _index_on_host(args[1], unwrap.device), *values, **kwargs)
+                _launch(where)
                 return None
             result = bound(*[unwrap(a) for a in args], **{k: unwrap(v) for k, v in kwargs.items()})
+            _launch(where)
             return _wrap(result, unwrap.device or _current_device())
 
         return call
