@@ -435,15 +435,20 @@ def _device_mlp(cupy, rng, sizes=SIZES):
     return params
 
 
-def _loss(params, x, target):
-    """Mean squared error of a tanh MLP (ops that run on CuPy arrays today)."""
+def _outputs(params, x, activation):
+    """The MLP's outputs: ``activation`` between the layers."""
     layers = len(params) // 2
     h = x
     for i in range(layers):
         h = h @ params[f"w{i}"] + params[f"b{i}"]
         if i < layers - 1:
-            h = cnp.tanh(h)
-    return cnp.mean((h - target) ** 2)
+            h = activation(h)
+    return h
+
+
+def _loss(params, x, target):
+    """Mean squared error of a tanh MLP."""
+    return cnp.mean((_outputs(params, x, cnp.tanh) - target) ** 2)
 
 
 def sgd_step(params, x, target, lr=0.1):
@@ -486,13 +491,7 @@ def _relu_cross_entropy_step(params, x, labels, lr=0.1):
     """The benchmark's step: a ReLU MLP with the engine's fused softmax cross-entropy."""
 
     def loss_fn(p):
-        h = x
-        layers = len(p) // 2
-        for i in range(layers):
-            h = cnp.matmul(h, p[f"w{i}"]) + p[f"b{i}"]
-            if i < layers - 1:
-                h = cnp.maximum(h, 0.0)
-        return cnp.mean(cnp.softmax_cross_entropy(h, labels))
+        return cnp.mean(cnp.softmax_cross_entropy(_outputs(p, x, cnp.relu), labels))
 
     loss, grads = cr.value_and_grad(loss_fn)(params)
     return {k: params[k] - lr * grads[k] for k in params}, loss
