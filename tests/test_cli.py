@@ -180,6 +180,10 @@ def test_matmul_precision_is_recorded_used_and_kept(capsys, tmp_path):
     assert runs["bf16"] != runs["highest"]  # rounded inputs: a (slightly) different run
     code, _, err = run_cli(capsys, "train", "--resume", tmp_path / "bf16", "--matmul-precision", "tf32")
     assert code == 2 and "--matmul-precision 'tf32' differs from the run's 'bf16'" in err
+    config_path = tmp_path / "bf16" / "config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "matmul_precision": "fp8"}))
+    code, _, err = run_cli(capsys, "evaluate", tmp_path / "bf16")
+    assert code == 2 and "--matmul-precision must be one of highest, tf32, bf16, got 'fp8'" in err
 
 
 def test_default_run_directory_is_new_each_time(capsys, tmp_path):
