@@ -4,7 +4,7 @@ Run with ``python benchmarks/bench_capture.py [--quick]``. For each MLP (ReLU hi
 softmax cross-entropy, plain SGD, float32) it times one training step three ways:
 
 * eager: ``chainrule.value_and_grad`` of the loss, then the update, every step;
-* captured: the same step function under ``chainrule.capture.capture``, replayed;
+* captured: the same step function under ``chainrule.backend.capture.capture``, replayed;
 * by hand: forward and backward written in NumPy (the floor: no autodiff at all).
 
 Method: one BLAS thread (threadpoolctl), contenders timed in interleaved repetitions, each figure
@@ -25,7 +25,7 @@ from threadpoolctl import threadpool_limits
 
 import chainrule as cr
 import chainrule.numpy as cnp
-from chainrule.capture import capture
+from chainrule.backend.capture import capture
 
 MLPS = {  # name: (layer widths, batch size)
     "tiny 64-32-10 b32": ((64, 32, 10), 32),

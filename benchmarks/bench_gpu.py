@@ -13,12 +13,12 @@ the batch), backward, plain SGD; float32 (``--dtype float64`` for a check), TF32
 Contenders, timed in one interleaved run:
 
 * chainrule eager: ``chainrule.value_and_grad`` on CuPy arrays, then the update in place;
-* chainrule captured: the same step as a pure function under ``chainrule.capture.capture``, a
-  CUDA graph whose matmuls go through ``chainrule.cuda.cublas`` (``copy_outputs=False``: the new
+* chainrule captured: the same step as a pure function under ``chainrule.backend.capture.capture``, a
+  CUDA graph whose matmuls go through ``chainrule.backend.cuda.cublas`` (``copy_outputs=False``: the new
   parameters stay in the graph's output buffers and are fed back, one device copy per array);
 * CuPy by hand: forward and backward written out with CuPy calls (``@`` is CuPy's cuBLAS);
 * CuPy by hand, CUDA graph: the same hand step with its products through the cuBLAS binding,
-  captured once with ``chainrule.cuda.graph.capture_graph`` and replayed;
+  captured once with ``chainrule.backend.cuda.graph.capture_graph`` and replayed;
 * PyTorch eager and PyTorch CUDA graph (``torch.cuda.graph`` with static inputs, the standard
   whole-step recipe: warm-up on a side stream, ``zero_grad(set_to_none=True)``, capture of
   forward, backward and ``optimizer.step()``), when PyTorch with CUDA is installed;
@@ -145,7 +145,7 @@ def build_chainrule_eager(cp, params, x, y, notes):
 
 def build_chainrule_captured(cp, params, x, y, notes):
     import chainrule as cr
-    from chainrule.capture import CaptureError, capture
+    from chainrule.backend.capture import CaptureError, capture
 
     p = {k: cp.array(v, copy=True) for k, v in params.items()}
     xd, yd = cp.asarray(x), cp.asarray(y)
@@ -211,8 +211,8 @@ def build_cupy_graph(cp, params, x, y, notes):
     copies the batch into the static input buffers (here the same batch, from other buffers), as
     a training loop would. The eager warm-up updates the parameters once (a capture runs
     nothing), so the first loss reported is the warm-up's (the parameters' starting point)."""
-    from chainrule.cuda import cublas
-    from chainrule.cuda.graph import capture_graph
+    from chainrule.backend.cuda import cublas
+    from chainrule.backend.cuda.graph import capture_graph
 
     p = {k: cp.array(v, copy=True) for k, v in params.items()}
     batch_x, batch_y = cp.asarray(x), cp.asarray(y)
@@ -417,7 +417,7 @@ def _print_environment(cp):
         f"JAX: matmul precision 'highest', x64 only for --dtype float64; NVIDIA_TF32_OVERRIDE={override})"
     )
     try:
-        from chainrule.cuda import cublas
+        from chainrule.backend.cuda import cublas
 
         info = cublas.describe()
         routines = (

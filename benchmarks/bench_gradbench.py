@@ -115,7 +115,7 @@ def eval_command(args, name, extra):
 
 
 TOOLS = {
-    "chainrule": lambda args: [sys.executable, "-m", "chainrule.gradbench"],
+    "chainrule": lambda args: [sys.executable, "-m", "chainrule.apps.gradbench"],
     "pytorch": lambda args: [
         args.peer_python,
         str(Path(args.gradbench) / "python/gradbench/gradbench/tools/pytorch/run.py"),

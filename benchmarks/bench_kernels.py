@@ -2,7 +2,7 @@
 
 On a GPU a small network's step is bound by kernel launches (each costs microseconds of host time
 whatever its size), not by arithmetic. This counts them on the simulated CUDA device
-(:func:`chainrule.simulated_cuda.count_kernels`), for the same steps ``bench_gpu.py`` times: the
+(:func:`chainrule.backend.simulated_cuda.count_kernels`), for the same steps ``bench_gpu.py`` times: the
 SGD step of each MLP of the GPU issue written with chainrule (``value_and_grad`` of the fused
 cross-entropy, then the update) and written by hand with CuPy calls. The counts depend on the
 number of layers, not their widths, so the wide MLPs are counted at width 64 (same depth).
@@ -25,7 +25,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import bench_gpu  # noqa: E402  (the same steps and problems as the GPU benchmark)
 
-from chainrule.simulated_cuda import count_kernels, simulate_cuda  # noqa: E402
+from chainrule.backend.simulated_cuda import count_kernels, simulate_cuda  # noqa: E402
 
 COUNTED_WIDTH = 64  # wide MLPs are counted at this width: launches depend on depth only
 

@@ -38,8 +38,8 @@ import numpy as np  # noqa: E402
 
 import chainrule as cr  # noqa: E402
 import chainrule.numpy as cnp  # noqa: E402
-from chainrule import cost  # noqa: E402
-from chainrule.jacobians import _flat_inputs, _layout, _push_chunk  # noqa: E402
+from chainrule.transforms import cost  # noqa: E402
+from chainrule.transforms.jacobians import _flat_inputs, _layout, _push_chunk  # noqa: E402
 
 CHUNK = 128  # forward-mode directions per batched pass in (a)
 
@@ -290,7 +290,7 @@ def bench_grid(quick):
 
 
 def bench_calibration():
-    print("(d) The cost model's constants, measured on this machine (chainrule.cost)")
+    print("(d) The cost model's constants, measured on this machine (chainrule.transforms.cost)")
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((256, 256)), rng.standard_normal((16, 256, 256))
     samples = measure({"matmul": lambda: a @ b}, repeats=5)

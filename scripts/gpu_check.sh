@@ -22,6 +22,6 @@ echo "== benchmark" | tee "$out/bench.txt"
 timeout 240 "$py" benchmarks/bench_gpu.py 2>&1 | tee -a "$out/bench.txt"
 echo "== training on cuda and on cpu (float32)" | tee "$out/train.txt"
 for where in cuda cpu; do
-  timeout 60 "$py" -m chainrule.cli train --data digits --hidden 128,64 --epochs 3 --device "$where" \
+  timeout 60 "$py" -m chainrule.apps.cli train --data digits --hidden 128,64 --epochs 3 --device "$where" \
     --dtype float32 --run-dir "$out/run-$where" --no-plot 2>&1 | tail -6 | tee -a "$out/train.txt"
 done

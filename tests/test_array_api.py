@@ -1,6 +1,6 @@
 """The engine on a strict array-API namespace, and the NumPy-only calls that remain.
 
-``chainrule.backend.use_namespace(array_api_strict)`` rebinds the covered primitives' forwards
+``chainrule.engine.arraylib.use_namespace(array_api_strict)`` rebinds the covered primitives' forwards
 and the engine's generic calls to ``array_api_strict`` for a block. Inside it, ``grad``, ``vjp``,
 ``jvp`` and ``Tensor.backward`` of functions built from the covered primitives must return
 ``array_api_strict`` arrays (a NumPy call anywhere on their path would either fail on strict
@@ -18,11 +18,11 @@ from module_arrays import with_module_arrays
 
 import chainrule as cr
 import chainrule.numpy as cnp
-from chainrule import backend
-from chainrule.backend import use_namespace
-from chainrule.batching import Batched
-from chainrule.core import new_level, state
-from chainrule.primitives import TABLE
+from chainrule.engine import arraylib
+from chainrule.engine.arraylib import use_namespace
+from chainrule.engine.batching import Batched
+from chainrule.engine.core import new_level, state
+from chainrule.engine.primitives import TABLE
 
 # 2.3 implements the 2024.12 standard: Python scalars in binary functions and in where.
 array_api_strict = pytest.importorskip(
@@ -31,8 +31,9 @@ array_api_strict = pytest.importorskip(
 
 ENGINE = pathlib.Path(__file__).resolve().parents[1] / "src" / "chainrule"
 ENGINE_MODULES = (
-    "backend", "core", "tensor", "primitives", "ops", "reverse", "forward", "transforms",
-    "batching", "linearize", "jacobians", "pytree", "array_methods",
+    "engine/arraylib", "engine/core", "engine/tensor", "engine/primitives", "engine/ops",
+    "engine/reverse", "engine/forward", "transforms/api", "engine/batching", "transforms/linearize",
+    "transforms/jacobians", "transforms/pytree", "engine/array_methods",
 )
 
 #: The primitives that have an array-API forward (``docs/gpu.md`` lists the same).
@@ -115,8 +116,8 @@ def test_the_list_of_numpy_only_calls_is_exact():
 
 
 def test_the_generic_calls_use_standard_names_only():
-    # ``backend.ns`` is whichever namespace is active: only names of the standard may be used.
-    used = _engine_calls("backend.ns")
+    # ``arraylib.ns`` is whichever namespace is active: only names of the standard may be used.
+    used = _engine_calls("arraylib.ns")
     assert used, "the audit no longer sees the engine's generic calls"
     outside = used - set(dir(array_api_strict))
     assert not outside, f"generic calls outside the standard: {sorted(outside)}"
@@ -291,12 +292,12 @@ def test_the_switch_is_undone_on_exit_even_after_an_error():
     numpy_forwards = {name: prim.forward for name, prim in TABLE.items()}
     with pytest.raises(ZeroDivisionError):
         with use_namespace(array_api_strict):
-            assert state.hooked and backend.ns is array_api_strict
+            assert state.hooked and arraylib.ns is array_api_strict
             assert TABLE["exp"].forward is array_api_strict.exp
             raise ZeroDivisionError
     assert {name: prim.forward for name, prim in TABLE.items()} == numpy_forwards
-    assert backend.ns is np and not state.hooked and not state.foreign
-    assert backend.as_dtype is np.dtype and backend.plain_asarray is np.asarray
+    assert arraylib.ns is np and not state.hooked and not state.foreign
+    assert arraylib.as_dtype is np.dtype and arraylib.plain_asarray is np.asarray
     # The NumPy path is back, fast paths included: results are ndarrays again.
     x = cr.Tensor([1.0, 2.0], requires_grad=True)
     (x * x).sum().backward()
@@ -602,7 +603,7 @@ def test_batch_norm_statistics_come_back_to_numpy_after_the_block():
         model.apply(_strict(params), array_api_strict.ones((4, 2)), train=True)
         assert type(model[1].running_mean) is STRICT_ARRAY
     out = model.apply(params, np.ones((4, 2)), train=False)
-    assert type(cr.core.raw(out)) is np.ndarray and type(model[1].running_mean) is np.ndarray
+    assert type(cr.engine.core.raw(out)) is np.ndarray and type(model[1].running_mean) is np.ndarray
 
 
 _OPTIMIZERS = {

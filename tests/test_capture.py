@@ -1,11 +1,11 @@
-"""``chainrule.capture`` on the CPU: a recorded step replays to the eager step's results."""
+"""``chainrule.backend.capture`` on the CPU: a recorded step replays to the eager step's results."""
 
 import numpy as np
 import pytest
 
 import chainrule as cr
 import chainrule.numpy as cnp
-from chainrule.capture import CaptureError, capture
+from chainrule.backend.capture import CaptureError, capture
 
 SIZES = (64, 32, 10)
 

@@ -1,4 +1,4 @@
-"""Optimizers and learning-rate schedules inside a captured step (``chainrule.capture``).
+"""Optimizers and learning-rate schedules inside a captured step (``chainrule.backend.capture``).
 
 The optimizer's step counter stays an array: Adam's bias corrections and every schedule are array
 expressions of it, so a captured ``nn.MLP`` training step records no guard and each replay gives
@@ -12,7 +12,7 @@ import pytest
 
 import chainrule as cr
 from chainrule import nn, optim
-from chainrule.capture import capture
+from chainrule.backend.capture import capture
 from chainrule.nn.losses import get_loss
 
 REPLAYS = 8
@@ -190,16 +190,16 @@ def test_float32_parameters_update_in_float32_as_with_python_scalars():
 def test_optimizer_state_is_made_like_the_parameters():
     """The state's arrays come from zeros_like of the parameters (so a CuPy parameter gets CuPy
     state); an ndarray subclass kept by the backend shows it on the CPU."""
-    from chainrule import backend
+    from chainrule.engine import arraylib
 
     class Marked(np.ndarray):
         pass
 
-    backend.keep_array_type(Marked)
+    arraylib.keep_array_type(Marked)
     try:
         params = {"w": np.ones(3).view(Marked), "b": np.zeros(2).view(Marked)}
         state = optim.Adam(0.1).init(params)
         assert type(state["step"]) is Marked and state["step"].dtype == np.int64 and state["step"].shape == ()
         assert all(type(leaf) is Marked for leaf in cr.tree_leaves({k: state[k] for k in ("m", "v")}))
     finally:
-        backend._KEPT_TYPES.discard(Marked)
+        arraylib._KEPT_TYPES.discard(Marked)

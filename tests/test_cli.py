@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chainrule.cli import main
+from chainrule.apps.cli import main
 
 TINY = [
     "--data",

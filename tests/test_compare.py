@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from chainrule.cli import main
+from chainrule.apps.cli import main
 from chainrule.data import Dataset
 from chainrule.data.datasets import Splits
 from chainrule.training.compare import (

@@ -10,7 +10,7 @@ import pytest
 
 import chainrule as cr
 import chainrule.numpy as cnp
-from chainrule.chain import (
+from chainrule.transforms.chain import (
     bracketing_flops,
     format_bracketing,
     forward_bracketing,

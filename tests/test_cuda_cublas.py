@@ -16,8 +16,14 @@ import os
 import numpy as np
 import pytest
 
-from chainrule.cuda import cublas
-from chainrule.cuda.cublas import CUBLAS_OP_N, CUBLAS_OP_T, gemm_arguments, gemm_routine, prepare_operands
+from chainrule.backend.cuda import cublas
+from chainrule.backend.cuda.cublas import (
+    CUBLAS_OP_N,
+    CUBLAS_OP_T,
+    gemm_arguments,
+    gemm_routine,
+    prepare_operands,
+)
 
 READ_MAPPED_LIBRARIES = cublas._mapped_libraries  # the fixture below replaces the module's
 

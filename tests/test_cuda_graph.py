@@ -14,14 +14,14 @@ import pytest
 
 import chainrule as cr
 import chainrule.numpy as cnp
-from chainrule import backend
-from chainrule.capture import CaptureError, capture
-from chainrule.core import state
-from chainrule.cuda import cublas
-from chainrule.cuda import graph as cuda_graph
-from chainrule.device import cuda_available
-from chainrule.precision import matmul_precision, round_to_tf32
-from chainrule.primitives import TABLE
+from chainrule.engine import arraylib
+from chainrule.backend.capture import CaptureError, capture
+from chainrule.engine.core import state
+from chainrule.backend.cuda import cublas
+from chainrule.backend.cuda import graph as cuda_graph
+from chainrule.backend.device import cuda_available
+from chainrule.backend.precision import matmul_precision, round_to_tf32
+from chainrule.engine.primitives import TABLE
 
 cuda = pytest.mark.skipif(not cuda_available(), reason="needs CuPy and a CUDA device")
 
@@ -60,7 +60,7 @@ class FakeGraphStep:
 
 @pytest.fixture
 def recorded_graphs(monkeypatch):
-    """``chainrule.cuda.graph.record_graph`` replaced by a recorder; its replays return what the
+    """``chainrule.backend.cuda.graph.record_graph`` replaced by a recorder; its replays return what the
     step returned at recording (or ``replay_result`` when set)."""
     calls = []
 
@@ -112,15 +112,15 @@ def test_the_first_graph_replay_is_checked_against_the_eager_step(recorded_graph
         wrong(FakeCudaArray((2,), fill=1.0))
 
 
-@pytest.mark.skipif(backend.cupy_module() is not None, reason="CuPy is installed here")
+@pytest.mark.skipif(arraylib.cupy_module() is not None, reason="CuPy is installed here")
 def test_device_arrays_without_cupy_are_a_clear_error():
     with pytest.raises(CaptureError, match="CuPy arrays were passed but CuPy cannot be imported"):
         capture(lambda x: x, (FakeCudaArray((2,)),))
 
 
 def test_the_simulated_device_has_no_graphs_to_capture_into():
-    from chainrule.device import to_device
-    from chainrule.simulated_cuda import simulate_cuda
+    from chainrule.backend.device import to_device
+    from chainrule.backend.simulated_cuda import simulate_cuda
 
     with simulate_cuda():
         on_device = to_device(np.ones((2, 3), np.float32), "cuda")
@@ -189,7 +189,7 @@ def test_matmul_through_cublas_rebinds_device_products_and_restores(monkeypatch)
 
 
 class _LoggingCupy:
-    """Just enough of CuPy's stream, pool, graph and runtime API for :mod:`chainrule.cuda.graph`;
+    """Just enough of CuPy's stream, pool, graph and runtime API for :mod:`chainrule.backend.cuda.graph`;
     every call that CUDA would order on a stream is logged with the stream it went to."""
 
     def __init__(self):
@@ -330,7 +330,7 @@ class _LoggedHandle:
 @pytest.fixture
 def logging_cupy(monkeypatch):
     cupy = _LoggingCupy()
-    monkeypatch.setattr(backend, "cupy_module", lambda: cupy)
+    monkeypatch.setattr(arraylib, "cupy_module", lambda: cupy)
     monkeypatch.setattr(cublas, "current_handle", lambda: _LoggedHandle(cupy))
     return cupy
 
@@ -463,7 +463,7 @@ def _batch(cupy, rng, n=32, sizes=SIZES):
 
 
 def _close(got, expected, rtol=1e-4, atol=1e-5):
-    np.testing.assert_allclose(backend.to_numpy(got), backend.to_numpy(expected), rtol=rtol, atol=atol)
+    np.testing.assert_allclose(arraylib.to_numpy(got), arraylib.to_numpy(expected), rtol=rtol, atol=atol)
 
 
 @cuda
@@ -481,10 +481,10 @@ def test_captured_tiny_mlp_step_follows_the_eager_step():
         replayed, replayed_loss = fast(replayed, x, target)
         _close(replayed_loss, eager_loss)
         for key in eager:
-            assert backend.device_of(replayed[key]) == "cuda" and replayed[key].dtype == np.float32
+            assert arraylib.device_of(replayed[key]) == "cuda" and replayed[key].dtype == np.float32
             _close(replayed[key], eager[key])
     assert fast.stats == {"captures": 1, "replays": 5, "fallbacks": 0}
-    assert not np.allclose(backend.to_numpy(replayed["w0"]), backend.to_numpy(params["w0"]))
+    assert not np.allclose(arraylib.to_numpy(replayed["w0"]), arraylib.to_numpy(params["w0"]))
 
 
 def _relu_cross_entropy_step(params, x, labels, lr=0.1):
@@ -557,7 +557,7 @@ def test_host_reads_and_cupy_cublas_calls_in_a_step_are_capture_errors():
     with pytest.raises(CaptureError, match="calls cuBLAS through CuPy"):
         capture(uses_cupy_dot, (params, *batch))
     with pytest.raises(CaptureError, match="is a NumPy ndarray"):
-        capture(sgd_step, (params, backend.to_numpy(batch[0]), batch[1]))
+        capture(sgd_step, (params, arraylib.to_numpy(batch[0]), batch[1]))
     assert TABLE["matmul"].forward is np.matmul and not state.foreign
 
 
@@ -625,7 +625,7 @@ def test_precision_modes_on_the_gpu_keep_the_emulations_error_bounds():
     largest = {}
     for mode, u in (("highest", 0.0), ("tf32", 2.0**-11), ("bf16", 2.0**-8)):
         with matmul_precision(mode):
-            got = backend.to_numpy(cnp.matmul(cupy.asarray(a), cupy.asarray(b)))
+            got = arraylib.to_numpy(cnp.matmul(cupy.asarray(a), cupy.asarray(b)))
         truncation = 2 * u  # tensor cores may truncate instead of rounding to nearest
         error = np.abs(got - exact)
         assert (error <= (2 * truncation + truncation**2 + accumulation) * scale).all(), mode

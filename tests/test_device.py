@@ -5,8 +5,8 @@ import pytest
 
 import chainrule as cr
 import chainrule.numpy as cnp
-from chainrule import backend
-from chainrule.device import (
+from chainrule.engine import arraylib
+from chainrule.backend.device import (
     Device,
     cuda_available,
     current_device,
@@ -85,8 +85,8 @@ def test_moving_a_recorded_result_is_refused():
 
 def test_device_lookup_recognises_cuda_arrays():
     fake = FakeCudaArray((2,))
-    assert backend.device_of(fake) == "cuda" and backend.is_array(fake)
-    assert backend.asarray(fake) is fake  # stays on its device
+    assert arraylib.device_of(fake) == "cuda" and arraylib.is_array(fake)
+    assert arraylib.asarray(fake) is fake  # stays on its device
 
 
 def test_mixing_devices_in_one_op_names_the_op_and_both_devices():

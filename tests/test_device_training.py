@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from chainrule import data, nn, optim
-from chainrule.cli import main
-from chainrule.device import (
+from chainrule.apps.cli import main
+from chainrule.backend.device import (
     cuda_available,
     device,
     device_of,
@@ -21,8 +21,8 @@ from chainrule.device import (
     to_numpy,
 )
 from chainrule.estimators import SeededGradient, add_direction_, get_method
-from chainrule.pytree import tree_leaves
-from chainrule.simulated_cuda import SimulatedArray, simulate_cuda
+from chainrule.transforms.pytree import tree_leaves
+from chainrule.backend.simulated_cuda import SimulatedArray, simulate_cuda
 from chainrule.training import (
     Trainer,
     TrainingDiverged,

@@ -30,7 +30,7 @@ from chainrule.estimators import (
     get_method,
     seeded,
 )
-from chainrule.pytree import tree_flatten, tree_leaves, tree_map
+from chainrule.transforms.pytree import tree_flatten, tree_leaves, tree_map
 
 STOCHASTIC = ("forward_gradient", "spsa", "mezo", "evolution_strategies")
 

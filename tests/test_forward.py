@@ -25,10 +25,10 @@ from test_primitives import GRID  # the engine's grid: one source of primitive c
 
 import chainrule as cr
 import chainrule.numpy as cnp
-from chainrule import ops
-from chainrule.batching import RULES, Batched
-from chainrule.core import new_level, observe
-from chainrule.primitives import TABLE, defprim
+from chainrule.engine import ops
+from chainrule.engine.batching import RULES, Batched
+from chainrule.engine.core import new_level, observe
+from chainrule.engine.primitives import TABLE, defprim
 
 # ------------------------------------------------------------------------------------------------
 # Helpers
@@ -331,7 +331,7 @@ def test_check_grads_catches_wrong_rules(name, vjp_factor, jvp_factor, modes, me
 def test_check_grads_second_order_mixes_modes():
     """With both modes, order 2 differentiates each first derivative in both modes
     (rev over rev, fwd over rev, rev over fwd, fwd over fwd)."""
-    from chainrule.counting import count
+    from chainrule.transforms.counting import count
 
     f = lambda x: cnp.sum(cnp.tanh(x) ** 3) * x
     with count() as c:

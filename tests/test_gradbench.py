@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import chainrule.numerical as numerical
-from chainrule.gradbench import ba, descent, ht, lstm, particle, saddle
-from chainrule.gradbench.protocol import handle, run_repeatedly
-from chainrule.gradbench.registry import MODULES
+import chainrule.transforms.numerical as numerical
+from chainrule.apps.gradbench import ba, descent, ht, lstm, particle, saddle
+from chainrule.apps.gradbench.protocol import handle, run_repeatedly
+from chainrule.apps.gradbench.registry import MODULES
 
 DATA = Path(__file__).parent / "data" / "gradbench"
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,7 +111,7 @@ def test_runs_honour_min_runs_and_min_seconds():
 
 
 def test_end_to_end_session_over_stdin_and_stdout():
-    """``python -m chainrule.gradbench`` as an eval sees it: one JSON line in, one out."""
+    """``python -m chainrule.apps.gradbench`` as an eval sees it: one JSON line in, one out."""
     messages = [
         {"id": 0, "kind": "start", "eval": "hello"},
         {"id": 1, "kind": "define", "module": "hello"},
@@ -129,7 +129,7 @@ def test_end_to_end_session_over_stdin_and_stdout():
     stdin = "".join(json.dumps(m) + "\n" for m in messages)
     env_path = str(ROOT / "src")
     result = subprocess.run(
-        [sys.executable, "-m", "chainrule.gradbench"],
+        [sys.executable, "-m", "chainrule.apps.gradbench"],
         input=stdin,
         capture_output=True,
         text=True,

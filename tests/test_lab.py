@@ -16,9 +16,9 @@ import time
 
 import pytest
 
-from chainrule.lab import EXPERIMENTS
-from chainrule.lab.cli import add_lab_parser, run_lab
-from chainrule.lab.common import Check, Table, jsonable, loglog_slope
+from chainrule.apps.lab import EXPERIMENTS
+from chainrule.apps.lab.cli import add_lab_parser, run_lab
+from chainrule.apps.lab.common import Check, Table, jsonable, loglog_slope
 
 _CACHE: dict = {}
 
@@ -158,7 +158,7 @@ def test_unknown_experiment_is_refused_by_the_parser():
 
 
 def test_a_failing_experiment_is_reported_and_the_others_still_written(tmp_path, monkeypatch, capsys):
-    import chainrule.lab.fanout as fanout
+    import chainrule.apps.lab.fanout as fanout
 
     def broken(quick=False, seed=0):
         raise RuntimeError("deliberately broken")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from test_lab import quick_lab  # noqa: I001  (the session's one quick lab run, shared)
 
-from chainrule.lab import EXPERIMENTS
+from chainrule.apps.lab import EXPERIMENTS
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = [

@@ -6,16 +6,16 @@ import pytest
 
 import chainrule as cr
 import chainrule.numpy as cnp
-from chainrule.capture import capture
-from chainrule.core import state
-from chainrule.precision import (
+from chainrule.backend.capture import capture
+from chainrule.engine.core import state
+from chainrule.backend.precision import (
     MODES,
     get_matmul_precision,
     matmul_precision,
     round_to_bfloat16,
     round_to_tf32,
 )
-from chainrule.primitives import TABLE
+from chainrule.engine.primitives import TABLE
 
 UNIT_ROUNDOFF = {"highest": 0.0, "tf32": 2.0**-11, "bf16": 2.0**-8}  # of the inputs' rounding
 ROUNDING = {"tf32": round_to_tf32, "bf16": round_to_bfloat16}
@@ -194,8 +194,8 @@ def test_a_captured_step_replays_the_rounding(rng):
 
 
 def test_the_simulated_cuda_device_gets_the_emulation(rng):
-    from chainrule.device import device_of, to_device, to_numpy
-    from chainrule.simulated_cuda import simulate_cuda
+    from chainrule.backend.device import device_of, to_device, to_numpy
+    from chainrule.backend.simulated_cuda import simulate_cuda
 
     a = rng.standard_normal((6, 5)).astype(np.float32)
     b = rng.standard_normal((5, 4)).astype(np.float32)

@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 
 import chainrule as cr
 import chainrule.numpy as cnp
-from chainrule.core import Tracer, observe
+from chainrule.engine.core import Tracer, observe
 
 # ------------------------------------------------------------------------------------------------
 # NumPy as the reference, plus plain formulas for the few functions NumPy does not have

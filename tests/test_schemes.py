@@ -9,10 +9,10 @@ import pytest
 
 import chainrule as cr
 from chainrule import data, nn, optim
-from chainrule.cli import main
+from chainrule.apps.cli import main
 from chainrule.estimators import MeZO, direction
 from chainrule.nn.losses import softmax_cross_entropy
-from chainrule.pytree import ravel_pytree
+from chainrule.transforms.pytree import ravel_pytree
 from chainrule.training import CheckpointError, Trainer
 from chainrule.training.schemes import LocoProp
 

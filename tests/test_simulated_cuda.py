@@ -1,7 +1,7 @@
 """The engine, its transforms and ``nn`` on the simulated CUDA device.
 
-:func:`chainrule.simulated_cuda.simulate_cuda` makes ``"cuda"`` a device whose arrays
-(:class:`~chainrule.simulated_cuda.SimulatedArray`) follow CuPy's placement rules while computing
+:func:`chainrule.backend.simulated_cuda.simulate_cuda` makes ``"cuda"`` a device whose arrays
+(:class:`~chainrule.backend.simulated_cuda.SimulatedArray`) follow CuPy's placement rules while computing
 with NumPy: a NumPy array next to a device array in one operation is a ``TypeError``, and so is an
 implicit device-to-host conversion. So every array the engine builds for itself (seeds, zeros,
 identity bases, index ranges, masks) must be built on the device of the values it works with,
@@ -26,8 +26,8 @@ from test_primitives import GRID
 import chainrule as cr
 import chainrule.numpy as cnp
 from chainrule import nn, optim
-from chainrule.device import device, device_of, to_device
-from chainrule.simulated_cuda import SimulatedArray, simulate_cuda
+from chainrule.backend.device import device, device_of, to_device
+from chainrule.backend.simulated_cuda import SimulatedArray, simulate_cuda
 
 TOLERANCE = 1e-12
 
@@ -378,7 +378,7 @@ def test_a_step_without_random_draws_copies_nothing_to_the_device(cuda, batch, m
     (CUDA refuses one while a stream is capturing). Every constant the engine, the layers, the
     loss and the optimizer use must be made on the device, not copied from the host. (Dropout
     draws its mask on the host by design: a captured step takes its random draws as arguments.)"""
-    from chainrule import simulated_cuda  # noqa: PLC0415
+    from chainrule.backend import simulated_cuda  # noqa: PLC0415
 
     x, labels, _ = batch
     model = nn.MLP([5, 7, 3], batchnorm=True, seed=3).to("cuda")

@@ -4,9 +4,16 @@ import numpy as np
 import pytest
 
 import chainrule as cr
-from chainrule import backend
-from chainrule.device import Device, cuda_available, device, device_of, to_device, to_numpy
-from chainrule.simulated_cuda import SimulatedArray, simulate_cuda
+from chainrule.engine import arraylib
+from chainrule.backend.device import (
+    Device,
+    cuda_available,
+    device,
+    device_of,
+    to_device,
+    to_numpy,
+)
+from chainrule.backend.simulated_cuda import SimulatedArray, simulate_cuda
 
 
 def test_cuda_is_a_device_only_inside_the_block():
@@ -14,8 +21,8 @@ def test_cuda_is_a_device_only_inside_the_block():
         assert Device("cuda").name == "cuda"
         x = to_device(np.arange(3.0), "cuda")
         assert type(x) is SimulatedArray and device_of(x) == "cuda"
-        assert backend.namespace_of(x) is not np
-    assert backend.cupy_module() is None or type(backend.cupy_module()).__name__ != "SimulatedCuPy"
+        assert arraylib.namespace_of(x) is not np
+    assert arraylib.cupy_module() is None or type(arraylib.cupy_module()).__name__ != "SimulatedCuPy"
     assert device_of(x) == "cpu"  # the type is no longer registered as a CUDA array
     if not cuda_available():
         with pytest.raises(RuntimeError, match="CuPy"):

@@ -1,4 +1,4 @@
-"""chainrule.viz.draw: the drawn graph's structure, values and gradients, and the DOT/SVG output."""
+"""chainrule.apps.viz.draw: the drawn graph's structure, values and gradients, and the DOT/SVG output."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 import chainrule as cr
 import chainrule.numpy as cnp
-from chainrule import viz
+from chainrule.apps import viz
 
 
 def fanout(w, x):

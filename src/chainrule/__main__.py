@@ -1,10 +1,10 @@
-"""``python -m chainrule``: the ``chainrule`` command (see :mod:`chainrule.cli`)."""
+"""``python -m chainrule``: the ``chainrule`` command (see :mod:`chainrule.apps.cli`)."""
 
 from __future__ import annotations
 
 import sys
 
-from .cli import main
+from .apps.cli import main
 
 __all__ = ["main"]
 

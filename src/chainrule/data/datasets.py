@@ -29,8 +29,8 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .. import backend
-from ..backend import xp
+from ..engine import arraylib
+from ..engine.arraylib import xp
 
 
 class DataError(ValueError):
@@ -41,14 +41,14 @@ def validate(features, labels, num_classes=None, task="classification"):
     """Checked copies of ``features`` (float, 2-d) and ``labels``; ``DataError`` otherwise.
 
     Arrays on a GPU are checked on a host copy and handed back on their device."""
-    where = backend.device_of(features)
-    where = where if where != "cpu" else backend.device_of(labels)
+    where = arraylib.device_of(features)
+    where = where if where != "cpu" else arraylib.device_of(labels)
     if where == "cpu":
         return _validate_on_host(features, labels, num_classes, task)
     features, labels, num_classes = _validate_on_host(
-        backend.to_numpy(features), backend.to_numpy(labels), num_classes, task
+        arraylib.to_numpy(features), arraylib.to_numpy(labels), num_classes, task
     )
-    return backend.to_device(features, where), backend.to_device(labels, where), num_classes
+    return arraylib.to_device(features, where), arraylib.to_device(labels, where), num_classes
 
 
 def _validate_on_host(features, labels, num_classes, task):
@@ -160,7 +160,7 @@ class Dataset:
     @property
     def device(self) -> str:
         """Where the arrays live: ``"cpu"``, ``"cuda"``..."""
-        return backend.device_of(self.features)
+        return arraylib.device_of(self.features)
 
     def subset(self, indices, name=None) -> Dataset:
         if self.device != "cpu":  # rows of validated data: valid, and no round trip to the host
@@ -184,7 +184,7 @@ class Dataset:
         cast = None if dtype is None else xp.dtype(dtype)
         if cast is not None and cast.kind != "f":
             raise DataError(f"Dataset.to: dtype must be a floating dtype such as 'float32', got {dtype!r}")
-        target = backend.device_name(*backend.parse_device(getattr(device, "name", device)))
+        target = arraylib.device_name(*arraylib.parse_device(getattr(device, "name", device)))
         if target == self.device and (cast is None or self.features.dtype == cast):
             return self
         features = _moved(self.features, target, cast)
@@ -205,7 +205,7 @@ def _moved(array, target: str, cast):
     host, a narrowing cast halves the bytes that cross to the GPU."""
     if cast is not None and array.dtype != cast:
         array = array.astype(cast)
-    return backend.to_device(array, target)
+    return arraylib.to_device(array, target)
 
 
 @dataclass
@@ -307,9 +307,9 @@ def batches(
     batch_size = check_batch_size(batch_size)
     n = len(data)
     order = epoch_order(n, seed, epoch) if shuffle else xp.arange(n)
-    where = backend.device_of(data.features)
+    where = arraylib.device_of(data.features)
     if where != "cpu":
-        order = backend.to_device(order, where)
+        order = arraylib.to_device(order, where)
     for index in range(start, num_batches(n, batch_size, drop_last)):
         chosen = order[index * batch_size : (index + 1) * batch_size]
         yield data.features[chosen], data.labels[chosen]
@@ -330,14 +330,14 @@ class Standardizer:
 
     @classmethod
     def fit(cls, features, per_feature=True) -> Standardizer:
-        features = backend.to_numpy(features)  # a few statistics: computed on the host
+        features = arraylib.to_numpy(features)  # a few statistics: computed on the host
         mean = features.mean(axis=0) if per_feature else features.mean()
         std = features.std(axis=0) if per_feature else features.std()
         return cls(mean, xp.where(std > 1e-12, std, 1.0))
 
     def __call__(self, data: Dataset) -> Dataset:
         where = data.device
-        mean, scale = backend.to_device(self.mean, where), backend.to_device(self.scale, where)
+        mean, scale = arraylib.to_device(self.mean, where), arraylib.to_device(self.scale, where)
         features = (data.features - mean) / scale
         return Dataset(features, data.labels, data.num_classes, data.task, data.name)
 

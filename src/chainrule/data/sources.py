@@ -22,7 +22,7 @@ import random
 import tempfile
 from pathlib import Path
 
-from ..backend import xp
+from ..engine.arraylib import xp
 from .datasets import DataError, Dataset, Splits, split, split_indices, standardize
 
 DATASETS = {

@@ -13,7 +13,13 @@ A rank that raises, or whose command fails, ends the whole job through ``MPI_Abo
 forever (see :mod:`.mpi`). :mod:`.cost` is the cost model that says when more ranks pay off.
 """
 
-from .cost import allreduce_seconds, break_even_batch, parallel_speedup, ranks_worth_using, step_seconds
+from .cost import (
+    allreduce_seconds,
+    break_even_batch,
+    parallel_speedup,
+    ranks_worth_using,
+    step_seconds,
+)
 from .mpi import MPICommunicator, failure_message, mpi_available
 
 __all__ = [

@@ -19,7 +19,7 @@ import tracemalloc
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 
-from ..counting import count
+from ..transforms.counting import count
 
 
 @dataclass
@@ -79,8 +79,8 @@ COST_FIELDS = tuple(f.name for f in fields(Cost))
 def forward_flops(loss_fn, params, batch) -> int:
     """FLOPs of one evaluation of ``loss_fn`` at ``params``, counted by running it once on
     Tensors (plain-array evaluations run NumPy's own operators, which nothing can observe)."""
-    from ..pytree import tree_map
-    from ..tensor import Tensor
+    from ..transforms.pytree import tree_map
+    from ..engine.tensor import Tensor
 
     tensors = tree_map(lambda leaf: Tensor(leaf), params)
     with count() as counter:

@@ -35,13 +35,19 @@ from __future__ import annotations
 import math
 import numbers
 
-from .. import backend
-from ..backend import xp
-from ..core import raw
-from ..jacobians import forward_jacobian
-from ..ops import concatenate
-from ..pytree import ravel_pytree, tree_flatten, tree_leaves, tree_map, tree_unflatten
-from ..transforms import jvp, value_and_grad
+from ..engine import arraylib
+from ..engine.arraylib import xp
+from ..engine.core import raw
+from ..transforms.jacobians import forward_jacobian
+from ..engine.ops import concatenate
+from ..transforms.pytree import (
+    ravel_pytree,
+    tree_flatten,
+    tree_leaves,
+    tree_map,
+    tree_unflatten,
+)
+from ..transforms.api import jvp, value_and_grad
 from .cost import Cost, measuring
 from .seeded import SeededGradient, add_direction_, direction, direction_leaf
 
@@ -56,7 +62,7 @@ def _scalar(value, method: str) -> float:
 
 def _float_leaves(params, method: str):
     leaves, treedef = tree_flatten(params)
-    arrays = [backend.asarray(raw(leaf)) for leaf in leaves]
+    arrays = [arraylib.asarray(raw(leaf)) for leaf in leaves]
     for n, array in enumerate(arrays):
         if not xp.issubdtype(array.dtype, xp.floating):
             raise TypeError(
@@ -156,7 +162,7 @@ class ForwardMode(Method):
         )
         cost.forward_passes += max(1, -(-size // self.chunk_size))
         cost.jvp_passes += size
-        return _scalar(loss, self.name), tree_map(lambda leaf: backend.asarray(raw(leaf)), grads)
+        return _scalar(loss, self.name), tree_map(lambda leaf: arraylib.asarray(raw(leaf)), grads)
 
     def _sampled(self, loss_fn, arrays, treedef, batch, cost):
         """Only the first ``sample`` partial derivatives (the rest left zero): the same sweeps
@@ -293,7 +299,7 @@ def _perturbed(arrays, treedef, key, index, scale, distribution):
         [
             a
             + a.dtype.type(scale)
-            * direction_leaf(key, index, n, a.shape, a.dtype, distribution, backend.device_of(a))
+            * direction_leaf(key, index, n, a.shape, a.dtype, distribution, arraylib.device_of(a))
             for n, a in enumerate(arrays)
         ],
     )
@@ -392,7 +398,7 @@ class MeZO(StochasticMethod):
     def _coefficients(self, loss_fn, params, batch, key, step, cost):
         leaves = tree_leaves(params)
         for n, leaf in enumerate(leaves):
-            if not backend.is_array(leaf):
+            if not arraylib.is_array(leaf):
                 raise TypeError(
                     f"mezo: parameter leaf {n} must be an array, NumPy or CuPy (it is perturbed in "
                     f"place), got {type(leaf).__name__}"

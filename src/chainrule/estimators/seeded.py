@@ -20,10 +20,10 @@ a direction; on a GPU the drawing, not the copy, is the larger cost, as with MeZ
 
 from __future__ import annotations
 
-from .. import backend
-from ..backend import xp
-from ..core import raw
-from ..pytree import tree_flatten, tree_unflatten
+from ..engine import arraylib
+from ..engine.arraylib import xp
+from ..engine.core import raw
+from ..transforms.pytree import tree_flatten, tree_unflatten
 
 #: Elements generated at once when a direction is added in place: bounds the extra memory.
 CHUNK = 1 << 15
@@ -56,18 +56,18 @@ def direction_leaf(
     for number, start, stop in _chunks(size):
         out[start:stop] = _draw(key, direction, leaf, number, stop - start, dtype, distribution)
     out = out.reshape(shape)
-    return out if device == "cpu" else backend.to_device(out, device)
+    return out if device == "cpu" else arraylib.to_device(out, device)
 
 
 def direction(key: int, index: int, template, distribution: str = "gaussian"):
     """Direction ``index`` of ``key`` as a pytree shaped like ``template``, each leaf on the
     device of ``template``'s leaf."""
     leaves, treedef = tree_flatten(template)
-    arrays = [backend.asarray(raw(leaf)) for leaf in leaves]
+    arrays = [arraylib.asarray(raw(leaf)) for leaf in leaves]
     return tree_unflatten(
         treedef,
         [
-            direction_leaf(key, index, n, a.shape, a.dtype, distribution, backend.device_of(a))
+            direction_leaf(key, index, n, a.shape, a.dtype, distribution, arraylib.device_of(a))
             for n, a in enumerate(arrays)
         ],
     )
@@ -80,19 +80,19 @@ def add_direction_(leaves, key: int, index: int, scale: float, distribution: str
     for n, leaf in enumerate(leaves):
         flags = getattr(leaf, "flags", None)
         # CuPy's flags have no ``writeable``: device arrays always are.
-        if not backend.is_array(leaf) or not flags.c_contiguous or not getattr(flags, "writeable", True):
+        if not arraylib.is_array(leaf) or not flags.c_contiguous or not getattr(flags, "writeable", True):
             raise ValueError(
                 f"add_direction_: leaf {n} of shape {tuple(getattr(leaf, 'shape', ()))} must be a "
                 "writable C-contiguous array"
             )
     for n, leaf in enumerate(leaves):
         flat = leaf.reshape(-1)
-        where = backend.device_of(leaf)
+        where = arraylib.device_of(leaf)
         for number, start, stop in _chunks(flat.size):
             z = _draw(key, index, n, number, stop - start, flat.dtype, distribution)
             z *= flat.dtype.type(scale)
             if where != "cpu":
-                z = backend.to_device(z, where)
+                z = arraylib.to_device(z, where)
             flat[start:stop] += z
 
 
@@ -113,15 +113,15 @@ class SeededGradient:
         leaves, treedef = tree_flatten(template)
         out = []
         for n, leaf in enumerate(leaves):
-            leaf = backend.asarray(raw(leaf))
+            leaf = arraylib.asarray(raw(leaf))
             total = xp.zeros(leaf.shape, dtype=leaf.dtype)  # summed on the host, then one copy
             for i, c in enumerate(self.coefficients):
                 if c != 0:
                     total += leaf.dtype.type(c) * direction_leaf(
                         self.key, i, n, leaf.shape, leaf.dtype, self.distribution
                     )
-            where = backend.device_of(leaf)
-            out.append(total if where == "cpu" else backend.to_device(total, where))
+            where = arraylib.device_of(leaf)
+            out.append(total if where == "cpu" else arraylib.to_device(total, where))
         return tree_unflatten(treedef, out)
 
     def add_to_(self, leaves, scale: float) -> None:

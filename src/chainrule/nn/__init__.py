@@ -22,7 +22,15 @@ from .layers import (
     Tanh,
     activation,
 )
-from .losses import LOSSES, binary_logistic, check_labels, cross_entropy, get_loss, mse, softmax_cross_entropy
+from .losses import (
+    LOSSES,
+    binary_logistic,
+    check_labels,
+    cross_entropy,
+    get_loss,
+    mse,
+    softmax_cross_entropy,
+)
 from .module import Context, Module, Parameter, flatten_names, unflatten_names
 
 __all__ = [

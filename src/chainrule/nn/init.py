@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from ..backend import xp
+from ..engine.arraylib import xp
 
 
 def _fans(shape) -> tuple[int, int]:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numbers
 
-from .. import backend
+from ..engine import arraylib
 from .. import numpy as cnp
-from ..backend import xp
-from ..core import raw, state
+from ..engine.arraylib import xp
+from ..engine.core import raw, state
 from .init import get_initialiser
 from .module import Module, Parameter, shape_of
 
@@ -167,7 +167,7 @@ class BatchNorm1d(Module):
             out = centered / cnp.sqrt(var + self.eps)
         else:
             self._buffers_to(raw(x))
-            out = (x - self.running_mean) / backend.ns.sqrt(self.running_var + self.eps)
+            out = (x - self.running_mean) / arraylib.ns.sqrt(self.running_var + self.eps)
         if self.affine:
             out = out * params["weight"] + params["bias"]
         return out
@@ -180,12 +180,12 @@ class BatchNorm1d(Module):
         names = ("running_mean", "running_var", "num_batches_tracked")
         if state.foreign:
             for name in names:
-                self._buffers[name] = backend.asarray(self._buffers[name])
+                self._buffers[name] = arraylib.asarray(self._buffers[name])
             return
-        where = backend.device_of(x)
-        if backend.device_of(self.running_mean) != where:
+        where = arraylib.device_of(x)
+        if arraylib.device_of(self.running_mean) != where:
             for name in names:
-                self._buffers[name] = backend.to_device(self._buffers[name], where)
+                self._buffers[name] = arraylib.to_device(self._buffers[name], where)
         elif where == "cpu" and not isinstance(self.running_mean, xp.ndarray):
             for name in names:  # left in another namespace by a use_namespace block
                 self._buffers[name] = _numpy_copy(self._buffers[name])
@@ -242,11 +242,11 @@ class Dropout(Module):
         rng = ctx.rng if ctx.rng is not None else self.rng
         keep = rng.random(shape_of(x)) >= self.p
         if state.foreign:  # the same host mask, in the namespace backend.use_namespace made active
-            return x * backend.asarray(keep / (1.0 - self.p), dtype=raw(x).dtype)
+            return x * arraylib.asarray(keep / (1.0 - self.p), dtype=raw(x).dtype)
         mask = (keep / (1.0 - self.p)).astype(raw(x).dtype)
-        where = backend.device_of(raw(x))
+        where = arraylib.device_of(raw(x))
         if where != "cpu":  # drawn on the host (one seed, one mask, on every device), then moved
-            mask = backend.to_device(mask, where)
+            mask = arraylib.to_device(mask, where)
         return x * mask
 
     def extra_repr(self):

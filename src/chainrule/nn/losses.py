@@ -19,10 +19,10 @@ array([0.1269, 0.6931])
 
 from __future__ import annotations
 
-from .. import backend
+from ..engine import arraylib
 from .. import numpy as cnp
-from ..backend import asarray, xp
-from ..core import raw, state
+from ..engine.arraylib import asarray, xp
+from ..engine.core import raw, state
 from .module import shape_of
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -61,9 +61,9 @@ def check_labels(labels, classes: int, what="labels"):
     their labels on the host when they are built (:func:`chainrule.data.validate`), and
     :func:`softmax_cross_entropy` turns an out-of-range GPU label into a NaN loss on the device."""
     if state.foreign:
-        return _check_labels_in_namespace(backend.ns, backend.asarray(raw(labels)), classes, what)
+        return _check_labels_in_namespace(arraylib.ns, arraylib.asarray(raw(labels)), classes, what)
     labels = asarray(raw(labels))  # keeps a captured step's recording array what it is
-    on_host = backend.device_of(labels) == "cpu"
+    on_host = arraylib.device_of(labels) == "cpu"
     if labels.dtype.kind == "f":
         if on_host and (not xp.all(xp.isfinite(labels)) or not xp.all(labels == xp.round(labels))):
             raise ValueError(f"{what} must be whole numbers (class indices)")
@@ -113,7 +113,7 @@ def softmax_cross_entropy(logits, labels, reduction="mean"):
     classes = shape_of(logits)[-1]
     labels = check_labels(labels, classes)
     per_example = cnp.softmax_cross_entropy(logits, labels)
-    if backend.device_of(labels) != "cpu":
+    if arraylib.device_of(labels) != "cpu":
         outside = (labels < 0) | (labels >= classes)
         per_example = cnp.where(outside, float("nan"), per_example)
     return _reduce(per_example, reduction)
@@ -134,8 +134,8 @@ def _logits_like(logits, label_shape):
 def binary_logistic(logits, labels, reduction="mean"):
     """Logistic-regression cost for labels in {0, 1}: softplus(z) - y z (stable for any z)."""
     if state.foreign:  # backend.use_namespace: that namespace's functions (the standard has no methods)
-        namespace = backend.ns
-        labels = backend.asarray(raw(labels))
+        namespace = arraylib.ns
+        labels = arraylib.asarray(raw(labels))
         if not namespace.all((labels == 0) | (labels == 1)):
             raise ValueError("binary_logistic: labels must be 0 or 1")
         logits = _logits_like(logits, tuple(labels.shape))

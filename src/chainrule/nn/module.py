@@ -30,12 +30,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .. import backend
-from ..backend import xp
-from ..core import raw, state
-from ..device import current_device
-from ..pytree import tree_flatten
-from ..tensor import Tensor
+from ..engine import arraylib
+from ..engine.arraylib import xp
+from ..engine.core import raw, state
+from ..backend.device import current_device
+from ..transforms.pytree import tree_flatten
+from ..engine.tensor import Tensor
 
 
 def shape_of(value) -> tuple:
@@ -48,21 +48,21 @@ def _new_array(value, dtype=None):
     (NumPy arrays, lists, numbers) go to the default device (``with chainrule.device("cuda"):``
     builds the model on the GPU), NumPy when none is set."""
     value = raw(value)
-    if backend.device_of(value) != "cpu":
+    if arraylib.device_of(value) != "cpu":
         return value.astype(value.dtype if dtype is None else dtype, copy=True)
     array = xp.array(value, dtype=dtype, copy=True)
     target = current_device()
-    return array if target.kind == "cpu" else backend.to_device(array, target.name)
+    return array if target.kind == "cpu" else arraylib.to_device(array, target.name)
 
 
 def _onto(value, like, copy=True):
     """``value`` as an array on the device of ``like`` (an array or a number) in its dtype: how a
     loaded checkpoint (host arrays) lands on a model or optimizer state that lives on a GPU."""
     value, like = raw(value), raw(like)
-    where = backend.device_of(like)
+    where = arraylib.device_of(like)
     dtype = like.dtype if hasattr(like, "dtype") else xp.asarray(like).dtype
-    if backend.device_of(value) != where:
-        value = backend.to_device(value, where)  # a copy already
+    if arraylib.device_of(value) != where:
+        value = arraylib.to_device(value, where)  # a copy already
         copy = False
     elif where == "cpu":
         value = xp.asarray(value)
@@ -72,8 +72,8 @@ def _onto(value, like, copy=True):
 def _host_copy(value):
     """A NumPy copy of ``value`` (from the device for a GPU array): what checkpoints hold."""
     value = raw(value)
-    if backend.device_of(value) != "cpu":
-        return backend.to_numpy(value)  # a device-to-host copy
+    if arraylib.device_of(value) != "cpu":
+        return arraylib.to_numpy(value)  # a device-to-host copy
     return xp.array(value, copy=True)
 
 
@@ -84,7 +84,7 @@ def _shape(value) -> tuple:
 
 def Parameter(data, dtype=None) -> Tensor:
     """A trainable tensor: a floating-point ``Tensor`` with ``requires_grad=True``, on the device
-    of ``data`` when it is a GPU array, else on the default device (:func:`chainrule.device`)."""
+    of ``data`` when it is a GPU array, else on the default device (:func:`chainrule.backend.device`)."""
     array = _new_array(data, dtype)
     if not xp.issubdtype(array.dtype, xp.floating):
         array = array.astype(xp.float64)
@@ -134,9 +134,9 @@ class Module:
         elif name in self.__dict__.get("_buffers", {}):
             value = raw(value)
             if state.foreign:  # inside backend.use_namespace: that namespace's array, as computed
-                self._buffers[name] = backend.asarray(value)
+                self._buffers[name] = arraylib.asarray(value)
                 return
-            self._buffers[name] = xp.asarray(value) if backend.device_of(value) == "cpu" else value
+            self._buffers[name] = xp.asarray(value) if arraylib.device_of(value) == "cpu" else value
             return
         object.__setattr__(self, name, value)
 
@@ -188,9 +188,9 @@ class Module:
 
         def moved(value):
             value = raw(value)
-            if dtype is not None and value.dtype.kind == "f" and backend.device_of(value) == "cpu":
+            if dtype is not None and value.dtype.kind == "f" and arraylib.device_of(value) == "cpu":
                 value = value.astype(dtype, copy=False)  # cast before the copy: fewer bytes to move
-            value = backend.to_device(value, name)
+            value = arraylib.to_device(value, name)
             if dtype is not None and value.dtype.kind == "f":
                 value = value.astype(dtype, copy=False)
             return value

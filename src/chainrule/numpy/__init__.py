@@ -3,7 +3,7 @@
 Every function accepts Tensors, tracers or plain arrays; on plain arrays it returns plain arrays.
 """
 
-from ..ops import (  # noqa: F401
+from ..engine.ops import (
     abs,
     absolute,
     add,

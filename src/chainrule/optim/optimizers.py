@@ -13,7 +13,7 @@ arrays on the GPU for CuPy parameters.
 The step counter stays an array through ``update``: the learning rate (``schedule(step)`` on the
 array, see :mod:`chainrule.optim.schedules`) and Adam's bias corrections 1-βᵗ are array
 expressions of it, never ``int(step)``. So a whole training step captured by
-:mod:`chainrule.capture` replays without a guard on the step number, and the GPU is not waited on
+:mod:`chainrule.backend.capture` replays without a guard on the step number, and the GPU is not waited on
 to read it. A constant learning rate stays a Python float. Scalars computed as float64 arrays are
 rounded to each parameter's dtype before they meet it, exactly as NumPy rounds a Python float,
 so the updates are the same bits as with Python-float scalars (float32 parameters compute in
@@ -48,10 +48,10 @@ from __future__ import annotations
 
 import math
 
-from .. import backend
-from ..backend import xp
-from ..core import no_grad, raw, state
-from ..pytree import tree_flatten, tree_map, tree_unflatten
+from ..engine import arraylib
+from ..engine.arraylib import xp
+from ..engine.core import no_grad, raw, state
+from ..transforms.pytree import tree_flatten, tree_map, tree_unflatten
 from .schedules import Constant, Schedule, as_schedule, float_power, schedule_from_config
 
 
@@ -68,20 +68,20 @@ def _check_finite_number(value, what, low=None, high=None, low_inclusive=True, h
 
 def _as_arrays(tree):
     # ``backend.asarray`` read at call time: ``backend.use_namespace`` rebinds it.
-    return tree_map(lambda leaf: backend.asarray(raw(leaf)), tree)
+    return tree_map(lambda leaf: arraylib.asarray(raw(leaf)), tree)
 
 
 def _namespace_of(array):
     """The array module that computes on ``array``: NumPy or CuPy by its device, or the namespace
     ``backend.use_namespace`` made active."""
-    return backend.ns if state.foreign else backend.namespace_of(array)
+    return arraylib.ns if state.foreign else arraylib.namespace_of(array)
 
 
 def _cast(array, dtype):
     """``array`` in ``dtype``, without a copy when it already is (the standard has no
     ``astype`` method: its function inside ``backend.use_namespace``)."""
     if state.foreign:
-        return backend.ns.astype(array, backend.as_dtype(dtype), copy=False)
+        return arraylib.ns.astype(array, arraylib.as_dtype(dtype), copy=False)
     return array.astype(dtype, copy=False)
 
 
@@ -89,11 +89,11 @@ def _zero_step(param_leaves):
     """The step counter at 0: a 0-d int64 array made like the first parameter (same array type
     and device), a NumPy one for an empty parameter tree."""
     if not param_leaves:
-        return backend.ns.zeros((), dtype=backend.ns.int64)
+        return arraylib.ns.zeros((), dtype=arraylib.ns.int64)
     first = param_leaves[0]
     if state.foreign:  # the standard's zeros_like takes no shape
-        return backend.ns.zeros((), dtype=backend.ns.int64, device=first.device)
-    return backend.namespace_of(first).zeros_like(first, shape=(), dtype=xp.int64)
+        return arraylib.ns.zeros((), dtype=arraylib.ns.int64, device=first.device)
+    return arraylib.namespace_of(first).zeros_like(first, shape=(), dtype=xp.int64)
 
 
 def _in_dtype(value, dtype):
@@ -135,7 +135,7 @@ class Optimizer:
         params = _as_arrays(params)
         state = {"step": _zero_step(tree_flatten(params)[0])}
         for slot in self.slots:
-            state[slot] = tree_map(backend.ns.zeros_like, params)
+            state[slot] = tree_map(arraylib.ns.zeros_like, params)
         return state
 
     def lr(self, state) -> float:
@@ -148,9 +148,9 @@ class Optimizer:
         params = _as_arrays(params)
         _check_structure(grads, params)
         # The step is only ever computed on as an array (never int(step)): no Python decision
-        # reads it, so a captured step (chainrule.capture) replays as recorded.
-        step = backend.asarray(state["step"])
-        next_step = backend.asarray(state["step"] + 1)  # a 0-d array, as the state's other steps
+        # reads it, so a captured step (chainrule.backend.capture) replays as recorded.
+        step = arraylib.asarray(state["step"])
+        next_step = arraylib.asarray(state["step"] + 1)  # a 0-d array, as the state's other steps
         lr = self.schedule.lr if isinstance(self.schedule, Constant) else self.schedule(step)
         scalars = self._step_scalars(lr, next_step)
         scalars_by_dtype = {}
@@ -274,7 +274,7 @@ class Adam(Optimizer):
         v = self.b2 * slots[1] + (1 - self.b2) * grad * grad
         m_hat = m / scalars["correction1"]
         v_hat = v / scalars["correction2"]
-        new = param - scalars["lr"] * m_hat / (backend.ns.sqrt(v_hat) + self.eps)
+        new = param - scalars["lr"] * m_hat / (arraylib.ns.sqrt(v_hat) + self.eps)
         if self.weight_decay and self.decoupled:
             new = new - scalars["lr_decay"] * param
         return new, (m, v)
@@ -311,7 +311,7 @@ class RMSProp(Optimizer):
         if self.weight_decay:
             grad = grad + self.weight_decay * param
         square_avg = self.decay * slots[0] + (1 - self.decay) * grad * grad
-        scaled = grad / (backend.ns.sqrt(square_avg) + self.eps)
+        scaled = grad / (arraylib.ns.sqrt(square_avg) + self.eps)
         if self.momentum:
             velocity = self.momentum * slots[1] + scaled
             return param - lr * velocity, (square_avg, velocity)
@@ -360,7 +360,7 @@ class BoundOptimizer:
 
     def step(self) -> None:
         """Update every Tensor from its ``.grad`` (a missing ``.grad`` counts as zero)."""
-        zeros_like = backend.ns.zeros_like
+        zeros_like = arraylib.ns.zeros_like
         grads = tree_unflatten(
             self.treedef, [zeros_like(t.data) if t.grad is None else raw(t.grad) for t in self.tensors]
         )

@@ -6,7 +6,7 @@ Every schedule can describe itself as a JSON-ready dict (``config()``) and be re
 A schedule takes the step in two forms. A Python int (what a training loop counts, what a log
 line prints) gives a Python float. An integer *array* (the optimizer state's 0-d ``step``) gives a
 float64 array of the same shape, on the step's device, computed by array operations alone: no
-``int(step)`` reads the value into Python, so a step captured by :mod:`chainrule.capture` replays
+``int(step)`` reads the value into Python, so a step captured by :mod:`chainrule.backend.capture` replays
 its learning rate as part of the tape instead of guarding on the step number. On NumPy both forms
 give the same bits (``tests/test_capture_optim.py`` checks it): the array form evaluates the same
 formula in float64, with ``float_power`` for the powers because it calls the C library's ``pow``
@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import math
 
-from .. import backend
-from ..core import state
+from ..engine import arraylib
+from ..engine.core import state
 
 
 def _positive(value, what):
@@ -67,12 +67,12 @@ class Schedule:
     side: ``_at_int`` on a Python number and ``_at_array`` with the step array's namespace."""
 
     def __call__(self, step):
-        if backend.is_array(step):
-            return backend.asarray(self._at_array(step, backend.namespace_of(step)))
+        if arraylib.is_array(step):
+            return arraylib.asarray(self._at_array(step, arraylib.namespace_of(step)))
         if state.foreign and hasattr(step, "__array_namespace__"):
             # An array of the namespace backend.use_namespace made active. Its standard mixes no
             # integer array with a float scalar: steps (small whole numbers, exact) in float64.
-            namespace = backend.ns
+            namespace = arraylib.ns
             return self._at_array(namespace.astype(step, namespace.float64), namespace)
         return self._at_int(step)
 

@@ -35,7 +35,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from ..backend import to_numpy, xp
+from ..engine.arraylib import to_numpy, xp
 
 FORMAT = "chainrule-checkpoint/1"
 _NAME = re.compile(r"^step-(\d{8,})\.json$")

@@ -16,7 +16,7 @@ seconds is timed on a sample of coordinates and scaled up; such points are marke
 
 ``compare_training(..., device="cuda")`` trains every pair on a GPU (float32 unless ``dtype``
 says otherwise), the data copied there once per pair; CMA-ES, host-only, is then left out. A
-step's time is read after :func:`chainrule.device.synchronize`, so queued GPU work is counted.
+step's time is read after :func:`chainrule.backend.device.synchronize`, so queued GPU work is counted.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from ..backend import xp
+from ..engine.arraylib import xp
 from ..data.datasets import batches
-from ..device import Device, synchronize
+from ..backend.device import Device, synchronize
 from ..estimators import ALIASES, METHODS, get_method
 from ..nn.layers import MLP
 from ..nn.losses import get_loss

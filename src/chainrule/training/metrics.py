@@ -13,15 +13,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .. import backend
-from ..backend import xp
-from ..core import raw
+from ..engine import arraylib
+from ..engine.arraylib import xp
+from ..engine.core import raw
 from .checkpoint import atomic_write_text
 
 
 def predictions(outputs):
     """Class predictions from logits (argmax over the last axis; a single logit thresholds at 0)."""
-    outputs = backend.asarray(raw(outputs))
+    outputs = arraylib.asarray(raw(outputs))
     if outputs.ndim >= 1 and outputs.shape[-1] == 1:
         return (outputs[..., 0] > 0).astype(xp.int64)
     return xp.argmax(outputs, axis=-1)
@@ -30,7 +30,7 @@ def predictions(outputs):
 def correct(outputs, labels) -> int:
     """How many rows of ``outputs`` predict their label (labels are moved to the outputs' device)."""
     predicted = predictions(outputs)
-    labels = backend.to_device(raw(labels), backend.device_of(predicted))
+    labels = arraylib.to_device(raw(labels), arraylib.device_of(predicted))
     return int(xp.sum(predicted == labels))
 
 

@@ -15,7 +15,7 @@ five members on MPI. The Trainer itself decides what crosses the wire:
 
 from __future__ import annotations
 
-from ..backend import xp
+from ..engine.arraylib import xp
 
 
 class LocalCommunicator:

@@ -10,14 +10,14 @@
 
 from __future__ import annotations
 
-from ..backend import parse_device
+from ..engine.arraylib import parse_device
 from ..data.datasets import SCALINGS, DataError, check_batch_size, num_batches
 from ..data.sources import load
 from ..estimators import ALIASES, METHODS, get_method
 from ..nn.layers import ACTIVATIONS, MLP
 from ..optim.optimizers import OPTIMIZERS, SGD, Adam, AdamW, RMSProp
 from ..optim.schedules import Constant, Cosine, LinearWarmup, SPSAGain, StepDecay
-from ..precision import MODES as PRECISION_MODES
+from ..backend.precision import MODES as PRECISION_MODES
 from .schemes import SCHEME_ALIASES, SCHEMES, get_scheme
 
 FORMAT = "chainrule-run/1"

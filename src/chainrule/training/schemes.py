@@ -31,16 +31,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .. import backend
+from ..engine import arraylib
 from .. import numpy as cnp
-from ..backend import xp
-from ..core import raw
+from ..engine.arraylib import xp
+from ..engine.core import raw
 from ..estimators import Cost, MeZO, StochasticMethod, measuring
 from ..nn.layers import ACTIVATIONS, BatchNorm1d, Dropout, Linear, Sequential
 from ..nn.module import Context
 from ..optim.optimizers import SGD
-from ..pytree import ravel_pytree, tree_leaves, tree_map
-from ..transforms import grad, value_and_grad
+from ..transforms.pytree import ravel_pytree, tree_leaves, tree_map
+from ..transforms.api import grad, value_and_grad
 
 
 @dataclass
@@ -150,13 +150,13 @@ class DerivativeFree(Simultaneous):
 
 def _next_step(step):
     """The step counter ``step`` + 1, kept where it was (device and dtype)."""
-    return backend.asarray(step + 1)
+    return arraylib.asarray(step + 1)
 
 
 def _step_like(value: int, like):
     """The integer ``value`` as a 0-d array on the device and with the dtype of ``like``."""
-    return backend.to_device(
-        xp.asarray(value, dtype=getattr(like, "dtype", xp.int64)), backend.device_of(like)
+    return arraylib.to_device(
+        xp.asarray(value, dtype=getattr(like, "dtype", xp.int64)), arraylib.device_of(like)
     )
 
 
@@ -498,7 +498,7 @@ class CMAES(Scheme):
         return {"name": self.name, "sigma": self.sigma, "population": self.population, "seed": self.seed}
 
     def init(self, model, optimizer, params):
-        devices = {backend.device_of(raw(leaf)) for leaf in tree_leaves(params)} - {"cpu"}
+        devices = {arraylib.device_of(raw(leaf)) for leaf in tree_leaves(params)} - {"cpu"}
         if devices:
             raise ValueError(
                 f"the cmaes scheme runs on the host (the cma package computes with NumPy), but the "

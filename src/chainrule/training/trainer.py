@@ -19,7 +19,7 @@ share of every global batch and the shares' gradients are combined by one all-re
 (see :mod:`chainrule.training.parallel`).
 
 **Devices.** ``Trainer(..., device="cuda")`` trains on a GPU: the model's parameters and buffers
-move there (float32 unless ``dtype`` says otherwise: ``chainrule.device.default_float_dtype``),
+move there (float32 unless ``dtype`` says otherwise: ``chainrule.backend.device.default_float_dtype``),
 so the optimizer state is made there too. Each data set is copied to the device once, the first
 time it is used (``data_on_device=True``), and the batches are then gathered on the device; with
 ``data_on_device=False`` the data stay on the host and each batch is copied as it is drawn (for
@@ -51,16 +51,16 @@ import math
 import time
 from pathlib import Path
 
-from .. import backend
-from ..backend import xp
-from ..core import raw
+from ..engine import arraylib
+from ..engine.arraylib import xp
+from ..engine.core import raw
 from ..data.datasets import Dataset, batches, check_batch_size, num_batches
-from ..device import Device, float_dtype, scoped_device, to_device, to_numpy
+from ..backend.device import Device, float_dtype, scoped_device, to_device, to_numpy
 from ..estimators import Cost, get_method
 from ..nn.layers import Dropout
 from ..nn.losses import get_loss
 from ..nn.module import Context, flatten_names, unflatten_names
-from ..pytree import ravel_pytree, tree_flatten, tree_leaves, tree_unflatten
+from ..transforms.pytree import ravel_pytree, tree_flatten, tree_leaves, tree_unflatten
 from .checkpoint import (
     CheckpointError,
     latest_checkpoint,
@@ -101,13 +101,13 @@ class TrainingDiverged(FloatingPointError):
 
 def _run_device(device, model) -> Device:
     """The device a Trainer runs on: ``device`` when given, else the innermost
-    ``with chainrule.device.device(...)`` block, else where the model's parameters are."""
+    ``with chainrule.backend.device.device(...)`` block, else where the model's parameters are."""
     if device is not None:
         return Device(device)
     scoped = scoped_device()
     if scoped is not None:
         return scoped
-    found = {backend.device_of(raw(leaf)) for leaf in tree_leaves(model.parameters())}
+    found = {arraylib.device_of(raw(leaf)) for leaf in tree_leaves(model.parameters())}
     if len(found) > 1:
         raise ValueError(
             f"Trainer: the model's parameters are on several devices {sorted(found)}; pass device="
@@ -119,7 +119,7 @@ def _all_finite(leaves) -> bool:
     """Whether every leaf is finite. On a GPU the per-leaf answers are stacked there and read with
     one host copy (one synchronisation per step, not one per leaf)."""
     flags = [xp.all(xp.isfinite(leaf)) for leaf in leaves]
-    if not flags or backend.device_of(flags[0]) == "cpu":
+    if not flags or arraylib.device_of(flags[0]) == "cpu":
         return all(flags)
     return bool(xp.all(xp.stack(flags)))
 
@@ -138,7 +138,7 @@ class Trainer:
     measure its FLOPs and peak memory.
 
     ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``; default: the innermost ``with
-    chainrule.device.device(...)`` block, else where the model's parameters are) is where
+    chainrule.backend.device.device(...)`` block, else where the model's parameters are) is where
     training runs; the model is moved there. ``dtype`` is the floating dtype of parameters and
     data (default: float32 on a GPU, the model's own on the CPU). ``data_on_device`` and
     ``divergence_factor`` (``None``: only NaN and Inf count) are described in the module's text.
@@ -302,7 +302,7 @@ class Trainer:
         leaves, treedef = tree_flatten(grads)
         leaves = [raw(leaf) for leaf in leaves]
         # The communicator sends host buffers: a gradient on a GPU crosses to the host and back.
-        where = backend.device_of(leaves[0]) if leaves else "cpu"
+        where = arraylib.device_of(leaves[0]) if leaves else "cpu"
         leaves = [to_numpy(leaf) for leaf in leaves] if where != "cpu" else leaves
         size = sum(leaf.size for leaf in leaves)
         buffer = self._reduce_buffer
@@ -323,7 +323,7 @@ class Trainer:
         out, offset = [], 0
         for leaf in leaves:
             piece = total[offset : offset + leaf.size].reshape(leaf.shape).astype(leaf.dtype, copy=False)
-            out.append(piece if where == "cpu" else backend.to_device(piece, where))
+            out.append(piece if where == "cpu" else arraylib.to_device(piece, where))
             offset += leaf.size
         return float(total[-2]), tree_unflatten(treedef, out)
 
@@ -342,7 +342,7 @@ class Trainer:
         """A batch on the trainer's device, cast to its dtype (a no-op for a batch already there)."""
         if self.device.kind == "cpu" and self.dtype is None:
             return features, labels
-        batch = (backend.asarray(raw(features)), backend.asarray(raw(labels)))
+        batch = (arraylib.asarray(raw(features)), arraylib.asarray(raw(labels)))
         features, labels = to_device(batch, self.device.name)
         if features.dtype != self.dtype:
             features = features.astype(self.dtype)

@@ -1,0 +1,246 @@
+"""Tracers, transformation levels and the one dispatch function every operation goes through.
+
+A *tracer* is a value that a transformation is watching: a :class:`~chainrule.engine.tensor.Tensor`
+records a graph for reverse mode, a :class:`~chainrule.engine.forward.Dual` carries a tangent for forward
+mode. Every tracer belongs to a *level*. Eager tensors live at level 0; each call of a functional
+transform (``grad``, ``vjp``, ``jvp``...) opens a fresh, higher level, so that nested transforms
+(a Hessian is ``jvp`` of ``grad``) see their own tracers and treat the others as constants. This is
+the classic tracer-level design of JAX's autodidax, without the recursion a graph walk would need.
+
+``apply(prim, *args, **params)`` hands an operation to the highest-level tracer among ``args``;
+with no tracer at all it simply runs the primitive's forward on plain arrays. Because derivative
+rules are written with the same operations, the same rule runs untraced on the first-order hot
+path and is recorded when a higher-order derivative is wanted.
+"""
+
+from __future__ import annotations
+
+import itertools
+from contextlib import ContextDecorator, contextmanager
+
+from .arraylib import device_of, is_array, xp
+
+
+class Tracer:
+    """Base class of values watched by a transformation (see module docstring)."""
+
+    __slots__ = ()
+    _level: int
+    # NumPy must hand ``ndarray (op) tracer`` to the tracer's reflected operator, not broadcast
+    # the tracer as an object array.
+    __array_ufunc__ = None
+
+    def _process(self, prim, args, params):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _unwrap(self):  # pragma: no cover - abstract
+        """The value one level down (an array or a lower-level tracer)."""
+        raise NotImplementedError
+
+    def __array__(self, dtype=None, copy=None):
+        """``np.asarray(tracer)`` gives the plain values, without derivatives (as for a Tensor),
+        instead of NumPy walking the tracer element by element into an object array."""
+        array = xp.asarray(raw(self))
+        return array if dtype is None else array.astype(dtype)
+
+
+# Levels only ever grow: a transform started later is always nested inside the ones still open.
+_level_counter = itertools.count(1)
+
+
+def new_level() -> int:
+    return next(_level_counter)
+
+
+class _State:
+    """Process-wide switches read on the hot path (plain attributes, no locking).
+
+    ``hooked`` is true while any observer or anomaly mode is active, or another array namespace
+    (:func:`chainrule.engine.arraylib.use_namespace`): the one flag the fast paths of
+    :class:`~chainrule.engine.tensor.Tensor` read before skipping :func:`evaluate`.
+    """
+
+    __slots__ = ("grad_enabled", "_observers", "_anomaly", "_foreign", "hooked")
+
+    def __init__(self):
+        self.grad_enabled = True
+        self._anomaly = False
+        self._observers = ()
+        self._foreign = False
+        self.hooked = False
+
+    def _update_hooked(self):
+        self.hooked = self._anomaly or bool(self._observers) or self._foreign
+
+    @property
+    def foreign(self) -> bool:
+        """True while primitives compute with another namespace than NumPy (their forwards are
+        rebound, so the operators' fast paths, which hold NumPy's functions, must stand aside)."""
+        return self._foreign
+
+    @foreign.setter
+    def foreign(self, value):
+        self._foreign = bool(value)
+        self._update_hooked()
+
+    @property
+    def anomaly(self) -> bool:
+        """When true, every primitive's forward output and every cotangent is checked for NaN/Inf."""
+        return self._anomaly
+
+    @anomaly.setter
+    def anomaly(self, value):
+        self._anomaly = bool(value)
+        self._update_hooked()
+
+    @property
+    def observers(self) -> tuple:
+        """Callables ``observer(prim, args, params, out)`` run after every primitive evaluation on
+        plain arrays; used by anomaly detection and cost counting. Empty tuple = no overhead."""
+        return self._observers
+
+    @observers.setter
+    def observers(self, value):
+        self._observers = tuple(value)
+        self._update_hooked()
+
+
+state = _State()
+
+
+def raw(value):
+    """Strip every tracer and return the plain array (or scalar) underneath."""
+    while isinstance(value, Tracer):
+        value = value._unwrap()
+    return value
+
+
+def _shape_of(value):
+    shape = getattr(value, "shape", None)
+    return tuple(shape) if shape is not None else type(value).__name__
+
+
+def evaluate(prim, args, params):
+    """Run ``prim``'s forward on plain values, turning NumPy's errors into ones that name the op."""
+    try:
+        out = prim.forward(*args, **params)
+    except (ValueError, IndexError, TypeError) as error:
+        raise _named_error(error, prim, args, params) from error
+    if state.hooked:
+        _run_hooks(prim, args, params, out)
+    return out
+
+
+def _named_error(error, prim, args, params):
+    # Only on the error path: operands on two devices (a NumPy and a CuPy array) are the usual
+    # cause of a TypeError from a ufunc, and the user needs to hear which devices met. Array
+    # parameters count as operands (where's condition, cross-entropy's labels); an index does
+    # not (host index arrays are fine on a GPU).
+    operands = [(f"operand {position}", raw(arg)) for position, arg in enumerate(args)]
+    operands += [
+        (name, value) for name, value in params.items() if name != "index" and is_array(value)
+    ]
+    devices = {}
+    for name, value in operands:
+        devices.setdefault(device_of(value), (name, value))
+    if len(devices) > 1:
+        met = list(devices.items())[:2]
+        (first, (first_name, first_value)), (second, (second_name, second_value)) = met
+        return TypeError(
+            f"chainrule.{prim.name}: operands on different devices: {first_name} on {first!r} "
+            f"(shape {_shape_of(first_value)}), {second_name} on {second!r} (shape "
+            f"{_shape_of(second_value)}); move them to one device first (Tensor.to / "
+            "chainrule.backend.device.to_device)"
+        )
+    shapes = ", ".join(str(_shape_of(a)) for a in args)
+    extra = f" with {params}" if params else ""
+    return type(error)(f"chainrule.{prim.name}: {error} (operand shapes: {shapes}{extra})")
+
+
+def _run_hooks(prim, args, params, out):
+    for observer in state.observers:
+        observer(prim, args, params, out)
+    if state.anomaly:
+        check_finite(out, f"forward of {prim.name}", args)
+
+
+class AnomalyError(FloatingPointError):
+    """A primitive produced NaN or Inf while ``chainrule.detect_anomaly()`` was active."""
+
+
+def check_finite(value, where, args=()):
+    value = raw(value)
+    if not xp.all(xp.isfinite(value)):
+        shapes = ", ".join(str(_shape_of(raw(a))) for a in args)
+        raise AnomalyError(f"{where} produced NaN/Inf (operand shapes: {shapes})")
+
+
+def apply(prim, *args, **params):
+    """Apply primitive ``prim`` to ``args``: the highest-level tracer among them takes charge."""
+    top = None
+    for arg in args:
+        if isinstance(arg, Tracer) and (top is None or arg._level > top._level):
+            top = arg
+    if top is not None:
+        return top._process(prim, args, params)
+    # Plain values: the body of ``evaluate``, inlined because every rule on the hot path lands here.
+    try:
+        out = prim.forward(*args, **params)
+    except (ValueError, IndexError, TypeError) as error:
+        raise _named_error(error, prim, args, params) from error
+    if state.hooked:
+        _run_hooks(prim, args, params, out)
+    return out
+
+
+class _GradMode(ContextDecorator):
+    """Sets ``state.grad_enabled`` inside a ``with`` block (or a decorated function) and restores
+    the previous value on the way out, exceptions included. A plain class: entering it costs a
+    fraction of a generator-based context manager, and a training loop enters one every step."""
+
+    __slots__ = ("enabled", "previous")
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.previous = []  # a stack: the same object may be entered again before it exits
+
+    def __enter__(self):
+        self.previous.append(state.grad_enabled)
+        state.grad_enabled = self.enabled
+        return None
+
+    def __exit__(self, *exc_info):
+        state.grad_enabled = self.previous.pop()
+        return False
+
+
+def no_grad():
+    """Within this block operations on tensors are not recorded (parameter updates, evaluation)."""
+    return _GradMode(False)
+
+
+def enable_grad():
+    """Within this block operations are recorded again (inside ``no_grad``, or by the reverse pass
+    when it records itself for ``create_graph``)."""
+    return _GradMode(True)
+
+
+@contextmanager
+def detect_anomaly():
+    """Raise :class:`AnomalyError` naming the first op whose forward or backward made NaN/Inf."""
+    previous = state.anomaly
+    state.anomaly = True
+    try:
+        yield
+    finally:
+        state.anomaly = previous
+
+
+@contextmanager
+def observe(observer):
+    """Call ``observer(prim, args, params, out)`` after each primitive evaluation in the block."""
+    state.observers = state.observers + (observer,)
+    try:
+        yield observer
+    finally:
+        state.observers = tuple(o for o in state.observers if o is not observer)

@@ -1,0 +1,88 @@
+"""Forward mode: ``Dual`` carries a (primal, tangent) pair through the same primitive table.
+
+No graph is stored: each primitive's JVP rule turns input tangents into the output tangent on the
+spot, so memory stays that of the forward pass. One pass gives J·t for one direction t, which is
+why a full gradient of P weights needs P passes in forward mode but one in reverse mode.
+
+Many directions at once: a tangent may itself be a :class:`~chainrule.engine.batching.Batched` value
+holding B tangents along a leading axis. The JVP rules never know: they see a tangent of the
+primal's shape, and the batching layer carries the extra axis through every operation they use.
+That is how ``jacfwd`` pushes all n basis directions through a single pass.
+"""
+
+from __future__ import annotations
+
+from . import arraylib, ops
+from .array_methods import ArrayOperators
+from .arraylib import xp
+from .core import Tracer, apply
+
+
+class Dual(ArrayOperators, Tracer):
+    """A value watched by forward mode: ``primal`` and its ``tangent`` at one level."""
+
+    __slots__ = ("primal", "tangent", "_level")
+
+    def __init__(self, primal, tangent, level):
+        self.primal = primal
+        self.tangent = tangent
+        self._level = level
+
+    def _unwrap(self):
+        return self.primal
+
+    @property
+    def shape(self):
+        return self.primal.shape
+
+    @property
+    def dtype(self):
+        return self.primal.dtype
+
+    @property
+    def ndim(self):
+        return self.primal.ndim
+
+    @property
+    def size(self):
+        return self.primal.size
+
+    def _process(self, prim, args, params):
+        level = self._level
+        primals = []
+        tangents = []
+        for arg in args:
+            if type(arg) is Dual and arg._level == level:
+                primals.append(arg.primal)
+                tangents.append(arg.tangent)
+            else:
+                primals.append(arg)
+                tangents.append(None)
+        out = apply(prim, *primals, **params)
+        if arraylib.ns is not xp:  # a namespace whose operators refuse tracers
+            tangents, out, primals = _lifted(tangents, out, primals)
+        tangent = prim.jvp(tuple(tangents), out, *primals, **params)
+        if tangent is None:
+            tangent = ops.zeros_like(out)
+        else:
+            out_shape = ops.shape(out)
+            if ops.shape(tangent) != out_shape:
+                tangent = ops.broadcast_to(tangent, out_shape)
+            out_dtype = getattr(out, "dtype", None)
+            if out_dtype is not None and getattr(tangent, "dtype", out_dtype) != out_dtype:
+                tangent = ops.astype(tangent, out_dtype)
+        return Dual(out, tangent, level)
+
+    def __repr__(self):
+        return f"Dual(primal={self.primal!r}, tangent={self.tangent!r}, level={self._level})"
+
+
+def _lifted(tangents, out, primals):
+    """Plain arrays as constant Tensors when some operand is traced (see
+    :func:`chainrule.engine.tensor.lift_constant`); unchanged otherwise."""
+    operands = (*tangents, out, *primals)
+    if not any(isinstance(value, Tracer) for value in operands):
+        return tangents, out, primals
+    from .tensor import lift_constant  # noqa: PLC0415  (tensor imports this module's users)
+
+    return [lift_constant(t) for t in tangents], lift_constant(out), [lift_constant(p) for p in primals]

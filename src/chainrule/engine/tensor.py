@@ -1,0 +1,503 @@
+"""``Tensor``: an array that records the operations applied to it, for reverse mode.
+
+A tensor created with ``requires_grad=True`` is a *leaf*. Every operation on it produces a tensor
+that remembers its primitive, its arguments and its parameters: that is the graph, stored on the
+tensors themselves (no separate node objects, no reference cycles). ``loss.backward()`` walks it
+backwards (see :mod:`chainrule.engine.reverse`) and fills ``.grad`` of the leaves.
+
+In-place changes are tracked by an epoch counter: every in-place change of a tensor advances the
+epoch and stamps the changed tensor with it (``_version``); every recorded op is stamped with the
+epoch it was made in (``_stamp``). Backward refuses to use a tensor changed after an op that saved
+it, instead of returning a wrong gradient; a node made after the latest change needs no check.
+
+The operators (``+ - * / @``, unary ``-``) have a fast path for the common case (tensors of one
+level holding plain arrays, or a tensor and a plain constant, no observer or anomaly mode): they
+call the NumPy ufunc directly and build the result tensor in place, skipping the general dispatch
+of :func:`chainrule.engine.core.apply`. Anything else (nested tracers, an error to report, hooks) takes
+the general path, which gives the same result.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from . import arraylib
+from .arraylib import ndarray, xp
+from .array_methods import ArrayOperators
+from .core import Tracer, _named_error, _run_hooks, apply, enable_grad, raw, state
+from .primitives import ABS as _ABS
+from .primitives import ADD as _ADD
+from .primitives import DIV as _DIV
+from .primitives import MATMUL as _MATMUL
+from .primitives import MUL as _MUL
+from .primitives import NEG as _NEG
+from .primitives import SUB as _SUB
+from .reverse import FREED, backward_pass
+from .reverse import constant_data as _constant_data
+from .reverse import lift_constant as _lift_constant
+
+#: A counter for code that builds leaf tensors itself (a leaf's stamp is never compared).
+_clock = itertools.count(1)
+
+#: Number of in-place changes so far; recorded ops are stamped with it (see module docstring).
+_epoch = 0
+
+_new = object.__new__
+_NO_PARAMS: dict = {}  # shared by every op recorded on the fast path; never mutated
+
+#: Types of values that take the operators' fast path as the non-tensor operand.
+_PLAIN_TYPES = frozenset(
+    {arraylib.ndarray, float, int, bool}
+    | {arraylib.xp.dtype(name).type for name in ("float64", "float32", "float16", "int64", "int32", "bool")}
+)
+
+
+def current_epoch() -> int:
+    """The in-place epoch now: a node stamped with it has seen every in-place change so far."""
+    return _epoch
+
+
+def _binary_operator(prim, reflected=False):
+    """``tensor (op) other`` for primitive ``prim``, with the fast path of the module docstring.
+
+    The fast path runs the primitive's ufunc on the operands' arrays; if that raises (a lower-level
+    tracer inside, or shapes that do not broadcast) the general path redoes the work and reports
+    any error with the op's name, so the fast path never changes what the user sees.
+    """
+    forward = prim.forward
+
+    def general(self, other):
+        return apply(prim, other, self) if reflected else apply(prim, self, other)
+
+    def operator(self, other):
+        kind = type(other)
+        if kind is Tensor:
+            if other._level != self._level:
+                return general(self, other)
+            other_value = other.data
+            record = self.requires_grad or other.requires_grad
+        elif kind in _PLAIN_TYPES:
+            other_value = other
+            record = self.requires_grad
+        else:
+            return general(self, other)
+        if state.hooked:
+            return general(self, other)
+        try:
+            out = forward(other_value, self.data) if reflected else forward(self.data, other_value)
+        except Exception:
+            return general(self, other)
+        result = _new(Tensor)
+        result.data = out
+        result.grad = None
+        result._level = self._level
+        if record and state.grad_enabled:
+            result.requires_grad = True
+            result._prim = prim
+            result._args = (other, self) if reflected else (self, other)
+            result._params = _NO_PARAMS
+            result._stamp = _epoch
+        else:
+            result.requires_grad = False
+            result._prim = None
+            result._args = None
+            result._params = None
+        return result
+
+    operator.__name__ = f"__{'r' if reflected else ''}{prim.name}__"
+    return operator
+
+
+def _unary_operator(prim):
+    """``(op) tensor`` for primitive ``prim``, with the same fast path as :func:`_binary_operator`.
+
+    The lines that build the result repeat the binary operator's on purpose: a shared helper
+    would add a Python call to every recorded op, the engine's most measured cost.
+    """
+    forward = prim.forward
+
+    def operator(self):
+        if state.hooked:
+            return apply(prim, self)
+        try:
+            out = forward(self.data)
+        except Exception:
+            return apply(prim, self)
+        result = _new(Tensor)
+        result.data = out
+        result.grad = None
+        result._level = self._level
+        if self.requires_grad and state.grad_enabled:
+            result.requires_grad = True
+            result._prim = prim
+            result._args = (self,)
+            result._params = _NO_PARAMS
+            result._stamp = _epoch
+        else:
+            result.requires_grad = False
+            result._prim = None
+            result._args = None
+            result._params = None
+        return result
+
+    operator.__name__ = f"__{prim.name}__"
+    return operator
+
+
+class Tensor(ArrayOperators, Tracer):
+    """An array plus the record of how it was computed.
+
+    >>> import chainrule as cr
+    >>> x = cr.Tensor([1.0, 2.0, 3.0], requires_grad=True)
+    >>> loss = (x * x).sum()
+    >>> loss.backward()
+    >>> x.grad
+    array([2., 4., 6.])
+    """
+
+    # ``_version`` is set only on tensors changed in place (read it with getattr(t, "_version", 0)).
+    __slots__ = (
+        "data",
+        "grad",
+        "requires_grad",
+        "_level",
+        "_prim",
+        "_args",
+        "_params",
+        "_stamp",
+        "_version",
+        "__weakref__",
+    )
+
+    def __init__(self, data, requires_grad: bool = False, dtype=None):
+        if isinstance(data, Tensor):
+            data = data.data
+        data = arraylib.asarray(data, dtype=dtype)
+        if requires_grad and not arraylib.is_float_dtype(data.dtype):
+            raise TypeError(
+                f"Tensor(requires_grad=True) needs a floating-point array, got dtype {data.dtype}; "
+                "convert first, e.g. Tensor(x, dtype=float, requires_grad=True)"
+            )
+        self.data = data
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self._level = 0
+        self._prim = None
+        self._args = None
+        self._params = None
+        self._stamp = _epoch
+
+    # -- tracer protocol -------------------------------------------------------------------------
+    def _unwrap(self):
+        return self.data
+
+    def _process(self, prim, args, params):
+        level = self._level
+        values = []
+        record = False
+        plain = True
+        for arg in args:
+            if type(arg) is Tensor and arg._level == level:
+                value = arg.data
+                if arg.requires_grad:
+                    record = True
+            else:
+                value = arg
+            # Only above level 0 can a value be a lower-level tracer (nested transforms).
+            if level and isinstance(value, Tracer):
+                plain = False
+            values.append(value)
+        if plain:  # the body of core.evaluate, inlined: every non-operator op lands here
+            try:
+                out = prim.forward(*values, **params)
+            except (ValueError, IndexError, TypeError) as error:
+                raise _named_error(error, prim, values, params) from error
+            if state.hooked:
+                _run_hooks(prim, values, params, out)
+        else:
+            out = apply(prim, *values, **params)
+        result = _new(Tensor)
+        result.data = out
+        result.grad = None
+        result._level = level
+        if record and state.grad_enabled:
+            result.requires_grad = True
+            result._prim = prim
+            result._args = args
+            result._params = params
+            result._stamp = _epoch
+        else:
+            result.requires_grad = False
+            result._prim = None
+            result._args = None
+            result._params = None
+        return result
+
+    # -- array-like attributes -------------------------------------------------------------------
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def size(self):
+        return self.data.size
+
+    @property
+    def T(self):
+        return ops.transpose(self)
+
+    @property
+    def mT(self):
+        return ops.swapaxes(self, -1, -2)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._prim is None
+
+    def __len__(self):
+        return len(self.data)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def __repr__(self):
+        text = repr(raw(self.data))
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        level = f", level={self._level}" if self._level else ""
+        return f"Tensor({text}{grad}{level})"
+
+    __hash__ = object.__hash__
+
+    def numpy(self):
+        """The plain array (shared, not copied)."""
+        return raw(self.data)
+
+    @property
+    def device(self) -> str:
+        """Name of the device the values live on (``"cpu"``, ``"cuda"``)."""
+        return arraylib.device_of(raw(self.data))
+
+    def to(self, device) -> Tensor:
+        """The same values on ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``) as a new leaf
+        (``self`` when already there). Move the inputs, not results: the copy is not recorded."""
+        name = getattr(device, "name", device)
+        data = raw(self.data)
+        if arraylib.device_of(data) == arraylib.device_name(*arraylib.parse_device(name)):
+            return self
+        if self._prim is not None and self.requires_grad:
+            raise RuntimeError(
+                f"Tensor.to({name!r}): a recorded result (shape {self.shape}) would lose its graph; "
+                "move the leaves (inputs, parameters) before computing"
+            )
+        return Tensor(arraylib.to_device(data, name), requires_grad=self.requires_grad)
+
+    def to_numpy(self):
+        """The values as a NumPy array on the host (a copy from a GPU; shared on the CPU)."""
+        return arraylib.to_numpy(raw(self.data))
+
+    def item(self):
+        return raw(self.data).item()
+
+    def __float__(self):
+        return float(raw(self.data))
+
+    def __int__(self):
+        return int(raw(self.data))
+
+    def __bool__(self):
+        return bool(raw(self.data))
+
+    def __array__(self, dtype=None, copy=None):
+        data = raw(self.data)
+        if type(data) is not arraylib.ndarray and arraylib.device_of(data) != "cpu":
+            # As CuPy does for its arrays: no silent device-to-host copy.
+            raise TypeError(
+                f"cannot convert a Tensor on {arraylib.device_of(data)!r} (shape {self.shape}) to a "
+                "NumPy array implicitly; use Tensor.to_numpy() or Tensor.to('cpu')"
+            )
+        array = arraylib.asarray(data)  # 0-d results are NumPy scalars: make them arrays
+        return array if dtype is None else array.astype(dtype)
+
+    def detach(self) -> Tensor:
+        """The same values, cut from the graph."""
+        return Tensor(self.data)
+
+    def requires_grad_(self, flag: bool = True) -> Tensor:
+        if flag and not arraylib.is_float_dtype(self.data.dtype):
+            raise TypeError(f"requires_grad needs a floating-point tensor, got dtype {self.data.dtype}")
+        self.requires_grad = bool(flag)
+        return self
+
+    def zero_grad(self) -> None:
+        self.grad = None
+
+    def backward(self, cotangent=None, retain_graph: bool = False, create_graph: bool = False):
+        """Fill ``.grad`` of every leaf this tensor depends on (gradients add up across calls).
+
+        ``cotangent`` is required unless the tensor holds a single value. ``retain_graph`` keeps
+        the graph for another backward; ``create_graph`` records the backward pass itself so
+        that the gradients can be differentiated again.
+        """
+        backward([self], [cotangent], retain_graph=retain_graph, create_graph=create_graph)
+
+    # -- operators (fast path: see module docstring) ------------------------------------------------
+    __add__ = _binary_operator(_ADD)
+    __radd__ = _binary_operator(_ADD, reflected=True)
+    __sub__ = _binary_operator(_SUB)
+    __rsub__ = _binary_operator(_SUB, reflected=True)
+    __mul__ = _binary_operator(_MUL)
+    __rmul__ = _binary_operator(_MUL, reflected=True)
+    __truediv__ = _binary_operator(_DIV)
+    __rtruediv__ = _binary_operator(_DIV, reflected=True)
+
+    def __pow__(self, other):
+        return ops.power(self, other)
+
+    def __rpow__(self, other):
+        return ops.power(other, self)
+
+    __matmul__ = _binary_operator(_MATMUL)
+    __rmatmul__ = _binary_operator(_MATMUL, reflected=True)
+    __neg__ = _unary_operator(_NEG)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return apply(_ABS, self)
+
+    def __getitem__(self, index):
+        return ops.getitem(self, index)
+
+    # Comparisons have no derivative: they return plain boolean arrays.
+    def __lt__(self, other):
+        return raw(self) < raw(other)
+
+    def __le__(self, other):
+        return raw(self) <= raw(other)
+
+    def __gt__(self, other):
+        return raw(self) > raw(other)
+
+    def __ge__(self, other):
+        return raw(self) >= raw(other)
+
+    def __eq__(self, other):
+        return raw(self) == raw(other)
+
+    def __ne__(self, other):
+        return raw(self) != raw(other)
+
+    # -- in-place changes ---------------------------------------------------------------------------
+    def _check_inplace(self, what):
+        if state.grad_enabled and self.requires_grad:
+            kind = "a leaf that requires grad" if self._prim is None else "a recorded result"
+            raise RuntimeError(
+                f"{what}: in-place change of {kind} (shape {self.shape}) would corrupt its gradient; "
+                "for parameter updates wrap it in `with chainrule.no_grad():`, otherwise write "
+                "the out-of-place form (x = x + y, cnp.where, cnp.concatenate)"
+            )
+        if isinstance(self.data, Tracer):  # (a GPU array is changed in place like a NumPy one)
+            raise RuntimeError(f"{what}: in-place change of a tensor traced by a transformation")
+        global _epoch
+        _epoch += 1
+        self._version = _epoch
+
+    def __setitem__(self, index, value):
+        self._check_inplace("__setitem__")
+        self.data[index] = raw(value)
+
+    def _inplace(self, ufunc, other, what):
+        self._check_inplace(what)
+        data = self.data
+        value = other.data if type(other) is Tensor and other._level == 0 else raw(other)
+        if data.ndim == 0:
+            self.data = arraylib.asarray(ufunc(data, value), dtype=data.dtype)
+        else:
+            ufunc(data, value, out=data)
+        return self
+
+    def __iadd__(self, other):
+        return self._inplace(arraylib.xp.add, other, "+=")
+
+    def __isub__(self, other):
+        return self._inplace(arraylib.xp.subtract, other, "-=")
+
+    def __imul__(self, other):
+        return self._inplace(arraylib.xp.multiply, other, "*=")
+
+    def __itruediv__(self, other):
+        return self._inplace(arraylib.xp.divide, other, "/=")
+
+
+def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:
+    """Same as ``Tensor(data, requires_grad, dtype)``."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype)
+
+
+# ------------------------------------------------------------------------------------------------
+# Constants for namespaces whose operators refuse tracers
+# ------------------------------------------------------------------------------------------------
+
+
+def lift_constant(value):
+    """A plain array as a constant Tensor (see :func:`chainrule.engine.reverse.lift_constant`)."""
+    return _lift_constant(value, Tensor)
+
+
+def constant_data(value):
+    """A lifted constant's array again."""
+    return _constant_data(value, Tensor)
+
+
+def _seed(root, cotangent, create_graph):
+    if cotangent is None:
+        if root.size != 1:
+            raise RuntimeError(
+                f"backward of a tensor of shape {root.shape} needs a cotangent of that shape; "
+                "reduce it to a scalar first (e.g. loss.sum() or loss.mean()) or pass one"
+            )
+        data = raw(root.data)
+        if isinstance(data, (ndarray, xp.generic)):  # NumPy: ones() is cheaper than ones_like()
+            return arraylib.ns.ones(data.shape, dtype=data.dtype)
+        return arraylib.ns.ones_like(data)  # on the root's device (or in the active namespace)
+    if isinstance(cotangent, Tensor) and not create_graph:
+        cotangent = cotangent.data
+    if tuple(cotangent.shape if hasattr(cotangent, "shape") else ()) != tuple(root.shape):
+        raise ValueError(
+            f"backward: cotangent of shape {getattr(cotangent, 'shape', ())} does not match the "
+            f"tensor's shape {root.shape}"
+        )
+    return ops.astype(ops.asarray(cotangent), root.dtype) if not isinstance(cotangent, Tracer) else cotangent
+
+
+def backward(roots, cotangents, *, retain_graph=False, create_graph=False):
+    """Eager backward: fill ``.grad`` of every leaf reached from ``roots``."""
+    for root in roots:
+        if not isinstance(root, Tensor):
+            raise TypeError(f"backward needs Tensors, got {type(root).__name__}")
+        if not root.requires_grad:
+            raise RuntimeError(
+                "backward of a tensor that does not require grad: no input was created with "
+                "requires_grad=True, or it was computed under chainrule.no_grad()"
+            )
+        if not arraylib.is_float_dtype(root.data.dtype):
+            raise TypeError(f"backward of a tensor of dtype {root.dtype}; it must be floating-point")
+    seeds = [_seed(root, ct, create_graph) for root, ct in zip(roots, cotangents, strict=True)]
+    if create_graph:
+        seeds = [s if isinstance(s, Tensor) else Tensor(s) for s in seeds]
+        with enable_grad():
+            backward_pass(roots, seeds, epoch=_epoch, retain_graph=True, create_graph=True)
+    else:
+        backward_pass(roots, seeds, epoch=_epoch, retain_graph=retain_graph)
+
+
+from . import ops  # noqa: E402  (ops imports primitives, which import this module's users)

@@ -1,8 +1,0 @@
-"""``python -m chainrule.gradbench``: serve the gradbench protocol on stdin/stdout."""
-
-import sys
-
-from .protocol import main
-
-if __name__ == "__main__":
-    sys.exit(main())

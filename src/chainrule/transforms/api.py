@@ -1,0 +1,258 @@
+"""Functional transforms with JAX's names: grad, value_and_grad, vjp, jvp.
+
+(Whole Jacobians and Hessians build on these in :mod:`chainrule.transforms.jacobians`, ``linearize`` in
+:mod:`chainrule.transforms.linearize`.) Each transform announces the passes it starts to any open
+``chainrule.count()`` block (:func:`chainrule.transforms.counting.note_pass`).
+
+``fun`` takes and returns plain arrays or pytrees of them; results are plain arrays or pytrees.
+Each call opens a fresh level (see :mod:`chainrule.engine.core`), which is why transforms nest:
+``grad(grad(f))`` and ``jvp(grad(f), ...)`` work without special cases.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from ..engine import arraylib, ops
+from ..engine.arraylib import ndarray, xp
+from ..engine.core import Tracer, new_level
+from .counting import is_counting, note_pass
+from ..engine.forward import Dual
+from .pytree import tree_flatten, tree_unflatten
+from ..engine.reverse import backward_pass
+from ..engine.tensor import Tensor, _clock, constant_data, current_epoch
+
+
+def _as_value(leaf, transform):
+    value = leaf if isinstance(leaf, Tracer) else arraylib.asarray(leaf)
+    dtype = value.dtype
+    if not arraylib.is_float_dtype(dtype):
+        raise TypeError(
+            f"{transform}: inputs to differentiate must be floating-point, got dtype {dtype}; "
+            "convert with .astype(float) or pass the integer input through a closure"
+        )
+    return value
+
+
+def _lift_tensor(leaf, level, transform):
+    tensor = Tensor.__new__(Tensor)
+    tensor.data = _as_value(leaf, transform)
+    tensor.grad = None
+    tensor.requires_grad = True
+    tensor._level = level
+    tensor._prim = None
+    tensor._args = None
+    tensor._params = None
+    tensor._stamp = next(_clock)
+    return tensor
+
+
+def _argnums_tuple(argnums, nargs, transform):
+    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    for n in nums:
+        if not -nargs <= n < nargs:
+            raise ValueError(f"{transform}: argnums {argnums} out of range for {nargs} positional arguments")
+    return tuple(n % nargs for n in nums)
+
+
+def _lower(value, level):
+    """One level down: the value a tracer of ``level`` wraps (other values pass through)."""
+    if isinstance(value, Tensor) and value._level == level:
+        value = value.data
+    elif isinstance(value, Dual) and value._level == level:
+        value = value.primal
+    return _plain(value)
+
+
+def _plain(value):
+    """NumPy turns 0-d results into scalars; hand users arrays, as the transforms promise."""
+    if isinstance(value, (Tracer, ndarray)) or value is None:
+        if arraylib.ns is not xp and type(value) is Tensor:  # a constant lifted by reverse._lifted
+            return constant_data(value)
+        return value
+    return arraylib.asarray(value) if hasattr(value, "dtype") else value
+
+
+def _batch_size(tree) -> int:
+    """Directions carried by (co)tangents: the batch size of a Batched leaf, else 1."""
+    for leaf in tree_flatten(tree)[0]:
+        size = getattr(leaf, "batch_size", None)
+        if size is not None:
+            return size
+    return 1
+
+
+def value_and_grad(fun, argnums=0, has_aux=False):
+    """``fun``'s value and its gradient with respect to the arguments ``argnums`` (reverse mode).
+
+    ``fun`` must return a scalar (or ``(scalar, aux)`` with ``has_aux=True``).
+    """
+
+    @functools.wraps(fun)
+    def value_and_grad_fun(*args, **kwargs):
+        nums = _argnums_tuple(argnums, len(args), "grad")
+        level = new_level()
+        args = list(args)
+        inputs = []
+        for n in nums:
+            leaves, treedef = tree_flatten(args[n])
+            lifted = [_lift_tensor(leaf, level, "grad") for leaf in leaves]
+            inputs.append((treedef, lifted))
+            args[n] = tree_unflatten(treedef, lifted)
+        note_pass("forward")
+        result = fun(*args, **kwargs)
+        if has_aux:
+            if not (isinstance(result, (tuple, list)) and len(result) == 2):
+                raise TypeError("grad with has_aux=True: fun must return a pair (value, aux)")
+            out, aux = result
+        else:
+            out = result
+        out_shape = ops.shape(out)
+        if out_shape != ():
+            raise TypeError(
+                f"grad needs fun to return a scalar (shape ()), got shape {out_shape}; reduce it "
+                "(sum/mean) or use chainrule.vjp / chainrule.jacrev for non-scalar outputs"
+            )
+        all_leaves = [t for _, lifted in inputs for t in lifted]
+        if isinstance(out, Tensor) and out._level == level and out.requires_grad:
+            if not arraylib.is_float_dtype(out.dtype):
+                raise TypeError(f"grad needs a floating-point output, got dtype {out.dtype}")
+            seed = ops.ones_like(out.data)
+            note_pass("vjp")
+            cotangents = backward_pass([out], [seed], epoch=current_epoch(), leaves=all_leaves)
+        else:
+            cotangents = [None] * len(all_leaves)
+        grads = []
+        position = 0
+        for treedef, lifted in inputs:
+            pieces = []
+            for tensor in lifted:
+                ct = cotangents[position]
+                pieces.append(ops.zeros_like(tensor.data) if ct is None else _plain(ct))
+                position += 1
+            grads.append(tree_unflatten(treedef, pieces))
+        grad_out = grads[0] if isinstance(argnums, int) else tuple(grads)
+        value = _lower(out, level)
+        if has_aux:
+            aux = _map_lower(aux, level)
+            return (value, aux), grad_out
+        return value, grad_out
+
+    return value_and_grad_fun
+
+
+def _map_lower(tree, level):
+    leaves, treedef = tree_flatten(tree)
+    return tree_unflatten(treedef, [_lower(leaf, level) for leaf in leaves])
+
+
+def grad(fun, argnums=0, has_aux=False):
+    """The gradient of scalar-valued ``fun`` with respect to argument(s) ``argnums``.
+
+    >>> import numpy as np, chainrule as cr, chainrule.numpy as cnp
+    >>> cr.grad(lambda x: cnp.sum(cnp.sin(x)))(np.array([0.0, np.pi]))
+    array([ 1., -1.])
+    """
+    value_and_grad_fun = value_and_grad(fun, argnums, has_aux)
+
+    @functools.wraps(fun)
+    def grad_fun(*args, **kwargs):
+        value, gradient = value_and_grad_fun(*args, **kwargs)
+        if has_aux:
+            return gradient, value[1]
+        return gradient
+
+    return grad_fun
+
+
+def vjp(fun, *primals, has_aux=False):
+    """``(out, vjp_fun)``: ``vjp_fun(cotangent)`` returns one cotangent per primal, and may be
+    called any number of times (the graph is kept until ``vjp_fun`` is dropped)."""
+    level = new_level()
+    inputs = []
+    lifted_primals = []
+    for primal in primals:
+        leaves, treedef = tree_flatten(primal)
+        lifted = [_lift_tensor(leaf, level, "vjp") for leaf in leaves]
+        inputs.append((treedef, lifted))
+        lifted_primals.append(tree_unflatten(treedef, lifted))
+    note_pass("forward")
+    result = fun(*lifted_primals)
+    if has_aux:
+        out, aux = result
+    else:
+        out = result
+    out_leaves, out_treedef = tree_flatten(out)
+    all_inputs = [t for _, lifted in inputs for t in lifted]
+
+    def vjp_fun(cotangent):
+        ct_leaves, ct_treedef = tree_flatten(cotangent)
+        if ct_treedef != out_treedef:
+            raise ValueError(f"vjp_fun: cotangent structure {ct_treedef} does not match output {out_treedef}")
+        roots, seeds = [], []
+        for leaf, ct in zip(out_leaves, ct_leaves):
+            if ops.shape(ct) != ops.shape(leaf):
+                raise ValueError(
+                    f"vjp_fun: cotangent of shape {ops.shape(ct)} for an output of shape {ops.shape(leaf)}"
+                )
+            if isinstance(leaf, Tensor) and leaf._level == level and leaf.requires_grad:
+                roots.append(leaf)
+                seeds.append(ct if isinstance(ct, Tracer) else ops.astype(arraylib.asarray(ct), leaf.dtype))
+        if is_counting():
+            note_pass("vjp", _batch_size(ct_leaves))
+        cotangents = (
+            backward_pass(roots, seeds, epoch=current_epoch(), retain_graph=True, leaves=all_inputs) if roots else [None] * len(all_inputs)
+        )
+        results = []
+        position = 0
+        for treedef, lifted in inputs:
+            pieces = []
+            for tensor in lifted:
+                ct = cotangents[position]
+                pieces.append(ops.zeros_like(tensor.data) if ct is None else _plain(ct))
+                position += 1
+            results.append(tree_unflatten(treedef, pieces))
+        return tuple(results)
+
+    out_value = tree_unflatten(out_treedef, [_lower(leaf, level) for leaf in out_leaves])
+    if has_aux:
+        return out_value, vjp_fun, _map_lower(aux, level)
+    return out_value, vjp_fun
+
+
+def jvp(fun, primals, tangents):
+    """``(out, tangent_out)``: ``fun``'s value and its directional derivative along ``tangents``
+    (forward mode, one pass, no graph stored). ``primals`` and ``tangents`` are tuples."""
+    if not isinstance(primals, (tuple, list)) or not isinstance(tangents, (tuple, list)):
+        raise TypeError("jvp: primals and tangents must be tuples (one entry per argument of fun)")
+    if len(primals) != len(tangents):
+        raise ValueError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
+    level = new_level()
+    duals = []
+    for primal, tangent in zip(primals, tangents):
+        p_leaves, p_def = tree_flatten(primal)
+        t_leaves, t_def = tree_flatten(tangent)
+        if p_def != t_def:
+            raise ValueError(f"jvp: tangent structure {t_def} does not match primal structure {p_def}")
+        leaves = []
+        for p, t in zip(p_leaves, t_leaves):
+            value = _as_value(p, "jvp")
+            if ops.shape(t) != ops.shape(value):
+                raise ValueError(f"jvp: tangent of shape {ops.shape(t)} for a primal of shape {ops.shape(value)}")
+            t = t if isinstance(t, Tracer) else ops.astype(arraylib.asarray(t), value.dtype)
+            leaves.append(Dual(value, t, level))
+        duals.append(tree_unflatten(p_def, leaves))
+    if is_counting():
+        note_pass("forward")
+        note_pass("jvp", _batch_size(tangents))
+    out = fun(*duals)
+    out_leaves, out_def = tree_flatten(out)
+    values, out_tangents = [], []
+    for leaf in out_leaves:
+        if isinstance(leaf, Dual) and leaf._level == level:
+            values.append(_plain(leaf.primal))
+            out_tangents.append(_plain(leaf.tangent))
+        else:
+            values.append(leaf)
+            out_tangents.append(ops.zeros_like(leaf))
+    return tree_unflatten(out_def, values), tree_unflatten(out_def, out_tangents)

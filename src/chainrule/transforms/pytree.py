@@ -1,0 +1,263 @@
+"""Pytrees: nested dicts, lists and tuples whose leaves are arrays (or numbers).
+
+``ravel_pytree`` turns any parameter pytree into one flat vector θ and gives back the function that
+rebuilds the tree, which is what finite differences, SPSA, forward gradients and an all-reduce need.
+Flattening is iterative (an explicit stack), so deep trees are fine.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+from ..engine import arraylib, ops
+from ..engine.arraylib import xp
+from ..engine.core import Tracer, raw, state
+
+
+class TreeDef:
+    """The structure of a pytree without its leaves: enough to rebuild it."""
+
+    __slots__ = ("kind", "keys", "children", "count")
+
+    def __init__(self, kind, keys, children, count):
+        self.kind = kind  # "leaf", "none", dict, list, tuple or a namedtuple class
+        self.keys = keys
+        self.children = children
+        self.count = count
+
+    def __eq__(self, other):
+        # Walked with an explicit stack, like flattening: deep trees must not hit the recursion limit.
+        pairs = [(self, other)]
+        while pairs:
+            mine, theirs = pairs.pop()
+            if mine is theirs:
+                continue
+            if not isinstance(theirs, TreeDef):
+                return False
+            if (
+                mine.kind != theirs.kind
+                or mine.keys != theirs.keys
+                or mine.count != theirs.count
+                or len(mine.children) != len(theirs.children)
+            ):
+                return False
+            pairs.extend(zip(mine.children, theirs.children))
+        return True
+
+    def __repr__(self):
+        # Built iteratively (see __eq__): text pieces in order, closing brackets pushed as markers.
+        pieces = []
+        stack = [self]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, str):
+                pieces.append(node)
+            elif node.kind == "leaf":
+                pieces.append("*")
+            elif node.kind == "none":
+                pieces.append("None")
+            else:
+                pieces.append(f"{getattr(node.kind, '__name__', str(node.kind))}(")
+                stack.append(")")
+                for position in reversed(range(len(node.children))):
+                    stack.append(node.children[position])
+                    if position:
+                        stack.append(", ")
+        return "".join(pieces)
+
+
+_LEAF = TreeDef("leaf", None, (), 1)
+_NONE = TreeDef("none", None, (), 0)
+
+
+def _children(node):
+    if isinstance(node, dict):
+        keys = sorted(node) if all(isinstance(k, str) for k in node) else list(node)
+        return dict, tuple(keys), [node[k] for k in keys]
+    if isinstance(node, tuple) and hasattr(node, "_fields"):
+        return type(node), None, list(node)
+    if isinstance(node, (list, tuple)):
+        return type(node), None, list(node)
+    return None
+
+
+def tree_flatten(tree) -> tuple[list, TreeDef]:
+    """Leaves in a fixed order (dict keys sorted) and the structure to rebuild the tree."""
+    leaves: list = []
+    # Post-order with an explicit stack: (node, built children or None).
+    root_box: list = []
+    stack: list = [(tree, None, root_box)]
+    while stack:
+        node, built, parent_box = stack.pop()
+        if built is None:
+            if node is None:
+                parent_box.append(_NONE)
+                continue
+            split = _children(node)
+            if split is None:
+                leaves.append(node)
+                parent_box.append(_LEAF)
+                continue
+            kind, keys, kids = split
+            built = []
+            stack.append((node, (kind, keys, built), parent_box))
+            # Children are pushed reversed so they are visited (and their leaves listed) in order.
+            for child in reversed(kids):
+                stack.append((child, None, built))
+        else:
+            kind, keys, kids = built
+            parent_box.append(TreeDef(kind, keys, tuple(kids), sum(k.count for k in kids)))
+    return leaves, root_box[0]
+
+
+def tree_unflatten(treedef: TreeDef, leaves) -> Any:
+    leaves = list(leaves)
+    if len(leaves) != treedef.count:
+        raise ValueError(f"tree_unflatten: structure {treedef} needs {treedef.count} leaves, got {len(leaves)}")
+    position = 0
+    # Iterative build: stack of (treedef, children collected so far)
+    result_box: list = []
+    stack: list = [(treedef, None, result_box)]
+    while stack:
+        node, collected, parent = stack.pop()
+        if node.kind == "leaf":
+            parent.append(leaves[position])
+            position += 1
+            continue
+        if node.kind == "none":
+            parent.append(None)
+            continue
+        if collected is None:
+            collected = []
+            stack.append((node, collected, parent))
+            for child in reversed(node.children):
+                stack.append((child, None, collected))
+            continue
+        if node.kind is dict:
+            parent.append(dict(zip(node.keys, collected)))
+        elif node.kind in (list, tuple):
+            parent.append(node.kind(collected))
+        else:  # namedtuple
+            parent.append(node.kind(*collected))
+    return result_box[0]
+
+
+def tree_map(fn: Callable, tree, *rest):
+    """Apply ``fn`` leaf by leaf to one tree (or several of the same structure)."""
+    leaves, treedef = tree_flatten(tree)
+    others = []
+    for other in rest:
+        other_leaves, other_def = tree_flatten(other)
+        if other_def != treedef:
+            raise ValueError(f"tree_map: structures differ: {treedef} vs {other_def}")
+        others.append(other_leaves)
+    return tree_unflatten(treedef, [fn(*xs) for xs in zip(leaves, *others)])
+
+
+def tree_leaves(tree) -> list:
+    return tree_flatten(tree)[0]
+
+
+def _leaf_arrays(leaves):
+    """The leaves as arrays on one device. NumPy arrays for a tree on the CPU; where some leaf is
+    a device (GPU) array, the others stay on that device and the Python numbers among them join
+    it (a number lives nowhere in particular); a NumPy array beside a device array is an error
+    naming both devices, as for any operation."""
+    values = [raw(leaf) for leaf in leaves]
+    devices = [arraylib.device_of(value) for value in values]
+    device = next((name for name in devices if name != "cpu"), None)
+    if device is None:  # all on the CPU: the common case
+        return [xp.asarray(value) for value in values]
+    arrays = []
+    for value, where in zip(values, devices, strict=True):
+        if where != device:
+            if arraylib.is_array(value):
+                raise TypeError(
+                    f"ravel_pytree: leaves on two devices: a leaf of shape {value.shape} on "
+                    f"{where!r} beside leaves on {device!r}; move the tree to one device first "
+                    "(chainrule.backend.device.to_device)"
+                )
+            value = arraylib.to_device(value, device)
+        arrays.append(value)
+    return arrays
+
+
+def ravel_pytree(tree):
+    """Flatten a pytree of arrays into one 1-d vector θ; return ``(theta, unravel)``.
+
+    >>> import numpy as np
+    >>> theta, unravel = ravel_pytree({"w": np.array([[1.0, 2.0]]), "b": np.array([3.0])})
+    >>> theta
+    array([3., 1., 2.])
+    >>> unravel(theta)["w"]
+    array([[1., 2.]])
+    """
+    leaves, treedef = tree_flatten(tree)
+    if state.foreign:
+        return _ravel_in_namespace(arraylib.ns, leaves, treedef)
+    arrays = _leaf_arrays(leaves)
+    shapes = [a.shape for a in arrays]
+    sizes = [a.size for a in arrays]
+    dtypes = [a.dtype for a in arrays]
+    dtype = xp.result_type(*dtypes) if arrays else xp.float64
+    theta = xp.concatenate([a.ravel().astype(dtype) for a in arrays]) if arrays else xp.zeros(0, dtype)
+    total = int(sum(sizes))
+
+    def unravel(flat):
+        traced = isinstance(flat, Tracer)  # differentiate through unravel when θ is traced
+        if not traced:
+            flat = xp.asarray(flat) if arraylib.device_of(flat) == "cpu" else flat  # a GPU vector stays
+        if tuple(flat.shape) != (total,):
+            raise ValueError(f"unravel: expected a vector of shape ({total},), got {tuple(flat.shape)}")
+        pieces = []
+        start = 0
+        for shape, size, leaf_dtype in zip(shapes, sizes, dtypes):
+            if traced:
+                pieces.append(ops.reshape(ops.getitem(flat, slice(start, start + size)), shape))
+            else:
+                pieces.append(flat[start : start + size].reshape(shape).astype(leaf_dtype, copy=False))
+            start += size
+        return tree_unflatten(treedef, pieces)
+
+    return theta, unravel
+
+
+def _ravel_in_namespace(namespace, leaves, treedef):
+    """:func:`ravel_pytree` inside ``backend.use_namespace``: the same vector and ``unravel``, with
+    the array API standard's functions (``concat``, ``reshape``, ``astype``; no array methods)."""
+    arrays = [arraylib.asarray(raw(leaf)) for leaf in leaves]
+    shapes = [tuple(a.shape) for a in arrays]
+    sizes = [math.prod(shape) for shape in shapes]
+    dtypes = [a.dtype for a in arrays]
+    try:
+        dtype = namespace.result_type(*dtypes) if arrays else namespace.float64
+    except TypeError as error:  # the standard promotes no integer dtype with a floating one
+        raise TypeError(
+            f"ravel_pytree: leaves of dtypes {sorted(set(map(str, dtypes)))} have no common dtype in "
+            f"{arraylib.namespace_name(namespace)}; cast them to one dtype first"
+        ) from error
+    if arrays:
+        theta = namespace.concat([namespace.astype(namespace.reshape(a, (-1,)), dtype) for a in arrays])
+    else:
+        theta = namespace.zeros((0,), dtype=dtype)
+    total = sum(sizes)
+
+    def unravel(flat):
+        traced = isinstance(flat, Tracer)  # differentiate through unravel when θ is traced
+        if not traced:
+            flat = arraylib.asarray(flat)
+        if tuple(flat.shape) != (total,):
+            raise ValueError(f"unravel: expected a vector of shape ({total},), got {tuple(flat.shape)}")
+        pieces = []
+        start = 0
+        for shape, size, leaf_dtype in zip(shapes, sizes, dtypes, strict=True):
+            if traced:
+                pieces.append(ops.reshape(ops.getitem(flat, slice(start, start + size)), shape))
+            else:
+                piece = namespace.reshape(flat[start : start + size], shape)
+                pieces.append(namespace.astype(piece, leaf_dtype, copy=False))
+            start += size
+        return tree_unflatten(treedef, pieces)
+
+    return theta, unravel
