@@ -125,8 +125,10 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer, shorter repetitions")
     args = parser.parse_args(argv)
     repetitions, budget = (7, 0.05) if args.quick else (15, 0.2)
-    print(f"chainrule capture benchmark: numpy {np.__version__}, python {sys.version.split()[0]}, "
-          f"one BLAS thread, {repetitions} interleaved repetitions, median ms per SGD step (float32)")
+    print(
+        f"chainrule capture benchmark: numpy {np.__version__}, python {sys.version.split()[0]}, "
+        f"one BLAS thread, {repetitions} interleaved repetitions, median ms per SGD step (float32)"
+    )
     header = (
         f"{'MLP':28s} {'by hand':>8s} {'eager':>8s} {'captured':>9s} {'eager/captured':>15s} "
         f"{'captured/hand':>14s} {'tape calls':>11s}"
@@ -148,12 +150,16 @@ def main(argv=None) -> int:
             gc.collect()
             times = time_interleaved(contenders, repetitions, budget)
             med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
-            speedup = statistics.median(e / c for e, c in zip(times["eager"], times["captured"], strict=True))
+            speedup = statistics.median(
+                e / c for e, c in zip(times["eager"], times["captured"], strict=True)
+            )
             pairs = zip(times["captured"], times["hand"], strict=True)
             over_hand = statistics.median(captured_time / hand for captured_time, hand in pairs)
             rows.append((name, speedup))
-            print(f"{name:28s} {med['hand']:8.3f} {med['eager']:8.3f} {med['captured']:9.3f} "
-                  f"{speedup:14.2f}x {over_hand:13.2f}x {tape_calls:11d}")
+            print(
+                f"{name:28s} {med['hand']:8.3f} {med['eager']:8.3f} {med['captured']:9.3f} "
+                f"{speedup:14.2f}x {over_hand:13.2f}x {tape_calls:11d}"
+            )
     print()
     for name, speedup in rows:
         verdict = "replay is faster: keep it" if speedup > 1.05 else "no gain: run eagerly"

@@ -78,7 +78,9 @@ def _communicator(distributed: bool):
         communicator.allreduce_cpu_seconds += time.process_time() - cpu_started
         return result
 
-    communicator.allreduce_sum = timed_allreduce_sum  # the time spent in (and waiting at) all-reduces
+    communicator.allreduce_sum = (
+        timed_allreduce_sum  # the time spent in (and waiting at) all-reduces
+    )
     return communicator
 
 
@@ -148,7 +150,9 @@ def worker_train(model_name: str, method: str, distributed: bool, quick: bool) -
     trainer.fit(train, epochs=1 + epochs)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     steps = trainer.step - steps_before
-    bytes_per_step = 0 if communicator is None else (communicator.bytes_reduced - bytes_before) / steps
+    bytes_per_step = (
+        0 if communicator is None else (communicator.bytes_reduced - bytes_before) / steps
+    )
     waiting = 0.0 if communicator is None else communicator.allreduce_seconds - waiting_before
     # CPU seconds of this rank's own work per step: unaffected by time slices lost to other
     # processes on a shared machine, so it shows what the split saves even when the wall clock
@@ -198,7 +202,9 @@ def _mpirun() -> list[str]:
 
 def _launch(worker_args: list[str], ranks: int, blas_threads: int = 1) -> dict:
     threads = str(blas_threads)
-    env = dict(os.environ, OMP_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+    env = dict(
+        os.environ, OMP_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads, MKL_NUM_THREADS=threads
+    )
     script = [sys.executable, str(Path(__file__).resolve()), *worker_args]
     if ranks == 1:
         command = script  # the plain single-process path: no MPI at all
@@ -252,7 +258,9 @@ def interpolated_allreduce(seconds_by_bytes: dict, nbytes: float, ranks: int) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5, help="interleaved repetitions (default 5)")
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="interleaved repetitions (default 5)"
+    )
     parser.add_argument("--quick", action="store_true", help="one short repetition (a smoke test)")
     parser.add_argument("--json", metavar="FILE", help="also write every measurement to FILE")
     parser.add_argument("--worker", nargs="*", help=argparse.SUPPRESS)
@@ -278,12 +286,16 @@ def main() -> None:
     # (a) the all-reduce itself
     runs = [_launch(["--worker", "allreduce", *quick], ranks=2) for _ in range(repeats)]
     sizes = sorted({int(size) for run in runs for size in run["seconds"]})
-    allreduce = {size: statistics.median(run["seconds"][str(size)] for run in runs) for size in sizes}
+    allreduce = {
+        size: statistics.median(run["seconds"][str(size)] for run in runs) for size in sizes
+    }
     latency, bandwidth = fit_ring_model(allreduce, ranks=2)
     print("\n(a) MPI all-reduce on this machine, 2 ranks (median)")
     print(f"{'bytes':>10} {'measured µs':>12} {'effective GB/s':>15}")
     for size in sizes:
-        effective = effective_bandwidth(size, allreduce[size], 2, latency) if size > sizes[0] else None
+        effective = (
+            effective_bandwidth(size, allreduce[size], 2, latency) if size > sizes[0] else None
+        )
         shown = "-" if effective is None else f"{effective / 1e9:.2f}"
         print(f"{size:>10} {allreduce[size] * 1e6:>12.1f} {shown:>15}")
     print(
@@ -315,7 +327,11 @@ def main() -> None:
                 return statistics.median(values[(model_name, method, ranks, threads)])
 
             record = records[(model_name, method, 2, 1)]
-            one, one_two_threads, two = median(samples, 1, 1), median(samples, 1, 2), median(samples, 2, 1)
+            one, one_two_threads, two = (
+                median(samples, 1, 1),
+                median(samples, 1, 2),
+                median(samples, 2, 1),
+            )
             cpu_one, cpu_two = median(computes, 1, 1), median(computes, 2, 1)
             # The step's all-reduce as measured in (a), at the bytes this step sends.
             reduce_seconds = interpolated_allreduce(allreduce, record["bytes_per_step"], 2)
@@ -380,7 +396,9 @@ def main() -> None:
         )
 
     # (c) when do N machines pay off? Per-example time from the measured FLOP rate of the wide MLP.
-    wide = next(r for r in table if r["model"] == "wide 64-1024-1024-10" and r["method"] == "backprop")
+    wide = next(
+        r for r in table if r["model"] == "wide 64-1024-1024-10" and r["method"] == "backprop"
+    )
     flops_per_second = 6 * wide["parameters"] * wide["batch"] / wide["cpu_seconds_per_step_1"]
     print(
         f"\n(c) global batch above which N machines beat one, backprop, float64, "
@@ -389,7 +407,10 @@ def main() -> None:
     )
     widths = [128, 512, 2048, 8192]
     machine_counts = [2, 8, 32]
-    print(f"{'hidden width':>12} {'params':>12} " + " ".join(f"{'N=' + str(n):>8}" for n in machine_counts))
+    print(
+        f"{'hidden width':>12} {'params':>12} "
+        + " ".join(f"{'N=' + str(n):>8}" for n in machine_counts)
+    )
     for width in widths:
         parameters = 64 * width + width * width + width * 10 + 2 * width + 10
         per_example = 6 * parameters / flops_per_second

@@ -28,7 +28,12 @@ from __future__ import annotations
 import os
 
 # One thread everywhere, set before NumPy (and its BLAS) is imported.
-for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
+for _variable in (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+):
     os.environ[_variable] = "1"
 if hasattr(os, "sched_setaffinity"):
     try:
@@ -205,7 +210,9 @@ def init_mlp(widths, seed=0):
     params = []
     for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
         limit = np.sqrt(6.0 / (fan_in + fan_out))
-        params.append((rng.uniform(-limit, limit, (fan_in, fan_out)).astype(DTYPE), np.zeros(fan_out, DTYPE)))
+        params.append(
+            (rng.uniform(-limit, limit, (fan_in, fan_out)).astype(DTYPE), np.zeros(fan_out, DTYPE))
+        )
     return params
 
 
@@ -330,7 +337,9 @@ def check_same_gradients(params, x, labels):
     assert np.allclose(value, loss, **tolerance), (value, loss)
     for mine, theirs in zip(cr_grads, grads, strict=True):
         for a, b in zip(mine, theirs, strict=True):
-            assert np.allclose(a, b, **tolerance), "chainrule's gradient differs from the hand-written one"
+            assert np.allclose(a, b, **tolerance), (
+                "chainrule's gradient differs from the hand-written one"
+            )
     if torch is not None:
         tparams = [tuple(torch.tensor(p, requires_grad=True) for p in pair) for pair in params]
         tloss, tgrads = torch_loss_and_grad(tparams, torch.tensor(x), torch.tensor(labels))
@@ -351,7 +360,8 @@ def bench_mlp(name, repeats, budget):
     # Each contender trains its own copy (the updates are tiny, the work per step the same).
     numpy_params = [(w.copy(), b.copy()) for w, b in params]
     cr_params = [
-        (cr.Tensor(w.copy(), requires_grad=True), cr.Tensor(b.copy(), requires_grad=True)) for w, b in params
+        (cr.Tensor(w.copy(), requires_grad=True), cr.Tensor(b.copy(), requires_grad=True))
+        for w, b in params
     ]
     steps = {
         "numpy": lambda: numpy_step(numpy_params, x, labels),
@@ -432,13 +442,19 @@ def ms(seconds):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a short run (fewer, shorter repetitions)")
+    parser.add_argument(
+        "--quick", action="store_true", help="a short run (fewer, shorter repetitions)"
+    )
     args = parser.parse_args(argv)
     repeats, budget = (5, 0.02) if args.quick else (21, 0.1)
 
     cpu = _cpu_name()
     torch_version = torch.__version__ if torch is not None else "not installed"
-    pinned = f" (pinned to core {min(os.sched_getaffinity(0))})" if hasattr(os, "sched_getaffinity") else ""
+    pinned = (
+        f" (pinned to core {min(os.sched_getaffinity(0))})"
+        if hasattr(os, "sched_getaffinity")
+        else ""
+    )
     print(
         f"chainrule {cr.__version__} | Python {platform.python_version()} | NumPy {np.__version__} | "
         f"PyTorch {torch_version}\nCPU: {cpu} | 1 thread{pinned}"
@@ -467,10 +483,16 @@ def main(argv=None):
         rows,
     )
     per_op = median(samples["chainrule x*y"]) / OPS_PER_CALL
-    targets.append(("per recorded op (x * y)", f"{per_op * 1e6:.2f} us", "<= 1.00 us", per_op <= 1.0e-6))
+    targets.append(
+        ("per recorded op (x * y)", f"{per_op * 1e6:.2f} us", "<= 1.00 us", per_op <= 1.0e-6)
+    )
     chain = median(samples["chainrule chain"])
     chain_rows = [
-        ["100-op chain forward+backward", us(chain), us(median(samples["torch chain"])) if torch else "-"]
+        [
+            "100-op chain forward+backward",
+            us(chain),
+            us(median(samples["torch chain"])) if torch else "-",
+        ]
     ]
     if torch is not None:
         chain_ratio = paired_ratio(samples, "chainrule chain", "torch chain")
@@ -511,7 +533,12 @@ def main(argv=None):
         )
         limit = step_limits[name]
         targets.append(
-            (f"{name} step vs hand-written", f"{step_ratio:.3f}x", f"<= {limit:.2f}x", step_ratio <= limit)
+            (
+                f"{name} step vs hand-written",
+                f"{step_ratio:.3f}x",
+                f"<= {limit:.2f}x",
+                step_ratio <= limit,
+            )
         )
 
         hand = paired_ratio(ratio_samples, "numpy loss+grad", "numpy loss")
@@ -535,7 +562,9 @@ def main(argv=None):
                 f"{hand:.2f}",
                 ms(median(ratio_samples["chainrule loss"])),
                 f"{mine:.2f}",
-                f"{paired_ratio(ratio_samples, 'torch loss+grad', 'torch loss'):.2f}" if has_torch else "-",
+                f"{paired_ratio(ratio_samples, 'torch loss+grad', 'torch loss'):.2f}"
+                if has_torch
+                else "-",
                 f"{relative:.3f}",
             ]
         )
@@ -585,7 +614,10 @@ def main(argv=None):
     print_table(
         "Targets",
         ["target", "measured", "goal", "status"],
-        [[t, m, g, "n/a" if ok is None else ("met" if ok else "NOT MET")] for t, m, g, ok in targets],
+        [
+            [t, m, g, "n/a" if ok is None else ("met" if ok else "NOT MET")]
+            for t, m, g, ok in targets
+        ],
     )
     return 0
 

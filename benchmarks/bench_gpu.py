@@ -162,7 +162,9 @@ def build_chainrule_captured(cp, params, x, y, notes):
         fast = capture(pure_step_of(loss), (p, xd, labels), copy_outputs=False)
     except CaptureError as error:  # e.g. the fused loss copies a host index array to the device
         loss, labels, description = _chainrule_loss(cp, p, xd, yd, fused_allowed=False)
-        notes.append(f"chainrule captured: {description} (the fused loss did not capture: {str(error)[:90]})")
+        notes.append(
+            f"chainrule captured: {description} (the fused loss did not capture: {str(error)[:90]})"
+        )
         fast = capture(pure_step_of(loss), (p, xd, labels), copy_outputs=False)
     state = {"p": p}
 
@@ -244,7 +246,10 @@ def _torch_setup(params, x, y):
     torch.backends.cudnn.allow_tf32 = False
     torch.set_float32_matmul_precision("highest")
     device = torch.device("cuda")
-    p = [torch.tensor(params[k], device=device, requires_grad=True) for k in sorted(params, key=_layer_order)]
+    p = [
+        torch.tensor(params[k], device=device, requires_grad=True)
+        for k in sorted(params, key=_layer_order)
+    ]
     return torch, p, torch.tensor(x, device=device), torch.tensor(y, device=device)
 
 
@@ -315,7 +320,9 @@ def build_jax(params, x, y, notes):
 
     if jax.default_backend() != "gpu":
         raise RuntimeError(f"JAX runs on {jax.default_backend()}, not the GPU")
-    jax.config.update("jax_default_matmul_precision", "highest")  # no TF32 (JAX's default allows it)
+    jax.config.update(
+        "jax_default_matmul_precision", "highest"
+    )  # no TF32 (JAX's default allows it)
     if x.dtype == np.float64:  # without x64, JAX would compute float64 inputs in float32
         jax.config.update("jax_enable_x64", True)
     p = {k: jnp.asarray(v) for k, v in params.items()}
@@ -430,7 +437,9 @@ def _print_environment(cp):
             "precision modes)"
         )
     except Exception as error:
-        print(f"cuBLAS binding: unavailable ({type(error).__name__}: {error}); its contenders will fail")
+        print(
+            f"cuBLAS binding: unavailable ({type(error).__name__}: {error}); its contenders will fail"
+        )
 
 
 def _report(mlp_name, sizes, batch, times, notes, first_losses, reference):
@@ -452,11 +461,19 @@ def _report(mlp_name, sizes, batch, times, notes, first_losses, reference):
     for name, note in notes.items():
         print(f"    {name}: {note}")
     for name, loss in first_losses.items():
-        if reference is not None and name != "cupy by hand" and not np.isclose(loss, reference, rtol=1e-3):
+        if (
+            reference is not None
+            and name != "cupy by hand"
+            and not np.isclose(loss, reference, rtol=1e-3)
+        ):
             print(f"    {name}: first loss {loss:.6f} differs from CuPy by hand's {reference:.6f}")
     if times:
         fastest = min(times, key=times.get)
-        via = "through the cuBLAS binding" if fastest in THROUGH_BINDING else "not through the binding"
+        via = (
+            "through the cuBLAS binding"
+            if fastest in THROUGH_BINDING
+            else "not through the binding"
+        )
         print(f"fastest: {fastest} ({via})")
     captured = times.get("chainrule captured")
     if mlp_name in ISSUE_TORCH_GRAPH_MS:
@@ -470,9 +487,13 @@ def _report(mlp_name, sizes, batch, times, notes, first_losses, reference):
                 f"(the issue's PyTorch graph: {issue * 1e3:.0f} us; this run's: {torch_graph * 1e6:.0f} us)"
             )
         else:
-            print("goal: chainrule captured vs PyTorch CUDA graph: not measured (a contender failed)")
+            print(
+                "goal: chainrule captured vs PyTorch CUDA graph: not measured (a contender failed)"
+            )
     elif sizes[0] == 4096:
-        best_name = min(("chainrule captured", "chainrule eager"), key=lambda n: times.get(n, float("inf")))
+        best_name = min(
+            ("chainrule captured", "chainrule eager"), key=lambda n: times.get(n, float("inf"))
+        )
         if best_name in times and torch_eager:
             throughput = torch_eager / times[best_name]
             verdict = "met" if throughput >= THROUGHPUT_GOAL else "NOT MET"
@@ -486,14 +507,23 @@ def _report(mlp_name, sizes, batch, times, notes, first_losses, reference):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="5 repetitions; the 4096-wide MLP at batch 1024")
+    parser.add_argument(
+        "--quick", action="store_true", help="5 repetitions; the 4096-wide MLP at batch 1024"
+    )
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     parser.add_argument(
-        "--repetitions", type=int, default=None, help="interleaved repetitions (default 11, quick 5)"
+        "--repetitions",
+        type=int,
+        default=None,
+        help="interleaved repetitions (default 11, quick 5)",
     )
-    parser.add_argument("--only", default=None, help="run only the MLPs whose name contains this text")
+    parser.add_argument(
+        "--only", default=None, help="run only the MLPs whose name contains this text"
+    )
     args = parser.parse_args(argv)
-    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX must not take the GPU's memory
+    os.environ.setdefault(
+        "XLA_PYTHON_CLIENT_PREALLOCATE", "false"
+    )  # JAX must not take the GPU's memory
     try:
         import cupy as cp
 
@@ -544,7 +574,9 @@ def main(argv=None) -> int:
             step()
             calls[name] = _calls_per_repetition(step, sync)
         times = time_interleaved(steps, calls, sync, repetitions)
-        _report(mlp_name, sizes, batch, times, notes, first_losses, first_losses.get("cupy by hand"))
+        _report(
+            mlp_name, sizes, batch, times, notes, first_losses, first_losses.get("cupy by hand")
+        )
         del steps
         gc.collect()
         cp.get_default_memory_pool().free_all_blocks()

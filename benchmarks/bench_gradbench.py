@@ -37,10 +37,22 @@ def relay(eval_command, tool_command, cwd, env=None, timeout=None, log=None):
     of ``(message, response)`` pairs. Stops when the eval closes its output; a tool still owing
     an answer ``timeout`` seconds into the session is a TimeoutError (both programs are killed)."""
     eval_proc = subprocess.Popen(
-        eval_command, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+        eval_command,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        bufsize=1,
     )
     tool_proc = subprocess.Popen(
-        tool_command, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+        tool_command,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        bufsize=1,
     )
     rounds = []
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -52,12 +64,18 @@ def relay(eval_command, tool_command, cwd, env=None, timeout=None, log=None):
             tool_proc.stdin.write(line if line.endswith("\n") else line + "\n")
             tool_proc.stdin.flush()
             if deadline is not None:
-                ready, _, _ = select.select([tool_proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+                ready, _, _ = select.select(
+                    [tool_proc.stdout], [], [], max(0.0, deadline - time.monotonic())
+                )
                 if not ready:
-                    raise TimeoutError(f"relay: no answer to message {message.get('id')} within {timeout} s")
+                    raise TimeoutError(
+                        f"relay: no answer to message {message.get('id')} within {timeout} s"
+                    )
             answer = tool_proc.stdout.readline()
             if not answer:
-                raise RuntimeError(f"relay: the tool exited without answering message {message.get('id')}")
+                raise RuntimeError(
+                    f"relay: the tool exited without answering message {message.get('id')}"
+                )
             response = json.loads(answer)
             rounds.append((message, response))
             if log is not None:
@@ -94,7 +112,9 @@ def summarise(rounds):
         if message.get("kind") != "evaluate":
             continue
         analysis = verdicts.get(message["id"], {})
-        evaluate_ns = [t["nanoseconds"] for t in response.get("timings", []) if t["name"] == "evaluate"]
+        evaluate_ns = [
+            t["nanoseconds"] for t in response.get("timings", []) if t["name"] == "evaluate"
+        ]
         rows.append(
             {
                 "function": message["function"],
@@ -110,7 +130,9 @@ def summarise(rounds):
 
 
 def eval_command(args, name, extra):
-    program = Path(args.gradbench) / "python" / "gradbench" / "gradbench" / "evals" / name / "run.py"
+    program = (
+        Path(args.gradbench) / "python" / "gradbench" / "gradbench" / "evals" / name / "run.py"
+    )
     return [args.eval_python, str(program), *extra]
 
 
@@ -140,7 +162,11 @@ def cmd_validate(args):
     log = open(args.log, "w") if args.log else None
     try:
         rounds = relay(
-            eval_command(args, args.eval, args.eval_args), tool, args.gradbench, session_env(args), log=log
+            eval_command(args, args.eval, args.eval_args),
+            tool,
+            args.gradbench,
+            session_env(args),
+            log=log,
         )
     finally:
         if log:
@@ -153,9 +179,17 @@ def cmd_validate(args):
         status = (
             "valid"
             if row["valid"]
-            else ("invalid" if row["valid"] is False else ("failed" if not row["success"] else "unchecked"))
+            else (
+                "invalid"
+                if row["valid"] is False
+                else ("failed" if not row["success"] else "unchecked")
+            )
         )
-        timing = f"{row['median_s'] * 1e3:10.3f} ms x{row['runs']}" if row["median_s"] is not None else ""
+        timing = (
+            f"{row['median_s'] * 1e3:10.3f} ms x{row['runs']}"
+            if row["median_s"] is not None
+            else ""
+        )
         print(f"{args.eval:8s} {row['function']:10s} {row['description']:28s} {status:9s} {timing}")
         if not ok and row["error"]:
             print("    " + row["error"].strip().replace("\n", "\n    ")[:2000])
@@ -179,11 +213,18 @@ FIGURES = {
         "gradient",
         {"small": ["-n", "1000", "-s", "10"], "medium": ["-n", "10000", "-s", "100"]},
     ),
-    "gmm": ("objective", "jacobian", {"small": ["-d", "2", "-k", "5"], "medium": ["-d", "20", "-k", "50"]}),
+    "gmm": (
+        "objective",
+        "jacobian",
+        {"small": ["-d", "2", "-k", "5"], "medium": ["-d", "20", "-k", "50"]},
+    ),
     "kmeans": (
         "cost",
         "dir",
-        {"small": ["-k", "10", "-n", "1000", "-d", "8"], "medium": ["-k", "100", "-n", "10000", "-d", "16"]},
+        {
+            "small": ["-k", "10", "-n", "1000", "-d", "8"],
+            "medium": ["-k", "100", "-n", "10000", "-d", "16"],
+        },
     ),
     "lstm": (
         "objective",
@@ -259,13 +300,17 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("validate", "figures"):
         p = sub.add_parser(name)
-        p.add_argument("--gradbench", required=True, help="a gradbench checkout with tools/manual/bin built")
+        p.add_argument(
+            "--gradbench", required=True, help="a gradbench checkout with tools/manual/bin built"
+        )
         p.add_argument(
             "--eval-python",
             default=sys.executable,
             help="python with numpy, pydantic, scipy, dataclasses-json",
         )
-        p.add_argument("--peer-python", default=None, help="python with torch and jax, for the peer tools")
+        p.add_argument(
+            "--peer-python", default=None, help="python with torch and jax, for the peer tools"
+        )
     figures = sub.choices["figures"]
     figures.add_argument("evals", nargs="*", help="evals to run (default: all)")
     figures.add_argument("--min-runs", type=int, default=3)

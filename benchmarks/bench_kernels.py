@@ -24,14 +24,15 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import bench_gpu  # noqa: E402  (the same steps and problems as the GPU benchmark)
-
 from chainrule.backend.simulated_cuda import count_kernels, simulate_cuda  # noqa: E402
 
 COUNTED_WIDTH = 64  # wide MLPs are counted at this width: launches depend on depth only
 
 
 def counted_sizes(sizes):
-    return tuple(size if size <= 256 else COUNTED_WIDTH for size in sizes[:-1]) + (min(sizes[-1], 10),)
+    return tuple(size if size <= 256 else COUNTED_WIDTH for size in sizes[:-1]) + (
+        min(sizes[-1], 10),
+    )
 
 
 def kernels_per_step(build, cp, sizes, batch):
@@ -69,7 +70,9 @@ def _format_breakdown(mine, theirs):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--breakdown", action="store_true", help="list the operations whose counts differ")
+    parser.add_argument(
+        "--breakdown", action="store_true", help="list the operations whose counts differ"
+    )
     args = parser.parse_args(argv)
     print("kernel launches per SGD step, counted on the simulated CUDA device (no timing)")
     print(f"{'MLP':<28}{'chainrule eager':>16}{'CuPy by hand':>14}{'ratio':>8}")

@@ -24,7 +24,12 @@ import os
 
 # One thread everywhere, set before NumPy (and its BLAS) is imported. (Not pinned to a core: on a
 # shared machine a pinned process cannot move away from a busy core.)
-for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
+for _variable in (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+):
     os.environ[_variable] = "1"
 
 import argparse  # noqa: E402
@@ -130,7 +135,9 @@ def forward_gradient_sampled(loss, params, samples):
 
 
 def bench_gradient(quick):
-    print("(a) Full gradient of an MLP loss (batch 32): forward mode (P JVPs, batched) vs reverse mode")
+    print(
+        "(a) Full gradient of an MLP loss (batch 32): forward mode (P JVPs, batched) vs reverse mode"
+    )
     print(
         f"    forward mode pushes {CHUNK} directions per pass; '~' marks figures extrapolated from a sample"
     )
@@ -154,7 +161,9 @@ def bench_gradient(quick):
             reverse()
         if extrapolated:
             rev_time = median(measure({"rev": reverse}, repeats=5)["rev"])
-            fwd_time, fwd_flops, _ = forward_gradient_sampled(loss, params, samples=6 if quick else 12)
+            fwd_time, fwd_flops, _ = forward_gradient_sampled(
+                loss, params, samples=6 if quick else 12
+            )
         else:
             with cr.count() as fwd_count:
                 forward()
@@ -185,7 +194,9 @@ def network(n_in, n_out, hidden=256, seed=0):
 
 
 def bench_tall_wide():
-    print("(b) jacfwd vs jacrev vs jacobian(mode='auto'): auto on a first call (recording and cost model")
+    print(
+        "(b) jacfwd vs jacrev vs jacobian(mode='auto'): auto on a first call (recording and cost model"
+    )
     print("    included) and once it has decided; ratios against the faster of jacfwd and jacrev")
     print(
         f"{'shape':>14} {'jacfwd':>12} {'jacrev':>12} {'auto, 1st':>12} {'auto':>12} {'picks':>6} "
@@ -229,7 +240,8 @@ def deep_narrow(n_in, n_out, seed=0):
     rng = np.random.default_rng(seed)
     widths = [n_in, 16, 16, 16, 16, 16, n_out]
     weights = [
-        rng.standard_normal((b, a)) / math.sqrt(a) for a, b in zip(widths[:-1], widths[1:], strict=True)
+        rng.standard_normal((b, a)) / math.sqrt(a)
+        for a, b in zip(widths[:-1], widths[1:], strict=True)
     ]
 
     def f(x):
@@ -241,7 +253,10 @@ def deep_narrow(n_in, n_out, seed=0):
     return f
 
 
-FAMILIES = {"2-layer, hidden 64": lambda n, m: network(n, m, hidden=64), "6-layer, width 16": deep_narrow}
+FAMILIES = {
+    "2-layer, hidden 64": lambda n, m: network(n, m, hidden=64),
+    "6-layer, width 16": deep_narrow,
+}
 
 
 def bench_grid(quick):
@@ -249,7 +264,9 @@ def bench_grid(quick):
     print(f"(c) Does auto pick the faster mode? n, m in {sizes}; times of jacfwd / jacrev")
     results = []
     for family, make in FAMILIES.items():
-        print(f"    {family}: rows n (inputs), columns m (outputs); cell: fwd/rev time, auto's pick, ok/MISS")
+        print(
+            f"    {family}: rows n (inputs), columns m (outputs); cell: fwd/rev time, auto's pick, ok/MISS"
+        )
         corner = "n \\ m"
         print("    " + f"{corner:>6}" + "".join(f"{m:>19}" for m in sizes))
         for n in sizes:
@@ -258,12 +275,17 @@ def bench_grid(quick):
                 f = make(n, m)
                 x = np.random.default_rng(n * 7 + m).standard_normal(n)
                 samples = measure(
-                    {"fwd": lambda f=f, x=x: cr.jacfwd(f)(x), "rev": lambda f=f, x=x: cr.jacrev(f)(x)},
+                    {
+                        "fwd": lambda f=f, x=x: cr.jacfwd(f)(x),
+                        "rev": lambda f=f, x=x: cr.jacrev(f)(x),
+                    },
                     repeats=9,
                     budget=0.015,
                 )
                 fwd, rev = median(samples["fwd"]), median(samples["rev"])
-                relative = ratio(samples, "fwd", "rev")  # paired within repetitions: robust to drift
+                relative = ratio(
+                    samples, "fwd", "rev"
+                )  # paired within repetitions: robust to drift
                 faster = "fwd" if relative <= 1 else "rev"
                 pick = cr.explain_jacobian(f, x).mode
                 slowdown = 1.0 if pick == faster else max(relative, 1 / relative)
@@ -326,7 +348,9 @@ def bench_calibration():
     print(f"    {'matmul FLOP/s':<28} {matmul_rate:>14.3g} {cost.MATMUL_FLOPS_PER_SECOND:>14.3g}")
     print(f"    {'element ops/s':<28} {element_rate:>14.3g} {cost.ELEMENTS_PER_SECOND:>14.3g}")
     for mode in ("fwd", "rev"):
-        print(f"    {'seconds per op, ' + mode:<28} {per_op[mode]:>14.3g} {cost.SECONDS_PER_OP[mode]:>14.3g}")
+        print(
+            f"    {'seconds per op, ' + mode:<28} {per_op[mode]:>14.3g} {cost.SECONDS_PER_OP[mode]:>14.3g}"
+        )
     for mode in ("fwd", "rev"):
         label = "seconds per call, " + mode
         print(f"    {label:<28} {per_call[mode]:>14.3g} {cost.SECONDS_PER_CALL[mode]:>14.3g}")

@@ -14,7 +14,6 @@ from functools import partial
 
 import numpy as np
 import pytest
-from module_arrays import with_module_arrays
 
 import chainrule as cr
 import chainrule.numpy as cnp
@@ -23,6 +22,7 @@ from chainrule.engine.arraylib import use_namespace
 from chainrule.engine.batching import Batched
 from chainrule.engine.core import new_level, state
 from chainrule.engine.primitives import TABLE
+from module_arrays import with_module_arrays
 
 # 2.3 implements the 2024.12 standard: Python scalars in binary functions and in where.
 array_api_strict = pytest.importorskip(
@@ -31,17 +31,61 @@ array_api_strict = pytest.importorskip(
 
 ENGINE = pathlib.Path(__file__).resolve().parents[1] / "src" / "chainrule"
 ENGINE_MODULES = (
-    "engine/arraylib", "engine/core", "engine/tensor", "engine/primitives", "engine/ops",
-    "engine/reverse", "engine/forward", "transforms/api", "engine/batching", "transforms/linearize",
-    "transforms/jacobians", "transforms/pytree", "engine/array_methods",
+    "engine/arraylib",
+    "engine/core",
+    "engine/tensor",
+    "engine/primitives",
+    "engine/ops",
+    "engine/reverse",
+    "engine/forward",
+    "transforms/api",
+    "engine/batching",
+    "transforms/linearize",
+    "transforms/jacobians",
+    "transforms/pytree",
+    "engine/array_methods",
 )
 
 #: The primitives that have an array-API forward (``docs/gpu.md`` lists the same).
 COVERED = {
-    "negative", "exp", "log", "log1p", "expm1", "sin", "cos", "tan", "tanh", "arctan", "sinh",
-    "cosh", "sqrt", "abs", "relu", "sigmoid", "softplus", "astype", "add", "subtract", "multiply",
-    "divide", "power", "maximum", "minimum", "where", "sum", "max", "prod", "logsumexp", "cumsum",
-    "reshape", "transpose", "broadcast_to", "concatenate", "getitem", "scatter_add", "matmul",
+    "negative",
+    "exp",
+    "log",
+    "log1p",
+    "expm1",
+    "sin",
+    "cos",
+    "tan",
+    "tanh",
+    "arctan",
+    "sinh",
+    "cosh",
+    "sqrt",
+    "abs",
+    "relu",
+    "sigmoid",
+    "softplus",
+    "astype",
+    "add",
+    "subtract",
+    "multiply",
+    "divide",
+    "power",
+    "maximum",
+    "minimum",
+    "where",
+    "sum",
+    "max",
+    "prod",
+    "logsumexp",
+    "cumsum",
+    "reshape",
+    "transpose",
+    "broadcast_to",
+    "concatenate",
+    "getitem",
+    "scatter_add",
+    "matmul",
     "softmax_cross_entropy",
 }
 
@@ -81,8 +125,10 @@ def _attribute_calls(source: str, base: str) -> set[str]:
         if "." in base:
             owner, attr = base.split(".")
             return (
-                isinstance(node, ast.Attribute) and node.attr == attr
-                and isinstance(node.value, ast.Name) and node.value.id == owner
+                isinstance(node, ast.Attribute)
+                and node.attr == attr
+                and isinstance(node.value, ast.Name)
+                and node.value.id == owner
             )
         return isinstance(node, ast.Name) and node.id == base
 
@@ -170,8 +216,10 @@ def _mlp_loss(params, inputs, targets):
 
 def _mlp_problem(rng):
     params = {
-        "w1": rng.normal(size=(4, 8)), "b1": rng.normal(size=(8,)),
-        "w2": rng.normal(size=(8, 3)), "b2": rng.normal(size=(3,)),
+        "w1": rng.normal(size=(4, 8)),
+        "b1": rng.normal(size=(8,)),
+        "w2": rng.normal(size=(8, 3)),
+        "b2": rng.normal(size=(3,)),
     }
     return params, rng.normal(size=(16, 4)), rng.normal(size=(16, 3))
 
@@ -196,7 +244,9 @@ def test_grad_of_an_mlp_loss_runs_on_strict_arrays(rng):
     params, inputs, targets = _mlp_problem(rng)
     want_value, want = cr.value_and_grad(_mlp_loss)(params, inputs, targets)
     with use_namespace(array_api_strict):
-        value, got = cr.value_and_grad(_mlp_loss)(_strict(params), _strict(inputs), _strict(targets))
+        value, got = cr.value_and_grad(_mlp_loss)(
+            _strict(params), _strict(inputs), _strict(targets)
+        )
     _assert_strict_and_close(value, want_value)
     _assert_strict_and_close(got, want)
 
@@ -227,7 +277,9 @@ def test_tensor_backward_runs_on_strict_arrays(rng):
     params, inputs, targets = _mlp_problem(rng)
 
     def gradients(make_array):
-        leaves = {name: cr.Tensor(make_array(value), requires_grad=True) for name, value in params.items()}
+        leaves = {
+            name: cr.Tensor(make_array(value), requires_grad=True) for name, value in params.items()
+        }
         loss = _mlp_loss(leaves, make_array(inputs), make_array(targets))
         loss = loss + cnp.sum(leaves["b1"] * leaves["b1"])  # a second use: the grads add up
         loss.backward()
@@ -261,7 +313,9 @@ def test_max_splits_the_gradient_between_ties_on_strict_arrays():
     want = cr.grad(lambda x: cnp.sum(cnp.max(x, axis=1) * np.array([1.0, 2.0])))(values)
     with use_namespace(array_api_strict):
         weights = array_api_strict.asarray([1.0, 2.0])
-        got = cr.grad(lambda x: cnp.sum(cnp.max(x, axis=1) * weights))(array_api_strict.asarray(values))
+        got = cr.grad(lambda x: cnp.sum(cnp.max(x, axis=1) * weights))(
+            array_api_strict.asarray(values)
+        )
     _assert_strict_and_close(got, want)
     np.testing.assert_array_equal(np.from_dlpack(got), [[0.0, 0.5, 0.5], [2.0, 0.0, 0.0]])
 
@@ -272,7 +326,9 @@ def test_float32_stays_float32_on_strict_arrays(rng):
     want = cr.grad(_mlp_loss)(params32, inputs.astype(np.float32), targets.astype(np.float32))
     with use_namespace(array_api_strict):
         got = cr.grad(_mlp_loss)(
-            _strict(params32), _strict(inputs.astype(np.float32)), _strict(targets.astype(np.float32))
+            _strict(params32),
+            _strict(inputs.astype(np.float32)),
+            _strict(targets.astype(np.float32)),
         )
     for name, value in got.items():
         assert value.dtype == array_api_strict.float32
@@ -367,7 +423,9 @@ def test_an_index_without_an_array_api_form_names_the_scatter_add():
     with use_namespace(array_api_strict):
         g = array_api_strict.ones((2, 3))
         index = (array_api_strict.asarray([0, 1]), slice(None))  # an array before a slice
-        with pytest.raises(NotImplementedError, match=r"chainrule\.scatter_add.*'array_api_strict'"):
+        with pytest.raises(
+            NotImplementedError, match=r"chainrule\.scatter_add.*'array_api_strict'"
+        ):
             TABLE["scatter_add"].forward(g, index=index, shape=(4, 3))
 
 
@@ -476,7 +534,9 @@ def test_every_grid_case_built_from_covered_primitives_runs_on_strict_arrays():
             raise AssertionError(f"{case.id}: {error}") from error
         passed.append(case.id)
     # Most of the grid is covered; what stops names only the documented uncovered primitives.
-    assert sorted(outside) == sorted(OUTSIDE_THE_STANDARD), "a listed case now runs: drop it from the list"
+    assert sorted(outside) == sorted(OUTSIDE_THE_STANDARD), (
+        "a listed case now runs: drop it from the list"
+    )
     assert set(stopped_at) <= set(TABLE) - COVERED
     assert len(passed) >= 350, (len(passed), len(GRID), sorted(stopped_at))
 
@@ -538,7 +598,8 @@ def test_hvp_and_linearize_run_on_strict_arrays(rng):
         )
     _assert_strict_and_close((got_hvp, got_out, got_tangent), (want_hvp, want_out, want_tangent))
     _assert_strict_and_close(
-        cr.tree_map(lambda leaf: leaf.value, got_batched), cr.tree_map(lambda leaf: leaf.value, want_batched)
+        cr.tree_map(lambda leaf: leaf.value, got_batched),
+        cr.tree_map(lambda leaf: leaf.value, want_batched),
     )
 
 
@@ -550,7 +611,9 @@ def test_ravel_pytree_runs_on_strict_arrays(rng):
         rebuilt = unravel(theta)
         gradient = cr.grad(lambda t: cnp.sum(unravel(t)["w"] ** 2))(theta)
     _assert_strict_and_close((theta, rebuilt), (want_theta, want_unravel(want_theta)))
-    _assert_strict_and_close(gradient, cr.grad(lambda t: cnp.sum(want_unravel(t)["w"] ** 2))(want_theta))
+    _assert_strict_and_close(
+        gradient, cr.grad(lambda t: cnp.sum(want_unravel(t)["w"] ** 2))(want_theta)
+    )
     with use_namespace(array_api_strict), pytest.raises(TypeError, match="no common dtype"):
         cr.ravel_pytree(_strict({"w": np.ones(2), "n": np.arange(2)}))  # no int-float promotion
 
@@ -565,7 +628,11 @@ _MODELS = {  # name: (MLP keyword arguments, loss, train)
     "relu, batch norm, train": (dict(activation="relu", batchnorm=True), "cross_entropy", True),
     "tanh, batch norm, eval": (dict(activation="tanh", batchnorm=True), "mse", False),
     "relu, dropout": (dict(activation="relu", dropout=0.3), "cross_entropy", True),
-    "tanh, batch norm, dropout": (dict(activation="tanh", batchnorm=True, dropout=0.2), "mse", True),
+    "tanh, batch norm, dropout": (
+        dict(activation="tanh", batchnorm=True, dropout=0.2),
+        "mse",
+        True,
+    ),
 }
 
 

@@ -91,10 +91,14 @@ def test_new_shape_or_dtype_can_raise_naming_the_argument():
     params = _mlp_params(rng)
     fast = capture(sgd_step, (params, *_batch(rng, n=32), 0.1), on_new_signature="raise")
     x, y = _batch(rng, n=8)
-    with pytest.raises(ValueError, match=r"args\[1\] has shape \(8, 64\).*recorded with shape \(32, 64\)"):
+    with pytest.raises(
+        ValueError, match=r"args\[1\] has shape \(8, 64\).*recorded with shape \(32, 64\)"
+    ):
         fast(params, x, y, 0.1)
     x, y = _batch(rng, n=32, dtype=np.float64)
-    with pytest.raises(ValueError, match=r"args\[1\] has shape \(32, 64\) dtype float64.*dtype float32"):
+    with pytest.raises(
+        ValueError, match=r"args\[1\] has shape \(32, 64\) dtype float64.*dtype float32"
+    ):
         fast(params, x, y, 0.1)
     with pytest.raises(ValueError, match=r"args\[3\] has constant 0.5 .*constant 0.1"):
         fast(params, *_batch(rng), 0.5)
@@ -200,7 +204,9 @@ def test_a_module_and_optimizer_step_replays_without_falling_back():
     optimizer = optim.SGD(0.1, momentum=0.9)
 
     def step(params, state, x, y):
-        loss, grads = cr.value_and_grad(lambda p: cross_entropy(model.apply(p, x, train=True), y))(params)
+        loss, grads = cr.value_and_grad(lambda p: cross_entropy(model.apply(p, x, train=True), y))(
+            params
+        )
         params, state = optimizer.update(grads, state, params)
         return params, state, loss
 

@@ -25,7 +25,9 @@ OPTIMIZERS = {
     "sgd-nesterov": lambda: optim.SGD(0.05, momentum=0.9, nesterov=True),
     "sgd-stepdecay": lambda: optim.SGD(optim.StepDecay(0.1, step_size=3, gamma=0.5), momentum=0.9),
     "sgd-cosine": lambda: optim.SGD(optim.Cosine(0.1, total_steps=5, final_lr=0.01)),
-    "sgd-warmup-constant": lambda: optim.SGD(optim.LinearWarmup(optim.Constant(0.1), warmup_steps=4)),
+    "sgd-warmup-constant": lambda: optim.SGD(
+        optim.LinearWarmup(optim.Constant(0.1), warmup_steps=4)
+    ),
     "sgd-warmup-cosine": lambda: optim.SGD(
         optim.LinearWarmup(optim.Cosine(0.1, total_steps=6), warmup_steps=3), momentum=0.5
     ),
@@ -135,7 +137,11 @@ def test_schedule_gives_a_float_for_an_int_and_an_array_for_an_array(schedule, f
         at_int = schedule(t)
         assert type(at_int) is float and at_int == formula(t)
         at_array = schedule(np.asarray(t, dtype=np.int64))
-        assert isinstance(at_array, np.ndarray) and at_array.shape == () and at_array.dtype == np.float64
+        assert (
+            isinstance(at_array, np.ndarray)
+            and at_array.shape == ()
+            and at_array.dtype == np.float64
+        )
         assert float(at_array) == at_int  # the same bits, not merely close
     many = schedule(np.arange(120))
     assert many.shape == (120,) and many.tolist() == [formula(t) for t in steps]
@@ -199,7 +205,13 @@ def test_optimizer_state_is_made_like_the_parameters():
     try:
         params = {"w": np.ones(3).view(Marked), "b": np.zeros(2).view(Marked)}
         state = optim.Adam(0.1).init(params)
-        assert type(state["step"]) is Marked and state["step"].dtype == np.int64 and state["step"].shape == ()
-        assert all(type(leaf) is Marked for leaf in cr.tree_leaves({k: state[k] for k in ("m", "v")}))
+        assert (
+            type(state["step"]) is Marked
+            and state["step"].dtype == np.int64
+            and state["step"].shape == ()
+        )
+        assert all(
+            type(leaf) is Marked for leaf in cr.tree_leaves({k: state[k] for k in ("m", "v")})
+        )
     finally:
         arraylib._KEPT_TYPES.discard(Marked)

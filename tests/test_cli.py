@@ -101,7 +101,9 @@ def test_each_command_has_help(capsys, command):
 
 def test_datasets_lists_the_builtin_sets(capsys):
     code, out, _ = run_cli(capsys, "datasets")
-    assert code == 0 and all(name in out for name in ("digits", "mnist1d", "spirals", "moons", "teacher"))
+    assert code == 0 and all(
+        name in out for name in ("digits", "mnist1d", "spirals", "moons", "teacher")
+    )
 
 
 def test_demo_still_runs(capsys):
@@ -143,9 +145,13 @@ def test_train_writes_a_complete_run_directory_and_evaluate_reads_it(capsys, tmp
 
 
 @pytest.mark.parametrize("method_and_scheme", [["--method", "spsa"], ["--scheme", "layerwise"]])
-def test_evaluate_reads_a_run_made_with_another_method_or_scheme(capsys, tmp_path, method_and_scheme):
+def test_evaluate_reads_a_run_made_with_another_method_or_scheme(
+    capsys, tmp_path, method_and_scheme
+):
     run_dir = tmp_path / "run"
-    code, _, err = run_cli(capsys, "train", *TINY, *method_and_scheme, "--run-dir", run_dir, "--no-plot")
+    code, _, err = run_cli(
+        capsys, "train", *TINY, *method_and_scheme, "--run-dir", run_dir, "--no-plot"
+    )
     assert code == 0, err
     summary = json.loads((run_dir / "summary.json").read_text())
     code, out, err = run_cli(capsys, "evaluate", run_dir)
@@ -178,10 +184,14 @@ def test_matmul_precision_is_recorded_used_and_kept(capsys, tmp_path):
         train_line = next(line for line in out.splitlines() if line.startswith("train"))
         assert code == 0 and f"{runs[mode]:.4f}" in train_line
     assert runs["bf16"] != runs["highest"]  # rounded inputs: a (slightly) different run
-    code, _, err = run_cli(capsys, "train", "--resume", tmp_path / "bf16", "--matmul-precision", "tf32")
+    code, _, err = run_cli(
+        capsys, "train", "--resume", tmp_path / "bf16", "--matmul-precision", "tf32"
+    )
     assert code == 2 and "--matmul-precision 'tf32' differs from the run's 'bf16'" in err
     config_path = tmp_path / "bf16" / "config.json"
-    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "matmul_precision": "fp8"}))
+    config_path.write_text(
+        json.dumps({**json.loads(config_path.read_text()), "matmul_precision": "fp8"})
+    )
     code, _, err = run_cli(capsys, "evaluate", tmp_path / "bf16")
     assert code == 2 and "--matmul-precision must be one of highest, tf32, bf16, got 'fp8'" in err
 
@@ -251,7 +261,9 @@ def test_bad_data_files_exit_2(capsys, tmp_path, kind, pattern):
             x[7, 1] = np.nan
         else:
             x[7, 1] = np.inf
-        source = write_csv(tmp_path / "d.csv", [[*row, label] for row, label in zip(x, y, strict=True)])
+        source = write_csv(
+            tmp_path / "d.csv", [[*row, label] for row, label in zip(x, y, strict=True)]
+        )
     code, _, err = run_cli(capsys, "train", "--data", source, *extra, "--run-dir", tmp_path / "run")
     assert_one_line_error(code, err, pattern)
     assert not (tmp_path / "run").exists()
@@ -346,7 +358,10 @@ def test_run_killed_mid_epoch_resumes_to_bit_identical_weights(tmp_path):
     )
     victim_dir = tmp_path / "victim"
     victim = subprocess.Popen(
-        [*command, "--run-dir", str(victim_dir)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [*command, "--run-dir", str(victim_dir)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     first = victim_dir / "checkpoints" / "step-00000025.json"
     deadline = time.monotonic() + 120
@@ -358,7 +373,10 @@ def test_run_killed_mid_epoch_resumes_to_bit_identical_weights(tmp_path):
     assert not (victim_dir / "summary.json").exists()  # it really was cut short
 
     resumed = subprocess.run(
-        [*command[:-2], "--no-plot", "--resume", str(victim_dir)], env=env, capture_output=True, text=True
+        [*command[:-2], "--no-plot", "--resume", str(victim_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
     )
     out, err = reference.communicate()
     assert reference.returncode == 0, err.decode()
@@ -383,7 +401,9 @@ def test_run_killed_mid_epoch_resumes_to_bit_identical_weights(tmp_path):
 def test_resume_before_the_first_checkpoint_starts_over_and_matches(capsys, tmp_path):
     run_dir = tmp_path / "run"
     assert (
-        run_cli(capsys, "train", *TINY, "--dropout", "0.2", "--run-dir", run_dir, "--quiet", "--no-plot")[0]
+        run_cli(
+            capsys, "train", *TINY, "--dropout", "0.2", "--run-dir", run_dir, "--quiet", "--no-plot"
+        )[0]
         == 0
     )
     with np.load(run_dir / "checkpoints" / "step-00000030.npz") as stored:

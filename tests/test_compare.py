@@ -89,7 +89,9 @@ def test_gradient_cost_slopes_separate_reverse_from_forward_and_fd():
 
 
 def test_extrapolated_points_are_marked_and_left_out_of_the_fit():
-    points, slopes = gradient_cost((30, 3000), methods=("finite_differences",), time_cap=0.01, repeats=1)
+    points, slopes = gradient_cost(
+        (30, 3000), methods=("finite_differences",), time_cap=0.01, repeats=1
+    )
     assert all(p.extrapolated for p in points if p.params > 1000)
     assert slopes["finite_differences"] is None  # fewer than two measured points
     manual = [GradientCost("m", 10, 1.0, 1.0), GradientCost("m", 1000, 100.0, 1.0)]

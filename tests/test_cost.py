@@ -53,16 +53,28 @@ def test_count_of_jacobians_in_both_modes():
     # one batched pass: the primal product, then t @ W for all 15 tangents at once
     assert forward.primitives["matmul"] == 2
     assert forward.matmul_flops == PRODUCT_FLOPS + 15 * PRODUCT_FLOPS
-    assert (forward.passes["forward"], forward.passes["jvp"], forward.directions["jvp"]) == (1, 1, 15)
+    assert (forward.passes["forward"], forward.passes["jvp"], forward.directions["jvp"]) == (
+        1,
+        1,
+        15,
+    )
     assert forward.passes["vjp"] == 0
     with cr.count() as reverse:
         cr.jacrev(f)(X)
     assert reverse.primitives["matmul"] == 2
     assert reverse.matmul_flops == PRODUCT_FLOPS + 20 * PRODUCT_FLOPS  # g @ W^T for 20 cotangents
-    assert (reverse.passes["forward"], reverse.passes["vjp"], reverse.directions["vjp"]) == (1, 1, 20)
+    assert (reverse.passes["forward"], reverse.passes["vjp"], reverse.directions["vjp"]) == (
+        1,
+        1,
+        20,
+    )
     with cr.count() as chunked:
         cr.jacfwd(f, chunk_size=4)(X)
-    assert (chunked.passes["forward"], chunked.passes["jvp"], chunked.directions["jvp"]) == (4, 4, 15)
+    assert (chunked.passes["forward"], chunked.passes["jvp"], chunked.directions["jvp"]) == (
+        4,
+        4,
+        15,
+    )
     assert chunked.matmul_flops == 4 * PRODUCT_FLOPS + 15 * PRODUCT_FLOPS
 
 
@@ -113,7 +125,12 @@ def test_the_cost_model_picks_forward_for_tall_and_reverse_for_wide():
     assert plan.fwd_flops == plan.primal_flops + 3 * plan.tangent_flops
     assert plan.rev_flops == plan.primal_flops + 500 * plan.cotangent_flops
     text = str(plan)
-    assert "chose forward mode" in text and "3 input directions" in text and "MiB" in text and " ms" in text
+    assert (
+        "chose forward mode" in text
+        and "3 input directions" in text
+        and "MiB" in text
+        and " ms" in text
+    )
     plan = cr.explain_jacobian(wide, np.ones(500))
     assert (plan.mode, plan.n_in, plan.n_out) == ("rev", 500, 3)
     assert "chose reverse mode" in str(plan)
@@ -240,7 +257,9 @@ def test_chain_jacobian_in_every_order_equals_the_jacobian_of_the_composition(di
 
     x = np.random.default_rng(1).standard_normal(dims[0])
     expected = cr.jacrev(composed)(x)
-    results = {order: cr.chain_jacobian(fns, x, order=order) for order in ("optimal", "forward", "reverse")}
+    results = {
+        order: cr.chain_jacobian(fns, x, order=order) for order in ("optimal", "forward", "reverse")
+    }
     for order, result in results.items():
         np.testing.assert_allclose(result.jacobian, expected, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(result.value, composed(x), rtol=1e-12)
@@ -255,7 +274,10 @@ def test_chain_jacobian_in_every_order_equals_the_jacobian_of_the_composition(di
 
 def test_chain_factors_use_the_cheaper_mode():
     result = cr.chain_jacobian(_chain_functions([600, 2, 600]), np.ones(600))
-    assert result.factor_modes == ["rev", "fwd"]  # 600 -> 2 pulls back 2 rows; 2 -> 600 pushes 2 columns
+    assert result.factor_modes == [
+        "rev",
+        "fwd",
+    ]  # 600 -> 2 pulls back 2 rows; 2 -> 600 pushes 2 columns
     assert result.dims == [600, 2, 600] and result.jacobian.shape == (600, 600)
 
 
@@ -284,7 +306,9 @@ def test_auto_mode_remembers_its_decision_per_signature():
         jac(np.ones(500))
     with cr.count() as again:
         expected = jac(np.full(500, 0.5))
-    assert first.passes["forward"] == again.passes["forward"] == 1  # reverse: one recording either way
+    assert (
+        first.passes["forward"] == again.passes["forward"] == 1
+    )  # reverse: one recording either way
     assert list(jac.decisions.values()) == ["rev"]
     np.testing.assert_allclose(expected, cr.jacrev(wide)(np.full(500, 0.5)), rtol=1e-12)
     tall_jac = cr.jacobian(tall)
@@ -292,6 +316,9 @@ def test_auto_mode_remembers_its_decision_per_signature():
         tall_jac(np.ones(3))
     with cr.count() as again:
         tall_jac(np.ones(3))
-    assert (first.passes["forward"], again.passes["forward"]) == (2, 1)  # no second recording to decide
+    assert (first.passes["forward"], again.passes["forward"]) == (
+        2,
+        1,
+    )  # no second recording to decide
     tall_jac(np.ones((3,)).astype(np.float32))  # a new dtype: decided afresh
     assert len(tall_jac.decisions) == 2

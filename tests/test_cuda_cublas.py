@@ -137,7 +137,9 @@ SHAPE_PAIRS = [
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize(("a_shape", "b_shape"), SHAPE_PAIRS, ids=lambda shape: "x".join(map(str, shape)))
+@pytest.mark.parametrize(
+    ("a_shape", "b_shape"), SHAPE_PAIRS, ids=lambda shape: "x".join(map(str, shape))
+)
 def test_every_layout_gives_numpys_matmul_exactly(a_shape, b_shape, dtype):
     rng = np.random.default_rng(len(a_shape) * 10 + len(b_shape))
     a_values = rng.integers(-4, 5, size=a_shape).astype(dtype)
@@ -241,7 +243,9 @@ def test_gemm_routine_per_dtype_precision_and_batching():
     assert gemm_routine("float32", "highest", True) == "cublasSgemmStridedBatched"
     assert gemm_routine("float32", "tf32", False) == "cublasGemmEx"
     assert gemm_routine("float32", "bf16", True) == "cublasGemmStridedBatchedEx"
-    assert gemm_routine("float64", "tf32", False) == "cublasDgemm_v2"  # float64 stays full precision
+    assert (
+        gemm_routine("float64", "tf32", False) == "cublasDgemm_v2"
+    )  # float64 stays full precision
     with pytest.raises(TypeError, match="float32 or float64"):
         gemm_routine("float16", "highest", False)
     with pytest.raises(ValueError, match="precision must be one of"):
@@ -253,7 +257,9 @@ def test_enum_values_are_cublas_apis():
     assert (cublas.CUBLAS_OP_N, cublas.CUBLAS_OP_T) == (0, 1)
     assert (cublas.CUDA_R_32F, cublas.CUDA_R_64F) == (0, 1)
     assert cublas.CUBLAS_COMPUTE_32F_FAST_TF32 == 77 and cublas.CUBLAS_COMPUTE_32F_FAST_16BF == 75
-    assert cublas.CUBLAS_GEMM_DEFAULT == -1 and cublas.STATUS_NAMES[7] == "CUBLAS_STATUS_INVALID_VALUE"
+    assert (
+        cublas.CUBLAS_GEMM_DEFAULT == -1 and cublas.STATUS_NAMES[7] == "CUBLAS_STATUS_INVALID_VALUE"
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -308,7 +314,9 @@ def _named(routine, args):
         ("bf16", True, "cublasGemmStridedBatchedEx"),
     ],
 )
-def test_each_call_passes_its_arguments_in_the_prototypes_order(monkeypatch, precision, batched, routine):
+def test_each_call_passes_its_arguments_in_the_prototypes_order(
+    monkeypatch, precision, batched, routine
+):
     library = FakeLibrary()
     monkeypatch.setattr(cublas, "load_library", lambda: library)
     a = np.ones((3, 4, 5) if batched else (4, 5), np.float32)
@@ -328,10 +336,18 @@ def test_each_call_passes_its_arguments_in_the_prototypes_order(monkeypatch, pre
         5,
         6,
     )
-    alpha, beta = ctypes.c_float.from_address(named["alpha"]), ctypes.c_float.from_address(named["beta"])
+    alpha, beta = (
+        ctypes.c_float.from_address(named["alpha"]),
+        ctypes.c_float.from_address(named["beta"]),
+    )
     assert (alpha.value, beta.value) == (1.0, 0.0)
     if batched:
-        assert (named["strideA"], named["strideB"], named["strideC"], named["batchCount"]) == (30, 20, 24, 3)
+        assert (named["strideA"], named["strideB"], named["strideC"], named["batchCount"]) == (
+            30,
+            20,
+            24,
+            3,
+        )
     if "computeType" in named:
         expected = {"tf32": 77, "bf16": 75}[precision]
         assert named["computeType"] == expected and named["algo"] == -1
@@ -339,10 +355,13 @@ def test_each_call_passes_its_arguments_in_the_prototypes_order(monkeypatch, pre
 
 
 def test_status_codes_become_errors_naming_the_call_and_status():
-    with pytest.raises(cublas.CublasError, match=r"cublasSgemm_v2 failed: CUBLAS_STATUS_INVALID_VALUE \(7\)"):
+    with pytest.raises(
+        cublas.CublasError, match=r"cublasSgemm_v2 failed: CUBLAS_STATUS_INVALID_VALUE \(7\)"
+    ):
         cublas.check_status(7, "cublasSgemm_v2")
     with pytest.raises(
-        cublas.CublasError, match=r"cublasCreate_v2 failed: CUBLAS_STATUS_NOT_INITIALIZED \(1\).*driver"
+        cublas.CublasError,
+        match=r"cublasCreate_v2 failed: CUBLAS_STATUS_NOT_INITIALIZED \(1\).*driver",
     ):
         cublas.create_handle(FakeLibrary(status=1))
     cublas.check_status(0, "anything")
@@ -371,15 +390,21 @@ def test_a_handle_binds_each_stream_with_a_workspace_of_its_own():
     handle.bind(9)
     handle.bind(7)
     names = [name for name, _ in library.calls]
-    assert names == ["cublasSetStream_v2", "cublasSetWorkspace_v2"] * 3  # workspace after every stream change
+    assert (
+        names == ["cublasSetStream_v2", "cublasSetWorkspace_v2"] * 3
+    )  # workspace after every stream change
     workspaces = [args[1] for name, args in library.calls if name == "cublasSetWorkspace_v2"]
     assert workspaces[0] == workspaces[2] != workspaces[1]  # one workspace per stream, kept
     assert all(
-        args[2] == cublas.WORKSPACE_BYTES for name, args in library.calls if name == "cublasSetWorkspace_v2"
+        args[2] == cublas.WORKSPACE_BYTES
+        for name, args in library.calls
+        if name == "cublasSetWorkspace_v2"
     )
     for stream in range(100, 100 + 2 * cublas.MAX_WORKSPACES):
         handle.bind(stream)
-    assert len(handle.workspaces) == cublas.MAX_WORKSPACES and handle.bound_stream in handle.workspaces
+    assert (
+        len(handle.workspaces) == cublas.MAX_WORKSPACES and handle.bound_stream in handle.workspaces
+    )
 
 
 def test_cupys_own_libcublas_is_loaded_before_the_first_handle(monkeypatch):
@@ -431,7 +456,9 @@ def no_library_anywhere(monkeypatch, tmp_path):
 
 
 def test_a_missing_library_says_what_was_searched(no_library_anywhere):
-    expected_path = os.path.join(str(no_library_anywhere), "nvidia", "cublas", "lib", "libcublas.so.12")
+    expected_path = os.path.join(
+        str(no_library_anywhere), "nvidia", "cublas", "lib", "libcublas.so.12"
+    )
     with pytest.raises(cublas.CublasLibraryNotFound) as caught:
         cublas.load_library()
     message = str(caught.value)
@@ -452,11 +479,15 @@ def test_the_search_order_and_a_library_that_does_not_load(no_library_anywhere, 
     configured.write_bytes(b"")
     monkeypatch.setenv(cublas.LIBRARY_ENVIRONMENT_VARIABLE, str(configured))
     assert cublas.find_library() == str(configured)
-    with pytest.raises(cublas.CublasLibraryNotFound, match=f"found {configured} but could not load it"):
+    with pytest.raises(
+        cublas.CublasLibraryNotFound, match=f"found {configured} but could not load it"
+    ):
         cublas.load_library()
 
 
-def test_the_libcublas_already_in_the_process_comes_before_the_wheel(no_library_anywhere, monkeypatch):
+def test_the_libcublas_already_in_the_process_comes_before_the_wheel(
+    no_library_anywhere, monkeypatch
+):
     maps = no_library_anywhere / "maps"
     maps.write_text(
         "7f00-7f10 r--p 00000000 08:01 42   /opt/cuda/lib64/libcublasLt.so.12.4.5.8\n"

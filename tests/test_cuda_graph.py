@@ -14,13 +14,13 @@ import pytest
 
 import chainrule as cr
 import chainrule.numpy as cnp
-from chainrule.engine import arraylib
 from chainrule.backend.capture import CaptureError, capture
-from chainrule.engine.core import state
 from chainrule.backend.cuda import cublas
 from chainrule.backend.cuda import graph as cuda_graph
 from chainrule.backend.device import cuda_available
 from chainrule.backend.precision import matmul_precision, round_to_tf32
+from chainrule.engine import arraylib
+from chainrule.engine.core import state
 from chainrule.engine.primitives import TABLE
 
 cuda = pytest.mark.skipif(not cuda_available(), reason="needs CuPy and a CUDA device")
@@ -79,7 +79,9 @@ def test_only_device_arrays_take_the_cuda_graph_path(recorded_graphs):
     calls, _ = recorded_graphs
     device_array = FakeCudaArray((4, 3))
     fast = capture(lambda x, scale: x, (device_array, 2.0), verify=False)
-    assert len(calls) == 1 and calls[0]["leaves"] == [device_array, 2.0] and calls[0]["copy_outputs"]
+    assert (
+        len(calls) == 1 and calls[0]["leaves"] == [device_array, 2.0] and calls[0]["copy_outputs"]
+    )
     assert fast(device_array, 2.0) is device_array  # the (fake) graph's replay
     assert fast.stats == {"captures": 1, "replays": 1, "fallbacks": 0}
     cpu = capture(lambda x: x * 2, (np.ones(3),))
@@ -152,10 +154,16 @@ def test_capture_errors_say_what_happened_and_where():
     )
     assert "calls cuBLAS through CuPy in step_function_of_the_user" in str(refused)
     assert "cupy.dot, tensordot, einsum" in str(refused)
-    synced = _raised(RuntimeError("the current stream is capturing, so D2H transfers are disallowed"))
-    assert "synchronised the host with the device" in str(synced) and ".item(), float()" in str(synced)
+    synced = _raised(
+        RuntimeError("the current stream is capturing, so D2H transfers are disallowed")
+    )
+    assert "synchronised the host with the device" in str(synced) and ".item(), float()" in str(
+        synced
+    )
     cuda_status = _raised(
-        RuntimeError("cudaErrorStreamCaptureUnsupported: operation not permitted when stream is capturing")
+        RuntimeError(
+            "cudaErrorStreamCaptureUnsupported: operation not permitted when stream is capturing"
+        )
     )
     assert "synchronised" in str(cuda_status)
     other = _raised(ValueError("shapes differ"))
@@ -164,7 +172,9 @@ def test_capture_errors_say_what_happened_and_where():
 
 def test_matmul_through_cublas_rebinds_device_products_and_restores(monkeypatch):
     seen = []
-    monkeypatch.setattr(cublas, "matmul", lambda x, y, precision: seen.append(precision) or "through cuBLAS")
+    monkeypatch.setattr(
+        cublas, "matmul", lambda x, y, precision: seen.append(precision) or "through cuBLAS"
+    )
     a, b = np.ones((2, 3), np.float32), np.ones((3, 4), np.float32)
     with cuda_graph.matmul_through_cublas():
         forward = TABLE["matmul"].forward
@@ -174,7 +184,9 @@ def test_matmul_through_cublas_rebinds_device_products_and_restores(monkeypatch)
     with matmul_precision("tf32"), cuda_graph.matmul_through_cublas():
         TABLE["matmul"].forward(FakeCudaArray((2, 3)), FakeCudaArray((3, 4)))
         a_fine = np.full((2, 3), 1 + 2.0**-12, np.float32)
-        np.testing.assert_array_equal(TABLE["matmul"].forward(a_fine, b), np.matmul(round_to_tf32(a_fine), b))
+        np.testing.assert_array_equal(
+            TABLE["matmul"].forward(a_fine, b), np.matmul(round_to_tf32(a_fine), b)
+        )
     assert seen == ["highest", "tf32"]
     assert TABLE["matmul"].forward is np.matmul and not state.foreign
     with pytest.raises(ZeroDivisionError):
@@ -206,7 +218,9 @@ class _LoggingCupy:
                     _LoggedStream.__init__(self, cupy, 100 + len(cupy.log))
 
             class MemoryPool:
-                def malloc(self, size):  # pragma: no cover  (never called: the log says who allocates)
+                def malloc(
+                    self, size
+                ):  # pragma: no cover  (never called: the log says who allocates)
                     raise AssertionError
 
             @staticmethod
@@ -370,7 +384,9 @@ def test_a_failed_capture_still_ends_it_and_restores_everything(logging_cupy, mo
     def step():
         calls.append(cupy.where())
         if len(calls) == 2:
-            raise RuntimeError("the current stream is capturing, so synchronous API calls are disallowed")
+            raise RuntimeError(
+                "the current stream is capturing, so synchronous API calls are disallowed"
+            )
         return LoggedDeviceArray(cupy, "result", 0x500)
 
     with pytest.raises(CaptureError, match="synchronised the host with the device"):
@@ -463,7 +479,9 @@ def _batch(cupy, rng, n=32, sizes=SIZES):
 
 
 def _close(got, expected, rtol=1e-4, atol=1e-5):
-    np.testing.assert_allclose(arraylib.to_numpy(got), arraylib.to_numpy(expected), rtol=rtol, atol=atol)
+    np.testing.assert_allclose(
+        arraylib.to_numpy(got), arraylib.to_numpy(expected), rtol=rtol, atol=atol
+    )
 
 
 @cuda
@@ -591,9 +609,16 @@ def test_the_binding_matches_cupy_on_every_layout(dtype):
     for a_shape, b_shape in pairs:
         a = cupy.asarray(rng.standard_normal(a_shape).astype(dtype))
         b = cupy.asarray(rng.standard_normal(b_shape).astype(dtype))
-        variants = [(a, b), (cupy.asfortranarray(a), b), (a, cupy.asfortranarray(b)), (a[..., ::-1], b[::-1])]
+        variants = [
+            (a, b),
+            (cupy.asfortranarray(a), b),
+            (a, cupy.asfortranarray(b)),
+            (a[..., ::-1], b[::-1]),
+        ]
         for left, right in variants:
-            _close(cublas.matmul(left, right), cupy.matmul(left, right), rtol=tolerance, atol=tolerance)
+            _close(
+                cublas.matmul(left, right), cupy.matmul(left, right), rtol=tolerance, atol=tolerance
+            )
 
 
 @cuda

@@ -83,7 +83,9 @@ def test_mnist1d_is_generated_offline_cached_and_leaves_global_rng_alone(tmp_pat
     numpy_state, python_state = np.random.get_state()[1].copy(), random.getstate()
     x, y, x_test, y_test = data.mnist1d_arrays(num_samples=500)
     assert x.shape == (400, 40) and x_test.shape == (100, 40) and set(y) <= set(range(10))
-    assert np.array_equal(np.random.get_state()[1], numpy_state) and random.getstate() == python_state
+    assert (
+        np.array_equal(np.random.get_state()[1], numpy_state) and random.getstate() == python_state
+    )
     cached = list(tmp_path.glob("mnist1d-n500-seed42.npz"))
     assert len(cached) == 1
     again = data.mnist1d_arrays(num_samples=500)
@@ -149,7 +151,9 @@ def write(path, text):
 def test_csv_with_header_and_named_label_column(tmp_path):
     rows = "\n".join(f"{i},{i % 3},{i * 0.5}" for i in range(30))
     path = write(tmp_path / "d.csv", "a,label,b\n" + rows + "\n")
-    splits = data.load(path, label_column="label", scale="none", val_fraction=0.0, test_fraction=0.2)
+    splits = data.load(
+        path, label_column="label", scale="none", val_fraction=0.0, test_fraction=0.2
+    )
     assert splits.train.num_features == 2 and splits.train.num_classes == 3
     features = np.concatenate([splits.train.features, splits.test.features])
     assert sorted(features[:, 0]) == list(range(30))

@@ -5,7 +5,6 @@ import pytest
 
 import chainrule as cr
 import chainrule.numpy as cnp
-from chainrule.engine import arraylib
 from chainrule.backend.device import (
     Device,
     cuda_available,
@@ -16,6 +15,7 @@ from chainrule.backend.device import (
     to_device,
     to_numpy,
 )
+from chainrule.engine import arraylib
 
 
 class _FakeDevice:
@@ -91,7 +91,9 @@ def test_device_lookup_recognises_cuda_arrays():
 
 def test_mixing_devices_in_one_op_names_the_op_and_both_devices():
     fake = FakeCudaArray((2,))
-    expected = r"chainrule.add: operands on different devices: operand 0 on 'cpu'.*operand 1 on 'cuda'"
+    expected = (
+        r"chainrule.add: operands on different devices: operand 0 on 'cpu'.*operand 1 on 'cuda'"
+    )
     with pytest.raises(TypeError, match=expected):
         cnp.add(np.ones(2), fake)
     with pytest.raises(TypeError, match=r"chainrule.multiply: operands on different devices"):
@@ -115,7 +117,10 @@ def test_gradients_on_cuda_match_the_cpu():
     import cupy
 
     rng = np.random.default_rng(0)
-    w, x = rng.standard_normal((8, 4)).astype(np.float32), rng.standard_normal((16, 8)).astype(np.float32)
+    w, x = (
+        rng.standard_normal((8, 4)).astype(np.float32),
+        rng.standard_normal((16, 8)).astype(np.float32),
+    )
 
     def loss(w, x):
         return cnp.mean(cnp.tanh(x @ w) ** 2)

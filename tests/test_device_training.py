@@ -20,9 +20,8 @@ from chainrule.backend.device import (
     to_device,
     to_numpy,
 )
-from chainrule.estimators import SeededGradient, add_direction_, get_method
-from chainrule.transforms.pytree import tree_leaves
 from chainrule.backend.simulated_cuda import SimulatedArray, simulate_cuda
+from chainrule.estimators import SeededGradient, add_direction_, get_method
 from chainrule.training import (
     Trainer,
     TrainingDiverged,
@@ -32,6 +31,7 @@ from chainrule.training import (
 )
 from chainrule.training.metrics import accuracy
 from chainrule.training.parallel import LocalCommunicator
+from chainrule.transforms.pytree import tree_leaves
 
 
 @pytest.fixture
@@ -64,7 +64,9 @@ def digits_trainer(device_name, optimizer=None, dtype="float32", model_options=N
 def first_losses(trainer, dataset, steps):
     """The losses of the first ``steps`` updates of epoch 0, batches drawn as ``fit`` draws them."""
     losses = []
-    for features, labels in data.batches(trainer.place(dataset), trainer.batch_size, trainer.seed, 0):
+    for features, labels in data.batches(
+        trainer.place(dataset), trainer.batch_size, trainer.seed, 0
+    ):
         losses.append(trainer.train_step(features, labels))
         if len(losses) == steps:
             return losses
@@ -89,7 +91,9 @@ def strip_times(history):
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("make_optimizer", [lambda: optim.SGD(0.1, momentum=0.9), lambda: optim.Adam(0.01)])
+@pytest.mark.parametrize(
+    "make_optimizer", [lambda: optim.SGD(0.1, momentum=0.9), lambda: optim.Adam(0.01)]
+)
 def test_cuda_training_gives_the_cpu_float32_losses(cuda, digits, make_optimizer):
     train, val = digits
     on_cpu = digits_trainer("cpu", make_optimizer())
@@ -104,7 +108,9 @@ def test_cuda_training_gives_the_cpu_float32_losses(cuda, digits, make_optimizer
     # fit leaves the model's own Tensors on the device, holding the trained values
     on_gpu.fit(train, 1)
     assert on_cuda(on_gpu.model.parameters())
-    for mine, trained in zip(tree_leaves(on_gpu.model.parameters()), tree_leaves(on_gpu.params), strict=True):
+    for mine, trained in zip(
+        tree_leaves(on_gpu.model.parameters()), tree_leaves(on_gpu.params), strict=True
+    ):
         np.testing.assert_array_equal(mine.get(), trained.get())
 
 
@@ -119,7 +125,9 @@ def test_default_device_and_dtype(cuda):
     assert trainer.device == "cuda" and trainer.compute_dtype == "float32"
     # a model already on the device trains there without being told
     assert Trainer(trainer.model, optim.SGD(0.1), log=None).device == "cuda"
-    wide = Trainer(nn.MLP([4, 3, 2], seed=0), optim.SGD(0.1), log=None, device="cuda", dtype="float64")
+    wide = Trainer(
+        nn.MLP([4, 3, 2], seed=0), optim.SGD(0.1), log=None, device="cuda", dtype="float64"
+    )
     assert wide.compute_dtype == "float64"
 
 
@@ -141,7 +149,9 @@ def test_data_stay_on_the_host_when_asked(cuda, digits):
 def test_resume_after_an_interrupt_on_cuda_is_bit_identical(cuda, digits, tmp_path):
     train, val = digits
     layers = {"batchnorm": True, "dropout": 0.1}  # buffers and dropout masks on the device too
-    reference = digits_trainer("cuda", optim.Adam(0.01), model_options=layers, run_dir=tmp_path / "ref")
+    reference = digits_trainer(
+        "cuda", optim.Adam(0.01), model_options=layers, run_dir=tmp_path / "ref"
+    )
     reference.fit(train, 2, val)
     interrupted = digits_trainer(
         "cuda", optim.Adam(0.01), model_options=layers, run_dir=tmp_path / "run", checkpoint_every=4
@@ -249,7 +259,9 @@ class MirroredRanks(LocalCommunicator):
 
 @pytest.mark.parametrize("method", ["backprop", "spsa"])
 def test_the_data_parallel_step_stages_device_arrays_through_the_host(cuda, method):
-    assert_same_run_on_cpu_and_cuda(optimizer=optim.SGD(0.01), method=method, communicator=MirroredRanks())
+    assert_same_run_on_cpu_and_cuda(
+        optimizer=optim.SGD(0.01), method=method, communicator=MirroredRanks()
+    )
 
 
 def test_cmaes_refuses_a_device_with_a_clear_error(cuda):
@@ -262,7 +274,9 @@ def test_seeded_directions_are_the_same_on_every_device(cuda):
     moved = to_device(params, "cuda")
     estimate = SeededGradient(7, [0.5, -2.0], "rademacher")
     for mine, theirs in zip(
-        tree_leaves(estimate.materialize(moved)), tree_leaves(estimate.materialize(params)), strict=True
+        tree_leaves(estimate.materialize(moved)),
+        tree_leaves(estimate.materialize(params)),
+        strict=True,
     ):
         assert type(mine) is SimulatedArray
         np.testing.assert_array_equal(mine.get(), theirs)
@@ -344,7 +358,9 @@ def growing_run(**options):
     targets = np.zeros((8, 1))
     train = data.Dataset(features, targets, task="regression")
     model = nn.MLP([1, 1], seed=0)
-    return Trainer(model, optim.SGD(5.5), task="regression", batch_size=8, log=None, **options), train
+    return Trainer(
+        model, optim.SGD(5.5), task="regression", batch_size=8, log=None, **options
+    ), train
 
 
 def test_a_huge_finite_loss_is_divergence(tmp_path):
@@ -374,7 +390,9 @@ def test_locoprop_m_blowing_up_is_caught():
     trainer = Trainer(
         nn.MLP([64, 32, 10], seed=0), optim.SGD(0.1), batch_size=32, log=None, scheme="locoprop-m"
     )
-    with pytest.raises(TrainingDiverged, match=r"at step \d+ .*exceeds 1e\+06 x max\(1, \|first loss"):
+    with pytest.raises(
+        TrainingDiverged, match=r"at step \d+ .*exceeds 1e\+06 x max\(1, \|first loss"
+    ):
         trainer.fit(splits.train, 1)
 
 
@@ -422,7 +440,10 @@ def test_cli_cuda_without_a_gpu_is_a_one_line_error(tmp_path, capsys):
     assert "--device 'tpu' is unknown" in capsys.readouterr().err
     # A run made on a GPU, continued where there is none: the message says what to do.
     with simulate_cuda():
-        assert main(["train", *TINY, "--epochs", "1", "--device", "cuda", "--run-dir", str(run_dir)]) == 0
+        assert (
+            main(["train", *TINY, "--epochs", "1", "--device", "cuda", "--run-dir", str(run_dir)])
+            == 0
+        )
     capsys.readouterr()
     for argv in (["evaluate", str(run_dir)], ["train", "--resume", str(run_dir), "--epochs", "2"]):
         assert main(argv) == 2
@@ -435,7 +456,16 @@ def test_cli_cuda_without_a_gpu_is_a_one_line_error(tmp_path, capsys):
 def test_cli_compare_on_cuda_leaves_out_cmaes(cuda, tmp_path, capsys):
     out_dir = tmp_path / "compare"
     argv = ["compare", "--data", "moons", "--hidden", "6", "--methods", "backprop,spsa"]
-    argv += ["--schemes", "simultaneous,cmaes", "--budget-passes", "20", "--device", "cuda", "--out", out_dir]
+    argv += [
+        "--schemes",
+        "simultaneous,cmaes",
+        "--budget-passes",
+        "20",
+        "--device",
+        "cuda",
+        "--out",
+        out_dir,
+    ]
     assert main([str(arg) for arg in argv]) == 0
     out = capsys.readouterr().out
     assert "on cuda" in out and "CMA-ES runs on the host only" in out

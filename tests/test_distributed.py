@@ -57,7 +57,12 @@ def mpirun(ranks: int, args, *, cwd, timeout=RUN_SECONDS):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     started = time.perf_counter()
     process = subprocess.Popen(
-        [*command, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [*command, *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         output, _ = process.communicate(timeout=timeout)
@@ -162,7 +167,9 @@ def test_single_process_import_needs_no_mpi(tmp_path):
         "assert 'mpi4py.MPI' not in sys.modules, 'MPI was started on import'\n"
         "print('ok')\n"
     )
-    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
     assert completed.returncode == 0 and "ok" in completed.stdout, completed.stderr
 
 
@@ -318,7 +325,9 @@ def test_one_rank_and_two_ranks_reach_the_same_parameters(same_answer_runs):
     for method in SAME_ANSWER_METHODS:
         theta = local[f"{method}.theta"]
         np.testing.assert_array_equal(rank0[f"{method}.theta"], rank1[f"{method}.theta"])
-        np.testing.assert_allclose(rank0[f"{method}.theta"], theta, rtol=1e-9, atol=1e-12, err_msg=method)
+        np.testing.assert_allclose(
+            rank0[f"{method}.theta"], theta, rtol=1e-9, atol=1e-12, err_msg=method
+        )
         np.testing.assert_allclose(
             rank0[f"{method}.loss"], local[f"{method}.loss"], rtol=1e-9, err_msg=method
         )
@@ -329,7 +338,10 @@ def test_one_allreduce_per_step_and_only_scalars_for_seeded_estimates(same_answe
     local, rank0, _ = same_answer_runs
     parameters = local["backprop.theta"].size
     for method in SAME_ANSWER_METHODS:
-        assert rank0[f"{method}.allreduces_per_step"] == 1, (method, rank0[f"{method}.allreduces_per_step"])
+        assert rank0[f"{method}.allreduces_per_step"] == 1, (
+            method,
+            rank0[f"{method}.allreduces_per_step"],
+        )
     # Backprop all-reduces the θ-sized gradient (float64) every step; the seeded estimators only
     # their coefficients and the loss: a few bytes, whatever the size of θ.
     assert 8 * parameters <= rank0["backprop.bytes_per_step"] <= 8 * (parameters + 4)
@@ -344,7 +356,9 @@ def test_a_global_batch_smaller_than_the_ranks_leaves_one_rank_empty(tmp_path):
     local, rank0, rank1 = _train_both_ways(tmp_path, 101, 25, ("backprop", "spsa"))
     for method in ("backprop", "spsa"):
         np.testing.assert_array_equal(rank0[f"{method}.theta"], rank1[f"{method}.theta"])
-        np.testing.assert_allclose(rank0[f"{method}.theta"], local[f"{method}.theta"], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(
+            rank0[f"{method}.theta"], local[f"{method}.theta"], rtol=1e-9, atol=1e-12
+        )
 
 
 @needs_mpi
@@ -353,7 +367,9 @@ def test_dropout_masks_are_the_ones_one_process_draws(tmp_path):
     local, rank0, rank1 = _train_both_ways(tmp_path, 103, 25, ("backprop+dropout", "spsa+dropout"))
     for method in ("backprop+dropout", "spsa+dropout"):
         np.testing.assert_array_equal(rank0[f"{method}.theta"], rank1[f"{method}.theta"])
-        np.testing.assert_allclose(rank0[f"{method}.theta"], local[f"{method}.theta"], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(
+            rank0[f"{method}.theta"], local[f"{method}.theta"], rtol=1e-9, atol=1e-12
+        )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -433,28 +449,51 @@ def test_a_failed_job_resumes_from_the_last_checkpoint(tmp_path):
         np.testing.assert_allclose(resumed["theta"], expected["theta"], rtol=1e-9, atol=1e-12)
     # Rank 0 alone wrote the run directory: no temporary or duplicate files were left behind.
     names = sorted(path.name for path in (run_dir / "checkpoints").iterdir())
-    assert all(name.startswith("step-") and name.endswith((".json", ".npz")) for name in names), names
+    assert all(name.startswith("step-") and name.endswith((".json", ".npz")) for name in names), (
+        names
+    )
 
 
 # ------------------------------------------------------------------------------------------------
 # The command: mpirun -n 2 chainrule train ... --distributed
 # ------------------------------------------------------------------------------------------------
 
-CLI_OPTIONS = ["--data", "digits", "--hidden", "16", "--batch-size", "50", "--seed", "0", "--no-plot"]
+CLI_OPTIONS = [
+    "--data",
+    "digits",
+    "--hidden",
+    "16",
+    "--batch-size",
+    "50",
+    "--seed",
+    "0",
+    "--no-plot",
+]
 
 
 def _final_parameters(run_dir: Path) -> dict:
     from chainrule.training import latest_checkpoint, load_checkpoint
 
     arrays, meta = load_checkpoint(latest_checkpoint(run_dir / "checkpoints"))
-    return {"step": meta["step"], **{name: v for name, v in arrays.items() if name.startswith("params.")}}
+    return {
+        "step": meta["step"],
+        **{name: v for name, v in arrays.items() if name.startswith("params.")},
+    }
 
 
 @needs_mpi
 def test_the_command_trains_resumes_and_agrees_with_one_process(tmp_path):
     chainrule = [sys.executable, "-m", "chainrule", "train"]
     local = subprocess.run(
-        [*chainrule, *CLI_OPTIONS, "--epochs", "3", "--run-dir", str(tmp_path / "local"), "--quiet"],
+        [
+            *chainrule,
+            *CLI_OPTIONS,
+            "--epochs",
+            "3",
+            "--run-dir",
+            str(tmp_path / "local"),
+            "--quiet",
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -472,7 +511,9 @@ def test_the_command_trains_resumes_and_agrees_with_one_process(tmp_path):
     assert (run_dir / "summary.json").is_file()
     # A second job continues the run from rank 0's checkpoint to a third epoch.
     status, output, _ = mpirun(
-        2, [*chainrule, "--resume", str(run_dir), "--epochs", "3", "--distributed", "--quiet"], cwd=tmp_path
+        2,
+        [*chainrule, "--resume", str(run_dir), "--epochs", "3", "--distributed", "--quiet"],
+        cwd=tmp_path,
     )
     assert status == 0, output
     expected, got = _final_parameters(tmp_path / "local"), _final_parameters(run_dir)
@@ -490,7 +531,10 @@ def test_the_command_fails_fast_when_one_rank_rejects_its_input(tmp_path):
     (run_dir / "something").write_text("x")
     command = [sys.executable, "-m", "chainrule", "train", *CLI_OPTIONS, "--epochs", "1"]
     status, output, seconds = mpirun(
-        2, [*command, "--run-dir", str(run_dir), "--distributed"], cwd=tmp_path, timeout=FAULT_SECONDS + 5
+        2,
+        [*command, "--run-dir", str(run_dir), "--distributed"],
+        cwd=tmp_path,
+        timeout=FAULT_SECONDS + 5,
     )
     assert status == 2 and seconds < FAULT_SECONDS, output
     assert "already exists and is not empty" in output

@@ -23,7 +23,13 @@ from chainrule.engine.reverse import backward_pass
 from chainrule.engine.tensor import current_epoch
 
 BINARY = [operator.add, operator.sub, operator.mul, operator.truediv]
-OPERAND_KINDS = ["tensor-tensor", "tensor-float", "float-tensor", "array-tensor", "tensor-broadcast-array"]
+OPERAND_KINDS = [
+    "tensor-tensor",
+    "tensor-float",
+    "float-tensor",
+    "array-tensor",
+    "tensor-broadcast-array",
+]
 
 
 def _operands(kind, rng, dtype):
@@ -214,7 +220,12 @@ def test_the_same_root_twice_adds_its_seeds():
 
 @pytest.mark.parametrize(
     "value, shape",
-    [(np.float32(2.0), (3,)), (np.array(2.0), (2, 2)), (np.ones((1, 1)), (2, 3)), (np.ones(1), (0, 4))],
+    [
+        (np.float32(2.0), (3,)),
+        (np.array(2.0), (2, 2)),
+        (np.ones((1, 1)), (2, 3)),
+        (np.ones(1), (0, 4)),
+    ],
 )
 def test_broadcast_of_a_single_value_is_a_read_only_view_like_numpys(value, shape):
     out = BROADCAST_TO.forward(value, shape)

@@ -39,13 +39,20 @@ SHAPE_ERRORS = [
     ("solve", lambda x: cnp.linalg.solve(np.eye(3), A4), "(3, 3)", "(4,)"),
     ("broadcast_to", lambda x: cnp.broadcast_to(x, (4, 3)), "(2, 3)", "(4, 3)"),
     ("reshape", lambda x: cnp.reshape(x, (4,)), "(2, 3)", "(4,)"),
-    ("softmax_cross_entropy", lambda x: cnp.softmax_cross_entropy(x, np.array([0, 1, 2])), "(2, 3)", "(3,)"),
+    (
+        "softmax_cross_entropy",
+        lambda x: cnp.softmax_cross_entropy(x, np.array([0, 1, 2])),
+        "(2, 3)",
+        "(3,)",
+    ),
     ("where", lambda x: cnp.where(np.ones(4, bool), x, 0.0), "(2, 3)", "(4,)"),
 ]
 
 
 @pytest.mark.parametrize(
-    "op, fun, shape_a, shape_b", SHAPE_ERRORS, ids=[f"{e[0]}-{i}" for i, e in enumerate(SHAPE_ERRORS)]
+    "op, fun, shape_a, shape_b",
+    SHAPE_ERRORS,
+    ids=[f"{e[0]}-{i}" for i, e in enumerate(SHAPE_ERRORS)],
 )
 def test_shape_mismatch_names_the_op_and_both_shapes(op, fun, shape_a, shape_b):
     with pytest.raises(ValueError) as error:
@@ -73,7 +80,10 @@ def test_shape_mismatch_inside_transforms_names_the_op_and_both_shapes():
         (lambda x: cnp.max(x, axis=(0, 0)), ("chainrule.max", "repeated axis")),
         (lambda x: cnp.squeeze(x, axis=0), ("chainrule.squeeze", "size 2", "(2, 3)")),
         (lambda x: cnp.split(x, 2, axis=1), ("chainrule.split", "size 3", "2 equal parts")),
-        (lambda x: cnp.take_along_axis(x, np.zeros(3, int), 1), ("take_along_axis", "rank 1", "rank 2")),
+        (
+            lambda x: cnp.take_along_axis(x, np.zeros(3, int), 1),
+            ("take_along_axis", "rank 1", "rank 2"),
+        ),
         (lambda x: cnp.expand_dims(x, 4), ("chainrule.expand_dims", "axis 4", "(2, 3)")),
         (lambda x: cnp.stack([x, x], axis=3), ("chainrule.expand_dims", "axis 3")),
         (lambda x: cnp.cross(x[:, :2], x[:, :2]), ("chainrule.cross", "length 3", "(2, 2)")),

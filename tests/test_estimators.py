@@ -37,7 +37,9 @@ STOCHASTIC = ("forward_gradient", "spsa", "mezo", "evolution_strategies")
 
 def flat(tree):
     """All leaves of a pytree as one float64 vector (leaf order = tree_flatten order)."""
-    return np.concatenate([np.ravel(np.asarray(leaf, dtype=np.float64)) for leaf in tree_leaves(tree)])
+    return np.concatenate(
+        [np.ravel(np.asarray(leaf, dtype=np.float64)) for leaf in tree_leaves(tree)]
+    )
 
 
 def copy_tree(tree):
@@ -110,7 +112,10 @@ def test_finite_differences_in_single_precision_use_single_precision_steps():
     def loss_fn(params, batch):
         return cnp.sum(cnp.sin(params["w"]) * params["b"])
 
-    params = {"w": np.array([0.3, -1.2, 2.0], np.float32), "b": np.array([1.5, 0.5, -2.0], np.float32)}
+    params = {
+        "w": np.array([0.3, -1.2, 2.0], np.float32),
+        "b": np.array([1.5, 0.5, -2.0], np.float32),
+    }
     _, exact, _ = Backprop()(loss_fn, params, None)
     for kind, tolerance in (("central", 1e-3), ("forward", 1e-2)):
         _, grads, _ = FiniteDifferences(kind=kind)(loss_fn, params, None)
@@ -166,7 +171,11 @@ def test_stochastic_estimators_are_unbiased_on_a_quadratic(name):
     standard_error = estimates.std(axis=0, ddof=1) / math.sqrt(samples)
     # the check has power: a 25% error in the gradient's length would be far outside 4 SE
     assert np.all(4 * standard_error < 0.25 * np.linalg.norm(true_gradient))
-    assert np.all(np.abs(mean - true_gradient) <= 4 * standard_error), (mean, true_gradient, standard_error)
+    assert np.all(np.abs(mean - true_gradient) <= 4 * standard_error), (
+        mean,
+        true_gradient,
+        standard_error,
+    )
     # and the samples really are random (not the exact gradient every time)
     assert np.all(standard_error > 0)
 
@@ -304,7 +313,9 @@ def test_mezo_step_holds_no_second_copy_of_theta_or_z():
         return float(sum(np.dot(leaf.ravel(), leaf.ravel()) for leaf in params))
 
     before = [leaf.copy() for leaf in leaves]
-    mezo_peak = _traced_peak_bytes(lambda: MeZO(eps=1e-3).step_(loss_fn, leaves, None, key=5, lr=1e-4))
+    mezo_peak = _traced_peak_bytes(
+        lambda: MeZO(eps=1e-3).step_(loss_fn, leaves, None, key=5, lr=1e-4)
+    )
     assert any(np.any(a != b) for a, b in zip(leaves, before, strict=True))  # the step happened
     del before
     # a few chunks of z at most, whatever the size of θ
@@ -402,7 +413,12 @@ def test_cost_addition():
     )
     second = Cost(loss_evaluations=1, vjp_passes=1, flops=5, peak_bytes=300, seconds=0.25)
     total = first + second
-    assert (total.loss_evaluations, total.forward_passes, total.jvp_passes, total.vjp_passes) == (2, 2, 3, 5)
+    assert (total.loss_evaluations, total.forward_passes, total.jvp_passes, total.vjp_passes) == (
+        2,
+        2,
+        3,
+        5,
+    )
     assert total.flops == 15 and total.peak_bytes == 300 and total.seconds == 0.75
     assert (Cost(flops=3) + Cost()).flops is None
 
@@ -439,7 +455,12 @@ def test_seeded_gradient_materialize_and_add_to_match_the_call(name):
     loss_call, grads, _ = method(loss_fn, copy_tree(params), batch, 9)
     loss_est, estimate, _ = method.estimate(loss_fn, copy_tree(params), batch, 9)
     assert isinstance(estimate, SeededGradient) and estimate.key == 9
-    expected_coefficients = {"forward_gradient": 3, "spsa": 2, "mezo": 1, "evolution_strategies": 4}[name]
+    expected_coefficients = {
+        "forward_gradient": 3,
+        "spsa": 2,
+        "mezo": 1,
+        "evolution_strategies": 4,
+    }[name]
     assert estimate.coefficients.shape == (expected_coefficients,)
     assert loss_est == loss_call
     materialized = estimate.materialize(params)
@@ -464,7 +485,9 @@ def test_seeded_gradient_across_chunks_and_dtypes():
     materialized = estimate.materialize(template)
     assert materialized["small"].dtype == np.float32
     z0, z1 = direction(123, 0, template), direction(123, 1, template)
-    np.testing.assert_allclose(materialized["big"], 0.5 * z0["big"] - 2.0 * z1["big"], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        materialized["big"], 0.5 * z0["big"] - 2.0 * z1["big"], rtol=1e-12, atol=1e-14
+    )
     # chunks are distinct draws, not the same chunk repeated
     assert not np.array_equal(z0["big"][: seeded.CHUNK], z0["big"][seeded.CHUNK : 2 * seeded.CHUNK])
     assert abs(np.mean(z0["big"])) < 0.02 and abs(np.std(z0["big"]) - 1) < 0.02

@@ -21,7 +21,6 @@ from functools import partial
 
 import numpy as np
 import pytest
-from test_primitives import GRID  # the engine's grid: one source of primitive cases
 
 import chainrule as cr
 import chainrule.numpy as cnp
@@ -29,6 +28,7 @@ from chainrule.engine import ops
 from chainrule.engine.batching import RULES, Batched
 from chainrule.engine.core import new_level, observe
 from chainrule.engine.primitives import TABLE, defprim
+from test_primitives import GRID  # the engine's grid: one source of primitive cases
 
 # ------------------------------------------------------------------------------------------------
 # Helpers
@@ -113,7 +113,8 @@ def test_batched_second_derivatives_equal_unbatched_ones(case):
     # Reference: one jvp of the (unbatched) gradient per input coordinate.
     gradient = cr.grad(lambda x: g(x, *args[1:]))
     reference = np.stack(
-        [cr.jvp(gradient, (args[0],), (t[0],))[1].reshape(-1) for t in _basis_tangents(args[:1])], axis=-1
+        [cr.jvp(gradient, (args[0],), (t[0],))[1].reshape(-1) for t in _basis_tangents(args[:1])],
+        axis=-1,
     )
     n = args[0].size
     for outer, inner in ((cr.jacfwd, cr.jacrev), (cr.jacrev, cr.jacrev), (cr.jacrev, cr.jacfwd)):
@@ -159,7 +160,9 @@ def test_astype_batches():
     jac = cr.jacfwd(lambda v: cnp.astype(v, np.float32) * 2)(x)
     assert jac.dtype == np.float32
     np.testing.assert_array_equal(jac, 2 * np.eye(3, dtype=np.float32))
-    np.testing.assert_array_equal(cr.jacrev(lambda v: cnp.astype(v, np.float32) * 2)(x), 2 * np.eye(3))
+    np.testing.assert_array_equal(
+        cr.jacrev(lambda v: cnp.astype(v, np.float32) * 2)(x), 2 * np.eye(3)
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -194,14 +197,26 @@ PER_EXAMPLE = {  # name: (function, per-example shapes of the batched arguments,
     "scalar example against a matrix": (lambda x: x + np.ones((3, 2)), [()]),
     "where with a wide condition": (lambda x: cnp.where(np.eye(3, dtype=bool), x, 0.0), [(3,)]),
     "broadcast_to a higher rank": (lambda x: cnp.broadcast_to(x, (2, 3, 4)), [(3, 1)]),
-    "concatenate with a constant": (lambda x: cnp.concatenate([x, np.ones((2, 2))], axis=1), [(2, 3)]),
-    "einsum with ellipsis-free letters": (lambda a, b: cnp.einsum("ij,jk->ki", a, b), [(2, 3), (3, 4)]),
+    "concatenate with a constant": (
+        lambda x: cnp.concatenate([x, np.ones((2, 2))], axis=1),
+        [(2, 3)],
+    ),
+    "einsum with ellipsis-free letters": (
+        lambda a, b: cnp.einsum("ij,jk->ki", a, b),
+        [(2, 3), (3, 4)],
+    ),
     "solve, vector rhs": (lambda b: cnp.linalg.solve(2 * np.eye(3) + 0.1, b), [(3,)]),
     "solve, batched matrix, vector rhs": (lambda a: cnp.linalg.solve(a, np.ones(3)), [(3, 3)]),
     "solve, stacked": (lambda a, b: cnp.linalg.solve(a, b), [(2, 3, 3), (3, 2)]),
     "det of a stack": (lambda a: cnp.linalg.det(a), [(2, 3, 3)]),
-    "cumsum and reductions": (lambda x: cnp.cumsum(cnp.max(x, axis=1), axis=0) + cnp.logsumexp(x), [(3, 4)]),
-    "transpose and reshape": (lambda x: cnp.reshape(cnp.transpose(x, (2, 0, 1)), (4, -1)), [(2, 3, 4)]),
+    "cumsum and reductions": (
+        lambda x: cnp.cumsum(cnp.max(x, axis=1), axis=0) + cnp.logsumexp(x),
+        [(3, 4)],
+    ),
+    "transpose and reshape": (
+        lambda x: cnp.reshape(cnp.transpose(x, (2, 0, 1)), (4, -1)),
+        [(2, 3, 4)],
+    ),
     "softmax cross-entropy": (lambda z: cnp.softmax_cross_entropy(z, np.array([0, 2])), [(2, 3)]),
 }
 
@@ -219,7 +234,9 @@ def test_batched_value_acts_like_each_example(name):
     out = fun(*[Batched(v, level) for v in stacked])
     assert isinstance(out, Batched) and out.shape == np.shape(fun(*[v[0] for v in stacked]))
     for i in range(batch):
-        np.testing.assert_allclose(out.value[i], fun(*[v[i] for v in stacked]), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            out.value[i], fun(*[v[i] for v in stacked]), rtol=1e-12, atol=1e-12
+        )
 
 
 def test_a_primitive_without_batching_rule_falls_back_to_one_example_at_a_time():
@@ -256,7 +273,9 @@ def test_linearize_replays_only_linear_ops():
         tangent = jvp_fun(np.array([1.0, 0.0, 2.0]))
     assert c.primitives["sin"] == c.primitives["cos"] == c.primitives["tanh"] == 0  # no primal work
     assert c.primitives["matmul"] == 1 and c.passes["jvp"] == 1 and c.passes["forward"] == 0
-    np.testing.assert_allclose(tangent, cr.jvp(f, (x,), (np.array([1.0, 0.0, 2.0]),))[1], rtol=1e-12)
+    np.testing.assert_allclose(
+        tangent, cr.jvp(f, (x,), (np.array([1.0, 0.0, 2.0]),))[1], rtol=1e-12
+    )
 
 
 def test_linearize_on_pytrees_and_constant_outputs():

@@ -75,7 +75,9 @@ def test_vjp_returns_one_cotangent_per_primal_and_may_be_called_again():
 
 def test_vjp_cotangent_must_match_the_output():
     _, vjp_fun = cr.vjp(cnp.sin, X)
-    with pytest.raises(ValueError, match=r"cotangent of shape \(2,\) for an output of shape \(3,\)"):
+    with pytest.raises(
+        ValueError, match=r"cotangent of shape \(2,\) for an output of shape \(3,\)"
+    ):
         vjp_fun(np.ones(2))
 
 
@@ -166,7 +168,9 @@ def test_hessian_vector_products_of_a_coupled_function():
     hessian = 4 * X.dot(X) * np.eye(3) + 8 * np.outer(X, X)
     expected = hessian @ v
     np.testing.assert_allclose(cr.jvp(cr.grad(f), (X,), (v,))[1], expected, rtol=1e-12)
-    np.testing.assert_allclose(cr.grad(lambda x: cnp.sum(cr.grad(f)(x) * v))(X), expected, rtol=1e-12)
+    np.testing.assert_allclose(
+        cr.grad(lambda x: cnp.sum(cr.grad(f)(x) * v))(X), expected, rtol=1e-12
+    )
     np.testing.assert_allclose(cr.grad(lambda x: cr.jvp(f, (x,), (v,))[1])(X), expected, rtol=1e-12)
     _, vjp_fun = cr.vjp(cr.grad(f), X)
     np.testing.assert_allclose(vjp_fun(v)[0], expected, rtol=1e-12)  # H is symmetric

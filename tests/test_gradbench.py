@@ -178,7 +178,9 @@ def test_lse_against_softmax():
     for function, raw in recorded("lse"):
         x = np.array(raw["x"])
         shifted = np.exp(x - x.max())
-        expected = x.max() + math.log(shifted.sum()) if function == "primal" else shifted / shifted.sum()
+        expected = (
+            x.max() + math.log(shifted.sum()) if function == "primal" else shifted / shifted.sum()
+        )
         assert np.allclose(evaluate("lse", function, raw), expected, rtol=1e-12)
 
 
@@ -384,7 +386,9 @@ def _ht_inputs():
     simple = json.loads(json.dumps(raw))
     del simple["us"]
     vertex_count = len(simple["data"]["model"]["base_positions"])
-    simple["data"]["correspondences"] = [i * 3 % vertex_count for i in range(len(simple["data"]["points"]))]
+    simple["data"]["correspondences"] = [
+        i * 3 % vertex_count for i in range(len(simple["data"]["points"]))
+    ]
     return raw, simple
 
 
@@ -422,7 +426,9 @@ def test_ht_rest_pose_is_the_base_mesh_rotated_and_moved():
     pose = np.zeros(26)
     pose[0:3] = [0.0, 0.0, angle]  # about the z axis
     pose[3:6] = [1.0, -2.0, 0.5]
-    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    rotation = np.array(
+        [[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]]
+    )
     base = data["model"]["base_positions"][:, :3]
     expected = base @ rotation.T + pose[3:6]
     assert np.allclose(np.asarray(ht.vertex_positions(pose, data["model"])), expected, atol=1e-4)
@@ -434,7 +440,9 @@ def test_ht_translation_moves_every_model_point():
         theta, us, data = ht._prepare(raw)
         shifted = theta.copy()
         shifted[3:6] += [0.5, -1.0, 2.0]
-        change = np.asarray(ht.residuals(shifted, us, data)) - np.asarray(ht.residuals(theta, us, data))
+        change = np.asarray(ht.residuals(shifted, us, data)) - np.asarray(
+            ht.residuals(theta, us, data)
+        )
         assert np.allclose(change, -np.array([0.5, -1.0, 2.0]))
 
 
@@ -476,7 +484,9 @@ def test_particle_cost_gradient_against_differences(variant):
     outer, inner = variant
     for w in (0.0, 0.2):
         nested = float(
-            np.asarray(descent.GRADIENTS[outer](lambda v: particle.crossing_cost(v, inner))(np.array([w])))[0]
+            np.asarray(
+                descent.GRADIENTS[outer](lambda v: particle.crossing_cost(v, inner))(np.array([w]))
+            )[0]
         )
         by_differences = float(
             numerical.numerical_grad(lambda v: particle.crossing_cost(v, inner), np.array([w]))[0]

@@ -26,7 +26,13 @@ def tall(x):
     hidden = cnp.tanh(W_TALL_1 @ x)  # (20,)
     out = cnp.sigmoid(W_TALL_2 @ hidden)  # (10,)
     grid = cnp.reshape(out, (2, 5)) * cnp.sum(x * x)  # (2, 5)
-    pieces = [cnp.ravel(grid), cnp.ravel(cnp.transpose(grid)), hidden, hidden[[3, 0, 3]] * x, x[::-1]]
+    pieces = [
+        cnp.ravel(grid),
+        cnp.ravel(cnp.transpose(grid)),
+        hidden,
+        hidden[[3, 0, 3]] * x,
+        x[::-1],
+    ]
     return cnp.concatenate(pieces + [cnp.cumsum(out)[:4] - cnp.max(hidden)])  # 10+10+20+3+3+4 = 50
 
 
@@ -79,8 +85,12 @@ def test_jacfwd_equals_jacrev_equals_finite_differences(name):
     for mode in ("auto", "fwd", "rev"):
         np.testing.assert_allclose(cr.jacobian(f, mode=mode)(x), forward, rtol=1e-10, atol=1e-12)
     for chunk in (1, 7, 1000):  # several passes of `chunk` directions give the same matrix
-        np.testing.assert_allclose(cr.jacfwd(f, chunk_size=chunk)(x), forward, rtol=1e-12, atol=1e-14)
-        np.testing.assert_allclose(cr.jacrev(f, chunk_size=chunk)(x), forward, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(
+            cr.jacfwd(f, chunk_size=chunk)(x), forward, rtol=1e-12, atol=1e-14
+        )
+        np.testing.assert_allclose(
+            cr.jacrev(f, chunk_size=chunk)(x), forward, rtol=1e-12, atol=1e-14
+        )
 
 
 def test_jacobian_of_matrix_input_and_output_keeps_both_shapes():
@@ -136,7 +146,11 @@ def test_jacobian_with_respect_to_a_parameter_pytree():
 
 
 def test_jacobian_of_a_pytree_output_nests_output_then_input():
-    f = lambda p, x: {"sum": cnp.sum(p["a"] * x), "pair": [p["a"][:2] * 2, x * p["b"]], "const": np.ones(2)}
+    f = lambda p, x: {
+        "sum": cnp.sum(p["a"] * x),
+        "pair": [p["a"][:2] * 2, x * p["b"]],
+        "const": np.ones(2),
+    }
     params = {"a": np.array([1.0, 2.0, 3.0]), "b": np.array(0.5)}
     x = np.array([0.1, 0.2, 0.3])
     for transform in (cr.jacfwd, cr.jacrev):
@@ -244,4 +258,6 @@ def test_derivatives_of_jacobians():
     for transform in (cr.jacfwd, cr.jacrev, cr.jacobian):
         penalty = lambda x, t=transform: cnp.sum(t(f)(x) ** 2)
         x = np.array([0.3, -0.2, 0.5])
-        np.testing.assert_allclose(cr.grad(penalty)(x), cr.numerical_grad(penalty, x), rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(
+            cr.grad(penalty)(x), cr.numerical_grad(penalty, x), rtol=1e-6, atol=1e-8
+        )

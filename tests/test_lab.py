@@ -88,7 +88,9 @@ def test_report_files_are_self_contained(lab, results):
     html = (out / "report.html").read_text()
     for name in EXPERIMENTS:
         assert f'<section class="experiment" id="{name}">' in html
-    images = re.findall(r'<img alt="[^"]*" src="data:image/(png|svg\+xml);base64,([A-Za-z0-9+/=]+)"', html)
+    images = re.findall(
+        r'<img alt="[^"]*" src="data:image/(png|svg\+xml);base64,([A-Za-z0-9+/=]+)"', html
+    )
     assert len(images) >= 5
     for kind, data in images:
         raw = base64.b64decode(data)
@@ -157,7 +159,9 @@ def test_unknown_experiment_is_refused_by_the_parser():
     assert args.out == "runs/lab" and not args.quick and args.seed == 0
 
 
-def test_a_failing_experiment_is_reported_and_the_others_still_written(tmp_path, monkeypatch, capsys):
+def test_a_failing_experiment_is_reported_and_the_others_still_written(
+    tmp_path, monkeypatch, capsys
+):
     import chainrule.apps.lab.fanout as fanout
 
     def broken(quick=False, seed=0):

@@ -14,9 +14,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_lab import quick_lab  # noqa: I001  (the session's one quick lab run, shared)
 
 from chainrule.apps.lab import EXPERIMENTS
+from test_lab import quick_lab  # noqa: I001  (the session's one quick lab run, shared)
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = [
@@ -45,7 +45,10 @@ def chromium():
     path = find_chromium()
     if path is None:
         setup = subprocess.run(
-            ["bash", str(ROOT / "scripts" / "setup_browser.sh")], capture_output=True, text=True, timeout=900
+            ["bash", str(ROOT / "scripts" / "setup_browser.sh")],
+            capture_output=True,
+            text=True,
+            timeout=900,
         )
         path = find_chromium()
         if path is None:
@@ -59,7 +62,9 @@ def chromium():
 def run_chromium(chromium, profile, *args):
     command = [chromium, *FLAGS, f"--user-data-dir={profile}", *args]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=90)
-    assert completed.returncode == 0, f"chromium failed ({completed.returncode}): {completed.stderr[-2000:]}"
+    assert completed.returncode == 0, (
+        f"chromium failed ({completed.returncode}): {completed.stderr[-2000:]}"
+    )
     return completed.stdout
 
 
@@ -72,13 +77,19 @@ def test_report_renders_with_every_picture_loaded(chromium, tmp_path_factory, tm
     assert expected_images >= 5
 
     dom = run_chromium(
-        chromium, tmp_path / "profile-dom", "--virtual-time-budget=10000", "--dump-dom", report.as_uri()
+        chromium,
+        tmp_path / "profile-dom",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        report.as_uri(),
     )
     body = re.search(r"<body([^>]*)>", dom)
     assert body, "no <body> in the DOM Chromium dumped"
     attributes = dict(re.findall(r'([\w-]+)="([^"]*)"', body.group(1)))
     assert attributes.get("data-images-total") == str(expected_images), attributes
-    assert attributes.get("data-images-loaded") == str(expected_images), "some pictures did not load"
+    assert attributes.get("data-images-loaded") == str(expected_images), (
+        "some pictures did not load"
+    )
     assert attributes.get("data-sections") == str(len(EXPERIMENTS))
     for name in EXPERIMENTS:
         assert f'id="{name}"' in dom, f"section {name} missing from the rendered page"

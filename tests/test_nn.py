@@ -43,7 +43,9 @@ def test_tensor_style_and_functional_style_agree_on_value_and_gradient():
     assert np.isclose(float(loss), float(value), rtol=0, atol=1e-14)
     for layer in ("0", "2"):
         for name in ("weight", "bias"):
-            np.testing.assert_allclose(tensor_grads[layer][name], grads[layer][name], rtol=1e-12, atol=1e-14)
+            np.testing.assert_allclose(
+                tensor_grads[layer][name], grads[layer][name], rtol=1e-12, atol=1e-14
+            )
     model.zero_grad()
     assert np.all(model.grads()["0"]["weight"] == 0)
 
@@ -65,7 +67,10 @@ def test_mlp_second_derivatives_match_finite_differences():
     model = nn.MLP([2, 3, 2], activation="tanh", seed=3)
     x = RNG.standard_normal((4, 2))
     cr.check_grads(
-        lambda p: cnp.sum(model.apply(p, x) ** 2), (model.parameters(),), modes=("rev", "fwd"), order=2
+        lambda p: cnp.sum(model.apply(p, x) ** 2),
+        (model.parameters(),),
+        modes=("rev", "fwd"),
+        order=2,
     )
 
 
@@ -74,7 +79,9 @@ def test_softmax_module_rows_sum_to_one_and_gradients_check():
     x = RNG.standard_normal((3, 4))
     out = layer.apply({}, x)
     np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-12)
-    cr.check_grads(lambda x: layer.apply({}, x) * np.arange(4.0), (x,), modes=("rev", "fwd"), order=2)
+    cr.check_grads(
+        lambda x: layer.apply({}, x) * np.arange(4.0), (x,), modes=("rev", "fwd"), order=2
+    )
 
 
 def test_linear_layer_gradient_and_shape_error():
@@ -128,7 +135,10 @@ def test_layernorm_normalises_each_example_and_gradients_check():
     np.testing.assert_allclose(out.mean(axis=1), 0.0, atol=1e-12)
     params = {"weight": RNG.uniform(0.5, 1.5, 4), "bias": RNG.standard_normal(4)}
     cr.check_grads(
-        lambda p, x: ln.apply(p, x) * np.arange(1.0, 5.0), (params, x), modes=("rev", "fwd"), order=2
+        lambda p, x: ln.apply(p, x) * np.arange(1.0, 5.0),
+        (params, x),
+        modes=("rev", "fwd"),
+        order=2,
     )
 
 
@@ -145,7 +155,9 @@ def test_dropout_is_seeded_scaled_and_identity_in_eval():
     # With the mask fixed by the seed, dropout is linear and its gradient is the mask.
     x = RNG.standard_normal((4, 3))
     cr.check_grads(
-        lambda x: layer.apply({}, x, train=True, rng=np.random.default_rng(0)), (x,), modes=("rev", "fwd")
+        lambda x: layer.apply({}, x, train=True, rng=np.random.default_rng(0)),
+        (x,),
+        modes=("rev", "fwd"),
     )
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         nn.Dropout(1.0)
@@ -166,7 +178,9 @@ def test_load_state_dict_rejects_other_architecture_without_changing_anything():
     model = nn.MLP([4, 8, 3], seed=0)
     other = nn.MLP([4, 16, 3], seed=1)
     before = model.state_dict()
-    with pytest.raises(ValueError, match=r"parameter '0.weight' has shape \(4, 16\), expected \(4, 8\)"):
+    with pytest.raises(
+        ValueError, match=r"parameter '0.weight' has shape \(4, 16\), expected \(4, 8\)"
+    ):
         model.load_state_dict(other.state_dict())
     after = model.state_dict()
     assert all(np.array_equal(before[k], after[k]) for k in before)
@@ -230,7 +244,9 @@ def test_mse_by_hand_and_reductions():
     np.testing.assert_allclose(nn.mse(pred, target, reduction="none"), per_example)
     assert float(nn.mse(pred, target)) == pytest.approx(per_example.mean())
     assert float(nn.mse(pred, target, reduction="sum")) == pytest.approx(per_example.sum())
-    assert float(nn.mse(np.array([[2.0], [4.0]]), np.array([1.0, 1.0]))) == pytest.approx((1 + 9) / 2)
+    assert float(nn.mse(np.array([[2.0], [4.0]]), np.array([1.0, 1.0]))) == pytest.approx(
+        (1 + 9) / 2
+    )
     cr.check_grads(lambda p: nn.mse(p, target), (pred,), modes=("rev", "fwd"), order=2)
     with pytest.raises(ValueError, match="reduction"):
         nn.mse(pred, target, reduction="max")
@@ -247,7 +263,9 @@ def test_softmax_cross_entropy_by_hand_stable_and_checked():
     assert float(nn.cross_entropy(logits, labels, reduction="sum")) == pytest.approx(expected.sum())
     huge = np.array([[1e4, -1e4, 0.0]])
     assert float(nn.softmax_cross_entropy(huge, np.array([1]))) == pytest.approx(2e4)
-    cr.check_grads(lambda z: nn.softmax_cross_entropy(z, labels), (logits,), modes=("rev", "fwd"), order=2)
+    cr.check_grads(
+        lambda z: nn.softmax_cross_entropy(z, labels), (logits,), modes=("rev", "fwd"), order=2
+    )
     for bad in (np.array([0, 3, 2, 1, 4]), np.array([0, 3, -1, 1, 3])):
         with pytest.raises(ValueError, match=r"outside \[0, 4\)"):
             nn.softmax_cross_entropy(logits, bad)
@@ -260,7 +278,9 @@ def test_binary_logistic_is_the_logistic_regression_cost_and_stable():
     expected = -(y * np.log(sigma) + (1 - y) * np.log(1 - sigma))
     np.testing.assert_allclose(nn.binary_logistic(z, y, reduction="none"), expected, rtol=1e-12)
     assert float(nn.binary_logistic(np.array([800.0]), np.array([0.0]))) == pytest.approx(800.0)
-    assert float(nn.binary_logistic(np.array([-800.0]), np.array([0.0]))) == pytest.approx(0.0, abs=1e-300)
+    assert float(nn.binary_logistic(np.array([-800.0]), np.array([0.0]))) == pytest.approx(
+        0.0, abs=1e-300
+    )
     cr.check_grads(lambda z: nn.binary_logistic(z, y), (z,), modes=("rev", "fwd"), order=2)
     with pytest.raises(ValueError, match="0 or 1"):
         nn.binary_logistic(z, np.array([0.0, 2.0, 1.0, 0.0]))

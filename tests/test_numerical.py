@@ -121,7 +121,9 @@ def _numbers(message):
 
 def test_check_grads_passes_on_correct_rules_in_every_mode_and_order():
     cr.check_grads(f_sin_exp, (X,), modes=("rev", "fwd"), order=3)
-    cr.check_grads(lambda a, b: (a @ b, cnp.tanh(a)), (np.ones((2, 3)) * 0.3, X[:3]), modes=("rev", "fwd"))
+    cr.check_grads(
+        lambda a, b: (a @ b, cnp.tanh(a)), (np.ones((2, 3)) * 0.3, X[:3]), modes=("rev", "fwd")
+    )
 
 
 def test_check_grads_catches_a_wrong_vjp_rule(monkeypatch):
@@ -156,9 +158,13 @@ def test_check_grads_catches_a_wrong_jvp_rule(monkeypatch):
 
 def test_check_grads_catches_a_sign_error_in_a_binary_rule(monkeypatch):
     rules = TABLE["subtract"].vjp
-    monkeypatch.setattr(TABLE["subtract"], "vjp", (rules[0], lambda g, out, x, y: g))  # should be -g
+    monkeypatch.setattr(
+        TABLE["subtract"], "vjp", (rules[0], lambda g, out, x, y: g)
+    )  # should be -g
     with pytest.raises(AssertionError, match="rev mode"):
-        cr.check_grads(lambda a, b: cnp.sum((a - b) ** 2), (X, X[::-1].copy()), modes=("rev",), order=1)
+        cr.check_grads(
+            lambda a, b: cnp.sum((a - b) ** 2), (X, X[::-1].copy()), modes=("rev",), order=1
+        )
 
 
 def test_check_grads_catches_a_rule_that_is_right_only_to_first_order(monkeypatch):
@@ -173,7 +179,9 @@ def test_check_grads_reports_reverse_and_forward_disagreeing(monkeypatch):
     # Both modes a little off, in opposite directions: with a loosened tolerance each one passes
     # against the finite difference, but the cross-check of reverse against forward does not.
     monkeypatch.setattr(TABLE["exp"], "vjp", (lambda g, out, x: g * out * (1 + 1e-3),))
-    monkeypatch.setattr(TABLE["exp"], "jvp", lambda tangents, out, x: tangents[0] * out * (1 - 1e-3))
+    monkeypatch.setattr(
+        TABLE["exp"], "jvp", lambda tangents, out, x: tangents[0] * out * (1 - 1e-3)
+    )
     with pytest.raises(AssertionError, match="by reverse mode = .* but by forward mode = "):
         cr.check_grads(f_sin_exp, (X,), modes=("rev", "fwd"), order=1, rtol=2e-3)
 

@@ -56,20 +56,28 @@ def test_adam_two_steps_by_hand():
         expected.append(p)
     np.testing.assert_allclose([p1[0], p2[0]], expected, rtol=1e-14)
     np.testing.assert_allclose(state["m"], [m]) and np.testing.assert_allclose(state["v"], [v])
-    assert abs(p1[0] - (1.0 - lr)) < 1e-9  # Adam's first step has size lr whatever the gradient's scale
+    assert (
+        abs(p1[0] - (1.0 - lr)) < 1e-9
+    )  # Adam's first step has size lr whatever the gradient's scale
 
 
 def test_adamw_decays_decoupled_and_adam_couples():
     grad, param, lr, wd = np.array([0.0]), np.array([2.0]), 0.1, 0.5
     (after,), _ = steps(optim.AdamW(lr, weight_decay=wd), [grad], param)
-    np.testing.assert_allclose(after, [2.0 - lr * wd * 2.0])  # zero gradient: only the decay moves it
+    np.testing.assert_allclose(
+        after, [2.0 - lr * wd * 2.0]
+    )  # zero gradient: only the decay moves it
     (coupled,), _ = steps(optim.Adam(lr, weight_decay=wd), [grad], param)
-    np.testing.assert_allclose(coupled, [2.0 - lr], rtol=1e-7)  # the decay became a gradient, normalised
+    np.testing.assert_allclose(
+        coupled, [2.0 - lr], rtol=1e-7
+    )  # the decay became a gradient, normalised
 
 
 def test_rmsprop_by_hand():
     (p1, p2), _ = steps(
-        optim.RMSProp(0.01, decay=0.9, eps=1e-8), [np.array([2.0]), np.array([2.0])], np.array([0.0])
+        optim.RMSProp(0.01, decay=0.9, eps=1e-8),
+        [np.array([2.0]), np.array([2.0])],
+        np.array([0.0]),
     )
     s1 = 0.1 * 4.0
     s2 = 0.9 * s1 + 0.1 * 4.0
@@ -168,7 +176,10 @@ def test_optimizer_uses_its_schedule_step_by_step():
     [
         optim.SGD(0.1),
         optim.SGD(
-            optim.LinearWarmup(optim.Cosine(0.1, 50), 5), momentum=0.9, nesterov=True, weight_decay=1e-4
+            optim.LinearWarmup(optim.Cosine(0.1, 50), 5),
+            momentum=0.9,
+            nesterov=True,
+            weight_decay=1e-4,
         ),
         optim.Adam(optim.StepDecay(0.01, 10, 0.5)),
         optim.AdamW(0.01),

@@ -7,7 +7,6 @@ import pytest
 import chainrule as cr
 import chainrule.numpy as cnp
 from chainrule.backend.capture import capture
-from chainrule.engine.core import state
 from chainrule.backend.precision import (
     MODES,
     get_matmul_precision,
@@ -15,6 +14,7 @@ from chainrule.backend.precision import (
     round_to_bfloat16,
     round_to_tf32,
 )
+from chainrule.engine.core import state
 from chainrule.engine.primitives import TABLE
 
 UNIT_ROUNDOFF = {"highest": 0.0, "tf32": 2.0**-11, "bf16": 2.0**-8}  # of the inputs' rounding
@@ -239,5 +239,7 @@ def test_calling_it_alone_switches_until_switched_back():
 
 
 def test_unknown_modes_are_refused():
-    with pytest.raises(ValueError, match=r"mode must be one of \('highest', 'tf32', 'bf16'\), got 'fp16'"):
+    with pytest.raises(
+        ValueError, match=r"mode must be one of \('highest', 'tf32', 'bf16'\), got 'fp16'"
+    ):
         matmul_precision("fp16")

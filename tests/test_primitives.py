@@ -108,7 +108,9 @@ def _well_conditioned(shape, rng, slot):
 DOMAINS: dict[str, Callable] = {
     "real": lambda shape, rng, slot: rng.standard_normal(shape),
     "positive": lambda shape, rng, slot: rng.uniform(0.5, 2.0, shape),
-    "nonzero": lambda shape, rng, slot: rng.choice([-1.0, 1.0], shape) * rng.uniform(0.3, 2.0, shape),
+    "nonzero": lambda shape, rng, slot: (
+        rng.choice([-1.0, 1.0], shape) * rng.uniform(0.3, 2.0, shape)
+    ),
     "moderate": lambda shape, rng, slot: rng.uniform(-1.2, 1.2, shape),  # tan: |x| < pi/2
     "distinct": _distinct,
     "matrix": _well_conditioned,
@@ -202,7 +204,12 @@ for _name, (_fun, _dx, _dy) in BINARY_OPS.items():
 
 # Operators and constant exponents (x**2 and x**0.5 take shortcuts in cnp.power).
 for _exponent in (2, 3, 0.5, -1.5):
-    case("power", lambda xp, x, p=_exponent: xp.power(x, p), ((3, 4), "positive"), tag=f"**{_exponent}")
+    case(
+        "power",
+        lambda xp, x, p=_exponent: xp.power(x, p),
+        ((3, 4), "positive"),
+        tag=f"**{_exponent}",
+    )
 case("power", lambda xp, x: 2.0**x, ((4,), "real"), tag="constant base")
 case(
     "add",
@@ -215,7 +222,13 @@ case(
 # ---- where / clip ------------------------------------------------------------------------------
 _CONDITION = np.arange(12).reshape(3, 4) % 3 == 0
 case("where", lambda xp, x, y: xp.where(_CONDITION, x, y), ((3, 4), "real"), ((3, 4), "real"))
-case("where", lambda xp, x, y: xp.where(_CONDITION, x, y), ((1, 4), "real"), ((), "real"), tag="broadcast")
+case(
+    "where",
+    lambda xp, x, y: xp.where(_CONDITION, x, y),
+    ((1, 4), "real"),
+    ((), "real"),
+    tag="broadcast",
+)
 case("where", lambda xp, x: xp.where(x > 0, x, 0.1 * x), ((2, 3, 4), "distinct"), tag="leaky")
 case("clip", lambda xp, x: xp.clip(x, -0.3, 0.4), ((5,), "distinct"))
 case("clip", lambda xp, x: xp.clip(x, -0.3, 0.4), ((3, 4), "distinct"))
@@ -233,7 +246,10 @@ REDUCTION_OPS = {
     "amin": (lambda xp, x, axis, keepdims: xp.amin(x, axis=axis, keepdims=keepdims), "distinct"),
     "var": (lambda xp, x, axis, keepdims: xp.var(x, axis=axis, keepdims=keepdims), "real"),
     "std": (lambda xp, x, axis, keepdims: xp.std(x, axis=axis, keepdims=keepdims), "distinct"),
-    "logsumexp": (lambda xp, x, axis, keepdims: xp.logsumexp(x, axis=axis, keepdims=keepdims), "real"),
+    "logsumexp": (
+        lambda xp, x, axis, keepdims: xp.logsumexp(x, axis=axis, keepdims=keepdims),
+        "real",
+    ),
 }
 REDUCTION_VARIANTS = [  # (shape, axis, keepdims)
     ((), None, False),
@@ -258,23 +274,44 @@ for _name, (_fun, _domain) in REDUCTION_OPS.items():
             tag=f"axis={_axis},keepdims={_keepdims}",
         )
 case("var", lambda xp, x: xp.var(x, axis=0, ddof=1), ((3, 4), "real"), tag="ddof=1")
-case("std", lambda xp, x: xp.std(x, axis=-1, ddof=1, keepdims=True), ((2, 3, 4), "distinct"), tag="ddof=1")
+case(
+    "std",
+    lambda xp, x: xp.std(x, axis=-1, ddof=1, keepdims=True),
+    ((2, 3, 4), "distinct"),
+    tag="ddof=1",
+)
 case("prod", lambda xp, x: xp.prod(x, axis=1), ((3, 4), "real"), tag="real")
 
 # ---- softmax family, cumsum, sort ---------------------------------------------------------------
 _LABELS = np.array([0, 2, 1, 2])
 _LABELS_2D = np.array([[1, 0], [2, 2]])
 for _axis, _shape in ((-1, (5,)), (-1, (3, 4)), (0, (3, 4)), (1, (2, 3, 4))):
-    case("softmax", lambda xp, x, a=_axis: xp.softmax(x, axis=a), (_shape, "real"), tag=f"axis={_axis}")
     case(
-        "log_softmax", lambda xp, x, a=_axis: xp.log_softmax(x, axis=a), (_shape, "real"), tag=f"axis={_axis}"
+        "softmax",
+        lambda xp, x, a=_axis: xp.softmax(x, axis=a),
+        (_shape, "real"),
+        tag=f"axis={_axis}",
+    )
+    case(
+        "log_softmax",
+        lambda xp, x, a=_axis: xp.log_softmax(x, axis=a),
+        (_shape, "real"),
+        tag=f"axis={_axis}",
     )
 case("softmax_cross_entropy", lambda xp, x: xp.softmax_cross_entropy(x, _LABELS), ((4, 3), "real"))
-case("softmax_cross_entropy", lambda xp, x: xp.softmax_cross_entropy(x, _LABELS_2D), ((2, 2, 3), "real"))
+case(
+    "softmax_cross_entropy",
+    lambda xp, x: xp.softmax_cross_entropy(x, _LABELS_2D),
+    ((2, 2, 3), "real"),
+)
 for _axis, _shape in ((None, (5,)), (None, (3, 4)), (0, (3, 4)), (-1, (2, 3, 4)), (1, (2, 3, 4))):
-    case("cumsum", lambda xp, x, a=_axis: xp.cumsum(x, axis=a), (_shape, "real"), tag=f"axis={_axis}")
+    case(
+        "cumsum", lambda xp, x, a=_axis: xp.cumsum(x, axis=a), (_shape, "real"), tag=f"axis={_axis}"
+    )
 for _axis, _shape in ((-1, (6,)), (0, (3, 4)), (-1, (3, 4)), (1, (2, 3, 4)), (None, (3, 4))):
-    case("sort", lambda xp, x, a=_axis: xp.sort(x, axis=a), (_shape, "distinct"), tag=f"axis={_axis}")
+    case(
+        "sort", lambda xp, x, a=_axis: xp.sort(x, axis=a), (_shape, "distinct"), tag=f"axis={_axis}"
+    )
 
 # ---- shapes -------------------------------------------------------------------------------------
 case("reshape", lambda xp, x: xp.reshape(x, (2, 6)), ((3, 4), "real"))
@@ -353,7 +390,12 @@ case("take", lambda xp, x: xp.take(x, [2, 0, 2]), ((3, 4), "real"), tag="flat")
 case("take", lambda xp, x: xp.take(x, [3, 0, -1], axis=1), ((3, 4), "real"), tag="axis=1")
 case("take", lambda xp, x: xp.take(x, _ROWS, axis=0), ((3, 2, 2), "real"), tag="2-d indices")
 case("take_along_axis", lambda xp, x: xp.take_along_axis(x, _ORDER, axis=1), ((3, 4), "real"))
-case("take_along_axis", lambda xp, x: xp.take_along_axis(x, _ROWS, axis=0), ((3, 2), "real"), tag="axis=0")
+case(
+    "take_along_axis",
+    lambda xp, x: xp.take_along_axis(x, _ROWS, axis=0),
+    ((3, 2), "real"),
+    tag="axis=0",
+)
 
 # ---- linear algebra ----------------------------------------------------------------------------
 for _sx, _sy in (
@@ -367,7 +409,13 @@ for _sx, _sy in (
 ):
     case("matmul", lambda xp, x, y: xp.matmul(x, y), (_sx, "real"), (_sy, "real"))
 case("matmul", lambda xp, x, y: x @ y, ((3, 4), "real"), ((2, 4, 2), "real"), tag="@")
-for _sx, _sy in (((), (3,)), ((4,), (4,)), ((3, 4), (4,)), ((3, 4), (4, 2)), ((2, 3, 4), (5, 4, 2))):
+for _sx, _sy in (
+    ((), (3,)),
+    ((4,), (4,)),
+    ((3, 4), (4,)),
+    ((3, 4), (4, 2)),
+    ((2, 3, 4), (5, 4, 2)),
+):
     case("dot", lambda xp, x, y: xp.dot(x, y), (_sx, "real"), (_sy, "real"))
 case("vdot", lambda xp, x, y: xp.vdot(x, y), ((3, 4), "real"), ((3, 4), "real"))
 case("inner", lambda xp, x, y: xp.inner(x, y), ((3, 4), "real"), ((5, 4), "real"))
@@ -420,20 +468,36 @@ case("diagonal", lambda xp, x: xp.diagonal(x, -1), ((4, 3), "real"), tag="offset
 case("diagonal", lambda xp, x: xp.diagonal(x, 0, 0, 2), ((3, 2, 4), "real"), tag="axes 0,2")
 case("cross", lambda xp, x, y: xp.cross(x, y), ((3,), "real"), ((3,), "real"))
 case("cross", lambda xp, x, y: xp.cross(x, y), ((4, 3), "real"), ((3,), "real"), tag="broadcast")
-case("cross", lambda xp, x, y: xp.cross(x, y, axis=0), ((3, 4), "real"), ((3, 4), "real"), tag="axis=0")
+case(
+    "cross",
+    lambda xp, x, y: xp.cross(x, y, axis=0),
+    ((3, 4), "real"),
+    ((3, 4), "real"),
+    tag="axis=0",
+)
 case("linalg.norm", lambda xp, x: xp.linalg.norm(x), ((5,), "nonzero"))
 case("linalg.norm", lambda xp, x: xp.linalg.norm(x), ((3, 4), "nonzero"), tag="frobenius")
 case("linalg.norm", lambda xp, x: xp.linalg.norm(x, "fro"), ((3, 4), "nonzero"), tag="fro")
 case("linalg.norm", lambda xp, x: xp.linalg.norm(x, axis=1), ((3, 4), "nonzero"), tag="axis=1")
 case(
-    "linalg.norm", lambda xp, x: xp.linalg.norm(x, axis=0, keepdims=True), ((3, 4), "nonzero"), tag="keepdims"
+    "linalg.norm",
+    lambda xp, x: xp.linalg.norm(x, axis=0, keepdims=True),
+    ((3, 4), "nonzero"),
+    tag="keepdims",
 )
 case("linalg.norm", lambda xp, x: xp.linalg.norm(x, 1), ((5,), "distinct"), tag="ord=1")
 case("linalg.norm", lambda xp, x: xp.linalg.norm(x, np.inf), ((5,), "distinct"), tag="ord=inf")
 case("linalg.norm", lambda xp, x: xp.linalg.norm(x, -np.inf), ((5,), "distinct"), tag="ord=-inf")
-case("linalg.norm", lambda xp, x: xp.linalg.norm(x, 3, axis=-1), ((2, 3, 4), "nonzero"), tag="ord=3")
+case(
+    "linalg.norm", lambda xp, x: xp.linalg.norm(x, 3, axis=-1), ((2, 3, 4), "nonzero"), tag="ord=3"
+)
 case("linalg.norm", lambda xp, x: xp.linalg.norm(x, 1), ((3, 4), "distinct"), tag="matrix ord=1")
-case("linalg.norm", lambda xp, x: xp.linalg.norm(x, np.inf), ((3, 4), "distinct"), tag="matrix ord=inf")
+case(
+    "linalg.norm",
+    lambda xp, x: xp.linalg.norm(x, np.inf),
+    ((3, 4), "distinct"),
+    tag="matrix ord=inf",
+)
 case(
     "linalg.norm",
     lambda xp, x: xp.linalg.norm(x, -1, axis=(2, 1)),
@@ -525,7 +589,9 @@ def test_single_precision_stays_single_precision(case):
         got = got.numpy() if isinstance(got, cr.Tensor) else got
         assert np.asarray(got).dtype == np.asarray(want).dtype
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)
-    terms = [cnp.sum(leaf) for leaf in out_leaves if isinstance(leaf, cr.Tensor) and leaf.requires_grad]
+    terms = [
+        cnp.sum(leaf) for leaf in out_leaves if isinstance(leaf, cr.Tensor) and leaf.requires_grad
+    ]
     if terms:
         loss = terms[0]
         for term in terms[1:]:
@@ -601,7 +667,9 @@ def test_eager_create_graph_equals_functional_second_derivative(case):
 
 
 def test_grid_covers_every_public_function():
-    public = {name for name in dir(cnp) if not name.startswith("_") and callable(getattr(cnp, name))}
+    public = {
+        name for name in dir(cnp) if not name.startswith("_") and callable(getattr(cnp, name))
+    }
     public.discard("linalg")
     public |= {f"linalg.{name}" for name in dir(cnp.linalg) if not name.startswith("_")}
     covered = {c.name for c in GRID}
@@ -627,7 +695,9 @@ def test_every_domain_keeps_away_from_its_kinks():
     gaps = np.abs(values[:, None] - values[None, :])[~np.eye(values.size, dtype=bool)]
     assert gaps.min() >= 0.12 and np.abs(values).min() >= 0.05
     one_argument = np.abs(values[:35])  # norm(ord=±inf) compares |x| within one argument
-    assert np.abs(one_argument[:, None] - one_argument[None, :])[~np.eye(35, dtype=bool)].min() > 0.1
+    assert (
+        np.abs(one_argument[:, None] - one_argument[None, :])[~np.eye(35, dtype=bool)].min() > 0.1
+    )
     assert np.abs(values - 0.4).min() > 0.01 and np.abs(values + 0.3).min() > 0.01  # clip bounds
     assert np.abs(values - 0.1).min() > 0.01  # the data-dependent mask
     matrices = _well_conditioned((50, 3, 3), rng, 0)
@@ -646,7 +716,9 @@ _ELEMENTS = {
     "moderate": st.floats(-1.2, 1.2),
 }
 # Interleaved grids for max/min: 0.25 apart within one argument, 0.125 across the two.
-_SEPARATED = [st.sampled_from([k * 0.25 + 0.06 + 0.125 * slot for k in range(-40, 41)]) for slot in (0, 1)]
+_SEPARATED = [
+    st.sampled_from([k * 0.25 + 0.06 + 0.125 * slot for k in range(-40, 41)]) for slot in (0, 1)
+]
 _SHAPES = hnp.array_shapes(min_dims=0, max_dims=3, min_side=1, max_side=4)
 
 
@@ -683,7 +755,9 @@ def test_binary_any_broadcast(name, data):
 @given(data=st.data())
 def test_reduction_any_axis(name, data):
     fun, domain = REDUCTION_OPS[name]
-    shape = data.draw(hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4), label="shape")
+    shape = data.draw(
+        hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4), label="shape"
+    )
     axis = data.draw(st.none() | hnp.valid_tuple_axes(len(shape), min_size=1), label="axis")
     keepdims = data.draw(st.booleans(), label="keepdims")
     if domain == "distinct":
@@ -704,7 +778,10 @@ def test_matmul_any_batch_shape(data):
         hnp.mutually_broadcastable_shapes(signature=np.matmul.signature, max_dims=2, max_side=3),
         label="shapes",
     )
-    x, y = (data.draw(hnp.arrays(np.float64, s, elements=_ELEMENTS["real"])) for s in shapes.input_shapes)
+    x, y = (
+        data.draw(hnp.arrays(np.float64, s, elements=_ELEMENTS["real"]))
+        for s in shapes.input_shapes
+    )
     out = cnp.matmul(x, y)
     assert np.shape(out) == shapes.result_shape
     np.testing.assert_allclose(out, np.matmul(x, y), rtol=1e-12, atol=1e-12)
@@ -713,8 +790,12 @@ def test_matmul_any_batch_shape(data):
 
 @given(data=st.data())
 def test_getitem_any_basic_index(data):
-    shape = data.draw(hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4), label="shape")
-    index = data.draw(hnp.basic_indices(shape, allow_newaxis=True, allow_ellipsis=True), label="index")
+    shape = data.draw(
+        hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4), label="shape"
+    )
+    index = data.draw(
+        hnp.basic_indices(shape, allow_newaxis=True, allow_ellipsis=True), label="index"
+    )
     x = np.arange(math.prod(shape), dtype=np.float64).reshape(shape) * 0.5 - 1.0
     np.testing.assert_array_equal(cnp.getitem(x, index), x[index])
     cr.check_grads(lambda v: v[index], (x,), modes=("rev", "fwd"), order=1)
@@ -722,9 +803,12 @@ def test_getitem_any_basic_index(data):
 
 @given(data=st.data())
 def test_getitem_any_integer_array_index(data):
-    shape = data.draw(hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4), label="shape")
+    shape = data.draw(
+        hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4), label="shape"
+    )
     index = data.draw(
-        hnp.integer_array_indices(shape, result_shape=hnp.array_shapes(min_dims=0, max_dims=2)), label="index"
+        hnp.integer_array_indices(shape, result_shape=hnp.array_shapes(min_dims=0, max_dims=2)),
+        label="index",
     )
     x = np.arange(math.prod(shape), dtype=np.float64).reshape(shape) * 0.5 - 1.0
     np.testing.assert_array_equal(cnp.getitem(x, index), x[index])
@@ -814,7 +898,9 @@ def test_power_with_a_traced_exponent_at_a_zero_base():
 def test_power_zero_has_derivative_zero_even_at_zero():
     x = np.array([0.0, 2.0])
     np.testing.assert_array_equal(cr.grad(lambda v: cnp.sum(cnp.power(v, 0)))(x), [0.0, 0.0])
-    np.testing.assert_array_equal(cr.grad(lambda v: cnp.sum(cnp.power(v, np.array([0, 3]))))(x), [0.0, 12.0])
+    np.testing.assert_array_equal(
+        cr.grad(lambda v: cnp.sum(cnp.power(v, np.array([0, 3]))))(x), [0.0, 12.0]
+    )
     _, tangent = cr.jvp(lambda v: cnp.power(v, 0.0), (x,), (np.ones(2),))
     np.testing.assert_array_equal(tangent, [0.0, 0.0])
     assert cr.grad(cr.grad(lambda v: cnp.power(v, 0)))(np.array(0.0)) == 0.0
@@ -840,7 +926,9 @@ def test_flop_counts_are_positive_integers_where_work_is_done():
     x = np.ones((3, 4))
     counted = []
     with observe(
-        lambda prim, args, params, out: counted.append((prim.name, prim.flops(out, *args, **params)))
+        lambda prim, args, params, out: counted.append(
+            (prim.name, prim.flops(out, *args, **params))
+        )
     ):
         cnp.matmul(x, x.T)
         cnp.exp(x)

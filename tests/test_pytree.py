@@ -45,7 +45,12 @@ def assert_trees_equal(actual, expected):
 def test_flatten_order_and_structure():
     tree = {"b": [1.0, (2.0, None)], "a": Layer(3.0, 4.0), "c": {}}
     leaves, treedef = cr.tree_flatten(tree)
-    assert leaves == [3.0, 4.0, 1.0, 2.0]  # dict keys sorted; None and empty containers hold no leaf
+    assert leaves == [
+        3.0,
+        4.0,
+        1.0,
+        2.0,
+    ]  # dict keys sorted; None and empty containers hold no leaf
     rebuilt = cr.tree_unflatten(treedef, leaves)
     assert rebuilt == tree and type(rebuilt["a"]) is Layer and rebuilt["c"] == {}
     assert repr(treedef) == "dict(Layer(*, *), list(*, tuple(*, None)), dict())"
@@ -169,7 +174,9 @@ def test_ravel_round_trip_on_any_leaves(leaves, container):
 def mlp_loss(params, inputs):
     hidden = cnp.tanh(inputs @ params["encoder"][0].weight + params["encoder"][0].bias)
     out = hidden @ params["encoder"][1].weight
-    return cnp.sum(out * params["head"][0]) * params["head"][1]["scale"] + params["head"][1]["offset"]
+    return (
+        cnp.sum(out * params["head"][0]) * params["head"][1]["scale"] + params["head"][1]["offset"]
+    )
 
 
 INPUTS = np.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]])
@@ -242,7 +249,11 @@ def test_argnums_tuples():
     def f(a, b, c):
         return cnp.sum(a * b["x"]) + cnp.sum(c**2) * b["y"]
 
-    a, b, c = np.array([1.0, 2.0]), {"x": np.array([3.0, 4.0]), "y": np.array(0.5)}, np.array([1.0, -1.0])
+    a, b, c = (
+        np.array([1.0, 2.0]),
+        {"x": np.array([3.0, 4.0]), "y": np.array(0.5)},
+        np.array([1.0, -1.0]),
+    )
     ga, gc = cr.grad(f, argnums=(0, 2))(a, b, c)
     np.testing.assert_allclose(ga, b["x"])
     np.testing.assert_allclose(gc, 2 * c * b["y"])
@@ -260,6 +271,8 @@ def test_argnums_tuples():
 
 def test_grad_over_a_single_precision_pytree():
     params = {"w": np.ones((2, 2), np.float32), "b": [np.zeros(2, np.float32)]}
-    gradient = cr.grad(lambda p: cnp.sum(cnp.tanh(p["w"] @ np.ones(2, np.float32) + p["b"][0])))(params)
+    gradient = cr.grad(lambda p: cnp.sum(cnp.tanh(p["w"] @ np.ones(2, np.float32) + p["b"][0])))(
+        params
+    )
     assert gradient["w"].dtype == np.float32 and gradient["b"][0].dtype == np.float32
     np.testing.assert_allclose(gradient["b"][0], np.full(2, 1 - np.tanh(2.0) ** 2), rtol=1e-6)

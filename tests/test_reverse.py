@@ -374,7 +374,12 @@ def test_operators_and_methods_record_the_graph():
     )
     loss.backward()
     expected = (
-        2.0**value * np.log(2.0) + value**2 / 2 - 1 / value**2 + np.sign(value - 1) + 1 + 1 / (2 * value)
+        2.0**value * np.log(2.0)
+        + value**2 / 2
+        - 1 / value**2
+        + np.sign(value - 1)
+        + 1
+        + 1 / (2 * value)
     )
     expected[1, 1] -= 1.0
     expected.reshape(-1)[::2] += 1

@@ -12,9 +12,9 @@ from chainrule import data, nn, optim
 from chainrule.apps.cli import main
 from chainrule.estimators import MeZO, direction
 from chainrule.nn.losses import softmax_cross_entropy
-from chainrule.transforms.pytree import ravel_pytree
 from chainrule.training import CheckpointError, Trainer
 from chainrule.training.schemes import LocoProp
+from chainrule.transforms.pytree import ravel_pytree
 
 
 def synthetic(n=48, features=5, classes=3, seed=0):
@@ -69,7 +69,9 @@ def test_locoprop_s_one_local_sgd_step_is_backprop_with_lr_eta_gamma(batchnorm, 
         lr=eta,
     )
     back = trained(
-        nn.MLP(sizes, activation="tanh", batchnorm=batchnorm, seed=1), "simultaneous", lr=eta * gamma
+        nn.MLP(sizes, activation="tanh", batchnorm=batchnorm, seed=1),
+        "simultaneous",
+        lr=eta * gamma,
     )
     assert loco.step == back.step == 6
     a, b = flat(loco.params), flat(back.params)
@@ -86,7 +88,11 @@ def test_locoprop_s_with_batchnorm_moves_the_linear_layers_as_backprop_at_eta_ga
     train = synthetic(n=16)
     model_options = {"sizes": [5, 7, 6, 3], "activation": "tanh", "batchnorm": True, "seed": 1}
     loco = Trainer(
-        nn.MLP(**model_options), optim.SGD(eta), batch_size=16, log=None, scheme=LocoProp("S", gamma, 1)
+        nn.MLP(**model_options),
+        optim.SGD(eta),
+        batch_size=16,
+        log=None,
+        scheme=LocoProp("S", gamma, 1),
     )
     back = Trainer(nn.MLP(**model_options), optim.SGD(eta * gamma), batch_size=16, log=None)
     loco.train_step(train.features, train.labels)
@@ -106,7 +112,9 @@ def test_locoprop_s_with_batchnorm_and_gamma_is_backprop_with_lr_eta_gamma():
         LocoProp("S", gamma=gamma, local_steps=1),
         lr=eta,
     )
-    back = trained(nn.MLP(sizes, activation="tanh", batchnorm=True, seed=1), "simultaneous", lr=eta * gamma)
+    back = trained(
+        nn.MLP(sizes, activation="tanh", batchnorm=True, seed=1), "simultaneous", lr=eta * gamma
+    )
     a, b = flat(loco.params), flat(back.params)
     assert np.linalg.norm(a - b) <= 1e-12 * np.linalg.norm(b)
 
@@ -149,10 +157,16 @@ def test_locoprop_m_local_problems_match_a_hand_computation():
     expected_output = (w, b)
 
     trainer = Trainer(
-        model, optim.SGD(eta), batch_size=16, log=None, scheme=LocoProp("M", gamma=gamma, local_steps=steps)
+        model,
+        optim.SGD(eta),
+        batch_size=16,
+        log=None,
+        scheme=LocoProp("M", gamma=gamma, local_steps=steps),
     )
     loss = trainer.train_step(x, labels)
-    assert loss == pytest.approx(float(np.mean(-np.log(softmax(logits)[np.arange(16), labels]))), rel=1e-12)
+    assert loss == pytest.approx(
+        float(np.mean(-np.log(softmax(logits)[np.arange(16), labels]))), rel=1e-12
+    )
     new = trainer.params
     for got, want in zip((new["0"]["weight"], new["0"]["bias"]), expected_hidden, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
@@ -173,12 +187,17 @@ def test_locoprop_m_output_layer_matches_backprop_hidden_layers_do_not():
         scheme=LocoProp("M", gamma=gamma, local_steps=1),
     )
     back = Trainer(
-        nn.MLP([5, 7, 3], activation="tanh", seed=3), optim.SGD(eta * gamma), batch_size=16, log=None
+        nn.MLP([5, 7, 3], activation="tanh", seed=3),
+        optim.SGD(eta * gamma),
+        batch_size=16,
+        log=None,
     )
     loco.train_step(train.features, train.labels)
     back.train_step(train.features, train.labels)
     for key in ("weight", "bias"):
-        np.testing.assert_allclose(loco.params["2"][key], back.params["2"][key], rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(
+            loco.params["2"][key], back.params["2"][key], rtol=1e-12, atol=1e-15
+        )
     # The hidden layer's step lacks the tanh' factor: not backprop's (by design).
     assert np.max(np.abs(loco.params["0"]["weight"] - back.params["0"]["weight"])) > 1e-4
 
@@ -231,13 +250,17 @@ def test_locoprop_refuses_other_methods_and_models():
 def test_layerwise_with_one_block_is_simultaneous():
     def run(scheme):
         model = nn.Sequential(nn.Linear(5, 3, seed=2))
-        trainer = Trainer(model, optim.SGD(0.1, momentum=0.9), batch_size=16, log=None, scheme=scheme)
+        trainer = Trainer(
+            model, optim.SGD(0.1, momentum=0.9), batch_size=16, log=None, scheme=scheme
+        )
         trainer.fit(synthetic(), epochs=2)
         return trainer
 
     layerwise, simultaneous = run("layerwise"), run("simultaneous")
     assert layerwise.step == 6
-    np.testing.assert_allclose(flat(layerwise.params), flat(simultaneous.params), rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(
+        flat(layerwise.params), flat(simultaneous.params), rtol=1e-14, atol=1e-15
+    )
     assert [r["train_loss"] for r in layerwise.history] == pytest.approx(
         [r["train_loss"] for r in simultaneous.history], rel=1e-13
     )
@@ -266,7 +289,9 @@ def test_layerwise_updates_lower_blocks_against_the_updated_upper_ones():
     assert reported == pytest.approx(float(loss(start)), rel=1e-14)  # the loss at the step's θ
     for block, want in (("0", bottom), ("2", top)):
         for key in want:
-            np.testing.assert_allclose(trainer.params[block][key], want[key], rtol=1e-13, atol=1e-15)
+            np.testing.assert_allclose(
+                trainer.params[block][key], want[key], rtol=1e-13, atol=1e-15
+            )
     assert (trainer.total_cost.forward_passes, trainer.total_cost.vjp_passes) == (2, 2)
 
 
@@ -290,7 +315,10 @@ def test_cyclic_changes_one_block_per_step_from_the_output_down():
         order.append(block)
         for key in g[block]:
             np.testing.assert_allclose(
-                trainer.params[block][key], before[block][key] - lr * g[block][key], rtol=1e-13, atol=1e-15
+                trainer.params[block][key],
+                before[block][key] - lr * g[block][key],
+                rtol=1e-13,
+                atol=1e-15,
             )
     assert order == ["4", "2", "0", "4", "2", "0", "4"]
     assert trainer.total_cost.vjp_passes == 7
@@ -304,10 +332,14 @@ def test_cyclic_changes_one_block_per_step_from_the_output_down():
 def test_derivative_free_scheme_refuses_gradient_methods():
     for method in ("backprop", "forward_mode", "forward_gradient"):
         with pytest.raises(ValueError, match=rf"derivative_free.*{method}"):
-            Trainer(nn.MLP([5, 4, 3]), optim.SGD(0.1), log=None, method=method, scheme="derivative_free")
+            Trainer(
+                nn.MLP([5, 4, 3]), optim.SGD(0.1), log=None, method=method, scheme="derivative_free"
+            )
 
 
-@pytest.mark.parametrize("method", ["spsa", "mezo", "es", "evolution_strategies", "finite_differences", "fd"])
+@pytest.mark.parametrize(
+    "method", ["spsa", "mezo", "es", "evolution_strategies", "finite_differences", "fd"]
+)
 def test_derivative_free_scheme_trains_with_loss_only_methods(method):
     model = nn.MLP([5, 4, 3], activation="tanh", seed=0)
     start = flat(model.parameters())
@@ -317,7 +349,9 @@ def test_derivative_free_scheme_trains_with_loss_only_methods(method):
     trainer.fit(synthetic(), epochs=1)
     cost = trainer.total_cost
     assert trainer.step == 3
-    assert cost.loss_evaluations > 0 and cost.vjp_passes == cost.jvp_passes == cost.forward_passes == 0
+    assert (
+        cost.loss_evaluations > 0 and cost.vjp_passes == cost.jvp_passes == cost.forward_passes == 0
+    )
     assert not np.array_equal(flat(trainer.params), start)
     assert np.isfinite(trainer.history[0]["train_loss"])
 
@@ -334,12 +368,16 @@ def test_cmaes_reduces_the_loss_of_a_small_problem():
     assert trainer.total_cost.loss_evaluations == 25 * (population + 1)  # + the loss at the mean
     assert trainer.total_cost.vjp_passes == 0
     # θ is the distribution's mean and the model holds it after fit.
-    np.testing.assert_array_equal(flat(model.parameters()), np.asarray(trainer.scheme.strategy.mean))
+    np.testing.assert_array_equal(
+        flat(model.parameters()), np.asarray(trainer.scheme.strategy.mean)
+    )
 
 
 def test_cmaes_refuses_checkpoints_and_methods(tmp_path):
     train = synthetic(n=16, features=3, classes=2)
-    with pytest.raises(CheckpointError, match="cmaes.*checkpoint"):  # at construction or at the first save
+    with pytest.raises(
+        CheckpointError, match="cmaes.*checkpoint"
+    ):  # at construction or at the first save
         Trainer(
             nn.MLP([3, 2, 2], seed=0),
             optim.SGD(0.1),
@@ -366,7 +404,9 @@ def hand_mezo(model, train, steps, lr, eps, momentum, key_of_step):
 
     def loss(vector):
         return float(
-            softmax_cross_entropy(model.apply(unravel(vector), train.features, train=True), train.labels)
+            softmax_cross_entropy(
+                model.apply(unravel(vector), train.features, train=True), train.labels
+            )
         )
 
     velocity, losses = np.zeros_like(theta), []
@@ -392,7 +432,12 @@ def test_mezo_in_the_trainer_matches_hand_written_mezo_sgd(momentum):
     model = nn.MLP([5, 6, 3], activation="tanh", seed=7)
     start = flat(model.parameters()).copy()
     trainer = Trainer(
-        model, optim.SGD(lr, momentum=momentum), batch_size=16, log=None, method=MeZO(eps=eps), seed=11
+        model,
+        optim.SGD(lr, momentum=momentum),
+        batch_size=16,
+        log=None,
+        method=MeZO(eps=eps),
+        seed=11,
     )
     keys, losses = [], []
     leaves_before = [leaf for block in trainer.params.values() for leaf in block.values()]
@@ -405,7 +450,13 @@ def test_mezo_in_the_trainer_matches_hand_written_mezo_sgd(momentum):
     assert same_arrays == (momentum == 0.0)
     assert ("velocity" in trainer.opt_state) == (momentum != 0.0)
     reference, reference_losses = hand_mezo(
-        nn.MLP([5, 6, 3], activation="tanh", seed=7), train, steps, lr, eps, momentum, keys.__getitem__
+        nn.MLP([5, 6, 3], activation="tanh", seed=7),
+        train,
+        steps,
+        lr,
+        eps,
+        momentum,
+        keys.__getitem__,
     )
     got, want = flat(trainer.params), flat(reference)
     moved = np.max(np.abs(want - start))
@@ -453,7 +504,9 @@ def test_interrupted_run_resumes_bit_for_bit(tmp_path, model_options, momentum, 
     second.fit(train, epochs=3, resume=True)
     assert second.step == whole.step == 9
     np.testing.assert_array_equal(flat(second.params), flat(whole.params))
-    np.testing.assert_array_equal(flat(second.model.named_buffers()), flat(whole.model.named_buffers()))
+    np.testing.assert_array_equal(
+        flat(second.model.named_buffers()), flat(whole.model.named_buffers())
+    )
     assert second.history == [
         {**record, "time": second.history[i]["time"]} for i, record in enumerate(whole.history)
     ]
@@ -493,7 +546,9 @@ def test_total_cost_sums_the_methods_counts():
 
     def cost(method="backprop", scheme="simultaneous", sizes=(5, 4, 3)):
         model = nn.MLP(list(sizes), activation="tanh", seed=0)
-        trainer = Trainer(model, optim.SGD(0.01), batch_size=16, log=None, method=method, scheme=scheme)
+        trainer = Trainer(
+            model, optim.SGD(0.01), batch_size=16, log=None, method=method, scheme=scheme
+        )
         trainer.fit(train, epochs=2)
         assert trainer.step == steps
         return model.num_parameters(), trainer.total_cost
@@ -503,7 +558,11 @@ def test_total_cost_sums_the_methods_counts():
     assert fd.forward_passes == fd.vjp_passes == fd.jvp_passes == 0
 
     _, backprop = cost()
-    assert (backprop.forward_passes, backprop.vjp_passes, backprop.loss_evaluations) == (steps, steps, 0)
+    assert (backprop.forward_passes, backprop.vjp_passes, backprop.loss_evaluations) == (
+        steps,
+        steps,
+        0,
+    )
 
     _, spsa = cost("spsa")
     assert spsa.loss_evaluations == 2 * steps
@@ -555,7 +614,11 @@ def test_cli_trains_locoprop_with_its_options(tmp_path, capsys):
     )
     assert code == 0, capsys.readouterr().err
     config = json.loads((run_dir / "config.json").read_text())
-    assert (config["scheme"], config["local_steps"], config["target_step"]) == ("locoprop-m", 2, 3.0)
+    assert (config["scheme"], config["local_steps"], config["target_step"]) == (
+        "locoprop-m",
+        2,
+        3.0,
+    )
 
 
 @pytest.mark.parametrize(
@@ -579,14 +642,18 @@ def test_cli_refuses_bad_combinations_in_one_line(tmp_path, capsys, arguments, n
 
 
 def test_cli_names_the_option_of_a_method_scheme_mismatch(tmp_path, capsys):
-    code = main([*QUICK, "--run-dir", str(tmp_path / "run"), "--scheme", "locoprop-s", "--method", "spsa"])
+    code = main(
+        [*QUICK, "--run-dir", str(tmp_path / "run"), "--scheme", "locoprop-s", "--method", "spsa"]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert "--method" in err or "--scheme" in err
 
 
 def test_cli_method_scheme_mismatch_exits_2_in_one_line(tmp_path, capsys):
-    code = main([*QUICK, "--run-dir", str(tmp_path / "run"), "--scheme", "locoprop-s", "--method", "spsa"])
+    code = main(
+        [*QUICK, "--run-dir", str(tmp_path / "run"), "--scheme", "locoprop-s", "--method", "spsa"]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert "spsa" in err and "backprop" in err

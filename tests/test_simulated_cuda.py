@@ -20,14 +20,14 @@ from functools import partial
 
 import numpy as np
 import pytest
-from module_arrays import with_module_arrays
-from test_primitives import GRID
 
 import chainrule as cr
 import chainrule.numpy as cnp
 from chainrule import nn, optim
 from chainrule.backend.device import device, device_of, to_device
 from chainrule.backend.simulated_cuda import SimulatedArray, simulate_cuda
+from module_arrays import with_module_arrays
+from test_primitives import GRID
 
 TOLERANCE = 1e-12
 
@@ -195,13 +195,17 @@ def test_ravel_pytree_round_trip_on_the_device(cuda, problem):
     params, _ = problem
     tree = {"params": params, "step": 3, "scale": np.float64(0.5)}
     theta, unravel = cr.ravel_pytree(tree)
-    device_theta, device_unravel = cr.ravel_pytree({**_to_cuda({"params": params}), "step": 3, "scale": 0.5})
+    device_theta, device_unravel = cr.ravel_pytree(
+        {**_to_cuda({"params": params}), "step": 3, "scale": 0.5}
+    )
     _assert_on_cuda_and_equal(device_theta, theta)
     rebuilt = device_unravel(device_theta)
     _assert_on_cuda_and_equal(rebuilt, unravel(theta))
     # Differentiating through unravel stays on the device too.
     gradient = cr.grad(lambda t: cnp.sum(device_unravel(t)["params"]["w"] ** 2))(device_theta)
-    _assert_on_cuda_and_equal(gradient, cr.grad(lambda t: cnp.sum(unravel(t)["params"]["w"] ** 2))(theta))
+    _assert_on_cuda_and_equal(
+        gradient, cr.grad(lambda t: cnp.sum(unravel(t)["params"]["w"] ** 2))(theta)
+    )
 
 
 def test_ravel_pytree_refuses_host_and_device_arrays_in_one_tree(cuda):
@@ -227,13 +231,17 @@ def test_tensor_backward_without_and_with_a_cotangent_on_the_device(cuda, proble
     want_loss, want = _eager(np.asarray, params, x)
     got_loss, got = _eager(_to_cuda, params, x)
     _assert_on_cuda_and_equal(got_loss.data, want_loss.data)
-    _assert_on_cuda_and_equal({k: t.grad for k, t in got.items()}, {k: t.grad for k, t in want.items()})
+    _assert_on_cuda_and_equal(
+        {k: t.grad for k, t in got.items()}, {k: t.grad for k, t in want.items()}
+    )
     assert got["w"].device == "cuda"
 
     cotangent = rng.standard_normal((5, 4))
     _, want = _eager(np.asarray, params, x, cotangent)
     _, got = _eager(_to_cuda, params, x, cotangent)
-    _assert_on_cuda_and_equal({k: t.grad for k, t in got.items()}, {k: t.grad for k, t in want.items()})
+    _assert_on_cuda_and_equal(
+        {k: t.grad for k, t in got.items()}, {k: t.grad for k, t in want.items()}
+    )
 
 
 def test_create_graph_gives_second_derivatives_on_the_device(cuda, problem):
@@ -273,7 +281,9 @@ def test_finite_differences_on_the_device(cuda, rng):
     def fun(v):
         return cnp.sum(cnp.sin(v) * v)
 
-    _assert_on_cuda_and_equal(cr.numerical_grad(fun, _to_cuda(values)), cr.numerical_grad(fun, values))
+    _assert_on_cuda_and_equal(
+        cr.numerical_grad(fun, _to_cuda(values)), cr.numerical_grad(fun, values)
+    )
     cr.check_grads(fun, (_to_cuda(values),), modes=("rev", "fwd"), order=2)
 
 
@@ -292,7 +302,11 @@ def test_a_device_tensor_does_not_turn_into_numpy_silently(cuda):
 
 @pytest.fixture
 def batch(rng):
-    return rng.standard_normal((8, 5)), np.array([0, 2, 1, 2, 0, 1, 1, 2]), rng.standard_normal((8, 3))
+    return (
+        rng.standard_normal((8, 5)),
+        np.array([0, 2, 1, 2, 0, 1, 1, 2]),
+        rng.standard_normal((8, 3)),
+    )
 
 
 @pytest.mark.parametrize("batchnorm", [False, True], ids=["plain", "batchnorm"])
@@ -304,7 +318,9 @@ def test_mlp_gradients_on_the_device_equal_the_cpu_ones(cuda, batch, activation,
         model = nn.MLP([5, 7, 3], activation=activation, batchnorm=batchnorm, dropout=0.25, seed=1)
         if move:
             model.to("cuda")
-        inputs, wanted_labels, wanted_targets = (_to_cuda(v) if move else v for v in (x, labels, targets))
+        inputs, wanted_labels, wanted_targets = (
+            _to_cuda(v) if move else v for v in (x, labels, targets)
+        )
         params = model.parameters()
         results = {}
         for loss_name, loss, target in (
@@ -313,13 +329,17 @@ def test_mlp_gradients_on_the_device_equal_the_cpu_ones(cuda, batch, activation,
         ):
 
             def objective(p, loss=loss, target=target):
-                return loss(model.apply(p, inputs, train=True, rng=np.random.default_rng(3)), target)
+                return loss(
+                    model.apply(p, inputs, train=True, rng=np.random.default_rng(3)), target
+                )
 
             results[loss_name] = cr.value_and_grad(objective)(params)
         results["eval"] = model.apply(params, inputs, train=False)  # running statistics, no dropout
         results["buffers"] = model.named_buffers()
         # PyTorch style: the module's own tensors, .backward() fills their .grad.
-        loss = nn.cross_entropy(model(inputs, train=True, rng=np.random.default_rng(4)), wanted_labels)
+        loss = nn.cross_entropy(
+            model(inputs, train=True, rng=np.random.default_rng(4)), wanted_labels
+        )
         loss.backward()
         results["eager"] = model.grads()
         return results
@@ -372,8 +392,12 @@ def test_a_training_step_on_the_device_reads_nothing_back(cuda, batch, monkeypat
         assert all(type(leaf) is SimulatedArray for leaf in cr.tree_leaves(new_params))
 
 
-@pytest.mark.parametrize("optimizer", [optim.SGD(0.1, momentum=0.9), optim.Adam(1e-2)], ids=["sgd", "adam"])
-def test_a_step_without_random_draws_copies_nothing_to_the_device(cuda, batch, monkeypatch, optimizer):
+@pytest.mark.parametrize(
+    "optimizer", [optim.SGD(0.1, momentum=0.9), optim.Adam(1e-2)], ids=["sgd", "adam"]
+)
+def test_a_step_without_random_draws_copies_nothing_to_the_device(
+    cuda, batch, monkeypatch, optimizer
+):
     """What a CUDA graph needs besides no host reads: no host-to-device copy inside the step
     (CUDA refuses one while a stream is capturing). Every constant the engine, the layers, the
     loss and the optimizer use must be made on the device, not copied from the host. (Dropout
@@ -389,7 +413,9 @@ def test_a_step_without_random_draws_copies_nothing_to_the_device(cuda, batch, m
 
     def refuse_host_values(value, dtype=None):
         if type(value) is not SimulatedArray:
-            raise AssertionError(f"a host value was copied to the device inside the step: {value!r}")
+            raise AssertionError(
+                f"a host value was copied to the device inside the step: {value!r}"
+            )
         return copy_from_host(value, dtype)
 
     with monkeypatch.context() as patched:
@@ -414,7 +440,9 @@ def test_binary_logistic_and_layer_norm_on_the_device(cuda, rng):
 
     def value_and_grad(layer, z, y):
         def loss(z):
-            return nn.binary_logistic(z, y) + cnp.sum(layer.apply(layer.parameters(), z[None, :]) ** 3)
+            return nn.binary_logistic(z, y) + cnp.sum(
+                layer.apply(layer.parameters(), z[None, :]) ** 3
+            )
 
         return cr.value_and_grad(loss)(z)
 
@@ -429,17 +457,23 @@ def test_binary_logistic_and_layer_norm_on_the_device(cuda, rng):
 
 def test_operands_on_two_devices_name_the_op_and_both_devices(cuda):
     on_device, on_host = _to_cuda(np.ones(3)), np.ones(3)
-    pattern = r"chainrule\.{op}: operands on different devices: operand 0 on 'cuda'.*operand 1 on 'cpu'"
+    pattern = (
+        r"chainrule\.{op}: operands on different devices: operand 0 on 'cuda'.*operand 1 on 'cpu'"
+    )
     with pytest.raises(TypeError, match=pattern.format(op="add")):
         cnp.add(on_device, on_host)
     with pytest.raises(TypeError, match=pattern.format(op="matmul")):
         cr.grad(lambda w: cnp.sum(w @ np.ones((3, 2))))(on_device)
-    with pytest.raises(TypeError, match=r"chainrule\.where: .*operand 0 on 'cuda'.*condition on 'cpu'"):
+    with pytest.raises(
+        TypeError, match=r"chainrule\.where: .*operand 0 on 'cuda'.*condition on 'cpu'"
+    ):
         cnp.where(np.array([True, False, True]), on_device, on_device)
     labels_pattern = r"chainrule\.softmax_cross_entropy: .*operand 0 on 'cuda'.*labels on 'cpu'"
     with pytest.raises(TypeError, match=labels_pattern):
         cnp.softmax_cross_entropy(_to_cuda(np.ones((2, 3))), np.array([0, 1]))
-    with pytest.raises(TypeError, match=r"softmax_cross_entropy: .*operand 0 on 'cpu'.*labels on 'cuda'"):
+    with pytest.raises(
+        TypeError, match=r"softmax_cross_entropy: .*operand 0 on 'cpu'.*labels on 'cuda'"
+    ):
         cnp.softmax_cross_entropy(np.ones((2, 3)), _to_cuda(np.array([0, 1])))
     tensor = cr.Tensor(on_device, requires_grad=True)
     with pytest.raises(TypeError, match=r"chainrule\.multiply: operands on different devices"):

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 import chainrule as cr
-from chainrule.engine import arraylib
 from chainrule.backend.device import (
     Device,
     cuda_available,
@@ -14,6 +13,7 @@ from chainrule.backend.device import (
     to_numpy,
 )
 from chainrule.backend.simulated_cuda import SimulatedArray, simulate_cuda
+from chainrule.engine import arraylib
 
 
 def test_cuda_is_a_device_only_inside_the_block():
@@ -22,7 +22,9 @@ def test_cuda_is_a_device_only_inside_the_block():
         x = to_device(np.arange(3.0), "cuda")
         assert type(x) is SimulatedArray and device_of(x) == "cuda"
         assert arraylib.namespace_of(x) is not np
-    assert arraylib.cupy_module() is None or type(arraylib.cupy_module()).__name__ != "SimulatedCuPy"
+    assert (
+        arraylib.cupy_module() is None or type(arraylib.cupy_module()).__name__ != "SimulatedCuPy"
+    )
     assert device_of(x) == "cpu"  # the type is no longer registered as a CUDA array
     if not cuda_available():
         with pytest.raises(RuntimeError, match="CuPy"):

@@ -50,7 +50,9 @@ def test_checkpoint_round_trip_is_exact(tmp_path):
     path = save_checkpoint(tmp_path, 12, arrays, {"epoch": 2, "nested": {"x": [1, 2]}})
     assert path.name == "step-00000012.json" and path.with_suffix(".npz").is_file()
     loaded, meta = load_checkpoint(path)
-    assert all(np.array_equal(loaded[k], arrays[k]) and loaded[k].dtype == arrays[k].dtype for k in arrays)
+    assert all(
+        np.array_equal(loaded[k], arrays[k]) and loaded[k].dtype == arrays[k].dtype for k in arrays
+    )
     assert meta["epoch"] == 2 and meta["nested"] == {"x": [1, 2]} and meta["step"] == 12
     assert latest_checkpoint(tmp_path) == path
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
@@ -164,7 +166,9 @@ def test_resume_mid_epoch_gives_bit_identical_weights(tmp_path):
 
     careless, _ = small_setup(tmp_path / "run", checkpoint_every=5)
     before = snapshot(tmp_path / "run")
-    with pytest.raises(CheckpointError, match="already holds checkpoints; continue them with resume=True"):
+    with pytest.raises(
+        CheckpointError, match="already holds checkpoints; continue them with resume=True"
+    ):
         careless.fit(splits.train, 6, splits.val)  # would overwrite the interrupted run's files
     assert snapshot(tmp_path / "run") == before
 
@@ -172,14 +176,23 @@ def test_resume_mid_epoch_gives_bit_identical_weights(tmp_path):
     resumed.fit(splits.train, 6, splits.val, resume=True)
     want, got = final_arrays(reference), final_arrays(resumed)
     assert sorted(want) == sorted(got)
-    assert any(k.startswith("buffers.") for k in want) and any(k.startswith("opt.velocity") for k in want)
+    assert any(k.startswith("buffers.") for k in want) and any(
+        k.startswith("opt.velocity") for k in want
+    )
     for name in want:
         assert np.array_equal(want[name], got[name]), name
     assert resumed.step == reference.step == 6 * steps_per_epoch
     # The epoch records match too (times aside), including the epoch that was interrupted.
     strip = lambda h: [{k: v for k, v in r.items() if k != "time"} for r in h]
     assert strip(resumed.history) == strip(reference.history)
-    assert [r["epoch"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
+    assert [r["epoch"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")] == [
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+    ]
     assert len(list_checkpoints(tmp_path / "run" / "checkpoints")) == 3  # older ones pruned
 
 
@@ -201,7 +214,9 @@ def test_restore_refuses_other_architecture_and_other_optimizer(tmp_path):
 def test_divergence_stops_without_overwriting_checkpoints(tmp_path):
     splits = data.load("moons", seed=0, size=200)
     steps_per_epoch = -(-len(splits.train) // 16)
-    explode = optim.StepDecay(0.1, step_size=steps_per_epoch, gamma=1e300)  # fine for one epoch, then not
+    explode = optim.StepDecay(
+        0.1, step_size=steps_per_epoch, gamma=1e300
+    )  # fine for one epoch, then not
     trainer = Trainer(
         nn.MLP([2, 8, 2], seed=0), optim.SGD(explode), batch_size=16, run_dir=tmp_path, log=None
     )
@@ -251,16 +266,26 @@ def test_epoch_log_lines_and_plot(tmp_path):
 def test_digits_mlp_with_plain_sgd_reaches_97_percent():
     """The issue's target: MLP 64-128-64-10, plain SGD, test accuracy >= 97% (seed 0)."""
     config = make_config(
-        data="digits", hidden=[128, 64], activation="relu", optimizer="sgd", lr=0.1, epochs=30, seed=0
+        data="digits",
+        hidden=[128, 64],
+        activation="relu",
+        optimizer="sgd",
+        lr=0.1,
+        epochs=30,
+        seed=0,
     )
     started = time.perf_counter()
     splits = build_data(config)
     model = build_model(config, splits)
     assert model.sizes == [64, 128, 64, 10]
-    trainer = Trainer(model, build_optimizer(config, len(splits.train)), batch_size=32, seed=0, log=None)
+    trainer = Trainer(
+        model, build_optimizer(config, len(splits.train)), batch_size=32, seed=0, log=None
+    )
     trainer.fit(splits.train, 30, splits.val)
     result = trainer.evaluate(splits.test)
-    print(f"digits: test accuracy {result['accuracy']:.4f} in {time.perf_counter() - started:.1f} s")
+    print(
+        f"digits: test accuracy {result['accuracy']:.4f} in {time.perf_counter() - started:.1f} s"
+    )
     assert result["examples"] == 450
     assert result["accuracy"] >= 0.97
 
@@ -298,6 +323,8 @@ def test_the_examples_in_docs_training_md_run():
 
     path = Path(__file__).resolve().parents[1] / "docs" / "training.md"
     result = doctest.testfile(
-        str(path), module_relative=False, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
+        str(path),
+        module_relative=False,
+        optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS,
     )
     assert result.attempted > 20 and result.failed == 0

@@ -7,17 +7,18 @@ table of forward/VJP/JVP/FLOP rules) → autodiff (``tensor``/``reverse`` for re
 ``numerical``).
 """
 
-from . import numpy  # noqa: F401  (chainrule.numpy, import as cnp)
-from .engine.core import AnomalyError, detect_anomaly, enable_grad, no_grad
-from .transforms.numerical import check_grads, numerical_grad
-from .engine.primitives import TABLE as primitives
-from .transforms.pytree import (
-    ravel_pytree,
-    tree_flatten,
-    tree_leaves,
-    tree_map,
-    tree_unflatten,
+# The outer layers (modules, optimizers, data, training); each imports only what sits below it.
+from . import (  # noqa: E402, F401
+    data,
+    nn,
+    numpy,  # noqa: F401  (chainrule.numpy, import as cnp)
+    optim,
+    training,
 )
+from .backend.capture import CaptureError, capture
+from .backend.device import device
+from .engine.core import AnomalyError, detect_anomaly, enable_grad, no_grad
+from .engine.primitives import TABLE as primitives
 from .engine.tensor import Tensor, tensor
 from .transforms.api import grad, jvp, value_and_grad, vjp
 from .transforms.chain import ChainJacobian, chain_jacobian
@@ -25,11 +26,14 @@ from .transforms.cost import JacobianPlan, explain_jacobian
 from .transforms.counting import count
 from .transforms.jacobians import hessian, hvp, jacfwd, jacobian, jacrev
 from .transforms.linearize import linearize
-from .backend.capture import CaptureError, capture
-from .backend.device import device
-
-# The outer layers (modules, optimizers, data, training); each imports only what sits below it.
-from . import data, nn, optim, training  # noqa: E402, F401
+from .transforms.numerical import check_grads, numerical_grad
+from .transforms.pytree import (
+    ravel_pytree,
+    tree_flatten,
+    tree_leaves,
+    tree_map,
+    tree_unflatten,
+)
 
 __version__ = "0.1.0"
 

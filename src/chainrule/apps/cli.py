@@ -61,8 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Backpropagation done properly on NumPy: see a gradient computed, train a network.",
         epilog="Run 'chainrule COMMAND --help' for the options of each command.",
     )
-    parser.add_argument("--traceback", action="store_true", help="show the full Python traceback on errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    parser.add_argument(
+        "--traceback", action="store_true", help="show the full Python traceback on errors"
+    )
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
     demo = sub.add_parser(
         "demo",
@@ -105,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("classification", "regression"),
         help="default: regression for teacher, else classification",
     )
-    group.add_argument("--size", type=int, metavar="N", help="number of examples of a generated data set")
+    group.add_argument(
+        "--size", type=int, metavar="N", help="number of examples of a generated data set"
+    )
     group.add_argument(
         "--val-fraction",
         type=float,
@@ -162,9 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     group.add_argument("--lr", type=float, help=f"learning rate, > 0 (default: {d['lr']})")
     group.add_argument(
-        "--momentum", type=float, metavar="M", help="momentum for sgd/rmsprop, in [0, 1) (default: 0)"
+        "--momentum",
+        type=float,
+        metavar="M",
+        help="momentum for sgd/rmsprop, in [0, 1) (default: 0)",
     )
-    group.add_argument("--nesterov", action=argparse.BooleanOptionalAction, help="Nesterov momentum (sgd)")
+    group.add_argument(
+        "--nesterov", action=argparse.BooleanOptionalAction, help="Nesterov momentum (sgd)"
+    )
     group.add_argument(
         "--weight-decay",
         type=float,
@@ -177,7 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"learning-rate schedule; spsa: Spall's a/(A+k+1)^0.602 (default: {d['schedule']})",
     )
     group.add_argument(
-        "--warmup-epochs", type=int, metavar="N", help="linear warm-up over this many epochs (default: 0)"
+        "--warmup-epochs",
+        type=int,
+        metavar="N",
+        help="linear warm-up over this many epochs (default: 0)",
     )
     group.add_argument(
         "--step-epochs",
@@ -186,7 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"step schedule: decay every this many epochs (default: {d['step_epochs']})",
     )
     group.add_argument(
-        "--gamma", type=float, metavar="G", help=f"step schedule: decay factor (default: {d['gamma']})"
+        "--gamma",
+        type=float,
+        metavar="G",
+        help=f"step schedule: decay factor (default: {d['gamma']})",
     )
     group.add_argument(
         "--epochs",
@@ -195,7 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"epochs to train; may be raised on --resume (default: {d['epochs']})",
     )
     group.add_argument(
-        "--batch-size", type=int, metavar="N", help=f"examples per step, > 0 (default: {d['batch_size']})"
+        "--batch-size",
+        type=int,
+        metavar="N",
+        help=f"examples per step, > 0 (default: {d['batch_size']})",
     )
     group.add_argument(
         "--seed",
@@ -257,17 +277,25 @@ def build_parser() -> argparse.ArgumentParser:
         "  chainrule compare --gradient-cost --params 1e2,1e3,1e4,1e5",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    compare.add_argument("--data", default="digits", help="data set, as for train (default: digits)")
-    compare.add_argument("--hidden", default="32", help="hidden widths, comma-separated (default: 32)")
+    compare.add_argument(
+        "--data", default="digits", help="data set, as for train (default: digits)"
+    )
+    compare.add_argument(
+        "--hidden", default="32", help="hidden widths, comma-separated (default: 32)"
+    )
     compare.add_argument("--activation", default="relu", help="hidden activation (default: relu)")
-    compare.add_argument("--batchnorm", action="store_true", help="batch norm after each hidden Linear")
+    compare.add_argument(
+        "--batchnorm", action="store_true", help="batch norm after each hidden Linear"
+    )
     compare.add_argument(
         "--methods",
         help="comma-separated gradient methods (default: all seven; with --gradient-cost: "
         "backprop, forward_mode, finite_differences)",
     )
     compare.add_argument(
-        "--schemes", default="simultaneous,layerwise,locoprop-s", help="comma-separated update schemes"
+        "--schemes",
+        default="simultaneous,layerwise,locoprop-s",
+        help="comma-separated update schemes",
     )
     compare.add_argument(
         "--budget-seconds", type=float, metavar="S", help="training seconds per pair (default: 60)"
@@ -287,7 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--gradient-cost", action="store_true", help="time one gradient per method as P grows"
     )
-    compare.add_argument("--params", default="1e2,1e3,1e4,1e5", help="--gradient-cost: parameter counts")
+    compare.add_argument(
+        "--params", default="1e2,1e3,1e4,1e5", help="--gradient-cost: parameter counts"
+    )
     compare.add_argument(
         "--time-cap", type=float, default=3.0, help="--gradient-cost: seconds before extrapolating"
     )
@@ -302,7 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Rebuild a run's data and model from RUN_DIR/config.json, load its newest "
         "checkpoint (or --checkpoint FILE), verify it, and print loss and accuracy per split.",
     )
-    evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by chainrule train")
+    evaluate.add_argument(
+        "run_dir", metavar="RUN_DIR", help="a directory written by chainrule train"
+    )
     evaluate.add_argument(
         "--checkpoint", metavar="FILE", help="a checkpoint's .json (default: the run's newest)"
     )
@@ -355,7 +387,9 @@ def _add_method_arguments(group, d):
         metavar="H",
         help="perturbation size: spsa c, mezo eps, es sigma, finite-difference step, cmaes sigma",
     )
-    group.add_argument("--population", type=int, metavar="N", help="es antithetic pairs / cmaes population")
+    group.add_argument(
+        "--population", type=int, metavar="N", help="es antithetic pairs / cmaes population"
+    )
     group.add_argument(
         "--local-steps",
         type=int,
@@ -441,7 +475,10 @@ def _describe(config, model, splits, run_dir) -> str:
     sizes = "-".join(str(s) for s in model.sizes)
     extras = [
         e
-        for e, on in (("batchnorm", config["batchnorm"]), (f"dropout {config['dropout']}", config["dropout"]))
+        for e, on in (
+            ("batchnorm", config["batchnorm"]),
+            (f"dropout {config['dropout']}", config["dropout"]),
+        )
         if on
     ]
     steps = -(-len(splits.train) // config["batch_size"])
@@ -483,8 +520,8 @@ def _describe_optimizer(config) -> str:
 
 
 def cmd_train(args) -> int:
-    from ..data.sources import is_file_source
     from ..backend.precision import matmul_precision
+    from ..data.sources import is_file_source
     from ..training.checkpoint import latest_checkpoint, write_json
     from ..training.metrics import format_table
     from ..training.recipe import (
@@ -510,7 +547,9 @@ def cmd_train(args) -> int:
         given["data"] = str(Path(given["data"]).resolve())  # a resumed run may start elsewhere
     resume = args.resume is not None
     if communicator is not None and not resume and args.run_dir is None:
-        raise ConfigError("--distributed needs --run-dir DIR (every rank must name the same directory)")
+        raise ConfigError(
+            "--distributed needs --run-dir DIR (every rank must name the same directory)"
+        )
     if resume:
         run_dir = Path(args.resume)
         if not run_dir.is_dir():
@@ -520,7 +559,9 @@ def cmd_train(args) -> int:
                 "--run-dir and --resume name different directories; --resume continues the run where it is"
             )
         saved = {**DEFAULTS, **_read_run_config(run_dir)}  # runs from before an option existed
-        conflicts = [key for key, value in given.items() if key not in RESUMABLE and saved.get(key) != value]
+        conflicts = [
+            key for key, value in given.items() if key not in RESUMABLE and saved.get(key) != value
+        ]
         if conflicts:
             key = conflicts[0]
             raise ConfigError(
@@ -592,9 +633,13 @@ def cmd_train(args) -> int:
         if resume and restored is None:
             _say("resuming from the start (the run has no checkpoint yet)")
         elif resume and trainer.epoch >= config["epochs"]:
-            _say(f"the run is already complete ({trainer.epoch} epochs); evaluating its newest checkpoint")
+            _say(
+                f"the run is already complete ({trainer.epoch} epochs); evaluating its newest checkpoint"
+            )
         elif resume:
-            _say(f"resuming from step {trainer.step} (epoch {trainer.epoch + 1}, batch {trainer.batch})")
+            _say(
+                f"resuming from step {trainer.step} (epoch {trainer.epoch + 1}, batch {trainer.batch})"
+            )
     started = time.perf_counter()
     with matmul_precision(config["matmul_precision"]):
         trainer.fit(splits.train, config["epochs"], splits.val)
@@ -656,16 +701,22 @@ def cmd_compare(args) -> int:
     device = _run_device(args.device or "cpu")
     if args.gradient_cost:
         if device.kind != "cpu" or args.dtype is not None:
-            raise ConfigError("--gradient-cost times gradients on the CPU; leave out --device and --dtype")
+            raise ConfigError(
+                "--gradient-cost times gradients on the CPU; leave out --device and --dtype"
+            )
         try:
             targets = [float(part) for part in _names(args.params, "params")]
         except ValueError:
-            raise ConfigError(f"--params must be numbers like 1e2,1e3, got {args.params!r}") from None
+            raise ConfigError(
+                f"--params must be numbers like 1e2,1e3, got {args.params!r}"
+            ) from None
         if any(not t >= 10 for t in targets):
             raise ConfigError("--params must all be at least 10")
         methods = _names(args.methods or "backprop,forward_mode,finite_differences", "methods")
         _say("one full gradient of an MLP loss, time relative to one loss evaluation:")
-        points, slopes = gradient_cost(targets, methods, time_cap=args.time_cap, seed=args.seed, log=_say)
+        points, slopes = gradient_cost(
+            targets, methods, time_cap=args.time_cap, seed=args.seed, log=_say
+        )
         from ..training.compare import THEORY
 
         for name, slope in slopes.items():
@@ -701,7 +752,9 @@ def cmd_compare(args) -> int:
         raise ConfigError(f"--hidden: {error}") from None
     config = make_config(data=args.data, hidden=hidden, seed=args.seed, batch_size=args.batch_size)
     splits = build_data(config)
-    budget = f"{budget_seconds:g} s" if budget_seconds is not None else f"{args.budget_passes} passes"
+    budget = (
+        f"{budget_seconds:g} s" if budget_seconds is not None else f"{args.budget_passes} passes"
+    )
     sizes = [splits.train.num_features, *hidden, splits.train.num_outputs]
     _say(
         f"{args.data}: MLP {'-'.join(str(n) for n in sizes)}, "
@@ -728,7 +781,9 @@ def cmd_compare(args) -> int:
     table = format_runs(runs)
     _say(table)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "compare.json", {"config": vars(args), "runs": [run.as_dict() for run in runs]})
+    write_json(
+        out / "compare.json", {"config": vars(args), "runs": [run.as_dict() for run in runs]}
+    )
     atomic_write_bytes(out / "compare.txt", (table + "\n").encode())
     plot_runs(runs, out / "compare.png", f"{args.data}: same budget ({budget}) per pair")
     _say(f"wrote {out / 'compare.json'}, {out / 'compare.txt'} and {out / 'compare.png'}")
@@ -784,7 +839,9 @@ def cmd_evaluate(args) -> int:
             raise CheckpointError(f"run directory {str(run_dir)!r} has no checkpoint yet")
     with matmul_precision(config["matmul_precision"]):
         results = {name: trainer.evaluate(dataset) for name, dataset in splits.items()}
-    _say(f"checkpoint {path} (step {trainer.step}, {trainer.epoch} epochs complete), on {device.name}")
+    _say(
+        f"checkpoint {path} (step {trainer.step}, {trainer.epoch} epochs complete), on {device.name}"
+    )
     _say(format_table(results, splits.train.task))
     return 0
 
@@ -815,7 +872,11 @@ def main(argv=None) -> int:
 
             args.communicator = MPICommunicator()
         except ImportError as error:
-            print(f"chainrule {args.command}: error: --distributed: {error}", file=sys.stderr, flush=True)
+            print(
+                f"chainrule {args.command}: error: --distributed: {error}",
+                file=sys.stderr,
+                flush=True,
+            )
             return 2
         # A rank whose command fails (even cleanly, with status 2) must end the whole job: the
         # other ranks would otherwise wait for it in their next collective forever.
@@ -825,10 +886,10 @@ def main(argv=None) -> int:
 
 def _run_command(args) -> int:
     from ..data.datasets import DataError
-    from .lab.cli import run_lab
     from ..training.checkpoint import CheckpointError
     from ..training.recipe import ConfigError
     from ..training.trainer import TrainingDiverged
+    from .lab.cli import run_lab
 
     commands = {
         "train": cmd_train,
@@ -849,7 +910,9 @@ def _run_command(args) -> int:
     ) as error:
         if args.traceback:
             raise
-        message = str(error) if not isinstance(error, OSError) else f"{error.strerror}: {error.filename}"
+        message = (
+            str(error) if not isinstance(error, OSError) else f"{error.strerror}: {error.filename}"
+        )
         print(f"chainrule {args.command}: error: {message}", file=sys.stderr, flush=True)
         return 2
     except TrainingDiverged as error:
@@ -858,7 +921,11 @@ def _run_command(args) -> int:
         print(f"chainrule {args.command}: error: {error}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
-        print(f"chainrule {args.command}: interrupted; continue with --resume", file=sys.stderr, flush=True)
+        print(
+            f"chainrule {args.command}: interrupted; continue with --resume",
+            file=sys.stderr,
+            flush=True,
+        )
         return 130
 
 

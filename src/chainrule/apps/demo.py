@@ -11,9 +11,9 @@ import time
 
 from .. import numpy as cnp
 from ..engine.arraylib import xp
+from ..transforms.api import value_and_grad
 from ..transforms.numerical import numerical_grad
 from ..transforms.pytree import ravel_pytree
-from ..transforms.api import value_and_grad
 
 
 def init_mlp(sizes, rng, dtype=xp.float64):
@@ -56,7 +56,9 @@ def run_demo(hidden=(32, 16), seed=0, features=8, classes=3, examples=64) -> int
 
     (loss, grads), t_reverse = _timed(lambda: value_and_grad(mlp_loss)(params, inputs, labels), 5)
     _, t_loss = _timed(lambda: mlp_loss(params, inputs, labels), 5)
-    numeric, t_numeric = _timed(lambda: numerical_grad(lambda p: mlp_loss(p, inputs, labels), params), 1)
+    numeric, t_numeric = _timed(
+        lambda: numerical_grad(lambda p: mlp_loss(p, inputs, labels), params), 1
+    )
 
     g_rev, _ = ravel_pytree(grads)
     g_num, _ = ravel_pytree(numeric)
@@ -65,7 +67,9 @@ def run_demo(hidden=(32, 16), seed=0, features=8, classes=3, examples=64) -> int
     print(f"chainrule demo: MLP {sizes}, {count} weights, batch {examples}, float64")
     print(f"loss = {float(loss):.6f}")
     print(f"{'method':<28}{'time':>12}{'loss evals':>12}{'x one loss':>12}")
-    print(f"{'reverse mode (backprop)':<28}{t_reverse * 1e3:>10.3f}ms{'~3':>12}{t_reverse / t_loss:>12.1f}")
+    print(
+        f"{'reverse mode (backprop)':<28}{t_reverse * 1e3:>10.3f}ms{'~3':>12}{t_reverse / t_loss:>12.1f}"
+    )
     print(
         f"{'central finite differences':<28}{t_numeric * 1e3:>10.1f}ms{2 * count:>12}{t_numeric / t_loss:>12.0f}"
     )

@@ -35,8 +35,7 @@ from pathlib import Path
 
 from ..engine.arraylib import xp
 from ..engine.core import raw
-from ..engine.reverse import unbroadcast
-from ..engine.reverse import FREED
+from ..engine.reverse import FREED, unbroadcast
 from ..engine.tensor import Tensor
 
 __all__ = ["Drawing", "GraphNode", "draw", "summarize"]
@@ -371,7 +370,11 @@ def draw(tensor_or_fun, *args, names=None, title: str = "", svg: bool = True) ->
                 )
             by_id[ids[node]].inputs.append(source)
             piece = contributions.get((id(arg), id(node), position))
-            edges.append(GraphEdge(source, ids[node], "" if piece is None else summarize(piece), piece))
+            edges.append(
+                GraphEdge(source, ids[node], "" if piece is None else summarize(piece), piece)
+            )
     dot_text = _to_dot(nodes, edges, title)
-    svg_text, message = render_svg(dot_text) if svg else (None, "draw: SVG not requested (svg=False)")
+    svg_text, message = (
+        render_svg(dot_text) if svg else (None, "draw: SVG not requested (svg=False)")
+    )
     return Drawing(nodes=nodes, edges=edges, dot=dot_text, svg=svg_text, message=message)

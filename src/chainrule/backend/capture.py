@@ -235,7 +235,12 @@ class _Recording(_ndarray):
             _active.add(function, args, {**kwargs, "out": buffers})
             return tuple(buffer.view(_Recording) for buffer in buffers)
         buffer = result if isinstance(result, _ndarray) else _np.asarray(result).copy()
-        if method == "__call__" and not kwargs and ufunc.nout == 1 and ufunc not in _NO_POSITIONAL_OUT:
+        if (
+            method == "__call__"
+            and not kwargs
+            and ufunc.nout == 1
+            and ufunc not in _NO_POSITIONAL_OUT
+        ):
             _active.add(ufunc, (*args, buffer), None)  # the common case: ufunc(a, b, out)
         else:
             _active.add(function, args, {**kwargs, "out": buffer})
@@ -428,7 +433,9 @@ class CapturedStep:
     def _record(self, leaves, treedef):
         global _active
         if _active is not None:
-            raise CaptureError("capture: a captured step was called while another one is being recorded")
+            raise CaptureError(
+                "capture: a captured step was called while another one is being recorded"
+            )
         tape = _Tape()
         watched = []
         for position, leaf in enumerate(leaves):
@@ -457,10 +464,14 @@ class CapturedStep:
     def _record_graph(self, leaves, treedef):
         """The GPU branch: capture the step into a CUDA graph (see :mod:`chainrule.backend.cuda.graph`)."""
         if _active is not None:
-            raise CaptureError("capture: a captured step was called while another one is being recorded")
+            raise CaptureError(
+                "capture: a captured step was called while another one is being recorded"
+            )
         from .cuda import graph as cuda_graph  # noqa: PLC0415  (CUDA only; imports nothing heavy)
 
-        return cuda_graph.record_graph(self.step_fn, leaves, treedef, copy_outputs=self.copy_outputs)
+        return cuda_graph.record_graph(
+            self.step_fn, leaves, treedef, copy_outputs=self.copy_outputs
+        )
 
     # -- calling -------------------------------------------------------------------------------------
     def __call__(self, *args):
@@ -510,7 +521,9 @@ class CapturedStep:
         expected_leaves, expected_def = tree_flatten(self.step_fn(*args))
         got_leaves, got_def = tree_flatten(result)
         if expected_def != got_def:
-            raise CaptureError(f"capture: the replay returned {got_def} but the eager step {expected_def}")
+            raise CaptureError(
+                f"capture: the replay returned {got_def} but the eager step {expected_def}"
+            )
         for index, (got, expected) in enumerate(zip(got_leaves, expected_leaves, strict=True)):
             got, expected = _on_host(got), _on_host(_plain(expected))
             if not _is_array_leaf(got) and not _is_array_leaf(expected):
@@ -518,11 +531,17 @@ class CapturedStep:
             else:
                 got_array, expected_array = _np.asarray(got), _np.asarray(expected)
                 same = got_array.shape == expected_array.shape and bool(
-                    _np.allclose(got_array, expected_array, rtol=self.rtol, atol=self.atol, equal_nan=True)
+                    _np.allclose(
+                        got_array, expected_array, rtol=self.rtol, atol=self.atol, equal_nan=True
+                    )
                 )
             if not same:
                 detail = ""
-                if _is_array_leaf(got) and _is_array_leaf(expected) and _np.shape(got) == _np.shape(expected):
+                if (
+                    _is_array_leaf(got)
+                    and _is_array_leaf(expected)
+                    and _np.shape(got) == _np.shape(expected)
+                ):
                     difference = _np.asarray(got, dtype=float) - _np.asarray(expected, dtype=float)
                     gap = _np.max(_np.abs(difference), initial=0)
                     detail = f" (largest difference {gap:.3g})"

@@ -76,7 +76,10 @@ class Device:
 
     def __eq__(self, other):
         other_name = other.name if isinstance(other, Device) else other
-        return isinstance(other_name, str) and arraylib.parse_device(other_name) == (self.kind, self.index)
+        return isinstance(other_name, str) and arraylib.parse_device(other_name) == (
+            self.kind,
+            self.index,
+        )
 
     def __hash__(self):
         return hash((self.kind, self.index))
@@ -220,5 +223,7 @@ def to_numpy(tree):
     for leaf in leaves:
         while isinstance(leaf, Tracer):
             leaf = leaf._unwrap()
-        out.append(arraylib.to_numpy(leaf) if arraylib.is_array(leaf) or hasattr(leaf, "dtype") else leaf)
+        out.append(
+            arraylib.to_numpy(leaf) if arraylib.is_array(leaf) or hasattr(leaf, "dtype") else leaf
+        )
     return tree_unflatten(treedef, out)

@@ -336,7 +336,9 @@ class SimulatedArray(NDArrayOperatorsMixin):
         def method(*args, **kwargs):
             unwrap = _Unwrapper(f"ndarray.{name}")
             unwrap.device = device
-            result = attribute(*[unwrap(a) for a in args], **{k: unwrap(v) for k, v in kwargs.items()})
+            result = attribute(
+                *[unwrap(a) for a in args], **{k: unwrap(v) for k, v in kwargs.items()}
+            )
             host = self._host
             if name not in _VIEWS and not (
                 isinstance(result, np.ndarray) and np.may_share_memory(result, host)
@@ -415,7 +417,9 @@ class _DeviceContext:
 
     def __enter__(self):
         if not 0 <= self.id < _runtime.device_count:
-            raise RuntimeError(f"cudaErrorInvalidDevice: invalid device ordinal {self.id} (simulated)")
+            raise RuntimeError(
+                f"cudaErrorInvalidDevice: invalid device ordinal {self.id} (simulated)"
+            )
         self._previous.append(_state.device_index)
         _state.device_index = self.id
         return self
@@ -477,7 +481,9 @@ class SimulatedCuPy:
 
         def function(*args, **kwargs):
             unwrap = _Unwrapper(f"cupy.{name}")
-            result = attribute(*[unwrap(a) for a in args], **{k: unwrap(v) for k, v in kwargs.items()})
+            result = attribute(
+                *[unwrap(a) for a in args], **{k: unwrap(v) for k, v in kwargs.items()}
+            )
             if name not in _VIEWS:
                 _launch(f"cupy.{name}")
             return _wrap(result, unwrap.device or _current_device())

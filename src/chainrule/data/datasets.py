@@ -62,7 +62,9 @@ def _validate_on_host(features, labels, num_classes, task):
     if features.ndim == 1:
         features = features.reshape(-1, 1)
     if features.ndim != 2:
-        raise DataError(f"features must be a 2-d array (examples, features), got shape {features.shape}")
+        raise DataError(
+            f"features must be a 2-d array (examples, features), got shape {features.shape}"
+        )
     if labels.ndim < 1:
         raise DataError("labels must have one entry per example, got a scalar")
     if features.shape[0] != labels.shape[0]:
@@ -74,9 +76,13 @@ def _validate_on_host(features, labels, num_classes, task):
         raise DataError("the data set is empty")
     if features.shape[1] == 0:
         raise DataError("the data set has no feature columns")
-    if not xp.issubdtype(features.dtype, xp.number) or xp.issubdtype(features.dtype, xp.complexfloating):
+    if not xp.issubdtype(features.dtype, xp.number) or xp.issubdtype(
+        features.dtype, xp.complexfloating
+    ):
         raise DataError(f"features must be real numbers, got dtype {features.dtype}")
-    features = features.astype(xp.float64) if not xp.issubdtype(features.dtype, xp.floating) else features
+    features = (
+        features.astype(xp.float64) if not xp.issubdtype(features.dtype, xp.floating) else features
+    )
     bad_rows = ~xp.all(xp.isfinite(features), axis=1)
     if xp.any(bad_rows):
         row = int(xp.argmax(bad_rows))
@@ -91,7 +97,9 @@ def _validate_on_host(features, labels, num_classes, task):
         labels = labels.astype(features.dtype)
         finite_rows = xp.isfinite(labels).reshape(len(labels), -1).all(axis=1)
         if not xp.all(finite_rows):
-            raise DataError(f"targets contain NaN or Inf (first at row {int(xp.argmax(~finite_rows))})")
+            raise DataError(
+                f"targets contain NaN or Inf (first at row {int(xp.argmax(~finite_rows))})"
+            )
         return features, labels, None
     if task != "classification":
         raise DataError(f"unknown task {task!r}; use 'classification' or 'regression'")
@@ -105,7 +113,9 @@ def _validate_on_host(features, labels, num_classes, task):
             raise DataError(f"labels contain NaN or Inf (first at row {int(xp.argmax(~finite))})")
         if not xp.all(labels == xp.round(labels)):
             row = int(xp.argmax(labels != xp.round(labels)))
-            raise DataError(f"labels must be whole numbers (class indices); row {row} has {labels[row]}")
+            raise DataError(
+                f"labels must be whole numbers (class indices); row {row} has {labels[row]}"
+            )
         labels = labels.astype(xp.int64)
     if labels.dtype.kind not in "iu":
         raise DataError(f"labels must be integer class indices, got dtype {labels.dtype}")
@@ -165,10 +175,18 @@ class Dataset:
     def subset(self, indices, name=None) -> Dataset:
         if self.device != "cpu":  # rows of validated data: valid, and no round trip to the host
             return Dataset._validated(
-                self.features[indices], self.labels[indices], self.num_classes, self.task, name or self.name
+                self.features[indices],
+                self.labels[indices],
+                self.num_classes,
+                self.task,
+                name or self.name,
             )
         return Dataset(
-            self.features[indices], self.labels[indices], self.num_classes, self.task, name or self.name
+            self.features[indices],
+            self.labels[indices],
+            self.num_classes,
+            self.task,
+            name or self.name,
         )
 
     def to(self, device, dtype=None) -> Dataset:
@@ -183,7 +201,9 @@ class Dataset:
         """
         cast = None if dtype is None else xp.dtype(dtype)
         if cast is not None and cast.kind != "f":
-            raise DataError(f"Dataset.to: dtype must be a floating dtype such as 'float32', got {dtype!r}")
+            raise DataError(
+                f"Dataset.to: dtype must be a floating dtype such as 'float32', got {dtype!r}"
+            )
         target = arraylib.device_name(*arraylib.parse_device(getattr(device, "name", device)))
         if target == self.device and (cast is None or self.features.dtype == cast):
             return self
@@ -298,7 +318,13 @@ def check_batch_size(batch_size) -> int:
 
 
 def batches(
-    data: Dataset, batch_size: int, seed: int = 0, epoch: int = 0, shuffle=True, drop_last=False, start=0
+    data: Dataset,
+    batch_size: int,
+    seed: int = 0,
+    epoch: int = 0,
+    shuffle=True,
+    drop_last=False,
+    start=0,
 ) -> Iterator:
     """``(features, labels)`` mini-batches of one epoch, starting at batch number ``start``.
 
@@ -354,5 +380,7 @@ def standardize(splits: Splits, mode: str = "standard") -> Splits:
         return splits
     scaler = Standardizer.fit(splits.train.features, per_feature=mode == "standard")
     return Splits(
-        scaler(splits.train), scaler(splits.val) if splits.val is not None else None, scaler(splits.test)
+        scaler(splits.train),
+        scaler(splits.val) if splits.val is not None else None,
+        scaler(splits.test),
     )

@@ -136,7 +136,9 @@ def moons_arrays(n: int = 1000, noise: float = 0.1, seed: int = 0):
     return features[order], labels[order].astype(xp.int64)
 
 
-def teacher_arrays(n: int = 2000, features: int = 10, hidden: int = 32, noise: float = 0.1, seed: int = 0):
+def teacher_arrays(
+    n: int = 2000, features: int = 10, hidden: int = 32, noise: float = 0.1, seed: int = 0
+):
     """Regression targets y = teacher(x) + noise from a fixed random 1-hidden-layer tanh network."""
     rng = xp.random.default_rng(seed)
     inputs = rng.standard_normal((n, features))
@@ -180,7 +182,8 @@ def read_csv(path, label_column=None):
     # text class names is text in every row), or when it is all text.
     first, second = rows[0], rows[1] if len(rows) > 1 else []
     text_over_number = any(
-        _parse_float(a) is None and _parse_float(b) is not None for a, b in zip(first, second, strict=False)
+        _parse_float(a) is None and _parse_float(b) is not None
+        for a, b in zip(first, second, strict=False)
     )
     if text_over_number or all(_parse_float(cell) is None for cell in first):
         header, rows = [cell.strip() for cell in first], rows[1:]
@@ -191,7 +194,9 @@ def read_csv(path, label_column=None):
         raise DataError(f"CSV {str(path)!r} needs at least one feature column and a label column")
     for number, row in enumerate(rows, start=2 if header else 1):
         if len(row) != width:
-            raise DataError(f"CSV {str(path)!r} line {number} has {len(row)} fields, expected {width}")
+            raise DataError(
+                f"CSV {str(path)!r} line {number} has {len(row)} fields, expected {width}"
+            )
     if label_column is None:
         label_index = width - 1
     elif header and str(label_column) in header:
@@ -200,7 +205,9 @@ def read_csv(path, label_column=None):
         try:
             label_index = int(label_column)
         except ValueError:
-            raise DataError(f"label column {label_column!r} is not in the CSV header {header}") from None
+            raise DataError(
+                f"label column {label_column!r} is not in the CSV header {header}"
+            ) from None
         if not -width <= label_index < width:
             raise DataError(f"label column {label_index} is out of range for {width} columns")
         label_index %= width
@@ -317,7 +324,9 @@ def load(
             raise DataError(f"data file {name!r} must end in .csv or .npz")
     else:
         choices = ", ".join(DATASETS)
-        raise DataError(f"unknown dataset {name!r}; choose {choices}, or give a path to a .csv or .npz file")
+        raise DataError(
+            f"unknown dataset {name!r}; choose {choices}, or give a path to a .csv or .npz file"
+        )
     task = task or default_task
     full = Dataset(features, labels, num_classes, task, name)
     if fixed_test is not None:
@@ -326,9 +335,13 @@ def load(
             raise DataError(
                 f"test features have {test.num_features} columns but training features {full.num_features}"
             )
-        train_idx, val_idx, _ = split_indices(full.labels, val_fraction, 0.0, seed, task == "classification")
+        train_idx, val_idx, _ = split_indices(
+            full.labels, val_fraction, 0.0, seed, task == "classification"
+        )
         splits = Splits(
-            full.subset(train_idx, "train"), full.subset(val_idx, "val") if len(val_idx) else None, test
+            full.subset(train_idx, "train"),
+            full.subset(val_idx, "val") if len(val_idx) else None,
+            test,
         )
     else:
         splits = split(full, val_fraction, test_fraction, seed)

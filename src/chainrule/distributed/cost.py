@@ -90,7 +90,9 @@ def parallel_speedup(
 ) -> float:
     """``T_step(1) / T_step(N)`` (see :func:`step_seconds` for the arguments)."""
     times = [
-        step_seconds(compute_seconds, nbytes, n, bandwidth, latency, serial_seconds, overhead_seconds)
+        step_seconds(
+            compute_seconds, nbytes, n, bandwidth, latency, serial_seconds, overhead_seconds
+        )
         for n in (1, ranks)
     ]
     return times[0] / times[1]
@@ -117,7 +119,9 @@ def break_even_batch(
     if seconds_per_example <= 0:
         raise ValueError(f"seconds_per_example must be > 0, got {seconds_per_example}")
     saved_per_example = seconds_per_example * (1 - 1 / ranks)
-    return (allreduce_seconds(nbytes, ranks, bandwidth, latency) + overhead_seconds) / saved_per_example
+    return (
+        allreduce_seconds(nbytes, ranks, bandwidth, latency) + overhead_seconds
+    ) / saved_per_example
 
 
 def ranks_worth_using(

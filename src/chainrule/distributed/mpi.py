@@ -28,9 +28,7 @@ import traceback
 
 import numpy as np
 
-_INSTALL_HINT = (
-    "install them with scripts/setup_mpi.sh (Open MPI + mpi4py), or pip install mpi4py next to an MPI library"
-)
+_INSTALL_HINT = "install them with scripts/setup_mpi.sh (Open MPI + mpi4py), or pip install mpi4py next to an MPI library"
 
 
 def mpi_available() -> bool:

@@ -146,7 +146,9 @@ def cuda_device_count() -> int:
 def parse_device(name) -> tuple[str, int]:
     """``"cpu"`` -> ("cpu", 0); ``"cuda"`` / ``"cuda:1"`` / ``"gpu"`` -> ("cuda", index)."""
     if not isinstance(name, str):
-        raise TypeError(f"device: expected a name like 'cpu' or 'cuda:0', got {type(name).__name__}")
+        raise TypeError(
+            f"device: expected a name like 'cpu' or 'cuda:0', got {type(name).__name__}"
+        )
     kind, _, index = name.strip().lower().partition(":")
     if kind == "gpu":
         kind = "cuda"
@@ -183,7 +185,9 @@ def require_cuda(index: int = 0):
         )
     count = cuda_device_count()
     if index >= count:
-        raise RuntimeError(f"device 'cuda:{index}' is not available: CuPy sees {count} CUDA device(s)")
+        raise RuntimeError(
+            f"device 'cuda:{index}' is not available: CuPy sees {count} CUDA device(s)"
+        )
     return cupy
 
 
@@ -229,13 +233,17 @@ def _namespace_bindings(namespace):
         try:
             return getattr(namespace, _numpy.dtype(dtype).name)
         except (TypeError, AttributeError) as error:
-            raise TypeError(f"dtype {dtype!r} has no counterpart in {namespace_name(namespace)}") from error
+            raise TypeError(
+                f"dtype {dtype!r} has no counterpart in {namespace_name(namespace)}"
+            ) from error
 
     def namespace_asarray(value, dtype=None):
         return namespace.asarray(value, dtype=None if dtype is None else namespace_dtype(dtype))
 
     def namespace_is_float_dtype(dtype) -> bool:
-        return bool(namespace.isdtype(namespace_dtype(dtype), ("real floating", "complex floating")))
+        return bool(
+            namespace.isdtype(namespace_dtype(dtype), ("real floating", "complex floating"))
+        )
 
     return {
         "ns": namespace,
@@ -281,7 +289,9 @@ def use_namespace(namespace):
         module.update(_namespace_bindings(namespace))
         for prim in TABLE.values():
             make = prim.array_api
-            prim.forward = _unsupported_forward(prim.name, namespace) if make is None else make(namespace)
+            prim.forward = (
+                _unsupported_forward(prim.name, namespace) if make is None else make(namespace)
+            )
         state.foreign = True
         yield namespace
     finally:

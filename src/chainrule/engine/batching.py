@@ -36,9 +36,9 @@ from __future__ import annotations
 import builtins
 
 from . import arraylib, core, ops
+from .array_methods import ArrayOperators
 from .arraylib import xp
 from .core import Tracer
-from .array_methods import ArrayOperators
 
 
 class Batched(ArrayOperators, Tracer):
@@ -77,7 +77,9 @@ class Batched(ArrayOperators, Tracer):
     def _process(self, prim, args, params):
         level = self._level
         batched = [type(arg) is Batched and arg._level == level for arg in args]
-        values = [arg.value if is_batched else arg for arg, is_batched in zip(args, batched, strict=True)]
+        values = [
+            arg.value if is_batched else arg for arg, is_batched in zip(args, batched, strict=True)
+        ]
         rule = RULES.get(prim.name, _one_example_at_a_time)
         return Batched(rule(prim, values, batched, params, self.value.shape[0]), level)
 
@@ -248,7 +250,9 @@ def _matmul(prim, values, batched, params, size):
                 out = core.apply(prim, ops.reshape(y, (-1, y_shape[-2])), x_t)
                 return ops.reshape(out, y_shape[:-2] + (ops.shape(x)[0], 1))
             rows = ops.reshape(ops.swapaxes(y, -1, -2), (-1, y_shape[-2]))
-            out = ops.reshape(core.apply(prim, rows, x_t), y_shape[:-2] + (y_shape[-1], ops.shape(x)[0]))
+            out = ops.reshape(
+                core.apply(prim, rows, x_t), y_shape[:-2] + (y_shape[-1], ops.shape(x)[0])
+            )
             return ops.swapaxes(out, -1, -2)
     # General case: make 1-d operands matrices (NumPy's own convention), line up the stack axes,
     # multiply, and drop the axes that the promotion added.
@@ -276,7 +280,9 @@ def _einsum(prim, values, batched, params, size):
     subscripts = params["subscripts"]
     inputs, output = subscripts.split("->")
     letter = next(c for c in _LETTERS if c not in subscripts)
-    inputs = [letter + spec if b else spec for spec, b in zip(inputs.split(","), batched, strict=True)]
+    inputs = [
+        letter + spec if b else spec for spec, b in zip(inputs.split(","), batched, strict=True)
+    ]
     return core.apply(prim, *values, subscripts=",".join(inputs) + "->" + letter + output)
 
 

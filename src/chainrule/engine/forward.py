@@ -85,4 +85,8 @@ def _lifted(tangents, out, primals):
         return tangents, out, primals
     from .tensor import lift_constant  # noqa: PLC0415  (tensor imports this module's users)
 
-    return [lift_constant(t) for t in tangents], lift_constant(out), [lift_constant(p) for p in primals]
+    return (
+        [lift_constant(t) for t in tangents],
+        lift_constant(out),
+        [lift_constant(p) for p in primals],
+    )

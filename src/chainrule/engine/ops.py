@@ -47,7 +47,9 @@ def _normalize_axis(axis, rank, op):
     normalized = []
     for ax in axes:
         if not -rank <= ax < builtins.max(rank, 1):
-            raise ValueError(f"chainrule.{op}: axis {ax} is out of bounds for an array of rank {rank}")
+            raise ValueError(
+                f"chainrule.{op}: axis {ax} is out of bounds for an array of rank {rank}"
+            )
         normalized.append(ax % rank if rank else 0)
     if len(set(normalized)) != len(normalized):
         raise ValueError(f"chainrule.{op}: repeated axis in {axis}")
@@ -279,7 +281,9 @@ def std(x, axis=None, ddof=0, keepdims=False):
 
 def logsumexp(x, axis=None, keepdims=False):
     """log(sum(exp(x))) computed stably (fused primitive)."""
-    return apply(P.LOGSUMEXP, x, axis=_normalize_axis(axis, ndim(x), "logsumexp"), keepdims=keepdims)
+    return apply(
+        P.LOGSUMEXP, x, axis=_normalize_axis(axis, ndim(x), "logsumexp"), keepdims=keepdims
+    )
 
 
 def log_softmax(x, axis=-1):
@@ -311,7 +315,11 @@ def softmax_cross_entropy(logits, labels):
     else:  # labels on a GPU or in another namespace (labels and logits on two devices: the
         # primitive's forward raises, naming both devices)
         kind = getattr(labels.dtype, "kind", None)  # NumPy's dtypes (CuPy's too) have one
-        if (kind not in "iu") if kind is not None else not arraylib.ns.isdtype(labels.dtype, "integral"):
+        if (
+            (kind not in "iu")
+            if kind is not None
+            else not arraylib.ns.isdtype(labels.dtype, "integral")
+        ):
             raise TypeError(_NOT_INTEGER_LABELS.format(labels.dtype))
         # No range check on a GPU: reading the labels back would stall the device every step
         # (and cannot be part of a CUDA graph). Data sets check theirs on the host when built.
@@ -414,7 +422,9 @@ def squeeze(x, axis=None):
         axes = [a % len(old) for a in ((axis,) if isinstance(axis, int) else axis)]
         for a in axes:
             if old[a] != 1:
-                raise ValueError(f"chainrule.squeeze: axis {a} has size {old[a]}, not 1 (shape {old})")
+                raise ValueError(
+                    f"chainrule.squeeze: axis {a} has size {old[a]}, not 1 (shape {old})"
+                )
     return reshape(x, tuple(s for i, s in enumerate(old) if i not in axes))
 
 
@@ -514,7 +524,9 @@ def sort(x, axis=-1):
 
 def flip(x, axis=None):
     axes = _normalize_axis(axis, ndim(x), "flip")
-    return getitem(x, tuple(slice(None, None, -1) if a in axes else slice(None) for a in range(ndim(x))))
+    return getitem(
+        x, tuple(slice(None, None, -1) if a in axes else slice(None) for a in range(ndim(x)))
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -574,7 +586,8 @@ def _spell_out_ellipsis(subscripts, operands):
         return subscripts  # the primitive reports the mismatch
     # How many axes each operand's ellipsis stands for (0 where it has none).
     ranks = [
-        ndim(op) - (len(spec) - 3) if "..." in spec else 0 for spec, op in zip(inputs, operands, strict=True)
+        ndim(op) - (len(spec) - 3) if "..." in spec else 0
+        for spec, op in zip(inputs, operands, strict=True)
     ]
     width = builtins.max(ranks)
     if builtins.min(ranks) < 0:
@@ -583,7 +596,10 @@ def _spell_out_ellipsis(subscripts, operands):
     if width > len(unused):
         raise ValueError(f"chainrule.einsum: too many axes under '...' in {subscripts!r}")
     letters = "".join(unused[:width])
-    spelled = [spec.replace("...", letters[width - rank :]) for spec, rank in zip(inputs, ranks, strict=True)]
+    spelled = [
+        spec.replace("...", letters[width - rank :])
+        for spec, rank in zip(inputs, ranks, strict=True)
+    ]
     return ",".join(spelled) + "->" + output.replace("...", letters)
 
 
@@ -627,7 +643,9 @@ def cross(x, y, axis=-1):
     x = moveaxis(x, axis, -1) if ndim(x) else x
     y = moveaxis(y, axis, -1) if ndim(y) else y
     if shape(x)[-1] != 3 or shape(y)[-1] != 3:
-        raise ValueError(f"chainrule.cross: needs vectors of length 3, got shapes {shape(x)} and {shape(y)}")
+        raise ValueError(
+            f"chainrule.cross: needs vectors of length 3, got shapes {shape(x)} and {shape(y)}"
+        )
     x0, x1, x2 = (getitem(x, (Ellipsis, i)) for i in range(3))
     y0, y1, y2 = (getitem(y, (Ellipsis, i)) for i in range(3))
     out = stack([x1 * y2 - x2 * y1, x2 * y0 - x0 * y2, x0 * y1 - x1 * y0], axis=-1)
@@ -676,7 +694,9 @@ class linalg:
             return _vector_norm(x, ord, axes[0], keepdims)
         if len(axes) == 2 and axes[0] != axes[1]:
             return _matrix_norm(x, ord, axes, keepdims)
-        raise ValueError(f"chainrule.linalg.norm: axis must name one or two distinct axes, got {axis!r}")
+        raise ValueError(
+            f"chainrule.linalg.norm: axis must name one or two distinct axes, got {axis!r}"
+        )
 
 
 def _vector_norm(x, ord, axis, keepdims):

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import string
-from typing import Callable
 
 from . import arraylib
 from .arraylib import xp
@@ -114,7 +113,9 @@ def _sum_tangents(*terms):
 # ----------------------------------------------------------------------------------------------
 # Elementwise unary
 # ----------------------------------------------------------------------------------------------
-NEG = defprim("negative", xp.negative, (lambda g, out, x: -g,), "linear", array_api=lambda ns: ns.negative)
+NEG = defprim(
+    "negative", xp.negative, (lambda g, out, x: -g,), "linear", array_api=lambda ns: ns.negative
+)
 EXP = defprim("exp", xp.exp, (lambda g, out, x: g * out,), "from_vjp", array_api=lambda ns: ns.exp)
 LOG = defprim("log", xp.log, (lambda g, out, x: g / x,), "from_vjp", array_api=lambda ns: ns.log)
 LOG1P = defprim(
@@ -123,16 +124,28 @@ LOG1P = defprim(
 EXPM1 = defprim(
     "expm1", xp.expm1, (lambda g, out, x: g * (out + 1),), "from_vjp", array_api=lambda ns: ns.expm1
 )
-SIN = defprim("sin", xp.sin, (lambda g, out, x: g * ops.cos(x),), "from_vjp", array_api=lambda ns: ns.sin)
-COS = defprim("cos", xp.cos, (lambda g, out, x: -g * ops.sin(x),), "from_vjp", array_api=lambda ns: ns.cos)
+SIN = defprim(
+    "sin", xp.sin, (lambda g, out, x: g * ops.cos(x),), "from_vjp", array_api=lambda ns: ns.sin
+)
+COS = defprim(
+    "cos", xp.cos, (lambda g, out, x: -g * ops.sin(x),), "from_vjp", array_api=lambda ns: ns.cos
+)
 TAN = defprim(
     "tan", xp.tan, (lambda g, out, x: g * (out * out + 1),), "from_vjp", array_api=lambda ns: ns.tan
 )
 TANH = defprim(
-    "tanh", xp.tanh, (lambda g, out, x: g * (1 - out * out),), "from_vjp", array_api=lambda ns: ns.tanh
+    "tanh",
+    xp.tanh,
+    (lambda g, out, x: g * (1 - out * out),),
+    "from_vjp",
+    array_api=lambda ns: ns.tanh,
 )
 ARCTAN = defprim(
-    "arctan", xp.arctan, (lambda g, out, x: g / (x * x + 1),), "from_vjp", array_api=lambda ns: ns.atan
+    "arctan",
+    xp.arctan,
+    (lambda g, out, x: g / (x * x + 1),),
+    "from_vjp",
+    array_api=lambda ns: ns.atan,
 )
 SINH = defprim(
     "sinh", xp.sinh, (lambda g, out, x: g * ops.cosh(x),), "from_vjp", array_api=lambda ns: ns.sinh
@@ -140,16 +153,24 @@ SINH = defprim(
 COSH = defprim(
     "cosh", xp.cosh, (lambda g, out, x: g * ops.sinh(x),), "from_vjp", array_api=lambda ns: ns.cosh
 )
-SQRT = defprim("sqrt", xp.sqrt, (lambda g, out, x: g / (out * 2),), "from_vjp", array_api=lambda ns: ns.sqrt)
+SQRT = defprim(
+    "sqrt", xp.sqrt, (lambda g, out, x: g / (out * 2),), "from_vjp", array_api=lambda ns: ns.sqrt
+)
 # |x|'(0) = 0 by convention (sign(0) = 0). The sign is an array of x's floating dtype, which
 # every namespace multiplies with g.
 ABS = defprim(
-    "abs", xp.abs, (lambda g, out, x: g * arraylib.ns.sign(ops.raw(x)),), "from_vjp",
+    "abs",
+    xp.abs,
+    (lambda g, out, x: g * arraylib.ns.sign(ops.raw(x)),),
+    "from_vjp",
     array_api=lambda ns: ns.abs,
 )
 # Piecewise constant: derivative zero everywhere it exists.
 SIGN = defprim(
-    "sign", xp.sign, (lambda g, out, x: ops.zeros_like(g),), lambda ts, out, x: ops.zeros_like(ts[0])
+    "sign",
+    xp.sign,
+    (lambda g, out, x: ops.zeros_like(g),),
+    lambda ts, out, x: ops.zeros_like(ts[0]),
 )
 
 
@@ -165,7 +186,11 @@ def _sigmoid_in(namespace):
 
 
 SIGMOID = defprim(
-    "sigmoid", _sigmoid_in(xp), (lambda g, out, x: g * out * (1 - out),), "from_vjp", _elementwise_flops(4),
+    "sigmoid",
+    _sigmoid_in(xp),
+    (lambda g, out, x: g * out * (1 - out),),
+    "from_vjp",
+    _elementwise_flops(4),
     array_api=_sigmoid_in,
 )
 
@@ -181,11 +206,17 @@ def _relu_vjp(g, out, x):
 
 
 RELU = defprim(
-    "relu", lambda x: xp.maximum(x, 0), (_relu_vjp,), "from_vjp",
+    "relu",
+    lambda x: xp.maximum(x, 0),
+    (_relu_vjp,),
+    "from_vjp",
     array_api=lambda ns: lambda x: ns.maximum(x, 0),
 )
 SOFTPLUS = defprim(
-    "softplus", lambda x: xp.logaddexp(x, 0), (lambda g, out, x: g * ops.sigmoid(x),), "from_vjp",
+    "softplus",
+    lambda x: xp.logaddexp(x, 0),
+    (lambda g, out, x: g * ops.sigmoid(x),),
+    "from_vjp",
     _elementwise_flops(4),
     array_api=lambda ns: lambda x: ns.logaddexp(x, 0),
 )
@@ -202,24 +233,32 @@ ASTYPE = defprim(
 # Elementwise binary (broadcasting is undone centrally by the interpreters)
 # ----------------------------------------------------------------------------------------------
 ADD = defprim(
-    "add", xp.add, (lambda g, out, x, y: g, lambda g, out, x, y: g),
+    "add",
+    xp.add,
+    (lambda g, out, x, y: g, lambda g, out, x, y: g),
     lambda ts, out, x, y: _sum_tangents(ts[0], ts[1]),
     array_api=lambda ns: ns.add,
 )
 SUB = defprim(
-    "subtract", xp.subtract, (lambda g, out, x, y: g, lambda g, out, x, y: -g),
+    "subtract",
+    xp.subtract,
+    (lambda g, out, x, y: g, lambda g, out, x, y: -g),
     lambda ts, out, x, y: ts[0] if ts[1] is None else (-ts[1] if ts[0] is None else ts[0] - ts[1]),
     array_api=lambda ns: ns.subtract,
 )
 MUL = defprim(
-    "multiply", xp.multiply, (lambda g, out, x, y: g * y, lambda g, out, x, y: g * x),
+    "multiply",
+    xp.multiply,
+    (lambda g, out, x, y: g * y, lambda g, out, x, y: g * x),
     lambda ts, out, x, y: _sum_tangents(
         None if ts[0] is None else ts[0] * y, None if ts[1] is None else x * ts[1]
     ),
     array_api=lambda ns: ns.multiply,
 )
 DIV = defprim(
-    "divide", xp.divide, (lambda g, out, x, y: g / y, lambda g, out, x, y: -g * out / y),
+    "divide",
+    xp.divide,
+    (lambda g, out, x, y: g / y, lambda g, out, x, y: -g * out / y),
     lambda ts, out, x, y: _sum_tangents(
         None if ts[0] is None else ts[0] / y, None if ts[1] is None else -ts[1] * out / y
     ),
@@ -257,7 +296,9 @@ def _pow_vjp_y(g, out, x, y):
 
 
 POW = defprim(
-    "power", xp.power, (_pow_vjp_x, _pow_vjp_y),
+    "power",
+    xp.power,
+    (_pow_vjp_x, _pow_vjp_y),
     lambda ts, out, x, y: _sum_tangents(
         None if ts[0] is None else _pow_vjp_x(ts[0], out, x, y),
         None if ts[1] is None else _pow_vjp_y(ts[1], out, x, y),
@@ -289,7 +330,8 @@ def _float_dtype_of(*values):
 
 
 MAXIMUM = defprim(
-    "maximum", xp.maximum,
+    "maximum",
+    xp.maximum,
     (lambda g, out, x, y: g * _tie_split(x, y), lambda g, out, x, y: g * _tie_split(y, x)),
     lambda ts, out, x, y: _sum_tangents(
         None if ts[0] is None else ts[0] * _tie_split(x, y),
@@ -298,7 +340,8 @@ MAXIMUM = defprim(
     array_api=lambda ns: ns.maximum,
 )
 MINIMUM = defprim(
-    "minimum", xp.minimum,
+    "minimum",
+    xp.minimum,
     (lambda g, out, x, y: g * _tie_split(y, x), lambda g, out, x, y: g * _tie_split(x, y)),
     lambda ts, out, x, y: _sum_tangents(
         None if ts[0] is None else ts[0] * _tie_split(y, x),
@@ -342,8 +385,11 @@ def _sum_vjp(g, out, x, axis, keepdims):
 
 SUM = defprim(
     # The ufunc's own reduce: the same result as xp.sum without its Python-level wrapper.
-    "sum", lambda x, axis, keepdims: xp.add.reduce(x, axis=axis, keepdims=keepdims),
-    (_sum_vjp,), "linear", _input_flops,
+    "sum",
+    lambda x, axis, keepdims: xp.add.reduce(x, axis=axis, keepdims=keepdims),
+    (_sum_vjp,),
+    "linear",
+    _input_flops,
     array_api=lambda ns: lambda x, axis, keepdims: ns.sum(x, axis=axis, keepdims=keepdims),
 )
 
@@ -368,8 +414,13 @@ def _max_share(out, x, axis, keepdims):
 
 
 MAX = defprim(
-    "max", _reduce_max,
-    (lambda g, out, x, axis, keepdims: _keep(g, x.ndim, axis, keepdims) * _max_share(out, x, axis, keepdims),),
+    "max",
+    _reduce_max,
+    (
+        lambda g, out, x, axis, keepdims: (
+            _keep(g, x.ndim, axis, keepdims) * _max_share(out, x, axis, keepdims)
+        ),
+    ),
     lambda ts, out, x, axis, keepdims: ops.sum(
         ts[0] * _max_share(out, x, axis, keepdims), axis=axis, keepdims=keepdims
     ),
@@ -391,8 +442,13 @@ def _prod_partials(out, x, axis, keepdims):
 
 
 PROD = defprim(
-    "prod", lambda x, axis, keepdims: xp.prod(x, axis=axis, keepdims=keepdims),
-    (lambda g, out, x, axis, keepdims: _keep(g, x.ndim, axis, keepdims) * _prod_partials(out, x, axis, keepdims),),
+    "prod",
+    lambda x, axis, keepdims: xp.prod(x, axis=axis, keepdims=keepdims),
+    (
+        lambda g, out, x, axis, keepdims: (
+            _keep(g, x.ndim, axis, keepdims) * _prod_partials(out, x, axis, keepdims)
+        ),
+    ),
     lambda ts, out, x, axis, keepdims: ops.sum(
         ts[0] * _prod_partials(out, x, axis, keepdims), axis=axis, keepdims=keepdims
     ),
@@ -429,8 +485,13 @@ def _lse_weights(out, x, axis, keepdims):
 
 
 LOGSUMEXP = defprim(
-    "logsumexp", _logsumexp_forward,
-    (lambda g, out, x, axis, keepdims: _keep(g, x.ndim, axis, keepdims) * _lse_weights(out, x, axis, keepdims),),
+    "logsumexp",
+    _logsumexp_forward,
+    (
+        lambda g, out, x, axis, keepdims: (
+            _keep(g, x.ndim, axis, keepdims) * _lse_weights(out, x, axis, keepdims)
+        ),
+    ),
     lambda ts, out, x, axis, keepdims: ops.sum(
         ts[0] * _lse_weights(out, x, axis, keepdims), axis=axis, keepdims=keepdims
     ),
@@ -445,9 +506,11 @@ def _reverse_along(value, axis):
 
 
 CUMSUM = defprim(
-    "cumsum", lambda x, axis: xp.cumsum(x, axis=axis),
+    "cumsum",
+    lambda x, axis: xp.cumsum(x, axis=axis),
     (lambda g, out, x, axis: _reverse_along(ops.cumsum(_reverse_along(g, axis), axis=axis), axis),),
-    "linear", _input_flops,
+    "linear",
+    _input_flops,
     array_api=lambda ns: lambda x, axis: ns.cumulative_sum(x, axis=axis),
 )
 
@@ -457,13 +520,19 @@ CUMSUM = defprim(
 # Shape ops run on every backward pass: arrays use their own methods (NumPy's module-level
 # functions add a Python wrapper that costs more than the view they return).
 RESHAPE = defprim(
-    "reshape", lambda x, shape: x.reshape(shape) if isinstance(x, xp.ndarray) else xp.reshape(x, shape),
-    (lambda g, out, x, shape: ops.reshape(g, x.shape),), "linear", _no_flops,
+    "reshape",
+    lambda x, shape: x.reshape(shape) if isinstance(x, xp.ndarray) else xp.reshape(x, shape),
+    (lambda g, out, x, shape: ops.reshape(g, x.shape),),
+    "linear",
+    _no_flops,
     array_api=lambda ns: ns.reshape,
 )
 TRANSPOSE = defprim(
-    "transpose", lambda x, axes: x.transpose(axes) if isinstance(x, xp.ndarray) else xp.transpose(x, axes),
-    (lambda g, out, x, axes: ops.transpose(g, tuple(_inverse_permutation(axes))),), "linear", _no_flops,
+    "transpose",
+    lambda x, axes: x.transpose(axes) if isinstance(x, xp.ndarray) else xp.transpose(x, axes),
+    (lambda g, out, x, axes: ops.transpose(g, tuple(_inverse_permutation(axes))),),
+    "linear",
+    _no_flops,
     array_api=lambda ns: ns.permute_dims,
 )
 
@@ -481,7 +550,9 @@ def _broadcast_to_forward(x, shape):
     # of a full sum), becomes the same read-only zero-stride view directly (for exact NumPy arrays
     # only: a subclass, such as a capture's recording array, must see the call).
     if (
-        (type(x) is xp.ndarray or isinstance(x, xp.generic)) and x.size == 1 and x.ndim <= len(shape)
+        (type(x) is xp.ndarray or isinstance(x, xp.generic))
+        and x.size == 1
+        and x.ndim <= len(shape)
         and min(shape, default=0) >= 0
     ):
         view = xp.ndarray(shape, x.dtype, x, 0, (0,) * len(shape))
@@ -491,8 +562,11 @@ def _broadcast_to_forward(x, shape):
 
 
 BROADCAST_TO = defprim(
-    "broadcast_to", _broadcast_to_forward,
-    (lambda g, out, x, shape: g,), "linear", _no_flops,
+    "broadcast_to",
+    _broadcast_to_forward,
+    (lambda g, out, x, shape: g,),
+    "linear",
+    _no_flops,
     array_api=lambda ns: ns.broadcast_to,
 )
 
@@ -546,7 +620,10 @@ def _take_axis(index):
     items = index if isinstance(index, tuple) else (index,)
     *leading, last = items
     full = slice(None)
-    if all(type(item) is slice and item == full for item in leading) and getattr(last, "ndim", 0) == 1:
+    if (
+        all(type(item) is slice and item == full for item in leading)
+        and getattr(last, "ndim", 0) == 1
+    ):
         return len(leading)
     return None
 
@@ -580,7 +657,9 @@ def _namespace_scatter_add(namespace):
     (k indexed entries), fine for the moderate sizes such a namespace is used at."""
 
     def one_hot(positions, size, dtype):
-        return namespace.astype(namespace.reshape(positions, (-1, 1)) == namespace.arange(size), dtype)
+        return namespace.astype(
+            namespace.reshape(positions, (-1, 1)) == namespace.arange(size), dtype
+        )
 
     def forward(g, index, shape):
         if not _index_has_arrays(index):
@@ -609,21 +688,28 @@ def _namespace_scatter_add(namespace):
             position = position + namespace.where(item < 0, item + size, item) * stride
             stride *= size
         positions = namespace.broadcast_to(namespace.asarray(position), g.shape)
-        summed = namespace.matmul(namespace.reshape(g, (1, -1)), one_hot(positions, stride, g.dtype))
+        summed = namespace.matmul(
+            namespace.reshape(g, (1, -1)), one_hot(positions, stride, g.dtype)
+        )
         return namespace.reshape(summed, shape)
 
     return forward
 
 
 GETITEM = defprim(
-    "getitem", lambda x, index: x[index],
+    "getitem",
+    lambda x, index: x[index],
     (lambda g, out, x, index: ops.apply(SCATTER_ADD, g, index=index, shape=x.shape),),
-    "linear", _no_flops,
+    "linear",
+    _no_flops,
     array_api=_namespace_getitem,
 )
 SCATTER_ADD = defprim(
-    "scatter_add", _scatter_add_forward,
-    (lambda g, out, update, index, shape: ops.getitem(g, index),), "linear", _input_flops,
+    "scatter_add",
+    _scatter_add_forward,
+    (lambda g, out, update, index, shape: ops.getitem(g, index),),
+    "linear",
+    _input_flops,
     array_api=_namespace_scatter_add,
 )
 
@@ -647,8 +733,12 @@ def _concatenate_jvp(ts, out, *xs, axis):
 
 
 CONCATENATE = defprim(
-    "concatenate", lambda *xs, axis: xp.concatenate(xs, axis=axis),
-    _concatenate_vjp, _concatenate_jvp, _no_flops, linear=True,
+    "concatenate",
+    lambda *xs, axis: xp.concatenate(xs, axis=axis),
+    _concatenate_vjp,
+    _concatenate_jvp,
+    _no_flops,
+    linear=True,
     array_api=lambda ns: lambda *xs, axis: ns.concat(xs, axis=axis),
 )
 
@@ -687,9 +777,12 @@ def _matmul_flops(out, x, y):
 
 
 MATMUL = defprim(
-    "matmul", xp.matmul, (_matmul_vjp_x, _matmul_vjp_y),
+    "matmul",
+    xp.matmul,
+    (_matmul_vjp_x, _matmul_vjp_y),
     lambda ts, out, x, y: _sum_tangents(
-        None if ts[0] is None else ops.matmul(ts[0], y), None if ts[1] is None else ops.matmul(x, ts[1])
+        None if ts[0] is None else ops.matmul(ts[0], y),
+        None if ts[1] is None else ops.matmul(x, ts[1]),
     ),
     _matmul_flops,
     array_api=lambda ns: ns.matmul,
@@ -769,7 +862,9 @@ def _einsum_flops(out, *operands, subscripts):
 EINSUM = defprim(
     "einsum",
     lambda *operands, subscripts: xp.einsum(subscripts, *operands, optimize=len(operands) > 2),
-    _einsum_vjp, _einsum_jvp, _einsum_flops,
+    _einsum_vjp,
+    _einsum_jvp,
+    _einsum_flops,
 )
 
 
@@ -779,12 +874,16 @@ def _det_vjp(g, out, x):
 
 
 DET = defprim(
-    "det", xp.linalg.det, (_det_vjp,),
+    "det",
+    xp.linalg.det,
+    (_det_vjp,),
     lambda ts, out, x: out * ops.trace(ops.linalg.solve(x, ts[0]), axis1=-2, axis2=-1),
     lambda out, x: int(x.shape[-1]) ** 3 * max(1, int(x.size) // int(x.shape[-1]) ** 2),
 )
 INV = defprim(
-    "inv", xp.linalg.inv, (lambda g, out, x: -ops.matmul(_mT(out), ops.matmul(g, _mT(out))),),
+    "inv",
+    xp.linalg.inv,
+    (lambda g, out, x: -ops.matmul(_mT(out), ops.matmul(g, _mT(out))),),
     lambda ts, out, x: -ops.matmul(out, ops.matmul(ts[0], out)),
     lambda out, x: 2 * int(x.shape[-1]) ** 3 * max(1, int(x.size) // int(x.shape[-1]) ** 2),
 )
@@ -808,7 +907,11 @@ def _solve_jvp(ts, out, a, b):
     rhs = ts[1]
     if ts[0] is not None:
         # A 1-d b is one vector for every matrix of the batch: multiply it as a column.
-        da_x = ops.matmul(ts[0], ops.expand_dims(out, -1))[..., 0] if b.ndim == 1 else ops.matmul(ts[0], out)
+        da_x = (
+            ops.matmul(ts[0], ops.expand_dims(out, -1))[..., 0]
+            if b.ndim == 1
+            else ops.matmul(ts[0], out)
+        )
         rhs = -da_x if rhs is None else rhs - da_x
     if b.ndim == 1:
         return ops.linalg.solve(a, ops.expand_dims(rhs, -1))[..., 0]
@@ -816,7 +919,10 @@ def _solve_jvp(ts, out, a, b):
 
 
 SOLVE = defprim(
-    "solve", xp.linalg.solve, (_solve_vjp_a, _solve_vjp_b), _solve_jvp,
+    "solve",
+    xp.linalg.solve,
+    (_solve_vjp_a, _solve_vjp_b),
+    _solve_jvp,
     lambda out, a, b: int(a.shape[-1]) ** 3 + 2 * int(a.shape[-1]) * int(getattr(out, "size", 1)),
 )
 
@@ -837,7 +943,9 @@ def _arange_like(value, stop):
 
 
 def _xent_forward(logits, labels):
-    if type(labels) is not type(logits) and arraylib.device_of(labels) != arraylib.device_of(logits):
+    if type(labels) is not type(logits) and arraylib.device_of(labels) != arraylib.device_of(
+        logits
+    ):
         # Named by the engine's error path, which lists the devices of operands and labels.
         raise TypeError("labels and logits on different devices")
     lse = _logsumexp_forward(logits, (logits.ndim - 1,), False)
@@ -892,7 +1000,8 @@ def _xent_vjp(g, out, logits, labels):
 
 
 SOFTMAX_CROSS_ENTROPY = defprim(
-    "softmax_cross_entropy", _xent_forward,
+    "softmax_cross_entropy",
+    _xent_forward,
     (_xent_vjp,),
     lambda ts, out, logits, labels: ops.sum(ts[0] * _xent_dlogits(logits, labels), axis=-1),
     lambda out, logits, labels: 5 * int(logits.size),

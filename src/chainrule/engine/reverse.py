@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from . import arraylib, ops
 from .arraylib import ndarray, xp
-from .core import Tracer, apply, check_finite, enable_grad, raw, state
+from .core import Tracer, apply, check_finite, state
 from .primitives import SUM
 
 
@@ -163,7 +163,9 @@ def backward_pass(roots, cotangents, *, epoch, retain_graph=False, create_graph=
                 values = [arg.data if type(arg) is Tensor else arg for arg in args]
             out = node.data
         else:
-            values = [arg.data if type(arg) is Tensor and arg._level == level else arg for arg in args]
+            values = [
+                arg.data if type(arg) is Tensor and arg._level == level else arg for arg in args
+            ]
             out = node.data
             if arraylib.ns is not xp:  # a namespace whose operators refuse tracers: see _lifted
                 cotangent, out, values, rules = _lifted(cotangent, out, values, rules, Tensor)
@@ -204,7 +206,14 @@ def backward_pass(roots, cotangents, *, epoch, retain_graph=False, create_graph=
             else:
                 del consumers[arg]
                 previous = pending.pop(arg, None)
-                push((arg, contribution if previous is None else _summed(previous, contribution, Tensor)))
+                push(
+                    (
+                        arg,
+                        contribution
+                        if previous is None
+                        else _summed(previous, contribution, Tensor),
+                    )
+                )
         # Drop this node's arrays before the next one is processed.
         del values, out, cotangent, contributions
     return results

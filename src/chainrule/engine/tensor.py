@@ -22,8 +22,8 @@ from __future__ import annotations
 import itertools
 
 from . import arraylib
-from .arraylib import ndarray, xp
 from .array_methods import ArrayOperators
+from .arraylib import ndarray, xp
 from .core import Tracer, _named_error, _run_hooks, apply, enable_grad, raw, state
 from .primitives import ABS as _ABS
 from .primitives import ADD as _ADD
@@ -32,7 +32,7 @@ from .primitives import MATMUL as _MATMUL
 from .primitives import MUL as _MUL
 from .primitives import NEG as _NEG
 from .primitives import SUB as _SUB
-from .reverse import FREED, backward_pass
+from .reverse import backward_pass
 from .reverse import constant_data as _constant_data
 from .reverse import lift_constant as _lift_constant
 
@@ -48,7 +48,10 @@ _NO_PARAMS: dict = {}  # shared by every op recorded on the fast path; never mut
 #: Types of values that take the operators' fast path as the non-tensor operand.
 _PLAIN_TYPES = frozenset(
     {arraylib.ndarray, float, int, bool}
-    | {arraylib.xp.dtype(name).type for name in ("float64", "float32", "float16", "int64", "int32", "bool")}
+    | {
+        arraylib.xp.dtype(name).type
+        for name in ("float64", "float32", "float16", "int64", "int32", "bool")
+    }
 )
 
 
@@ -332,7 +335,9 @@ class Tensor(ArrayOperators, Tracer):
 
     def requires_grad_(self, flag: bool = True) -> Tensor:
         if flag and not arraylib.is_float_dtype(self.data.dtype):
-            raise TypeError(f"requires_grad needs a floating-point tensor, got dtype {self.data.dtype}")
+            raise TypeError(
+                f"requires_grad needs a floating-point tensor, got dtype {self.data.dtype}"
+            )
         self.requires_grad = bool(flag)
         return self
 
@@ -476,7 +481,11 @@ def _seed(root, cotangent, create_graph):
             f"backward: cotangent of shape {getattr(cotangent, 'shape', ())} does not match the "
             f"tensor's shape {root.shape}"
         )
-    return ops.astype(ops.asarray(cotangent), root.dtype) if not isinstance(cotangent, Tracer) else cotangent
+    return (
+        ops.astype(ops.asarray(cotangent), root.dtype)
+        if not isinstance(cotangent, Tracer)
+        else cotangent
+    )
 
 
 def backward(roots, cotangents, *, retain_graph=False, create_graph=False):
@@ -490,7 +499,9 @@ def backward(roots, cotangents, *, retain_graph=False, create_graph=False):
                 "requires_grad=True, or it was computed under chainrule.no_grad()"
             )
         if not arraylib.is_float_dtype(root.data.dtype):
-            raise TypeError(f"backward of a tensor of dtype {root.dtype}; it must be floating-point")
+            raise TypeError(
+                f"backward of a tensor of dtype {root.dtype}; it must be floating-point"
+            )
     seeds = [_seed(root, ct, create_graph) for root, ct in zip(roots, cotangents, strict=True)]
     if create_graph:
         seeds = [s if isinstance(s, Tensor) else Tensor(s) for s in seeds]

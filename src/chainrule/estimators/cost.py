@@ -79,8 +79,8 @@ COST_FIELDS = tuple(f.name for f in fields(Cost))
 def forward_flops(loss_fn, params, batch) -> int:
     """FLOPs of one evaluation of ``loss_fn`` at ``params``, counted by running it once on
     Tensors (plain-array evaluations run NumPy's own operators, which nothing can observe)."""
-    from ..transforms.pytree import tree_map
     from ..engine.tensor import Tensor
+    from ..transforms.pytree import tree_map
 
     tensors = tree_map(lambda leaf: Tensor(leaf), params)
     with count() as counter:
@@ -126,4 +126,6 @@ def measuring(cost: Cost, measure: bool, plain=None):
         cost.flops = int(counter.flops)
     else:
         loss_fn, params, batch, extra_flops = plain
-        cost.flops = cost.loss_evaluations * forward_flops(loss_fn, params, batch) + int(extra_flops())
+        cost.flops = cost.loss_evaluations * forward_flops(loss_fn, params, batch) + int(
+            extra_flops()
+        )

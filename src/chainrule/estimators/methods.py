@@ -38,8 +38,9 @@ import numbers
 from ..engine import arraylib
 from ..engine.arraylib import xp
 from ..engine.core import raw
-from ..transforms.jacobians import forward_jacobian
 from ..engine.ops import concatenate
+from ..transforms.api import jvp, value_and_grad
+from ..transforms.jacobians import forward_jacobian
 from ..transforms.pytree import (
     ravel_pytree,
     tree_flatten,
@@ -47,7 +48,6 @@ from ..transforms.pytree import (
     tree_map,
     tree_unflatten,
 )
-from ..transforms.api import jvp, value_and_grad
 from .cost import Cost, measuring
 from .seeded import SeededGradient, add_direction_, direction, direction_leaf
 
@@ -81,7 +81,9 @@ def _check_positive(value, what, integer=False):
     if integer:
         bad = bad or int(value) != value
     if bad:
-        raise ValueError(f"{what} must be a positive {'integer' if integer else 'number'}, got {value!r}")
+        raise ValueError(
+            f"{what} must be a positive {'integer' if integer else 'number'}, got {value!r}"
+        )
     return int(value) if integer else float(value)
 
 
@@ -101,7 +103,9 @@ class Method:
         """``(loss, grads, cost)``; ``measure=True`` also fills ``cost.flops`` and ``cost.peak_bytes``."""
         cost = Cost()
         with measuring(cost, measure, self._plain(loss_fn, params, batch, cost)):
-            loss, grads = self._gradient(loss_fn, params, batch, _check_key(key, self.name), int(step), cost)
+            loss, grads = self._gradient(
+                loss_fn, params, batch, _check_key(key, self.name), int(step), cost
+            )
         return loss, grads, cost
 
     def _plain(self, loss_fn, params, batch, cost):
@@ -147,7 +151,9 @@ class ForwardMode(Method):
 
     def __init__(self, chunk_size: int = 128, sample: int | None = None):
         self.chunk_size = _check_positive(chunk_size, "forward_mode chunk_size", integer=True)
-        self.sample = None if sample is None else _check_positive(sample, "forward_mode sample", integer=True)
+        self.sample = (
+            None if sample is None else _check_positive(sample, "forward_mode sample", integer=True)
+        )
 
     def hyperparameters(self):
         return {"chunk_size": self.chunk_size, "sample": self.sample}
@@ -202,11 +208,15 @@ class FiniteDifferences(Method):
 
     def __init__(self, kind: str = "central", eps: float | None = None, sample: int | None = None):
         if kind not in ("central", "forward"):
-            raise ValueError(f"finite_differences: kind must be 'central' or 'forward', got {kind!r}")
+            raise ValueError(
+                f"finite_differences: kind must be 'central' or 'forward', got {kind!r}"
+            )
         self.kind = kind
         self.eps = None if eps is None else _check_positive(eps, "finite_differences eps")
         self.sample = (
-            None if sample is None else _check_positive(sample, "finite_differences sample", integer=True)
+            None
+            if sample is None
+            else _check_positive(sample, "finite_differences sample", integer=True)
         )
 
     def hyperparameters(self):
@@ -218,14 +228,22 @@ class FiniteDifferences(Method):
     def _gradient(self, loss_fn, params, batch, key, step, cost):
         arrays, treedef = _float_leaves(params, self.name)
         dtype = xp.result_type(*[a.dtype for a in arrays]) if arrays else xp.float64
-        theta = xp.concatenate([a.ravel().astype(dtype) for a in arrays]) if arrays else xp.zeros(0, dtype)
+        theta = (
+            xp.concatenate([a.ravel().astype(dtype) for a in arrays])
+            if arrays
+            else xp.zeros(0, dtype)
+        )
         views, start = [], 0
         for a in arrays:  # views into θ: nudging θ[i] nudges the parameter the loss sees
             views.append(theta[start : start + a.size].reshape(a.shape))
             start += a.size
         view_tree = tree_unflatten(treedef, views)
         machine = float(xp.finfo(dtype).eps)
-        base = self.eps if self.eps is not None else machine ** (1 / 3 if self.kind == "central" else 1 / 2)
+        base = (
+            self.eps
+            if self.eps is not None
+            else machine ** (1 / 3 if self.kind == "central" else 1 / 2)
+        )
 
         def f():
             cost.loss_evaluations += 1
@@ -245,7 +263,9 @@ class FiniteDifferences(Method):
                 theta[i] = original - h
                 lower_point = theta[i]
                 lower = f()
-                gradient[i] = (upper - lower) / (upper_point - lower_point)  # the steps really taken
+                gradient[i] = (upper - lower) / (
+                    upper_point - lower_point
+                )  # the steps really taken
                 total += upper + lower
             else:
                 gradient[i] = (upper - center) / (upper_point - original)
@@ -253,10 +273,16 @@ class FiniteDifferences(Method):
         if self.kind == "forward":
             loss = center
         else:
-            loss = total / (2 * coordinates) if coordinates else _scalar(loss_fn(view_tree, batch), self.name)
+            loss = (
+                total / (2 * coordinates)
+                if coordinates
+                else _scalar(loss_fn(view_tree, batch), self.name)
+            )
         pieces, start = [], 0
         for a in arrays:
-            pieces.append(gradient[start : start + a.size].reshape(a.shape).astype(a.dtype, copy=False))
+            pieces.append(
+                gradient[start : start + a.size].reshape(a.shape).astype(a.dtype, copy=False)
+            )
             start += a.size
         return loss, tree_unflatten(treedef, pieces)
 
@@ -273,7 +299,12 @@ class StochasticMethod(Method):
 
     def _plain(self, loss_fn, params, batch, cost):
         size = sum(int(getattr(raw(leaf), "size", 1)) for leaf in tree_leaves(params))
-        return (loss_fn, params, batch, lambda: self.perturbation_flops * size * cost.loss_evaluations)
+        return (
+            loss_fn,
+            params,
+            batch,
+            lambda: self.perturbation_flops * size * cost.loss_evaluations,
+        )
 
     def estimate(self, loss_fn, params, batch, key=0, *, step: int = 0, measure: bool = False):
         """``(loss, SeededGradient, cost)``: the estimate as its key and coefficients."""
@@ -365,10 +396,12 @@ class SPSA(StochasticMethod):
         coefficients, total = [], 0.0
         for index in range(self.pairs):
             upper = _scalar(
-                loss_fn(_perturbed(arrays, treedef, key, index, c_k, self.distribution), batch), self.name
+                loss_fn(_perturbed(arrays, treedef, key, index, c_k, self.distribution), batch),
+                self.name,
             )
             lower = _scalar(
-                loss_fn(_perturbed(arrays, treedef, key, index, -c_k, self.distribution), batch), self.name
+                loss_fn(_perturbed(arrays, treedef, key, index, -c_k, self.distribution), batch),
+                self.name,
             )
             cost.loss_evaluations += 2
             coefficients.append((upper - lower) / (2 * c_k) / self.pairs)
@@ -387,7 +420,9 @@ class MeZO(StochasticMethod):
     """
 
     name = "mezo"
-    perturbation_flops = 3  # three in-place passes over θ (+eps z, -2 eps z, +eps z) per two evaluations
+    perturbation_flops = (
+        3  # three in-place passes over θ (+eps z, -2 eps z, +eps z) per two evaluations
+    )
 
     def __init__(self, eps: float = 1e-3):
         self.eps = _check_positive(eps, "mezo eps")
@@ -419,7 +454,9 @@ class MeZO(StochasticMethod):
         cost.loss_evaluations += 2
         return (upper + lower) / 2, [(upper - lower) / (2 * self.eps)]
 
-    def step_(self, loss_fn, params, batch, key, lr: float, *, step: int = 0, measure: bool = False):
+    def step_(
+        self, loss_fn, params, batch, key, lr: float, *, step: int = 0, measure: bool = False
+    ):
         """One MeZO-SGD update of ``params`` in place: θ ← θ - lr·g, z regenerated from ``key``.
         Returns ``(loss, cost)``."""
         cost = Cost()
@@ -427,7 +464,9 @@ class MeZO(StochasticMethod):
             loss, coefficients = self._coefficients(
                 loss_fn, params, batch, _check_key(key, self.name), int(step), cost
             )
-            SeededGradient(key, coefficients, self.distribution).add_to_(tree_leaves(params), -float(lr))
+            SeededGradient(key, coefficients, self.distribution).add_to_(
+                tree_leaves(params), -float(lr)
+            )
         return loss, cost
 
 
@@ -441,12 +480,18 @@ class EvolutionStrategies(StochasticMethod):
     name = "evolution_strategies"
 
     def __init__(self, population: int = 16, sigma: float = 1e-2, rank_shaping: bool = False):
-        self.population = _check_positive(population, "evolution_strategies population", integer=True)
+        self.population = _check_positive(
+            population, "evolution_strategies population", integer=True
+        )
         self.sigma = _check_positive(sigma, "evolution_strategies sigma")
         self.rank_shaping = bool(rank_shaping)
 
     def hyperparameters(self):
-        return {"population": self.population, "sigma": self.sigma, "rank_shaping": self.rank_shaping}
+        return {
+            "population": self.population,
+            "sigma": self.sigma,
+            "rank_shaping": self.rank_shaping,
+        }
 
     def _coefficients(self, loss_fn, params, batch, key, step, cost):
         arrays, treedef = _float_leaves(params, self.name)
@@ -455,7 +500,10 @@ class EvolutionStrategies(StochasticMethod):
             for side, sign in enumerate((1.0, -1.0)):
                 values[index, side] = _scalar(
                     loss_fn(
-                        _perturbed(arrays, treedef, key, index, sign * self.sigma, self.distribution), batch
+                        _perturbed(
+                            arrays, treedef, key, index, sign * self.sigma, self.distribution
+                        ),
+                        batch,
                     ),
                     self.name,
                 )
@@ -507,11 +555,15 @@ def get_method(name, **options) -> Method:
     it is already a :class:`Method`."""
     if isinstance(name, Method):
         if options:
-            raise TypeError("get_method: options are given with a method name, not with a Method instance")
+            raise TypeError(
+                "get_method: options are given with a method name, not with a Method instance"
+            )
         return name
     key = ALIASES.get(name, name)
     if key not in METHODS:
-        raise ValueError(f"unknown gradient method {name!r}; choose from {sorted(METHODS)} (or es, fd)")
+        raise ValueError(
+            f"unknown gradient method {name!r}; choose from {sorted(METHODS)} (or es, fd)"
+        )
     try:
         return METHODS[key](**options)
     except TypeError as error:

@@ -32,7 +32,9 @@ DISTRIBUTIONS = ("gaussian", "rademacher")
 
 
 def _draw(key: int, direction: int, leaf: int, chunk: int, size: int, dtype, distribution: str):
-    generator = xp.random.Generator(xp.random.PCG64(xp.random.SeedSequence([key, direction, leaf, chunk])))
+    generator = xp.random.Generator(
+        xp.random.PCG64(xp.random.SeedSequence([key, direction, leaf, chunk]))
+    )
     if distribution == "gaussian":
         return generator.standard_normal(size, dtype=xp.float64).astype(dtype, copy=False)
     signs = generator.integers(0, 2, size=size, dtype=xp.int8)
@@ -45,7 +47,13 @@ def _chunks(size: int):
 
 
 def direction_leaf(
-    key: int, direction: int, leaf: int, shape, dtype, distribution: str = "gaussian", device: str = "cpu"
+    key: int,
+    direction: int,
+    leaf: int,
+    shape,
+    dtype,
+    distribution: str = "gaussian",
+    device: str = "cpu",
 ):
     """The whole ``leaf``-th array of direction ``direction`` (the same values, chunk by chunk,
     that :func:`add_direction_` adds), on ``device``: drawn on the host, then one copy there."""
@@ -73,14 +81,20 @@ def direction(key: int, index: int, template, distribution: str = "gaussian"):
     )
 
 
-def add_direction_(leaves, key: int, index: int, scale: float, distribution: str = "gaussian") -> None:
+def add_direction_(
+    leaves, key: int, index: int, scale: float, distribution: str = "gaussian"
+) -> None:
     """``leaf += scale * z`` for every leaf, in place, generating ``z`` a chunk at a time: the
     extra memory is one chunk, whatever the size of θ. Every leaf is checked before any changes.
     A leaf on a GPU gets each chunk drawn on the host and copied over (see the module's text)."""
     for n, leaf in enumerate(leaves):
         flags = getattr(leaf, "flags", None)
         # CuPy's flags have no ``writeable``: device arrays always are.
-        if not arraylib.is_array(leaf) or not flags.c_contiguous or not getattr(flags, "writeable", True):
+        if (
+            not arraylib.is_array(leaf)
+            or not flags.c_contiguous
+            or not getattr(flags, "writeable", True)
+        ):
             raise ValueError(
                 f"add_direction_: leaf {n} of shape {tuple(getattr(leaf, 'shape', ()))} must be a "
                 "writable C-contiguous array"

@@ -75,4 +75,6 @@ def get_initialiser(name_or_fn):
     try:
         return INITIALISERS[name_or_fn]
     except KeyError:
-        raise ValueError(f"unknown initialiser {name_or_fn!r}; choose from {sorted(INITIALISERS)}") from None
+        raise ValueError(
+            f"unknown initialiser {name_or_fn!r}; choose from {sorted(INITIALISERS)}"
+        ) from None

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numbers
 
-from ..engine import arraylib
 from .. import numpy as cnp
+from ..engine import arraylib
 from ..engine.arraylib import xp
 from ..engine.core import raw, state
 from .init import get_initialiser
@@ -39,12 +39,16 @@ def _positive_int(value, what):
 class Linear(Module):
     """y = x @ weight + bias, with ``weight`` of shape (in_features, out_features)."""
 
-    def __init__(self, in_features, out_features, bias=True, init="glorot_uniform", seed=0, dtype=xp.float64):
+    def __init__(
+        self, in_features, out_features, bias=True, init="glorot_uniform", seed=0, dtype=xp.float64
+    ):
         super().__init__()
         self.in_features = _positive_int(in_features, "Linear in_features")
         self.out_features = _positive_int(out_features, "Linear out_features")
         rng = _rng(seed)
-        self.weight = Parameter(get_initialiser(init)(rng, (self.in_features, self.out_features), dtype))
+        self.weight = Parameter(
+            get_initialiser(init)(rng, (self.in_features, self.out_features), dtype)
+        )
         self.has_bias = bool(bias)
         if bias:
             self.bias = Parameter(xp.zeros(self.out_features, dtype=dtype))
@@ -119,7 +123,9 @@ def activation(name: str) -> Module:
     try:
         return ACTIVATIONS[name]()
     except KeyError:
-        raise ValueError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}") from None
+        raise ValueError(
+            f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}"
+        ) from None
 
 
 class BatchNorm1d(Module):
@@ -154,7 +160,9 @@ class BatchNorm1d(Module):
         if ctx.train:
             count = shape_of(x)[0]
             if count < 2:
-                raise ValueError("BatchNorm1d in training mode needs a batch of at least 2 examples")
+                raise ValueError(
+                    "BatchNorm1d in training mode needs a batch of at least 2 examples"
+                )
             mean = cnp.mean(x, axis=0)
             centered = x - mean
             var = cnp.mean(centered * centered, axis=0)
@@ -260,7 +268,9 @@ class Sequential(Module):
         super().__init__()
         for index, layer in enumerate(layers):
             if not isinstance(layer, Module):
-                raise TypeError(f"Sequential: item {index} is a {type(layer).__name__}, not a Module")
+                raise TypeError(
+                    f"Sequential: item {index} is a {type(layer).__name__}, not a Module"
+                )
             setattr(self, str(index), layer)
 
     def __len__(self):
@@ -284,13 +294,24 @@ class MLP(Sequential):
     """
 
     def __init__(
-        self, sizes, activation="relu", batchnorm=False, dropout=0.0, init=None, seed=0, dtype=xp.float64
+        self,
+        sizes,
+        activation="relu",
+        batchnorm=False,
+        dropout=0.0,
+        init=None,
+        seed=0,
+        dtype=xp.float64,
     ):
         sizes = [int(s) for s in sizes]
         if len(sizes) < 2 or any(s <= 0 for s in sizes):
-            raise ValueError(f"MLP needs at least two positive layer sizes (inputs, outputs), got {sizes}")
+            raise ValueError(
+                f"MLP needs at least two positive layer sizes (inputs, outputs), got {sizes}"
+            )
         if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
+            raise ValueError(
+                f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}"
+            )
         if init is None:
             init = "he_normal" if activation in ("relu", "gelu") else "glorot_uniform"
         seeds = xp.random.SeedSequence(seed).spawn(2 * len(sizes))

@@ -19,8 +19,8 @@ array([0.1269, 0.6931])
 
 from __future__ import annotations
 
-from ..engine import arraylib
 from .. import numpy as cnp
+from ..engine import arraylib
 from ..engine.arraylib import asarray, xp
 from ..engine.core import raw, state
 from .module import shape_of
@@ -46,7 +46,9 @@ def mse(predictions, targets, reduction="mean"):
         if pred_shape[:-1] == target_shape and pred_shape[-1:] == (1,):
             targets = cnp.reshape(targets, pred_shape)
         else:
-            raise ValueError(f"mse: predictions of shape {pred_shape} but targets of shape {target_shape}")
+            raise ValueError(
+                f"mse: predictions of shape {pred_shape} but targets of shape {target_shape}"
+            )
     diff = predictions - targets
     squared = diff * diff
     per_example = cnp.mean(squared, axis=-1) if len(pred_shape) > 1 else squared
@@ -87,7 +89,9 @@ def _check_labels_in_namespace(namespace, labels, classes, what):
     functions only (no dtype kinds, ``ravel`` or array methods there): int64 labels of the
     namespace, the same checks and messages."""
     if namespace.isdtype(labels.dtype, "real floating"):
-        whole = namespace.all(namespace.isfinite(labels)) and namespace.all(labels == namespace.round(labels))
+        whole = namespace.all(namespace.isfinite(labels)) and namespace.all(
+            labels == namespace.round(labels)
+        )
         if not whole:
             raise ValueError(f"{what} must be whole numbers (class indices)")
     elif not namespace.isdtype(labels.dtype, ("integral", "bool")):
@@ -128,12 +132,16 @@ def _logits_like(logits, label_shape):
         return logits
     if shape_of(logits)[:-1] == label_shape and shape_of(logits)[-1:] == (1,):
         return cnp.reshape(logits, label_shape)
-    raise ValueError(f"binary_logistic: logits of shape {shape_of(logits)} but labels of shape {label_shape}")
+    raise ValueError(
+        f"binary_logistic: logits of shape {shape_of(logits)} but labels of shape {label_shape}"
+    )
 
 
 def binary_logistic(logits, labels, reduction="mean"):
     """Logistic-regression cost for labels in {0, 1}: softplus(z) - y z (stable for any z)."""
-    if state.foreign:  # backend.use_namespace: that namespace's functions (the standard has no methods)
+    if (
+        state.foreign
+    ):  # backend.use_namespace: that namespace's functions (the standard has no methods)
         namespace = arraylib.ns
         labels = arraylib.asarray(raw(labels))
         if not namespace.all((labels == 0) | (labels == 1)):

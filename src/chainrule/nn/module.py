@@ -30,12 +30,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ..backend.device import current_device
 from ..engine import arraylib
 from ..engine.arraylib import xp
 from ..engine.core import raw, state
-from ..backend.device import current_device
-from ..transforms.pytree import tree_flatten
 from ..engine.tensor import Tensor
+from ..transforms.pytree import tree_flatten
 
 
 def shape_of(value) -> tuple:
@@ -258,7 +258,9 @@ class Module:
         """``{"params.0.weight": array, ..., "buffers.1.running_mean": array}`` (NumPy copies, also
         of a model on a GPU: what a checkpoint file holds)."""
         out = {f"params.{k}": _host_copy(v) for k, v in flatten_names(self.parameters()).items()}
-        out.update({f"buffers.{k}": _host_copy(v) for k, v in flatten_names(self.named_buffers()).items()})
+        out.update(
+            {f"buffers.{k}": _host_copy(v) for k, v in flatten_names(self.named_buffers()).items()}
+        )
         return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -268,7 +270,9 @@ class Module:
         buffers = {k[len("buffers.") :]: v for k, v in state.items() if k.startswith("buffers.")}
         other = sorted(k for k in state if not k.startswith(("params.", "buffers.")))
         if other:
-            raise ValueError(f"state dict has entries that are neither params nor buffers: {other[:3]}")
+            raise ValueError(
+                f"state dict has entries that are neither params nor buffers: {other[:3]}"
+            )
         self._load(params, buffers, strict_buffers=True)
 
     def _load(self, params: dict, buffers: dict, strict_buffers: bool) -> None:
@@ -278,7 +282,9 @@ class Module:
         if strict_buffers:
             problems += _compare(own_buffers, buffers, "buffer", lambda b: b.shape)
         if problems:
-            shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+            shown = "; ".join(problems[:3]) + (
+                f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+            )
             raise ValueError(f"does not fit this {type(self).__name__}: {shown}")
         # Values land on the device (and in the dtype) of what they replace.
         for name, tensor in own_params.items():
@@ -372,7 +378,9 @@ def unflatten_names(template, mapping: dict[str, Any], what: str = "state"):
         if isinstance(node, dict):
             return {k: build(f"{path}.{k}" if path else str(k), v) for k, v in node.items()}
         if isinstance(node, (list, tuple)):
-            return type(node)(build(f"{path}.{i}" if path else str(i), v) for i, v in enumerate(node))
+            return type(node)(
+                build(f"{path}.{i}" if path else str(i), v) for i, v in enumerate(node)
+            )
         return _onto(mapping[path], node, copy=False)  # on the template leaf's device
 
     return build("", template)

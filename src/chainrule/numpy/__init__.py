@@ -3,12 +3,13 @@
 Every function accepts Tensors, tracers or plain arrays; on plain arrays it returns plain arrays.
 """
 
-from ..engine.ops import (
+from ..engine.ops import (  # noqa: F401  (re-exported: the chainrule.numpy namespace)
     abs,
     absolute,
     add,
     amax,
     amin,
+    arctan,
     asarray,
     astype,
     broadcast_to,
@@ -80,5 +81,4 @@ from ..engine.ops import (
     vdot,
     where,
     zeros_like,
-    arctan,
 )

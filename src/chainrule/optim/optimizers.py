@@ -55,7 +55,9 @@ from ..transforms.pytree import tree_flatten, tree_map, tree_unflatten
 from .schedules import Constant, Schedule, as_schedule, float_power, schedule_from_config
 
 
-def _check_finite_number(value, what, low=None, high=None, low_inclusive=True, high_inclusive=False):
+def _check_finite_number(
+    value, what, low=None, high=None, low_inclusive=True, high_inclusive=False
+):
     value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"{what} must be a finite number, got {value}")
@@ -111,7 +113,9 @@ def _check_structure(grads, params):
     g_leaves, g_def = tree_flatten(grads)
     p_leaves, p_def = tree_flatten(params)
     if g_def != p_def:
-        raise ValueError(f"optimizer: gradient structure {g_def} does not match parameter structure {p_def}")
+        raise ValueError(
+            f"optimizer: gradient structure {g_def} does not match parameter structure {p_def}"
+        )
     for g, p in zip(g_leaves, p_leaves, strict=True):
         if xp.shape(g) != xp.shape(p):
             raise ValueError(
@@ -161,7 +165,9 @@ class Optimizer:
         for i, (p, g) in enumerate(zip(p_leaves, g_leaves, strict=True)):
             slots = [leaves[i] for leaves in slot_leaves]
             if p.dtype not in scalars_by_dtype:
-                scalars_by_dtype[p.dtype] = {key: _in_dtype(v, p.dtype) for key, v in scalars.items()}
+                scalars_by_dtype[p.dtype] = {
+                    key: _in_dtype(v, p.dtype) for key, v in scalars.items()
+                }
             new_p, updated = self._step_leaf(p, _cast(g, p.dtype), slots, scalars_by_dtype[p.dtype])
             new_params.append(_cast(new_p, p.dtype))
             for store, value in zip(new_slots, updated, strict=True):
@@ -223,7 +229,11 @@ class SGD(Optimizer):
         return param - lr * direction, (velocity,)
 
     def hyperparameters(self):
-        return {"momentum": self.momentum, "nesterov": self.nesterov, "weight_decay": self.weight_decay}
+        return {
+            "momentum": self.momentum,
+            "nesterov": self.nesterov,
+            "weight_decay": self.weight_decay,
+        }
 
 
 def GradientDescent(lr) -> SGD:
@@ -362,7 +372,8 @@ class BoundOptimizer:
         """Update every Tensor from its ``.grad`` (a missing ``.grad`` counts as zero)."""
         zeros_like = arraylib.ns.zeros_like
         grads = tree_unflatten(
-            self.treedef, [zeros_like(t.data) if t.grad is None else raw(t.grad) for t in self.tensors]
+            self.treedef,
+            [zeros_like(t.data) if t.grad is None else raw(t.grad) for t in self.tensors],
         )
         new_params, self.state = self.optimizer.update(grads, self.state, self._values())
         with no_grad():

@@ -118,7 +118,9 @@ class StepDecay(Schedule):
         return self.lr * self.gamma ** (int(step) // self.step_size)
 
     def _at_array(self, step, namespace):
-        return self.lr * float_power(namespace, self.gamma, namespace.floor_divide(step, self.step_size))
+        return self.lr * float_power(
+            namespace, self.gamma, namespace.floor_divide(step, self.step_size)
+        )
 
     def config(self):
         return {"name": "step", "lr": self.lr, "step_size": self.step_size, "gamma": self.gamma}
@@ -136,14 +138,23 @@ class Cosine(Schedule):
 
     def _at_int(self, step):
         progress = min(int(step), self.total_steps) / self.total_steps
-        return self.final_lr + 0.5 * (self.lr - self.final_lr) * (1.0 + math.cos(math.pi * progress))
+        return self.final_lr + 0.5 * (self.lr - self.final_lr) * (
+            1.0 + math.cos(math.pi * progress)
+        )
 
     def _at_array(self, step, namespace):
         progress = namespace.minimum(step, self.total_steps) / self.total_steps
-        return self.final_lr + 0.5 * (self.lr - self.final_lr) * (1.0 + namespace.cos(math.pi * progress))
+        return self.final_lr + 0.5 * (self.lr - self.final_lr) * (
+            1.0 + namespace.cos(math.pi * progress)
+        )
 
     def config(self):
-        return {"name": "cosine", "lr": self.lr, "total_steps": self.total_steps, "final_lr": self.final_lr}
+        return {
+            "name": "cosine",
+            "lr": self.lr,
+            "total_steps": self.total_steps,
+            "final_lr": self.final_lr,
+        }
 
 
 class LinearWarmup(Schedule):

@@ -119,7 +119,9 @@ def save_checkpoint(directory, step: int, arrays: dict, meta: dict) -> Path:
     arrays = {name: to_numpy(value) for name, value in arrays.items()}  # device -> host copies
     for name, value in arrays.items():
         if value.dtype == object:
-            raise TypeError(f"checkpoint array {name!r} has dtype object; only numeric arrays are saved")
+            raise TypeError(
+                f"checkpoint array {name!r} has dtype object; only numeric arrays are saved"
+            )
     buffer = io.BytesIO()
     xp.savez(buffer, **arrays)
     payload = buffer.getvalue()
@@ -130,10 +132,14 @@ def save_checkpoint(directory, step: int, arrays: dict, meta: dict) -> Path:
             "step": int(step),
             "arrays_file": npz_path.name,
             "sha256": hashlib.sha256(payload).hexdigest(),
-            "arrays": {name: {"shape": list(v.shape), "dtype": v.dtype.str} for name, v in arrays.items()},
+            "arrays": {
+                name: {"shape": list(v.shape), "dtype": v.dtype.str} for name, v in arrays.items()
+            },
         }
     )
-    text = json.dumps(record, indent=1, sort_keys=True, allow_nan=False) + "\n"  # fail before writing
+    text = (
+        json.dumps(record, indent=1, sort_keys=True, allow_nan=False) + "\n"
+    )  # fail before writing
     atomic_write_bytes(npz_path, payload)
     atomic_write_text(json_path, text)
     return json_path
@@ -146,17 +152,23 @@ def load_checkpoint(path) -> tuple[dict, dict]:
         path = path.with_suffix(".json")
     meta = read_json(path, "checkpoint")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{str(path)!r} is not a chainrule checkpoint (format {FORMAT!r} expected)")
+        raise CheckpointError(
+            f"{str(path)!r} is not a chainrule checkpoint (format {FORMAT!r} expected)"
+        )
     arrays_file = meta.get("arrays_file")
     if not isinstance(arrays_file, str) or os.path.basename(arrays_file) != arrays_file:
-        raise CheckpointError(f"checkpoint {str(path)!r} names an invalid arrays file {arrays_file!r}")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} names an invalid arrays file {arrays_file!r}"
+        )
     npz_path = path.parent / arrays_file
     try:
         payload = npz_path.read_bytes()
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint arrays {str(npz_path)!r} are missing") from None
     if hashlib.sha256(payload).hexdigest() != meta.get("sha256"):
-        raise CheckpointError(f"checkpoint {str(npz_path)!r} is corrupted (SHA-256 does not match its .json)")
+        raise CheckpointError(
+            f"checkpoint {str(npz_path)!r} is corrupted (SHA-256 does not match its .json)"
+        )
     try:
         with xp.load(io.BytesIO(payload), allow_pickle=False) as stored:
             arrays = {name: stored[name] for name in stored.files}
@@ -164,10 +176,16 @@ def load_checkpoint(path) -> tuple[dict, dict]:
         raise CheckpointError(f"checkpoint {str(npz_path)!r} cannot be read: {error}") from None
     listed = meta.get("arrays", {})
     if set(listed) != set(arrays):
-        raise CheckpointError(f"checkpoint {str(npz_path)!r} holds other arrays than its .json lists")
+        raise CheckpointError(
+            f"checkpoint {str(npz_path)!r} holds other arrays than its .json lists"
+        )
     for name, info in listed.items():
-        if list(arrays[name].shape) != info.get("shape") or arrays[name].dtype.str != info.get("dtype"):
-            raise CheckpointError(f"checkpoint array {name!r} does not match its recorded shape/dtype")
+        if list(arrays[name].shape) != info.get("shape") or arrays[name].dtype.str != info.get(
+            "dtype"
+        ):
+            raise CheckpointError(
+                f"checkpoint array {name!r} does not match its recorded shape/dtype"
+            )
     return arrays, meta
 
 

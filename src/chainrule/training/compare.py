@@ -28,9 +28,9 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from ..engine.arraylib import xp
-from ..data.datasets import batches
 from ..backend.device import Device, synchronize
+from ..data.datasets import batches
+from ..engine.arraylib import xp
 from ..estimators import ALIASES, METHODS, get_method
 from ..nn.layers import MLP
 from ..nn.losses import get_loss
@@ -102,7 +102,15 @@ def _full_loss(trainer, dataset) -> float:
 def compare_training(
     splits,
     hidden=(32,),
-    methods=("backprop", "forward_mode", "finite_differences", "forward_gradient", "spsa", "mezo", "es"),
+    methods=(
+        "backprop",
+        "forward_mode",
+        "finite_differences",
+        "forward_gradient",
+        "spsa",
+        "mezo",
+        "es",
+    ),
     schemes=("simultaneous", "layerwise", "locoprop-s"),
     budget_seconds: float | None = 60.0,
     budget_passes: int | None = None,
@@ -146,7 +154,9 @@ def compare_training(
             for scheme_name in schemes:
                 scheme_name = SCHEME_ALIASES.get(scheme_name, scheme_name)
                 if scheme_name not in SCHEMES:
-                    raise ValueError(f"unknown scheme {scheme_name!r}; choose from {sorted(SCHEMES)}")
+                    raise ValueError(
+                        f"unknown scheme {scheme_name!r}; choose from {sorted(SCHEMES)}"
+                    )
                 reason = valid_pair(method_name, scheme_name, settings.device)
                 if reason is not None:
                     runs.append(Run(method_name, scheme_name, skipped=reason))
@@ -191,10 +201,14 @@ def blas_threads(threads: int | None):
 def _train_one(splits, method_name, scheme_name, settings: _Settings) -> Run:
     train = splits.train
     sizes = [train.num_features, *settings.hidden, train.num_outputs]
-    model = MLP(sizes, activation=settings.activation, batchnorm=settings.batchnorm, seed=settings.seed)
+    model = MLP(
+        sizes, activation=settings.activation, batchnorm=settings.batchnorm, seed=settings.seed
+    )
     if scheme_name.startswith("locoprop"):
         optimizer = SGD(LOCOPROP["lr"])
-        scheme = get_scheme(scheme_name, gamma=LOCOPROP["gamma"], local_steps=LOCOPROP["local_steps"])
+        scheme = get_scheme(
+            scheme_name, gamma=LOCOPROP["gamma"], local_steps=LOCOPROP["local_steps"]
+        )
     elif scheme_name == "cmaes":
         optimizer = SGD(settings.rates[method_name])  # unused: CMA-ES moves θ itself
         scheme = get_scheme(scheme_name, seed=settings.seed)
@@ -264,7 +278,11 @@ def _train_one(splits, method_name, scheme_name, settings: _Settings) -> Run:
     run.final_loss = final if math.isfinite(final) else float("inf")
     if not run.curve or run.curve[-1][1] != run.passes:
         run.curve.append((spent_seconds, run.passes, run.final_loss))
-    test = splits.test if getattr(splits, "test", None) is not None and len(splits.test) else splits.val
+    test = (
+        splits.test
+        if getattr(splits, "test", None) is not None and len(splits.test)
+        else splits.val
+    )
     if test is not None and len(test):
         run.test_accuracy = trainer.evaluate(test)["accuracy"]
     return run
@@ -313,15 +331,21 @@ def plot_runs(runs, path, title="") -> None:
     lowest = start
     styles = ["-", "--", ":", "-."]
     for number, run in enumerate(shown):
-        blown = run.diverged or any(not math.isfinite(loss) or loss > 3 * start for *_, loss in run.curve)
-        label = (f"{run.method} / {run.scheme}" if run.scheme != "cmaes" else "CMA-ES (no gradient)") + (
-            " (diverged: cut at 3x the initial loss)" if blown else ""
+        blown = run.diverged or any(
+            not math.isfinite(loss) or loss > 3 * start for *_, loss in run.curve
         )
+        label = (
+            f"{run.method} / {run.scheme}" if run.scheme != "cmaes" else "CMA-ES (no gradient)"
+        ) + (" (diverged: cut at 3x the initial loss)" if blown else "")
         points = [(s, p, min(loss, 3 * start)) for s, p, loss in run.curve if not math.isnan(loss)]
         lowest = min([lowest, *(loss for *_, loss in points)])
         style = styles[(number // 10) % len(styles)]
-        axes[0].plot([max(s, 1e-3) for s, _, _ in points], [loss for *_, loss in points], style, label=label)
-        axes[1].plot([max(p, 1) for _, p, _ in points], [loss for *_, loss in points], style, label=label)
+        axes[0].plot(
+            [max(s, 1e-3) for s, _, _ in points], [loss for *_, loss in points], style, label=label
+        )
+        axes[1].plot(
+            [max(p, 1) for _, p, _ in points], [loss for *_, loss in points], style, label=label
+        )
     for ax, xlabel in zip(axes, ("training time (s)", "network passes"), strict=True):
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -415,7 +439,9 @@ def _gradient_cost(params_targets, methods, batch_size, time_cap, seed, repeats,
             extrapolated = predicted > time_cap
             if extrapolated:
                 sample = max(8, int(count * time_cap / predicted / 2))
-                if name == "forward_mode":  # whole sweeps, so a direction costs what it costs in a full run
+                if (
+                    name == "forward_mode"
+                ):  # whole sweeps, so a direction costs what it costs in a full run
                     chunk = method.chunk_size
                     sample = max(1, sample // chunk) * chunk
                 sampled = get_method(name, sample=sample)
@@ -476,7 +502,9 @@ def plot_gradient_cost(points, slopes, path) -> None:
     for name in dict.fromkeys(p.method for p in points):
         mine = [p for p in points if p.method == name]
         slope = slopes.get(name)
-        label = name + ("" if slope is None else f" (slope {slope:.2f}, theory {THEORY.get(name, '?')})")
+        label = name + (
+            "" if slope is None else f" (slope {slope:.2f}, theory {THEORY.get(name, '?')})"
+        )
         line = ax.plot([p.params for p in mine], [p.ratio for p in mine], "-", label=label)[0]
         ax.plot(
             [p.params for p in mine if not p.extrapolated],

@@ -22,12 +22,16 @@ def plot_history(history: list[dict], path, title: str = "") -> Path:
     figure = Figure(figsize=(10 if has_accuracy else 5.5, 4), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, 2 if has_accuracy else 1, squeeze=False)[0]
-    panels = [("loss", "loss", False)] + ([("accuracy", "accuracy (%)", True)] if has_accuracy else [])
+    panels = [("loss", "loss", False)] + (
+        [("accuracy", "accuracy (%)", True)] if has_accuracy else []
+    )
     for ax, (key, label, percent) in zip(axes, panels, strict=True):
         for split, style in (("train", "-"), ("val", "--")):
             values = [record.get(f"{split}_{key}") for record in history]
             points = [
-                (e, v * (100 if percent else 1)) for e, v in zip(epochs, values, strict=True) if v is not None
+                (e, v * (100 if percent else 1))
+                for e, v in zip(epochs, values, strict=True)
+                if v is not None
             ]
             if points:
                 ax.plot(
@@ -41,7 +45,8 @@ def plot_history(history: list[dict], path, title: str = "") -> Path:
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         if key == "loss" and all(
-            (record.get("train_loss") or 1) > 0 and (record.get("val_loss") or 1) > 0 for record in history
+            (record.get("train_loss") or 1) > 0 and (record.get("val_loss") or 1) > 0
+            for record in history
         ):
             ax.set_yscale("log")
         ax.grid(True, alpha=0.3)

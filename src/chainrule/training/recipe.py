@@ -10,14 +10,14 @@
 
 from __future__ import annotations
 
-from ..engine.arraylib import parse_device
+from ..backend.precision import MODES as PRECISION_MODES
 from ..data.datasets import SCALINGS, DataError, check_batch_size, num_batches
 from ..data.sources import load
+from ..engine.arraylib import parse_device
 from ..estimators import ALIASES, METHODS, get_method
 from ..nn.layers import ACTIVATIONS, MLP
 from ..optim.optimizers import OPTIMIZERS, SGD, Adam, AdamW, RMSProp
 from ..optim.schedules import Constant, Cosine, LinearWarmup, SPSAGain, StepDecay
-from ..backend.precision import MODES as PRECISION_MODES
 from .schemes import SCHEME_ALIASES, SCHEMES, get_scheme
 
 FORMAT = "chainrule-run/1"
@@ -126,21 +126,29 @@ def validate_config(config: dict) -> None:
     _positive_number(config, "gamma")
     for key in ("checkpoint_every", "warmup_epochs"):
         if isinstance(config[key], bool) or not isinstance(config[key], int) or config[key] < 0:
-            raise ConfigError(f"--{key.replace('_', '-')} must be a non-negative integer, got {config[key]}")
+            raise ConfigError(
+                f"--{key.replace('_', '-')} must be a non-negative integer, got {config[key]}"
+            )
     _non_negative(config, "momentum", 1.0)
     _non_negative(config, "weight_decay")
     _non_negative(config, "dropout", 1.0)
     if config["nesterov"] and not config["momentum"]:
         raise ConfigError("--nesterov needs --momentum > 0")
     if config["optimizer"] not in OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer {config['optimizer']!r}; choose from {sorted(OPTIMIZERS)}")
+        raise ConfigError(
+            f"unknown optimizer {config['optimizer']!r}; choose from {sorted(OPTIMIZERS)}"
+        )
     if config["optimizer"] != "sgd" and config["nesterov"]:
         raise ConfigError("--nesterov applies to --optimizer sgd only")
     if config["activation"] not in ACTIVATIONS or config["activation"] == "softmax":
         choices = sorted(a for a in ACTIVATIONS if a != "softmax")
-        raise ConfigError(f"unknown hidden activation {config['activation']!r}; choose from {choices}")
+        raise ConfigError(
+            f"unknown hidden activation {config['activation']!r}; choose from {choices}"
+        )
     if config["schedule"] not in ("constant", "step", "cosine", "spsa"):
-        raise ConfigError(f"unknown schedule {config['schedule']!r}; choose constant, step, cosine or spsa")
+        raise ConfigError(
+            f"unknown schedule {config['schedule']!r}; choose constant, step, cosine or spsa"
+        )
     if ALIASES.get(config["method"], config["method"]) not in METHODS:
         raise ConfigError(f"unknown --method {config['method']!r}; choose from {sorted(METHODS)}")
     if SCHEME_ALIASES.get(config["scheme"], config["scheme"]) not in SCHEMES:
@@ -170,20 +178,28 @@ def validate_config(config: dict) -> None:
     for key in ("val_fraction", "test_fraction"):
         _non_negative(config, key, 1.0)
     if config["val_fraction"] + config["test_fraction"] >= 1.0:
-        raise ConfigError("--val-fraction plus --test-fraction must leave training data (sum below 1)")
+        raise ConfigError(
+            "--val-fraction plus --test-fraction must leave training data (sum below 1)"
+        )
     if config["scale"] not in ("auto", *SCALINGS):
-        raise ConfigError(f"unknown --scale {config['scale']!r}; choose auto, standard, global or none")
+        raise ConfigError(
+            f"unknown --scale {config['scale']!r}; choose auto, standard, global or none"
+        )
     if config["task"] not in (None, "classification", "regression"):
         raise ConfigError(f"--task must be classification or regression, got {config['task']!r}")
     try:
         parse_device(config["device"])
     except (TypeError, ValueError):
-        raise ConfigError(f"--device {config['device']!r} is unknown; use cpu, cuda or cuda:N") from None
+        raise ConfigError(
+            f"--device {config['device']!r} is unknown; use cpu, cuda or cuda:N"
+        ) from None
     if config["dtype"] not in (None, *DTYPES):
         raise ConfigError(f"--dtype must be float32 or float64, got {config['dtype']!r}")
     if config["matmul_precision"] not in PRECISION_MODES:
         modes = ", ".join(PRECISION_MODES)
-        raise ConfigError(f"--matmul-precision must be one of {modes}, got {config['matmul_precision']!r}")
+        raise ConfigError(
+            f"--matmul-precision must be one of {modes}, got {config['matmul_precision']!r}"
+        )
     try:
         check_batch_size(config["batch_size"])
     except DataError as error:
@@ -223,7 +239,9 @@ def build_optimizer(config: dict, train_size: int):
     if config["schedule"] == "constant":
         schedule = Constant(lr)
     elif config["schedule"] == "step":
-        schedule = StepDecay(lr, step_size=config["step_epochs"] * steps_per_epoch, gamma=config["gamma"])
+        schedule = StepDecay(
+            lr, step_size=config["step_epochs"] * steps_per_epoch, gamma=config["gamma"]
+        )
     elif config["schedule"] == "spsa":
         schedule = SPSAGain(lr, offset=0.1 * config["epochs"] * steps_per_epoch)
     else:
@@ -254,9 +272,12 @@ def build_method(config: dict):
         options["directions"] = config["directions"]
     perturbation = config.get("perturbation")
     if perturbation is not None and config.get("scheme") != "cmaes":
-        key = {"spsa": "c", "mezo": "eps", "evolution_strategies": "sigma", "finite_differences": "eps"}.get(
-            name
-        )
+        key = {
+            "spsa": "c",
+            "mezo": "eps",
+            "evolution_strategies": "sigma",
+            "finite_differences": "eps",
+        }.get(name)
         if key is None:
             raise ConfigError(f"--perturbation does not apply to --method {name}")
         options[key] = perturbation

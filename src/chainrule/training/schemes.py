@@ -31,16 +31,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..engine import arraylib
 from .. import numpy as cnp
+from ..engine import arraylib
 from ..engine.arraylib import xp
 from ..engine.core import raw
 from ..estimators import Cost, MeZO, StochasticMethod, measuring
 from ..nn.layers import ACTIVATIONS, BatchNorm1d, Dropout, Linear, Sequential
 from ..nn.module import Context
 from ..optim.optimizers import SGD
-from ..transforms.pytree import ravel_pytree, tree_leaves, tree_map
 from ..transforms.api import grad, value_and_grad
+from ..transforms.pytree import ravel_pytree, tree_leaves, tree_map
 
 
 @dataclass
@@ -80,7 +80,9 @@ def gradient(method, objective, params, inputs: StepInputs, key: int | None = No
         )
         loss, seeded = inputs.reduce_seeded(loss, seeded)
         return loss, seeded.materialize(params), cost
-    loss, grads, cost = method(objective, params, inputs.batch, key, step=inputs.step, measure=inputs.measure)
+    loss, grads, cost = method(
+        objective, params, inputs.batch, key, step=inputs.step, measure=inputs.measure
+    )
     loss, grads = inputs.reduce(loss, grads)
     return loss, grads, cost
 
@@ -168,7 +170,9 @@ def parameter_blocks(params) -> list:
     """The top-level entries of a model's parameter dict, input side first (a Sequential's
     layers "0", "1", ...): the blocks that layer-wise schemes update one at a time."""
     if not isinstance(params, dict):
-        raise TypeError(f"layer-wise schemes need a dict of parameter blocks, got {type(params).__name__}")
+        raise TypeError(
+            f"layer-wise schemes need a dict of parameter blocks, got {type(params).__name__}"
+        )
     keys = list(params)
     if all(str(k).isdigit() for k in keys):
         keys.sort(key=int)
@@ -220,7 +224,9 @@ class LayerWise(_BlockScheme):
         total, first_loss = None, None
         blocks = parameter_blocks(params)
         for index, block in enumerate(reversed(blocks)):
-            params, loss, cost = self._update_block(trainer, params, opt_state, inputs, block, index)
+            params, loss, cost = self._update_block(
+                trainer, params, opt_state, inputs, block, index
+            )
             first_loss = loss if first_loss is None else first_loss  # the loss at the step's θ
             total = cost if total is None else total + cost
         return params, opt_state, first_loss, total
@@ -263,14 +269,22 @@ def locoprop_units(model) -> list:
     """Split a Sequential of Linear / BatchNorm1d / activation layers into LocoProp units;
     ``ValueError`` naming the layer that does not fit."""
     if not isinstance(model, Sequential):
-        raise ValueError(f"LocoProp needs a Sequential model (e.g. nn.MLP), got {type(model).__name__}")
+        raise ValueError(
+            f"LocoProp needs a Sequential model (e.g. nn.MLP), got {type(model).__name__}"
+        )
     units: list[_Unit] = []
     for name, layer in model._children.items():
         if isinstance(layer, Linear):
             units.append(_Unit(name))
         elif not units:
-            raise ValueError(f"LocoProp: layer {name} ({type(layer).__name__}) comes before the first Linear")
-        elif isinstance(layer, BatchNorm1d) and units[-1].batchnorm is None and units[-1].activation is None:
+            raise ValueError(
+                f"LocoProp: layer {name} ({type(layer).__name__}) comes before the first Linear"
+            )
+        elif (
+            isinstance(layer, BatchNorm1d)
+            and units[-1].batchnorm is None
+            and units[-1].activation is None
+        ):
             units[-1].batchnorm = name
         elif (
             type(layer).__name__ in POTENTIALS
@@ -279,7 +293,9 @@ def locoprop_units(model) -> list:
         ):
             units[-1].activation = layer
         elif isinstance(layer, Dropout):
-            raise ValueError("LocoProp: Dropout is not supported (local targets need a deterministic layer)")
+            raise ValueError(
+                "LocoProp: Dropout is not supported (local targets need a deterministic layer)"
+            )
         else:
             raise ValueError(
                 f"LocoProp: layer {name} ({type(layer).__name__}) does not fit the pattern "
@@ -318,7 +334,9 @@ class LocoProp(Scheme):
         if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma > 0):
             raise ValueError(f"LocoProp gamma must be a positive number, got {gamma!r}")
         if isinstance(local_steps, bool) or int(local_steps) != local_steps or int(local_steps) < 1:
-            raise ValueError(f"LocoProp local_steps must be a positive integer, got {local_steps!r}")
+            raise ValueError(
+                f"LocoProp local_steps must be a positive integer, got {local_steps!r}"
+            )
         self.variant = variant
         self.gamma = float(gamma)
         self.local_steps = int(local_steps)
@@ -387,7 +405,9 @@ class LocoProp(Scheme):
         like = tree_leaves(params)[0]  # the taps are made on the parameters' device
         taps = {
             unit.linear: xp.zeros_like(
-                like, shape=(batch_size, model._children[unit.linear].out_features), dtype=_dtype(params)
+                like,
+                shape=(batch_size, model._children[unit.linear].out_features),
+                dtype=_dtype(params),
             )
             for unit in units
         }
@@ -412,7 +432,9 @@ class LocoProp(Scheme):
             else:  # batch norm scale and shift: one backprop step (scaled by gamma, like the
                 # layers' first local step) from the same backward pass
                 new_params[block], opt_state[str(block)] = trainer.optimizer.update(
-                    tree_map(lambda g: self.gamma * g, grads[block]), opt_state[str(block)], params[block]
+                    tree_map(lambda g: self.gamma * g, grads[block]),
+                    opt_state[str(block)],
+                    params[block],
                 )
         return new_params, opt_state, loss
 
@@ -466,7 +488,9 @@ class LocoProp(Scheme):
         local_state = trainer.optimizer.init(weights)
         for _ in range(self.local_steps):
             local_state["step"] = _step_like(outer_step, local_state["step"])
-            weights, local_state = trainer.optimizer.update(local_grad(weights), local_state, weights)
+            weights, local_state = trainer.optimizer.update(
+                local_grad(weights), local_state, weights
+            )
             cost.local_passes += 1
         return weights, {**state, "step": _step_like(outer_step + 1, state["step"])}
 
@@ -495,7 +519,12 @@ class CMAES(Scheme):
         self.seed = int(seed)
 
     def config(self):
-        return {"name": self.name, "sigma": self.sigma, "population": self.population, "seed": self.seed}
+        return {
+            "name": self.name,
+            "sigma": self.sigma,
+            "population": self.population,
+            "seed": self.seed,
+        }
 
     def init(self, model, optimizer, params):
         devices = {arraylib.device_of(raw(leaf)) for leaf in tree_leaves(params)} - {"cpu"}
@@ -523,19 +552,25 @@ class CMAES(Scheme):
 
     def check_method(self, method):
         if method.name != "backprop":
-            raise ValueError("the cmaes scheme uses no gradient method: leave the method at its default")
+            raise ValueError(
+                "the cmaes scheme uses no gradient method: leave the method at its default"
+            )
 
     def lr(self, optimizer, opt_state):
         return float(self.strategy.sigma)
 
     def step(self, trainer, params, opt_state, inputs):
         cost = Cost()
-        with measuring(cost, inputs.measure, plain=(inputs.objective, params, inputs.batch, lambda: 0)):
+        with measuring(
+            cost, inputs.measure, plain=(inputs.objective, params, inputs.batch, lambda: 0)
+        ):
             # The loss at the mean (θ) first, like every other scheme's, then the generation's.
             candidates = self.strategy.ask()
             values = [float(raw(inputs.objective(params, inputs.batch)))]
             for candidate in candidates:
-                values.append(float(raw(inputs.objective(self.unravel(xp.asarray(candidate)), inputs.batch))))
+                values.append(
+                    float(raw(inputs.objective(self.unravel(xp.asarray(candidate)), inputs.batch)))
+                )
             cost.loss_evaluations += len(values)
             values = [float(v) for v in inputs.reduce_values(xp.asarray(values))]
             self.strategy.tell(candidates, values[1:])

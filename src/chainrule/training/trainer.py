@@ -51,11 +51,11 @@ import math
 import time
 from pathlib import Path
 
+from ..backend.device import Device, float_dtype, scoped_device, to_device, to_numpy
+from ..data.datasets import Dataset, batches, check_batch_size, num_batches
 from ..engine import arraylib
 from ..engine.arraylib import xp
 from ..engine.core import raw
-from ..data.datasets import Dataset, batches, check_batch_size, num_batches
-from ..backend.device import Device, float_dtype, scoped_device, to_device, to_numpy
 from ..estimators import Cost, get_method
 from ..nn.layers import Dropout
 from ..nn.losses import get_loss
@@ -204,7 +204,9 @@ class Trainer:
         self.communicator = communicator if communicator is not None else LocalCommunicator()
         self.device = _run_device(device, model)
         # None: the parameters keep their dtype and the data are not cast (the CPU's default).
-        self.dtype = None if dtype is None and self.device.kind == "cpu" else float_dtype(dtype, self.device)
+        self.dtype = (
+            None if dtype is None and self.device.kind == "cpu" else float_dtype(dtype, self.device)
+        )
         self.data_on_device = bool(data_on_device)
         self._placed_data: dict = {}  # id(dataset) -> (dataset, its copy on the device)
         if self.communicator.size > 1:  # every rank starts from rank 0's parameters (host copies)
@@ -235,7 +237,9 @@ class Trainer:
         (finite differences make 2P of them) sees the same masks, and a resumed run the same."""
         rng = None
         if self._has_dropout:
-            rng = xp.random.Generator(xp.random.PCG64(xp.random.SeedSequence([self.seed, 1, self.step])))
+            rng = xp.random.Generator(
+                xp.random.PCG64(xp.random.SeedSequence([self.seed, 1, self.step]))
+            )
             if self._shard is not None:
                 rng = ShardedGenerator(rng, *self._shard)
         update = self._buffers_pending
@@ -279,7 +283,9 @@ class Trainer:
         if comm.size > 1:
             share = len(labels) / global_count
             inputs.reduce = lambda loss, grads: self._reduce_gradient(loss, grads, share, labels)
-            inputs.reduce_seeded = lambda loss, seeded: self._reduce_seeded(loss, seeded, share, labels)
+            inputs.reduce_seeded = lambda loss, seeded: self._reduce_seeded(
+                loss, seeded, share, labels
+            )
             inputs.reduce_values = lambda values: comm.allreduce_sum(
                 xp.asarray(values, dtype=xp.float64) * share
             )
@@ -288,7 +294,11 @@ class Trainer:
     def _local_hits(self, labels) -> float:
         """This rank's correct predictions in the step's first pass (0 when there are none)."""
         outputs = None if self._outputs is None else raw(self._outputs)
-        if self.task != "classification" or outputs is None or tuple(outputs.shape[:1]) != (len(labels),):
+        if (
+            self.task != "classification"
+            or outputs is None
+            or tuple(outputs.shape[:1]) != (len(labels),)
+        ):
             return 0.0
         return float(correct(outputs, labels))
 
@@ -322,7 +332,11 @@ class Trainer:
         self._reduced_hits = int(round(float(total[-1])))
         out, offset = [], 0
         for leaf in leaves:
-            piece = total[offset : offset + leaf.size].reshape(leaf.shape).astype(leaf.dtype, copy=False)
+            piece = (
+                total[offset : offset + leaf.size]
+                .reshape(leaf.shape)
+                .astype(leaf.dtype, copy=False)
+            )
             out.append(piece if where == "cpu" else arraylib.to_device(piece, where))
             offset += leaf.size
         return float(total[-2]), tree_unflatten(treedef, out)
@@ -398,7 +412,9 @@ class Trainer:
         self._outputs = None
         # Overflow is reported once, as TrainingDiverged, not as a stream of NumPy warnings.
         with xp.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            params, opt_state, loss, cost = self.scheme.step(self, self.params, self.opt_state, inputs)
+            params, opt_state, loss, cost = self.scheme.step(
+                self, self.params, self.opt_state, inputs
+            )
             loss = float(loss)
             self._check_loss(loss)
         self.measure_next = False
@@ -421,7 +437,9 @@ class Trainer:
                 if self.communicator.size > 1 and self._reduced_hits is not None:
                     hits = self._reduced_hits  # summed in the step's gradient all-reduce
                 elif self.communicator.size > 1:  # the scheme reduced no gradient this step
-                    hits = int(round(float(self.communicator.allreduce_sum(xp.asarray([float(hits)]))[0])))
+                    hits = int(
+                        round(float(self.communicator.allreduce_sum(xp.asarray([float(hits)]))[0]))
+                    )
                 self._hits += hits
             else:
                 self._hits = None  # this method's passes do not yield plain outputs
@@ -429,7 +447,13 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------------
     def fit(
-        self, train: Dataset, epochs: int, val: Dataset | None = None, *, resume=False, max_steps=None
+        self,
+        train: Dataset,
+        epochs: int,
+        val: Dataset | None = None,
+        *,
+        resume=False,
+        max_steps=None,
     ) -> list[dict]:
         """Train until ``epochs`` epochs are complete (or ``max_steps`` updates, then checkpoint
         and return); ``resume=True`` first restores the newest checkpoint of ``run_dir``."""
@@ -441,7 +465,9 @@ class Trainer:
                 raise ValueError("resume=True needs a run_dir")
             self.restore()
         elif (
-            self.step == 0 and self.run_dir is not None and latest_checkpoint(self.checkpoint_dir) is not None
+            self.step == 0
+            and self.run_dir is not None
+            and latest_checkpoint(self.checkpoint_dir) is not None
         ):
             raise CheckpointError(
                 f"{str(self.run_dir)!r} already holds checkpoints; continue them with resume=True "
@@ -457,7 +483,9 @@ class Trainer:
     def _fit(self, train, epochs, val, max_steps, steps_per_epoch, show_bar, started) -> list[dict]:
         try:
             while self.epoch < epochs:
-                bar = make_bar(show_bar, steps_per_epoch, self.batch, f"epoch {self.epoch + 1}/{epochs}")
+                bar = make_bar(
+                    show_bar, steps_per_epoch, self.batch, f"epoch {self.epoch + 1}/{epochs}"
+                )
                 try:
                     for features, labels in batches(
                         train, self.batch_size, self.seed, self.epoch, start=self.batch
@@ -465,13 +493,16 @@ class Trainer:
                         loss = self.train_step(features, labels)
                         if self.task == "classification" and self._hits is not None:
                             bar.update(
-                                1, loss=f"{loss:.4f}", acc=f"{100 * self._hits / self._loss_sum.count:.2f}%"
+                                1,
+                                loss=f"{loss:.4f}",
+                                acc=f"{100 * self._hits / self._loss_sum.count:.2f}%",
                             )
                         else:
                             bar.update(1, loss=f"{loss:.4f}")
                         stop = max_steps is not None and self.step >= max_steps
                         if self.batch < steps_per_epoch and (
-                            stop or (self.checkpoint_every and self.step % self.checkpoint_every == 0)
+                            stop
+                            or (self.checkpoint_every and self.step % self.checkpoint_every == 0)
                         ):
                             self.elapsed += time.perf_counter() - started
                             started = time.perf_counter()
@@ -545,7 +576,9 @@ class Trainer:
 
     def state_arrays(self) -> dict:
         arrays = {f"params.{k}": v for k, v in flatten_names(self.params).items()}
-        arrays.update({f"buffers.{k}": v for k, v in flatten_names(self.model.named_buffers()).items()})
+        arrays.update(
+            {f"buffers.{k}": v for k, v in flatten_names(self.model.named_buffers()).items()}
+        )
         arrays.update({f"opt.{k}": v for k, v in flatten_names(self.opt_state).items()})
         return arrays
 
@@ -576,7 +609,10 @@ class Trainer:
             },
             "history": self.history,
             "optimizer": self.optimizer.config(),
-            "model": {"class": type(self.model).__name__, "parameters": self.model.num_parameters()},
+            "model": {
+                "class": type(self.model).__name__,
+                "parameters": self.model.num_parameters(),
+            },
             "config": self.config,
         }
 
@@ -590,7 +626,9 @@ class Trainer:
                 f"the {self.scheme.name} scheme's state cannot be checkpointed; "
                 "train it without a run directory"
             )
-        path = save_checkpoint(self.checkpoint_dir, self.step, self.state_arrays(), self.state_meta())
+        path = save_checkpoint(
+            self.checkpoint_dir, self.step, self.state_arrays(), self.state_meta()
+        )
         write_jsonl(self.run_dir / "metrics.jsonl", self.history)
         prune_checkpoints(self.checkpoint_dir, self.keep_checkpoints)
         return path
@@ -605,15 +643,23 @@ class Trainer:
             if path is None:
                 return None
         arrays, meta = load_checkpoint(path)
-        for key, mine in (("batch_size", self.batch_size), ("seed", self.seed), ("task", self.task)):
+        for key, mine in (
+            ("batch_size", self.batch_size),
+            ("seed", self.seed),
+            ("task", self.task),
+        ):
             if meta.get(key) != mine:
                 raise CheckpointError(
                     f"checkpoint {str(path)!r} was made with {key} {meta.get(key)!r}, not {mine!r}"
                 )
         for key, mine in (("method", self.method.config()), ("scheme", self.scheme.config())):
-            theirs = meta.get(key, {"name": "backprop"} if key == "method" else {"name": "simultaneous"})
+            theirs = meta.get(
+                key, {"name": "backprop"} if key == "method" else {"name": "simultaneous"}
+            )
             if theirs != mine:
-                raise CheckpointError(f"checkpoint {str(path)!r} was made with {key} {theirs}, not {mine}")
+                raise CheckpointError(
+                    f"checkpoint {str(path)!r} was made with {key} {theirs}, not {mine}"
+                )
         if meta.get("optimizer") != self.optimizer.config():
             raise CheckpointError(
                 f"checkpoint {str(path)!r} was made with optimizer {meta.get('optimizer')}, "
@@ -645,7 +691,9 @@ class Trainer:
             first_loss = meta.get("first_loss")
             first_loss = None if first_loss is None else float(first_loss)
         except (KeyError, TypeError, ValueError) as error:
-            raise CheckpointError(f"checkpoint {str(path)!r} lacks training state ({error})") from None
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} lacks training state ({error})"
+            ) from None
         self.params = params
         self.opt_state = opt_state
         self.epoch, self.batch, self.step = epoch, batch, step
@@ -653,7 +701,9 @@ class Trainer:
         self.elapsed = elapsed
         self.first_loss = first_loss
         self.total_cost = cost
-        self._reset_accumulators(accumulators["loss_total"], accumulators["count"], accumulators["hits"])
+        self._reset_accumulators(
+            accumulators["loss_total"], accumulators["count"], accumulators["hits"]
+        )
         return Path(path)
 
 

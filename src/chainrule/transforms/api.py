@@ -16,11 +16,11 @@ import functools
 from ..engine import arraylib, ops
 from ..engine.arraylib import ndarray, xp
 from ..engine.core import Tracer, new_level
-from .counting import is_counting, note_pass
 from ..engine.forward import Dual
-from .pytree import tree_flatten, tree_unflatten
 from ..engine.reverse import backward_pass
 from ..engine.tensor import Tensor, _clock, constant_data, current_epoch
+from .counting import is_counting, note_pass
+from .pytree import tree_flatten, tree_unflatten
 
 
 def _as_value(leaf, transform):
@@ -51,7 +51,9 @@ def _argnums_tuple(argnums, nargs, transform):
     nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
     for n in nums:
         if not -nargs <= n < nargs:
-            raise ValueError(f"{transform}: argnums {argnums} out of range for {nargs} positional arguments")
+            raise ValueError(
+                f"{transform}: argnums {argnums} out of range for {nargs} positional arguments"
+            )
     return tuple(n % nargs for n in nums)
 
 
@@ -188,7 +190,9 @@ def vjp(fun, *primals, has_aux=False):
     def vjp_fun(cotangent):
         ct_leaves, ct_treedef = tree_flatten(cotangent)
         if ct_treedef != out_treedef:
-            raise ValueError(f"vjp_fun: cotangent structure {ct_treedef} does not match output {out_treedef}")
+            raise ValueError(
+                f"vjp_fun: cotangent structure {ct_treedef} does not match output {out_treedef}"
+            )
         roots, seeds = [], []
         for leaf, ct in zip(out_leaves, ct_leaves):
             if ops.shape(ct) != ops.shape(leaf):
@@ -197,11 +201,15 @@ def vjp(fun, *primals, has_aux=False):
                 )
             if isinstance(leaf, Tensor) and leaf._level == level and leaf.requires_grad:
                 roots.append(leaf)
-                seeds.append(ct if isinstance(ct, Tracer) else ops.astype(arraylib.asarray(ct), leaf.dtype))
+                seeds.append(
+                    ct if isinstance(ct, Tracer) else ops.astype(arraylib.asarray(ct), leaf.dtype)
+                )
         if is_counting():
             note_pass("vjp", _batch_size(ct_leaves))
         cotangents = (
-            backward_pass(roots, seeds, epoch=current_epoch(), retain_graph=True, leaves=all_inputs) if roots else [None] * len(all_inputs)
+            backward_pass(roots, seeds, epoch=current_epoch(), retain_graph=True, leaves=all_inputs)
+            if roots
+            else [None] * len(all_inputs)
         )
         results = []
         position = 0
@@ -233,12 +241,16 @@ def jvp(fun, primals, tangents):
         p_leaves, p_def = tree_flatten(primal)
         t_leaves, t_def = tree_flatten(tangent)
         if p_def != t_def:
-            raise ValueError(f"jvp: tangent structure {t_def} does not match primal structure {p_def}")
+            raise ValueError(
+                f"jvp: tangent structure {t_def} does not match primal structure {p_def}"
+            )
         leaves = []
         for p, t in zip(p_leaves, t_leaves):
             value = _as_value(p, "jvp")
             if ops.shape(t) != ops.shape(value):
-                raise ValueError(f"jvp: tangent of shape {ops.shape(t)} for a primal of shape {ops.shape(value)}")
+                raise ValueError(
+                    f"jvp: tangent of shape {ops.shape(t)} for a primal of shape {ops.shape(value)}"
+                )
             t = t if isinstance(t, Tracer) else ops.astype(arraylib.asarray(t), value.dtype)
             leaves.append(Dual(value, t, level))
         duals.append(tree_unflatten(p_def, leaves))

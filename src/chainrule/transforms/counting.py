@@ -77,7 +77,11 @@ class Count:
     def __str__(self):
         passes = ", ".join(
             f"{self.passes[kind]} {kind}"
-            + (f" ({self.directions[kind]} directions)" if kind != "forward" and self.passes[kind] else "")
+            + (
+                f" ({self.directions[kind]} directions)"
+                if kind != "forward" and self.passes[kind]
+                else ""
+            )
             for kind in PASS_KINDS
         )
         lines = [

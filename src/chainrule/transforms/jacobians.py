@@ -32,11 +32,11 @@ from ..engine import arraylib, ops
 from ..engine.arraylib import xp
 from ..engine.batching import Batched, unbatch
 from ..engine.core import new_level, raw, state
-from .counting import note_pass
 from ..engine.forward import Dual
+from .api import _as_value, grad, jvp
+from .counting import note_pass
 from .pytree import tree_flatten, tree_unflatten
 from .tracing import ReverseTrace, argnums_tuple, plain
-from .api import _as_value, grad, jvp
 
 _MODES = ("auto", "fwd", "rev")
 
@@ -153,7 +153,9 @@ def _push_chunk(fun, args, nums, arg_defs, leaves, offsets, start, stop):
                 # tracer raises there instead of deferring (``b + w @ x`` with only ``w`` traced).
                 basis = _zeros(value, (width, *ops.shape(value)), value.dtype)
             # A leaf with no direction in this chunk stays a constant: no tangent work for it.
-            lifted.append(value if basis is None else Dual(value, Batched(basis, batch_level), dual_level))
+            lifted.append(
+                value if basis is None else Dual(value, Batched(basis, batch_level), dual_level)
+            )
             position += 1
         new_args[n] = tree_unflatten(treedef, lifted)
     note_pass("forward")
@@ -179,7 +181,9 @@ def forward_jacobian(fun, args, argnums=0, chunk_size=None, transform="jacfwd"):
     chunks = _chunks(total, chunk_size) or [(0, 0)]
     per_chunk = []
     for start, stop in chunks:
-        values, out_def, stacks = _push_chunk(fun, args, nums, arg_defs, leaves, offsets, start, stop)
+        values, out_def, stacks = _push_chunk(
+            fun, args, nums, arg_defs, leaves, offsets, start, stop
+        )
         per_chunk.append(stacks)
     widths = [stop - start for start, stop in chunks]
     per_output = []
@@ -192,7 +196,9 @@ def forward_jacobian(fun, args, argnums=0, chunk_size=None, transform="jacfwd"):
             if stacked is None:
                 blocks.append(_zeros(value, out_shape + shape, dtype))
                 continue
-            piece = ops.reshape(ops.getitem(stacked, slice(offset, offset + size)), shape + out_shape)
+            piece = ops.reshape(
+                ops.getitem(stacked, slice(offset, offset + size)), shape + out_shape
+            )
             # (*in, *out) -> (*out, *in)
             order = tuple(range(len(shape), len(shape) + len(out_shape))) + tuple(range(len(shape)))
             blocks.append(plain(ops.transpose(piece, order)))
@@ -233,7 +239,9 @@ def reverse_jacobian(trace, argnums=0, chunk_size=None):
         note_pass("vjp", stop - start)
         cotangents = trace.pull(seeds, retain_graph=number < len(chunks) - 1)
         width = stop - start
-        per_chunk.append([None if ct is None else unbatch(ct, width, batch_level) for ct in cotangents])
+        per_chunk.append(
+            [None if ct is None else unbatch(ct, width, batch_level) for ct in cotangents]
+        )
     widths = [stop - start for start, stop in chunks]
     stacked_inputs = []
     for k, (shape, tensor) in enumerate(zip(in_shapes, trace.inputs, strict=True)):

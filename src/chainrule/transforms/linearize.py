@@ -21,11 +21,11 @@ from __future__ import annotations
 
 from ..engine import arraylib, ops
 from ..engine.core import Tracer, apply, enable_grad, new_level, raw
-from .counting import is_counting, note_pass
 from ..engine.forward import Dual
-from .pytree import tree_flatten, tree_unflatten
 from ..engine.tensor import Tensor, constant_data
 from .api import _as_value, _batch_size, _lift_tensor, _plain
+from .counting import is_counting, note_pass
+from .pytree import tree_flatten, tree_unflatten
 
 
 def _record_order(roots, level):
@@ -74,9 +74,13 @@ class _Tape:
                 slots.append(-1 if slot is None else slot)
                 # A tensor of this level that needs no derivative is a constant: keep its value, as
                 # of a constant the JVP rules lifted to a Tensor inside backend.use_namespace.
-                constants.append(None if slot is not None else (arg.data if on_tape else constant_data(arg)))
+                constants.append(
+                    None if slot is not None else (arg.data if on_tape else constant_data(arg))
+                )
             slot_of[id(node)] = len(slot_of)
-            self.steps.append((node._prim, tuple(slots), tuple(constants), node._params, slot_of[id(node)]))
+            self.steps.append(
+                (node._prim, tuple(slots), tuple(constants), node._params, slot_of[id(node)])
+            )
         self.n_slots = len(slot_of)
         self.output_slots = [None if t is None else slot_of.get(id(t)) for t in outputs]
         # Free every value right after its last use, as a backward pass frees its cotangents.
@@ -94,7 +98,9 @@ class _Tape:
     def run(self, tangents):
         env = [None] * self.n_slots
         env[: self.n_inputs] = tangents
-        for (prim, slots, constants, params, out_slot), release in zip(self.steps, self.release, strict=True):
+        for (prim, slots, constants, params, out_slot), release in zip(
+            self.steps, self.release, strict=True
+        ):
             args = [env[s] if s >= 0 else c for s, c in zip(slots, constants, strict=True)]
             env[out_slot] = apply(prim, *args, **params)
             for slot in release:
@@ -136,7 +142,9 @@ def linearize(fun, *primals):
         if type(leaf) is Dual and leaf._level == dual_level:
             out_values.append(_plain(leaf.primal))
             tangent = leaf.tangent
-            traced = type(tangent) is Tensor and tangent._level == tape_level and tangent.requires_grad
+            traced = (
+                type(tangent) is Tensor and tangent._level == tape_level and tangent.requires_grad
+            )
             out_tangents.append(tangent if traced else None)
         else:
             out_values.append(_plain(leaf))
@@ -151,7 +159,9 @@ def linearize(fun, *primals):
                 f"jvp_fun: {len(primal_defs)} tangents expected (one per primal), got {len(tangents)}"
             )
         flat = []
-        for tangent, treedef, start in zip(tangents, primal_defs, _starts(primal_defs), strict=True):
+        for tangent, treedef, start in zip(
+            tangents, primal_defs, _starts(primal_defs), strict=True
+        ):
             leaves, t_def = tree_flatten(tangent)
             if t_def != treedef:
                 raise ValueError(

@@ -58,7 +58,9 @@ def numerical_grad(fun, x, method: str = "central", eps=None):
         note_pass("forward")
         value = raw(fun(unravel(vector)))
         if xp.ndim(value) != 0:
-            raise TypeError(f"numerical_grad: fun must return a scalar, got shape {xp.shape(value)}")
+            raise TypeError(
+                f"numerical_grad: fun must return a scalar, got shape {xp.shape(value)}"
+            )
         return value
 
     gradient = xp.zeros_like(theta)
@@ -79,7 +81,11 @@ def numerical_grad(fun, x, method: str = "central", eps=None):
 
 def _flatten_output(out):
     leaves, _ = tree_flatten(out)
-    return ops.concatenate([ops.reshape(leaf, (-1,)) for leaf in leaves]) if len(leaves) > 1 else ops.reshape(leaves[0], (-1,))
+    return (
+        ops.concatenate([ops.reshape(leaf, (-1,)) for leaf in leaves])
+        if len(leaves) > 1
+        else ops.reshape(leaves[0], (-1,))
+    )
 
 
 def _tolerances(dtype, rtol, atol):
@@ -88,7 +94,9 @@ def _tolerances(dtype, rtol, atol):
     return rtol or 2e-2, atol or 2e-3
 
 
-def check_grads(fun, args, modes=("rev",), order: int = 2, eps=None, rtol=None, atol=None, seed: int = 0):
+def check_grads(
+    fun, args, modes=("rev",), order: int = 2, eps=None, rtol=None, atol=None, seed: int = 0
+):
     """Check ``fun``'s derivatives at ``args`` against central differences (random direction).
 
     For each mode ("rev" and/or "fwd") and each order up to ``order``, compares
@@ -124,7 +132,12 @@ def _check_level(flat_fun, theta, modes, order, eps, rtol, atol, rng, vjp, jvp, 
     dtype = theta.dtype
     u = _random_like(rng, theta, theta.shape)
     v = _random_like(rng, theta, out.shape)
-    h = eps if eps is not None else float(xp.finfo(dtype).eps ** (1.0 / 3.0)) * max(1.0, float(xp.sqrt(xp.mean(theta * theta))) if theta.size else 1.0)
+    h = (
+        eps
+        if eps is not None
+        else float(xp.finfo(dtype).eps ** (1.0 / 3.0))
+        * max(1.0, float(xp.sqrt(xp.mean(theta * theta))) if theta.size else 1.0)
+    )
     plus = raw(flat_fun(theta + h * u))
     minus = raw(flat_fun(theta - h * u))
     numeric = float(xp.vdot(v, (plus - minus) / (2 * h)))
@@ -175,5 +188,16 @@ def _check_level(flat_fun, theta, modes, order, eps, rtol, atol, rng, vjp, jvp, 
 
             inner = f"the {mode}-mode derivative" + (f" of {path}" if path else "")
             _check_level(
-                derivative, theta, modes, order - 1, eps, rtol, atol, rng, vjp, jvp, level + 1, inner
+                derivative,
+                theta,
+                modes,
+                order - 1,
+                eps,
+                rtol,
+                atol,
+                rng,
+                vjp,
+                jvp,
+                level + 1,
+                inner,
             )

@@ -8,7 +8,8 @@ Flattening is iterative (an explicit stack), so deep trees are fine.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..engine import arraylib, ops
 from ..engine.arraylib import xp
@@ -114,7 +115,9 @@ def tree_flatten(tree) -> tuple[list, TreeDef]:
 def tree_unflatten(treedef: TreeDef, leaves) -> Any:
     leaves = list(leaves)
     if len(leaves) != treedef.count:
-        raise ValueError(f"tree_unflatten: structure {treedef} needs {treedef.count} leaves, got {len(leaves)}")
+        raise ValueError(
+            f"tree_unflatten: structure {treedef} needs {treedef.count} leaves, got {len(leaves)}"
+        )
     position = 0
     # Iterative build: stack of (treedef, children collected so far)
     result_box: list = []
@@ -201,22 +204,30 @@ def ravel_pytree(tree):
     sizes = [a.size for a in arrays]
     dtypes = [a.dtype for a in arrays]
     dtype = xp.result_type(*dtypes) if arrays else xp.float64
-    theta = xp.concatenate([a.ravel().astype(dtype) for a in arrays]) if arrays else xp.zeros(0, dtype)
+    theta = (
+        xp.concatenate([a.ravel().astype(dtype) for a in arrays]) if arrays else xp.zeros(0, dtype)
+    )
     total = int(sum(sizes))
 
     def unravel(flat):
         traced = isinstance(flat, Tracer)  # differentiate through unravel when θ is traced
         if not traced:
-            flat = xp.asarray(flat) if arraylib.device_of(flat) == "cpu" else flat  # a GPU vector stays
+            flat = (
+                xp.asarray(flat) if arraylib.device_of(flat) == "cpu" else flat
+            )  # a GPU vector stays
         if tuple(flat.shape) != (total,):
-            raise ValueError(f"unravel: expected a vector of shape ({total},), got {tuple(flat.shape)}")
+            raise ValueError(
+                f"unravel: expected a vector of shape ({total},), got {tuple(flat.shape)}"
+            )
         pieces = []
         start = 0
         for shape, size, leaf_dtype in zip(shapes, sizes, dtypes):
             if traced:
                 pieces.append(ops.reshape(ops.getitem(flat, slice(start, start + size)), shape))
             else:
-                pieces.append(flat[start : start + size].reshape(shape).astype(leaf_dtype, copy=False))
+                pieces.append(
+                    flat[start : start + size].reshape(shape).astype(leaf_dtype, copy=False)
+                )
             start += size
         return tree_unflatten(treedef, pieces)
 
@@ -238,7 +249,9 @@ def _ravel_in_namespace(namespace, leaves, treedef):
             f"{arraylib.namespace_name(namespace)}; cast them to one dtype first"
         ) from error
     if arrays:
-        theta = namespace.concat([namespace.astype(namespace.reshape(a, (-1,)), dtype) for a in arrays])
+        theta = namespace.concat(
+            [namespace.astype(namespace.reshape(a, (-1,)), dtype) for a in arrays]
+        )
     else:
         theta = namespace.zeros((0,), dtype=dtype)
     total = sum(sizes)
@@ -248,7 +261,9 @@ def _ravel_in_namespace(namespace, leaves, treedef):
         if not traced:
             flat = arraylib.asarray(flat)
         if tuple(flat.shape) != (total,):
-            raise ValueError(f"unravel: expected a vector of shape ({total},), got {tuple(flat.shape)}")
+            raise ValueError(
+                f"unravel: expected a vector of shape ({total},), got {tuple(flat.shape)}"
+            )
         pieces = []
         start = 0
         for shape, size, leaf_dtype in zip(shapes, sizes, dtypes, strict=True):

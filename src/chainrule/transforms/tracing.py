@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from ..engine import arraylib, ops
 from ..engine.core import enable_grad, new_level
-from .counting import note_pass
-from .pytree import tree_flatten, tree_unflatten
 from ..engine.reverse import backward_pass
 from ..engine.tensor import Tensor, current_epoch
 from .api import _argnums_tuple as argnums_tuple
 from .api import _lift_tensor as lift
 from .api import _plain as plain
+from .counting import note_pass
+from .pytree import tree_flatten, tree_unflatten
 
 
 class ReverseTrace:
@@ -74,13 +74,19 @@ class ReverseTrace:
         for leaf, seed in zip(self.out_leaves, seeds, strict=True):
             if seed is None or not self.is_traced(leaf):
                 continue
-            if not arraylib.is_float_dtype(leaf.dtype):  # read at call time: use_namespace rebinds it
-                raise TypeError(f"{self.transform}: outputs must be floating-point, got dtype {leaf.dtype}")
+            if not arraylib.is_float_dtype(
+                leaf.dtype
+            ):  # read at call time: use_namespace rebinds it
+                raise TypeError(
+                    f"{self.transform}: outputs must be floating-point, got dtype {leaf.dtype}"
+                )
             roots.append(leaf)
             root_seeds.append(seed)
         if not roots:
             return [None] * len(self.inputs)
-        return backward_pass(roots, root_seeds, epoch=current_epoch(), retain_graph=retain_graph, leaves=self.inputs)
+        return backward_pass(
+            roots, root_seeds, epoch=current_epoch(), retain_graph=retain_graph, leaves=self.inputs
+        )
 
     # -- the graph, for the cost model --------------------------------------------------------------
     def recorded_nodes(self):

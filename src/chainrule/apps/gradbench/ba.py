@@ -23,8 +23,8 @@ import functools
 
 import numpy as np
 
-from ...transforms import jacobians
 from ... import numpy as cnp
+from ...transforms import jacobians
 from .common import EvalFunction, floats
 
 CAMERA_PARAMETERS = 11
@@ -53,7 +53,9 @@ def observation_residuals(cam, point, weights, features):
     rotated = _rotate(cam[:, 0:3], point - cam[:, 3:6])
     projected = rotated[:, 0:2] / rotated[:, 2:3]
     radius_squared = cnp.sum(projected * projected, axis=1, keepdims=True)
-    distortion = 1.0 + cam[:, 9:10] * radius_squared + cam[:, 10:11] * radius_squared * radius_squared
+    distortion = (
+        1.0 + cam[:, 9:10] * radius_squared + cam[:, 10:11] * radius_squared * radius_squared
+    )
     projected = projected * distortion * cam[:, 6:7] + cam[:, 7:9]
     reprojection = weights[:, None] * (projected - features)
     return reprojection, 1.0 - weights * weights
@@ -71,7 +73,9 @@ def _row_groups(cam, point, weights, features):
     parameters reach only its own rows, so the gradient of each sum with respect to them is
     that observation's row of the Jacobian."""
     reprojection, weight_error = observation_residuals(cam, point, weights, features)
-    return cnp.stack([cnp.sum(reprojection[:, 0]), cnp.sum(reprojection[:, 1]), cnp.sum(weight_error)])
+    return cnp.stack(
+        [cnp.sum(reprojection[:, 0]), cnp.sum(reprojection[:, 1]), cnp.sum(weight_error)]
+    )
 
 
 _compressed_jacobian = jacobians.jacobian(_row_groups, argnums=(0, 1, 2))
@@ -87,8 +91,12 @@ def sparse_jacobian(cameras, points, weights, features, camera_of, point_of):
         block = slice(start, min(start + OBSERVATIONS_PER_PASS, p))
         # each observation's own copy of its camera's and its point's parameters
         cam, point = cameras[camera_of[block]], points[point_of[block]]
-        by_camera, by_point, by_weight = _compressed_jacobian(cam, point, weights[block], features[block])
-        rows = np.concatenate([by_camera, by_point, by_weight[:, :, None]], axis=2)  # (3 groups, b, 15)
+        by_camera, by_point, by_weight = _compressed_jacobian(
+            cam, point, weights[block], features[block]
+        )
+        rows = np.concatenate(
+            [by_camera, by_point, by_weight[:, :, None]], axis=2
+        )  # (3 groups, b, 15)
         reprojection[block] = np.moveaxis(rows[0:2], 0, 1)
         weight_error[block] = rows[2]
     observation = np.arange(p)
@@ -101,10 +109,17 @@ def sparse_jacobian(cameras, points, weights, features, camera_of, point_of):
         axis=1,
     )  # (p, 15), in the order of the groups
     cols = np.concatenate(
-        [np.repeat(columns[:, None, :], 2, axis=1).ravel(), CAMERA_PARAMETERS * n + 3 * m + observation]
+        [
+            np.repeat(columns[:, None, :], 2, axis=1).ravel(),
+            CAMERA_PARAMETERS * n + 3 * m + observation,
+        ]
     )
-    vals = np.concatenate([np.asarray(reprojection).ravel(), np.asarray(weight_error)[:, ROW_NONZEROS - 1]])
-    rows = np.concatenate([ROW_NONZEROS * np.arange(2 * p + 1), ROW_NONZEROS * 2 * p + 1 + np.arange(p)])
+    vals = np.concatenate(
+        [np.asarray(reprojection).ravel(), np.asarray(weight_error)[:, ROW_NONZEROS - 1]]
+    )
+    rows = np.concatenate(
+        [ROW_NONZEROS * np.arange(2 * p + 1), ROW_NONZEROS * 2 * p + 1 + np.arange(p)]
+    )
     return rows, cols, vals
 
 
@@ -127,7 +142,10 @@ def _prepare(raw):
 def _objective_json(result):
     reprojection, weight_error = (np.asarray(part) for part in result)
     return {
-        "reproj_error": {"elements": reprojection[0].tolist(), "repeated": int(reprojection.shape[0])},
+        "reproj_error": {
+            "elements": reprojection[0].tolist(),
+            "repeated": int(reprojection.shape[0]),
+        },
         "w_err": {"element": float(weight_error[0]), "repeated": int(weight_error.shape[0])},
     }
 

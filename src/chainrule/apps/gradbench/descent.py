@@ -15,9 +15,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ... import numpy as cnp
 from ... import transforms
 from ...transforms import jacobians
-from ... import numpy as cnp
 
 TOLERANCE = 1e-5
 

@@ -57,9 +57,9 @@ def log_posterior(alpha, mu, q, l, x, gamma: float, m: int):
     constant = -n * d * 0.5 * math.log(2 * math.pi)
     likelihood = constant + cnp.sum(_logsumexp(main_term, axis=1)) - n * _logsumexp(alpha, axis=0)
     wishart_n = d + m + 1
-    prior_constant = wishart_n * d * (math.log(gamma) - 0.5 * math.log(2)) - _log_gamma_distribution(
-        0.5 * wishart_n, d
-    )
+    prior_constant = wishart_n * d * (
+        math.log(gamma) - 0.5 * math.log(2)
+    ) - _log_gamma_distribution(0.5 * wishart_n, d)
     frobenius = cnp.sum(diagonal * diagonal) + cnp.sum(l * l)
     prior = -(0.5 * gamma * gamma * frobenius - m * cnp.sum(sum_q)) + k * prior_constant
     return likelihood + prior

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...transforms import jacobians
 from ... import numpy as cnp
+from ...transforms import jacobians
 from .common import EvalFunction, floats
 
 FINGERS = 5
@@ -167,7 +167,11 @@ def _prepare(raw):
         "weights": floats(model_raw["weights"])[needed],
         "is_mirrored": bool(model_raw["is_mirrored"]),
     }
-    data = {"model": model, "points": floats(raw["data"]["points"]), "targets": targets.reshape(used.shape)}
+    data = {
+        "model": model,
+        "points": floats(raw["data"]["points"]),
+        "targets": targets.reshape(used.shape),
+    }
     return floats(raw["theta"]), (None if us is None else floats(us)), data
 
 

@@ -36,7 +36,9 @@ def loss(main_params, extra_params, state, sequence):
             layer_inputs = cnp.concatenate([scaled_inputs[wave][None, :], below], axis=0)
         else:
             layer_inputs = cnp.concatenate([cnp.zeros_like(scaled_inputs[:1]), below], axis=0)
-        pre = cnp.concatenate([layer_inputs, hidden, layer_inputs, hidden], axis=1) * weights + biases
+        pre = (
+            cnp.concatenate([layer_inputs, hidden, layer_inputs, hidden], axis=1) * weights + biases
+        )
         gates = cnp.sigmoid(pre[:, : 3 * b])
         change = cnp.tanh(pre[:, 3 * b :])
         new_cell = cell * gates[:, :b] + gates[:, b : 2 * b] * change

@@ -67,7 +67,9 @@ def handle(message: dict) -> dict:
     6.0
     """
     if not isinstance(message, dict) or "id" not in message:
-        raise ValueError(f"gradbench: a message must be a JSON object with an 'id', got {message!r}")
+        raise ValueError(
+            f"gradbench: a message must be a JSON object with an 'id', got {message!r}"
+        )
     response: dict = {"id": message["id"]}
     kind = message.get("kind")
     if kind == "start":

@@ -44,7 +44,9 @@ def _prepare(raw):
 
 
 def _variant(outer: str, inner: str) -> EvalFunction:
-    return EvalFunction(_prepare, lambda start: np.asarray(saddle_point(start, outer, inner)), to_list)
+    return EvalFunction(
+        _prepare, lambda start: np.asarray(saddle_point(start, outer, inner)), to_list
+    )
 
 
 FUNCTIONS = {outer + inner: _variant(outer, inner) for outer in "fr" for inner in "fr"}

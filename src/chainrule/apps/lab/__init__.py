@@ -31,7 +31,9 @@ EXPERIMENTS = {
 def experiment_module(name: str):
     """The module of experiment ``name`` (see :data:`EXPERIMENTS`)."""
     if name not in EXPERIMENTS:
-        raise ValueError(f"unknown lab experiment {name!r}; choose from {', '.join(EXPERIMENTS)} or 'all'")
+        raise ValueError(
+            f"unknown lab experiment {name!r}; choose from {', '.join(EXPERIMENTS)} or 'all'"
+        )
     return importlib.import_module(EXPERIMENTS[name])
 
 

@@ -67,11 +67,14 @@ def measure_width(depth: int, width: int, seed: int, repeats: int) -> dict:
     }
     flops = {order: bracketing_flops(dims, tree) for order, tree in trees.items()}
     products = {order: multiply_in_order(factors, tree) for order, tree in trees.items()}
-    agree = max(float(np.max(np.abs(products[order] - products["reverse"]))) for order in ORDERS) / max(
-        float(np.max(np.abs(products["reverse"]))), 1e-300
-    )
+    agree = max(
+        float(np.max(np.abs(products[order] - products["reverse"]))) for order in ORDERS
+    ) / max(float(np.max(np.abs(products["reverse"]))), 1e-300)
     seconds = interleaved_medians(
-        {order: (lambda tree=tree: multiply_in_order(factors, tree)) for order, tree in trees.items()},
+        {
+            order: (lambda tree=tree: multiply_in_order(factors, tree))
+            for order, tree in trees.items()
+        },
         repeats=repeats,
         min_seconds=0.002,
     )
@@ -133,14 +136,20 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
     def draw(figure):
         left, right = figure.subplots(1, 2)
         for order, marker in (("forward", "o"), ("reverse", "s"), ("optimal", "x")):
-            left.loglog(widths, [r["flops"][order] for r in rows], marker=marker, label=f"{order} order")
+            left.loglog(
+                widths, [r["flops"][order] for r in rows], marker=marker, label=f"{order} order"
+            )
         left.set_xlabel("layer width D")
         left.set_ylabel("FLOPs of the product")
         left.set_title("FLOPs (counted)")
         left.legend()
         right.loglog(widths, flop_ratio, "o-", label=f"FLOP ratio (slope {flop_slope:.2f})")
-        right.loglog(widths, time_ratio, "s-", label=f"time ratio (slope {time_slope:.2f}, upper half)")
-        right.loglog(widths, [w / widths[0] * flop_ratio[0] for w in widths], "k:", label="~D (slope 1)")
+        right.loglog(
+            widths, time_ratio, "s-", label=f"time ratio (slope {time_slope:.2f}, upper half)"
+        )
+        right.loglog(
+            widths, [w / widths[0] * flop_ratio[0] for w in widths], "k:", label="~D (slope 1)"
+        )
         right.set_xlabel("layer width D")
         right.set_ylabel("forward order / reverse order")
         right.set_title("forward / reverse")

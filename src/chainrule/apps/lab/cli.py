@@ -37,14 +37,20 @@ def add_lab_parser(subparsers):
             "the plots as PNG. Experiments: " + ", ".join(EXPERIMENTS) + "."
         ),
     )
-    parser.add_argument("name", choices=[*EXPERIMENTS, "all"], help="the experiment, or all of them")
+    parser.add_argument(
+        "name", choices=[*EXPERIMENTS, "all"], help="the experiment, or all of them"
+    )
     parser.add_argument(
         "--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default: {DEFAULT_OUT})"
     )
     parser.add_argument(
-        "--quick", action="store_true", help="a reduced run (all five in under a minute), as the tests use"
+        "--quick",
+        action="store_true",
+        help="a reduced run (all five in under a minute), as the tests use",
     )
-    parser.add_argument("--seed", type=int, default=0, help="random seed of every experiment (default: 0)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random seed of every experiment (default: 0)"
+    )
     return parser
 
 
@@ -115,7 +121,9 @@ def run_lab(args) -> int:
     written = write_report(results, args.out, machine)
     matched = sum(c.matches for r in results for c in r.checks)
     total = sum(len(r.checks) for r in results)
-    print(f"\n{matched} of {total} measured figures match the theory; see the report for the others.")
+    print(
+        f"\n{matched} of {total} measured figures match the theory; see the report for the others."
+    )
     print(f"report: {written['html']}\nraw figures: {written['json']}")
     if failures:
         print(f"{failures} experiment(s) failed", file=sys.stderr)

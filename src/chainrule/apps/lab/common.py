@@ -59,7 +59,11 @@ class Table:
     rows: list  # lists of cells (str or numbers)
 
     def as_dict(self) -> dict:
-        return {"title": self.title, "columns": list(self.columns), "rows": [list(r) for r in self.rows]}
+        return {
+            "title": self.title,
+            "columns": list(self.columns),
+            "rows": [list(r) for r in self.rows],
+        }
 
     def text(self) -> str:
         """The table as aligned plain text, for the terminal."""

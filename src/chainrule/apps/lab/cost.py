@@ -32,13 +32,13 @@ import time
 
 import numpy as np
 
-from ...transforms.counting import count
-from ..demo import init_mlp, mlp_loss
+from ...engine.tensor import Tensor
 from ...estimators import get_method
+from ...transforms.api import jvp, value_and_grad
+from ...transforms.counting import count
 from ...transforms.numerical import numerical_grad
 from ...transforms.pytree import ravel_pytree, tree_map
-from ...engine.tensor import Tensor
-from ...transforms.api import jvp, value_and_grad
+from ..demo import init_mlp, mlp_loss
 from .common import (
     Check,
     ExperimentResult,
@@ -135,7 +135,9 @@ def measure(weights, seed, budget, minimum_sample, repeats, batched_limit=0):
     reverse_vector, _ = ravel_pytree(reverse_grads)
 
     medians = interleaved_medians(
-        {"loss": lambda: loss(params), "reverse": lambda: grad_fn(params)}, repeats=repeats, min_seconds=0.02
+        {"loss": lambda: loss(params), "reverse": lambda: grad_fn(params)},
+        repeats=repeats,
+        min_seconds=0.02,
     )
 
     def central_difference(index):
@@ -155,17 +157,23 @@ def measure(weights, seed, budget, minimum_sample, repeats, batched_limit=0):
     # Correctness: every method's derivatives on a few weights (all three in full when P is small).
     check_indices = rng.choice(size, size=min(size, 8), replace=False)
     fd_error = max(abs(central_difference(int(i)) - reverse_vector[i]) for i in check_indices)
-    fwd_error = max(abs(float(forward_direction(int(i))) - reverse_vector[i]) for i in check_indices)
+    fwd_error = max(
+        abs(float(forward_direction(int(i))) - reverse_vector[i]) for i in check_indices
+    )
     if size <= 2000:
         full_fd, _ = ravel_pytree(numerical_grad(loss, params))
         fd_error = max(fd_error, float(np.max(np.abs(full_fd - reverse_vector))))
     scale = max(float(np.max(np.abs(reverse_vector))), 1e-300)
 
-    _, _, reverse_measured = get_method("backprop")(lambda p, batch: loss(p), params, None, 0, measure=True)
+    _, _, reverse_measured = get_method("backprop")(
+        lambda p, batch: loss(p), params, None, 0, measure=True
+    )
     batched = None
     if size <= batched_limit:
         batched, batched_vector = batched_forward(loss, params, size)
-        batched["relative_error_vs_reverse"] = float(np.max(np.abs(batched_vector - reverse_vector))) / scale
+        batched["relative_error_vs_reverse"] = (
+            float(np.max(np.abs(batched_vector - reverse_vector))) / scale
+        )
 
     loss_flops = loss_count.flops
     return {
@@ -182,7 +190,11 @@ def measure(weights, seed, budget, minimum_sample, repeats, batched_limit=0):
             "forward mode": fwd_seconds,
             "reverse mode": medians["reverse"],
         },
-        "timed_weights": {"finite differences": fd_timed, "forward mode": fwd_timed, "reverse mode": size},
+        "timed_weights": {
+            "finite differences": fd_timed,
+            "forward mode": fwd_timed,
+            "reverse mode": size,
+        },
         "extrapolated": {
             "finite differences": fd_timed < size,
             "forward mode": fwd_timed < size,
@@ -210,7 +222,10 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
     targets = [1e2, 1e3, 1e4, 1e5] if quick else [1e2, 1e3, 1e4, 1e5, 1e6]
     budget = 0.15 if quick else 1.5
     batched_limit = 10_000 if quick else 20_000
-    rows = [measure(t, seed, budget, 2 if quick else 4, 3 if quick else 7, batched_limit) for t in targets]
+    rows = [
+        measure(t, seed, budget, 2 if quick else 4, 3 if quick else 7, batched_limit)
+        for t in targets
+    ]
     weights = [r["weights"] for r in rows]
 
     time_ratio = {m: [r["seconds"][m] / r["loss_seconds"] for r in rows] for m in METHODS}
@@ -312,10 +327,14 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
             xs = np.array(weights)
             ys = np.array([r["seconds"][method] for r in rows])
             extra = np.array([r["extrapolated"][method] for r in rows])
-            left.loglog(xs, ys, "-", color=color, label=f"{method} (slope {time_slope[method]:.2f} vs loss)")
+            left.loglog(
+                xs, ys, "-", color=color, label=f"{method} (slope {time_slope[method]:.2f} vs loss)"
+            )
             left.loglog(xs[~extra], ys[~extra], styles[method], color=color)
             if extra.any():
-                left.loglog(xs[extra], ys[extra], styles[method], color=color, markerfacecolor="none")
+                left.loglog(
+                    xs[extra], ys[extra], styles[method], color=color, markerfacecolor="none"
+                )
             right.loglog(
                 weights,
                 flop_ratio[method],
@@ -345,7 +364,10 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
             label="reverse mode, time / loss time",
         )
         right.axhline(
-            REVERSE_BOUND, color="gray", linestyle="--", label=f"cheap-gradient bound {REVERSE_BOUND:g}"
+            REVERSE_BOUND,
+            color="gray",
+            linestyle="--",
+            label=f"cheap-gradient bound {REVERSE_BOUND:g}",
         )
         right.set_xlabel("number of weights P")
         right.set_ylabel("cost / cost of one loss evaluation")

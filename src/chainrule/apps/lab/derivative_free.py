@@ -30,8 +30,8 @@ import numpy as np
 from ... import data, nn, optim
 from ...estimators import get_method
 from ...nn.losses import softmax_cross_entropy
-from ...transforms.pytree import ravel_pytree
 from ...training import Trainer, TrainingDiverged
+from ...transforms.pytree import ravel_pytree
 from .common import Check, ExperimentResult, Figure, Table, loglog_slope, render_png
 
 NAME = "derivative-free"
@@ -107,7 +107,13 @@ def train(name, hidden, examples, target, budget_seconds, max_steps, seed):
     weights = model.num_parameters()
     if name == "cmaes":
         trainer = Trainer(
-            model, optim.SGD(1.0), batch_size=examples, seed=seed, log=None, progress=False, scheme="cmaes"
+            model,
+            optim.SGD(1.0),
+            batch_size=examples,
+            seed=seed,
+            log=None,
+            progress=False,
+            scheme="cmaes",
         )
     else:
         trainer = Trainer(
@@ -150,7 +156,8 @@ def train(name, hidden, examples, target, budget_seconds, max_steps, seed):
         "seconds": elapsed,
         "loss_evaluations": cost.loss_evaluations,
         "passes": cost.passes,
-        "losses": losses[:: max(1, len(losses) // 400)] + ([losses[-1]] if len(losses) > 400 else []),
+        "losses": losses[:: max(1, len(losses) // 400)]
+        + ([losses[-1]] if len(losses) > 400 else []),
         "times": times[:: max(1, len(times) // 400)] + ([times[-1]] if len(times) > 400 else []),
         "final_loss": losses[-1],
         "diverged": diverged,
@@ -184,7 +191,9 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
 
     cos_rows = [cosines(h, examples, keys, seed) for h in cosine_widths]
     weights = [r["weights"] for r in cos_rows]
-    cos_slopes = {name: loglog_slope(weights, [r[name]["mean"] for r in cos_rows]) for name in ESTIMATORS}
+    cos_slopes = {
+        name: loglog_slope(weights, [r[name]["mean"] for r in cos_rows]) for name in ESTIMATORS
+    }
     big = [r for r in cos_rows if r["weights"] >= 10 * POPULATION]
     es_slope = (
         loglog_slope([r["weights"] for r in big], [r["es"]["mean"] for r in big])
@@ -209,7 +218,10 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
 
     def steps_of(name):
         return [
-            next((r["steps_to_target"] for r in runs if r["method"] == name and r["weights"] == w), None)
+            next(
+                (r["steps_to_target"] for r in runs if r["method"] == name and r["weights"] == w),
+                None,
+            )
             for w in train_weights
         ]
 
@@ -270,7 +282,9 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
                 "o-",
                 label=f"{name} (slope {cos_slopes[name]:.2f})",
             )[0]
-            left.loglog(weights, [theory_cosine(name, w) for w in weights], ":", color=line.get_color())
+            left.loglog(
+                weights, [theory_cosine(name, w) for w in weights], ":", color=line.get_color()
+            )
         left.set_xlabel("number of weights P")
         left.set_ylabel("cosine with the true gradient")
         left.set_title("estimate quality (dotted: theory)")
@@ -420,7 +434,9 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
                     "weights": weights,
                     "mean": [r[name]["mean"] for r in cos_rows],
                     "std": [r[name]["std"] for r in cos_rows],
-                    "theory": [1.0 if name == "backprop" else theory_cosine(name, w) for w in weights],
+                    "theory": [
+                        1.0 if name == "backprop" else theory_cosine(name, w) for w in weights
+                    ],
                 }
                 for name in ("backprop", *ESTIMATORS)
             },

@@ -16,10 +16,10 @@ import time
 import numpy as np
 
 from ... import numpy as cnp
-from ...transforms.counting import count
-from ..demo import init_mlp, mlp_loss
-from ...transforms.pytree import ravel_pytree
 from ...transforms.api import grad, jvp
+from ...transforms.counting import count
+from ...transforms.pytree import ravel_pytree
+from ..demo import init_mlp, mlp_loss
 from ..viz import draw
 from .common import (
     Check,
@@ -56,7 +56,11 @@ def _draw_part(seed):
     rng = np.random.default_rng(seed)
     w1, w2, x = (float(v) for v in rng.uniform(0.5, 1.5, 3))
     drawing = draw(
-        fanout_graph, np.float64(w1), np.float64(w2), np.float64(x), title="fan-out at h = tanh(w1 x)"
+        fanout_graph,
+        np.float64(w1),
+        np.float64(w2),
+        np.float64(x),
+        title="fan-out at h = tanh(w1 x)",
     )
     fan = drawing.node("tanh")
     node_ids = {n.id: n for n in drawing.nodes}
@@ -148,14 +152,22 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
 
     def draw_passes(figure):
         left, right = figure.subplots(1, 2)
-        left.loglog(weights, [r["forward_jvp_passes"] for r in rows], "o-", label="forward mode: JVP passes")
-        left.loglog(weights, [r["reverse_vjp_passes"] for r in rows], "s-", label="reverse mode: VJP passes")
+        left.loglog(
+            weights, [r["forward_jvp_passes"] for r in rows], "o-", label="forward mode: JVP passes"
+        )
+        left.loglog(
+            weights, [r["reverse_vjp_passes"] for r in rows], "s-", label="reverse mode: VJP passes"
+        )
         left.set_xlabel("number of weights P")
         left.set_ylabel("passes for all weight derivatives (counted)")
         left.set_title(f"passes (forward slope {pass_slope:.2f})")
         left.legend(fontsize=8)
-        right.loglog(weights, [r["forward_seconds"] for r in rows], "o-", label="forward mode, P passes")
-        right.loglog(weights, [r["reverse_seconds"] for r in rows], "s-", label="reverse mode, 1 pass")
+        right.loglog(
+            weights, [r["forward_seconds"] for r in rows], "o-", label="forward mode, P passes"
+        )
+        right.loglog(
+            weights, [r["reverse_seconds"] for r in rows], "s-", label="reverse mode, 1 pass"
+        )
         right.set_xlabel("number of weights P")
         right.set_ylabel("seconds")
         right.set_title("time for the whole gradient")

@@ -72,7 +72,9 @@ def _cell(value) -> str:
 
 def _table_html(table) -> str:
     head = "".join(f"<th>{_escape(c)}</th>" for c in table.columns)
-    body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>" for row in table.rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>" for row in table.rows
+    )
     caption = f"<caption>{_escape(table.title)}</caption>"
     return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -104,9 +106,7 @@ def _figure_html(figure) -> str:
     caption = f"<figcaption>{_escape(figure.caption)}</figcaption>"
     if figure.png is not None:
         data = base64.b64encode(figure.png).decode("ascii")
-        return (
-            f'<figure><img alt="{_escape(figure.name)}" src="data:image/png;base64,{data}">{caption}</figure>'
-        )
+        return f'<figure><img alt="{_escape(figure.name)}" src="data:image/png;base64,{data}">{caption}</figure>'
     if figure.svg is not None:
         data = base64.b64encode(figure.svg.encode("utf-8")).decode("ascii")
         source = f"data:image/svg+xml;base64,{data}"
@@ -139,7 +139,9 @@ def render_html(results, machine: dict, title: str = "chainrule lab") -> str:
     nav = " ".join(f'<a href="#{_escape(r.name)}">{_escape(r.name)}</a>' for r in results)
     matched = sum(c.matches for r in results for c in r.checks)
     total = sum(len(r.checks) for r in results)
-    machine_rows = "".join(f"<tr><td>{_escape(k)}</td><td>{_escape(v)}</td></tr>" for k, v in machine.items())
+    machine_rows = "".join(
+        f"<tr><td>{_escape(k)}</td><td>{_escape(v)}</td></tr>" for k, v in machine.items()
+    )
     body = "\n".join(_section_html(r) for r in results)
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -190,7 +192,9 @@ def write_report(results, out_dir, machine: dict) -> dict:
     html_path = out / "report.html"
     atomic_write_text(html_path, render_html(results, machine))
     json_path = out / "results.json"
-    write_json(json_path, jsonable({"machine": machine, "experiments": [r.as_dict() for r in results]}))
+    write_json(
+        json_path, jsonable({"machine": machine, "experiments": [r.as_dict() for r in results]})
+    )
     written["html"] = str(html_path)
     written["json"] = str(json_path)
     return written

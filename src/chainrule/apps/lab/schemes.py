@@ -58,7 +58,13 @@ def _trainer(sizes, batchnorm, scheme, seed):
         optimizer = optim.SGD(LEARNING_RATE)
         scheme_object = get_scheme(scheme)
     return Trainer(
-        model, optimizer, batch_size=BATCH, seed=seed, log=None, progress=False, scheme=scheme_object
+        model,
+        optimizer,
+        batch_size=BATCH,
+        seed=seed,
+        log=None,
+        progress=False,
+        scheme=scheme_object,
     )
 
 
@@ -113,7 +119,9 @@ def _verdicts(runs, networks, find):
     for network in networks:
         for batchnorm in (False, True):
             group = [find(network, batchnorm, s) for s in SCHEMES]
-            finals = {r["scheme"]: _final(r) for r in group if _final(r) is not None and not r["diverged"]}
+            finals = {
+                r["scheme"]: _final(r) for r in group if _final(r) is not None and not r["diverged"]
+            }
             best = min(finals, key=finals.get) if finals else "none"
             base_final = _final(find(network, batchnorm, "simultaneous"))
             target = None if base_final is None else 1.5 * base_final
@@ -215,7 +223,11 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
             if not quick:
                 finals = {
                     s: next(
-                        (v for v in reversed(find(network, batchnorm, s)["epoch_loss"]) if v is not None),
+                        (
+                            v
+                            for v in reversed(find(network, batchnorm, s)["epoch_loss"])
+                            if v is not None
+                        ),
                         np.inf,
                     )
                     for s in ("simultaneous", "cyclic")
@@ -261,7 +273,9 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
                     r = find(network, batchnorm, scheme)
                     points = [
                         (e, l, t)
-                        for e, (l, t) in enumerate(zip(r["epoch_loss"], r["epoch_time"], strict=True))
+                        for e, (l, t) in enumerate(
+                            zip(r["epoch_loss"], r["epoch_time"], strict=True)
+                        )
                         if l is not None
                     ]
                     if not points:
@@ -271,7 +285,9 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
                     axes[0][column].semilogy(
                         epochs_axis, losses, style, marker="o", markersize=3, label=scheme
                     )
-                    axes[1][column].semilogy(times, losses, style, marker="o", markersize=3, label=scheme)
+                    axes[1][column].semilogy(
+                        times, losses, style, marker="o", markersize=3, label=scheme
+                    )
                 axes[0][column].set_title(f"batch norm {'on' if batchnorm else 'off'}")
                 axes[0][column].set_xlabel("epoch")
                 axes[1][column].set_xlabel("wall seconds")
@@ -303,7 +319,8 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
     per_step = {
         s: np.median(
             [
-                r["seconds_per_step"] / find(r["network"], r["batchnorm"], "simultaneous")["seconds_per_step"]
+                r["seconds_per_step"]
+                / find(r["network"], r["batchnorm"], "simultaneous")["seconds_per_step"]
                 for r in runs
                 if r["scheme"] == s
             ]

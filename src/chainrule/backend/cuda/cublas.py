@@ -263,7 +263,9 @@ def gemm_arguments(a_shape, a_strides, b_shape, b_strides, itemsize) -> GemmArgu
     """
     a_shape, b_shape = tuple(a_shape), tuple(b_shape)
     if not a_shape or not b_shape:
-        raise ValueError(f"matmul: operands must have at least one axis, got shapes {a_shape} and {b_shape}")
+        raise ValueError(
+            f"matmul: operands must have at least one axis, got shapes {a_shape} and {b_shape}"
+        )
     a_elements = _element_strides(a_strides, itemsize)
     b_elements = _element_strides(b_strides, itemsize)
     # 1-D operands become a row (a) or a column (b), whose extra axis is dropped from the result.
@@ -308,7 +310,9 @@ def gemm_arguments(a_shape, a_strides, b_shape, b_strides, itemsize) -> GemmArgu
         layout = None if None in core_strides else _matrix_layout(*core, *core_strides)
         if vector:
             return ((layout[0], layout[1], 0), None) if layout else (None, tuple(own_shape))
-        stride = None if layout is None else _batch_stride(batch_shape, own_batch, own_batch_strides)
+        stride = (
+            None if layout is None else _batch_stride(batch_shape, own_batch, own_batch_strides)
+        )
         if stride is not None:
             return (layout[0], layout[1], stride), None
         copied = _batch_stride(batch_shape, own_batch, _contiguous_strides(own_shape)[:-2])
@@ -387,7 +391,9 @@ def gemm_routine(dtype_name: str, precision: str, batched: bool) -> str:
     if dtype_name == "float64":  # no reduced-precision mode for float64: always full precision
         return "cublasDgemmStridedBatched" if batched else "cublasDgemm_v2"
     if dtype_name != "float32":
-        raise TypeError(f"matmul: the cuBLAS binding takes float32 or float64 arrays, got {dtype_name}")
+        raise TypeError(
+            f"matmul: the cuBLAS binding takes float32 or float64 arrays, got {dtype_name}"
+        )
     if PRECISION_COMPUTE_TYPES[precision] is None:
         return "cublasSgemmStridedBatched" if batched else "cublasSgemm_v2"
     return "cublasGemmStridedBatchedEx" if batched else "cublasGemmEx"
@@ -474,7 +480,12 @@ def find_library() -> str:
     )
 
 
-_c_int, _c_void_p, _c_size_t, _c_longlong = ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_longlong
+_c_int, _c_void_p, _c_size_t, _c_longlong = (
+    ctypes.c_int,
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_longlong,
+)
 _GEMM = (_c_void_p, _c_int, _c_int, _c_int, _c_int, _c_int)  # handle, transa, transb, m, n, k
 # alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batchCount
 _STRIDED_BATCHED = (
@@ -492,8 +503,10 @@ PROTOTYPES = {
     "cublasSetWorkspace_v2": (_c_void_p, _c_void_p, _c_size_t),
     "cublasGetProperty": (_c_int, ctypes.POINTER(_c_int)),
     # alpha, A, lda, B, ldb, beta, C, ldc
-    "cublasSgemm_v2": _GEMM + (_c_void_p, _c_void_p, _c_int, _c_void_p, _c_int, _c_void_p, _c_void_p, _c_int),
-    "cublasDgemm_v2": _GEMM + (_c_void_p, _c_void_p, _c_int, _c_void_p, _c_int, _c_void_p, _c_void_p, _c_int),
+    "cublasSgemm_v2": _GEMM
+    + (_c_void_p, _c_void_p, _c_int, _c_void_p, _c_int, _c_void_p, _c_void_p, _c_int),
+    "cublasDgemm_v2": _GEMM
+    + (_c_void_p, _c_void_p, _c_int, _c_void_p, _c_int, _c_void_p, _c_void_p, _c_int),
     # alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batchCount
     "cublasSgemmStridedBatched": _GEMM + _STRIDED_BATCHED,
     "cublasDgemmStridedBatched": _GEMM + _STRIDED_BATCHED,
@@ -667,7 +680,9 @@ class Handle:
         """Compute on ``stream_pointer`` from now on (with its workspace); the handle pointer."""
         if stream_pointer != self.bound_stream:
             workspace = self.workspace(stream_pointer)
-            check_status(self.library.cublasSetStream_v2(self.pointer, stream_pointer), "cublasSetStream_v2")
+            check_status(
+                self.library.cublasSetStream_v2(self.pointer, stream_pointer), "cublasSetStream_v2"
+            )
             check_status(
                 self.library.cublasSetWorkspace_v2(self.pointer, workspace.ptr, WORKSPACE_BYTES),
                 "cublasSetWorkspace_v2",
@@ -689,7 +704,9 @@ def _require_cupy():
 
     cupy = arraylib.cupy_module()
     if cupy is None:
-        raise RuntimeError("chainrule.backend.cuda.cublas needs CuPy (pip install cupy-cuda12x) and an NVIDIA GPU")
+        raise RuntimeError(
+            "chainrule.backend.cuda.cublas needs CuPy (pip install cupy-cuda12x) and an NVIDIA GPU"
+        )
     return cupy
 
 
@@ -805,7 +822,9 @@ def matmul(a, b, out=None, *, precision: str = "highest"):
     elif arguments.kind == "gemm":
         handle = current_handle().pointer
         routine = gemm_routine(dtype_name, precision, batched=arguments.batch_count > 1)
-        _launch(routine, handle, arguments, b.data.ptr, a.data.ptr, out.data.ptr, dtype_name, precision)
+        _launch(
+            routine, handle, arguments, b.data.ptr, a.data.ptr, out.data.ptr, dtype_name, precision
+        )
     return out
 
 

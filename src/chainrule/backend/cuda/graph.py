@@ -52,9 +52,9 @@ import os
 import numpy as _np
 
 from ...engine import arraylib
-from ..capture import CaptureError
 from ...engine.core import Tracer, state
 from ...transforms.pytree import tree_flatten, tree_unflatten
+from ..capture import CaptureError
 from . import cublas
 
 __all__ = ["CudaGraph", "GraphStep", "capture_graph", "matmul_through_cublas", "record_graph"]
@@ -107,8 +107,8 @@ def matmul_through_cublas():
     """Inside the block the ``matmul`` primitive computes float32/float64 CuPy products with
     :func:`chainrule.backend.cuda.cublas.matmul` (capturable), in the precision mode in force; other
     operands keep the forward in place before. The Tensor fast paths stand aside meanwhile."""
-    from ..precision import get_matmul_precision  # noqa: PLC0415
     from ...engine.primitives import TABLE  # noqa: PLC0415
+    from ..precision import get_matmul_precision  # noqa: PLC0415
 
     prim = TABLE["matmul"]
     saved_forward, saved_foreign = prim.forward, state.foreign
@@ -179,7 +179,9 @@ def capture_error(error, what="the step") -> CaptureError:
 def _copy_tree(tree):
     """``tree`` with every device array copied (on the current stream, current allocator)."""
     leaves, treedef = tree_flatten(tree)
-    return tree_unflatten(treedef, [leaf.copy() if _is_device_array(leaf) else leaf for leaf in leaves])
+    return tree_unflatten(
+        treedef, [leaf.copy() if _is_device_array(leaf) else leaf for leaf in leaves]
+    )
 
 
 def capture_graph(function, *, what="the step"):
@@ -193,7 +195,9 @@ def capture_graph(function, *, what="the step"):
     cupy = _require_cupy()
     caller_stream = cupy.cuda.get_current_stream()
     if caller_stream.ptr not in (0, 1) and caller_stream.is_capturing():
-        raise CaptureError("capture: the current stream is already being captured; captures do not nest")
+        raise CaptureError(
+            "capture: the current stream is already being captured; captures do not nest"
+        )
     device_id = cupy.cuda.runtime.getDevice()
     stream = cupy.cuda.Stream(non_blocking=True)
     pool = cupy.cuda.MemoryPool()
