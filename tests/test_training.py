@@ -13,7 +13,6 @@ from chainrule.training import (
     CheckpointError,
     Trainer,
     TrainingDiverged,
-    atomic_write_bytes,
     build_data,
     build_model,
     build_optimizer,
@@ -25,6 +24,7 @@ from chainrule.training import (
     read_jsonl,
     save_checkpoint,
 )
+from chainrule.util.files import atomic_write_bytes
 
 
 def snapshot(folder):

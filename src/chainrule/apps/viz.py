@@ -108,7 +108,7 @@ class Drawing:
 
     def save(self, path) -> list[Path]:
         """Write ``path`` with suffix ``.dot`` and, when rendered, ``.svg``; returns the paths."""
-        from ..training.checkpoint import atomic_write_text  # noqa: PLC0415 (viz sits below training)
+        from ..util.files import atomic_write_text
 
         base = Path(path)
         written = [base.with_suffix(".dot")]

@@ -11,10 +11,10 @@ explicitly when saved, so a checkpoint does not depend on the device it came fro
 records that device (and the compute dtype) in the ``.json`` and loads the arrays onto the device
 of the run that reads them: a run checkpointed on a GPU resumes on it, or on the CPU.
 
-Each file is written to a temporary name in the same folder, flushed to disk and renamed over its
-final name (``os.replace``, atomic on POSIX), the ``.npz`` first: the ``.json`` is the commit mark.
-A process killed at any instant therefore leaves either the previous checkpoint or the new one,
-never a half-written file under a real name. Loading verifies the checksum before NumPy parses
+Each file is written atomically (:mod:`chainrule.util.files`: a temporary name in the same
+folder, flushed and renamed over the final name), the ``.npz`` first: the ``.json`` is the commit
+mark. A process killed at any instant therefore leaves either the previous checkpoint or the new
+one, never a half-written file under a real name. Loading verifies the checksum before NumPy parses
 the archive, and reads it with ``allow_pickle=False``, so a hostile file cannot run code.
 
 >>> import numpy as np, tempfile
@@ -32,78 +32,40 @@ import io
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 from ..engine.arraylib import to_numpy, xp
+from ..util.files import atomic_write_bytes, atomic_write_text, write_json
+from ..util.files import read_json as _read_json
+
+__all__ = [
+    "FORMAT",
+    "CheckpointError",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "checkpoint_path",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "prune_checkpoints",
+    "read_json",
+    "remove_temporaries",
+    "save_checkpoint",
+    "write_json",
+]
 
 FORMAT = "chainrule-checkpoint/1"
 _NAME = re.compile(r"^step-(\d{8,})\.json$")
-
-
-def _file_mode() -> int:
-    """The permissions a plain ``open(path, "w")`` would give (mkstemp's are owner-only)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-_FILE_MODE = _file_mode()
 
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, damaged, or does not fit the model it is loaded into."""
 
 
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix."""
-    path = Path(path)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(temp, _FILE_MODE)
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable; not possible on every platform
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-    except OSError:
-        pass
-
-
-def atomic_write_text(path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def write_json(path, value) -> None:
-    atomic_write_text(path, json.dumps(value, indent=1, sort_keys=True, allow_nan=False) + "\n")
-
-
 def read_json(path, what="file"):
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CheckpointError(f"{what} {str(path)!r} does not exist") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"cannot read {what} {str(path)!r}: {error}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise CheckpointError(
-            f"{what} {str(path)!r} is corrupted (invalid JSON: {error.msg} at line {error.lineno})"
-        ) from None
+    """:func:`chainrule.util.files.read_json`, its one-line errors raised as
+    :class:`CheckpointError` (what the Trainer and the ``chainrule`` command catch)."""
+    return _read_json(path, what, error=CheckpointError)
 
 
 def checkpoint_path(directory, step: int) -> Path:
