@@ -21,6 +21,7 @@ from chainrule.backend.device import (
     to_numpy,
 )
 from chainrule.backend.simulated_cuda import SimulatedArray, simulate_cuda
+from chainrule.distributed.packing import PackedReductions
 from chainrule.estimators import SeededGradient, add_direction_, get_method
 from chainrule.training import (
     Trainer,
@@ -246,7 +247,7 @@ def test_methods_and_schemes_run_on_the_device(cuda, method, scheme, lr):
     assert on_cuda(on_gpu.opt_state)
 
 
-class MirroredRanks(LocalCommunicator):
+class MirroredRanks(PackedReductions, LocalCommunicator):  # packing as MPICommunicator has it
     """Two ranks that happen to hold the same numbers: every sum is twice this rank's buffer. The
     Trainer's data-parallel path runs whole (shards, one all-reduce of host buffers per step)."""
 

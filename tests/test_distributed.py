@@ -401,9 +401,9 @@ RESUMABLE = """
     rng = np.random.default_rng(1)
     features = rng.standard_normal((96, 4))
     train = data.Dataset(features, (features.sum(axis=1) > 0).astype(int))
-    trainer = FailingTrainer(nn.MLP([4, 12, 2], seed=0), optim.SGD(0.1, momentum=0.9), batch_size=16,
-                             seed=5, run_dir=run_dir, checkpoint_every=2, log=None, progress=False,
-                             communicator=communicator)
+    trainer = FailingTrainer(nn.MLP([4, 12, 2], seed=0), optim.SGD(0.1, momentum=0.9),
+                             batch_size=16, seed=5, run_dir=run_dir, checkpoint_every=2, log=None,
+                             progress=False, communicator=communicator)
     trainer.fit(train, epochs=3, resume=True)
     theta, _ = ravel_pytree(trainer.params)
     np.savez(f"{out}-{rank}.npz", theta=theta, step=np.array(trainer.step))

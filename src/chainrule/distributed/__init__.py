@@ -10,7 +10,8 @@ contiguous NumPy array, never a pickled object. mpi4py is imported only when an
 
 A rank that raises, or whose command fails, ends the whole job through ``MPI_Abort`` with a line
 ``chainrule: rank N failed: ...`` instead of leaving the other ranks waiting in a collective
-forever (see :mod:`.mpi`). :mod:`.cost` is the cost model that says when more ranks pay off.
+forever (see :mod:`.mpi`). :mod:`.packing` lays a step's gradient, loss and hits into the one
+buffer that is all-reduced; :mod:`.cost` is the cost model that says when more ranks pay off.
 """
 
 from .cost import (
@@ -21,9 +22,11 @@ from .cost import (
     step_seconds,
 )
 from .mpi import MPICommunicator, failure_message, mpi_available
+from .packing import PackedReductions
 
 __all__ = [
     "MPICommunicator",
+    "PackedReductions",
     "allreduce_seconds",
     "break_even_batch",
     "failure_message",

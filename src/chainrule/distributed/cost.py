@@ -110,7 +110,9 @@ def break_even_batch(
 
     >>> round(break_even_batch(1e-4, nbytes=8e6, ranks=2, bandwidth=1e9, latency=0.0))
     160
-    >>> round(break_even_batch(1e-4, nbytes=8e6, ranks=2, bandwidth=1e9, latency=0.0, overhead_seconds=0.01))
+    >>> round(break_even_batch(
+    ...     1e-4, nbytes=8e6, ranks=2, bandwidth=1e9, latency=0.0, overhead_seconds=0.01
+    ... ))
     360
     """
     ranks = _check_ranks(ranks)

@@ -28,7 +28,12 @@ import traceback
 
 import numpy as np
 
-_INSTALL_HINT = "install them with scripts/setup_mpi.sh (Open MPI + mpi4py), or pip install mpi4py next to an MPI library"
+from .packing import PackedReductions
+
+_INSTALL_HINT = (
+    "install them with scripts/setup_mpi.sh (Open MPI + mpi4py), or pip install mpi4py next to "
+    "an MPI library"
+)
 
 
 def mpi_available() -> bool:
@@ -116,7 +121,7 @@ def _install_excepthook(world) -> None:
     _hook_installed = True
 
 
-class MPICommunicator:
+class MPICommunicator(PackedReductions):
     """The ranks of an MPI job as the Trainer's communicator.
 
     ``comm`` defaults to ``MPI.COMM_WORLD``; the communicator works on a duplicate of it, so its
@@ -124,7 +129,7 @@ class MPICommunicator:
     each collective in the same order with arrays of the same shape and dtype (the Trainer's
     single flat gradient per step guarantees that). With ``abort_on_failure`` (the default) and
     more than one rank, an uncaught exception on any rank aborts the whole job (see the module
-    docstring).
+    docstring). The Trainer's per-step gradient packing comes from :class:`PackedReductions`.
     """
 
     def __init__(self, comm=None, *, abort_on_failure: bool = True):
@@ -146,7 +151,7 @@ class MPICommunicator:
     def is_root(self) -> bool:
         return self.rank == 0
 
-    # -- collectives ---------------------------------------------------------------------------------
+    # -- collectives -------------------------------------------------------------------------------
     @staticmethod
     def _buffer(array, operation: str) -> np.ndarray:
         source = np.asarray(array)
@@ -195,7 +200,7 @@ class MPICommunicator:
         """Wait until every rank arrives."""
         self.comm.Barrier()
 
-    # -- failures ------------------------------------------------------------------------------------
+    # -- failures ----------------------------------------------------------------------------------
     def abort(self, message: str, code: int = 1) -> None:
         """Print ``chainrule: rank N failed: message`` and end every rank's process with exit
         status ``code`` (``MPI_Abort`` on ``COMM_WORLD``; it does not return)."""

@@ -2,15 +2,22 @@
 
 A *communicator* is the Trainer's whole view of data parallelism. The single-process one below
 is the default and does nothing; ``chainrule.distributed.MPICommunicator`` implements the same
-five members on MPI. The Trainer itself decides what crosses the wire:
+five members on MPI. The Trainer decides what is reduced; the communicator it is handed decides
+how it crosses the wire:
 
 * each rank takes its share of every global batch (:func:`shard_bounds`, deterministic: the
   global batch order is a function of the seed and the epoch, the same on every rank);
-* exact gradients are raveled into one flat vector θ-sized array, weighted by the rank's share
-  of the batch and summed with **one** ``allreduce_sum`` per step;
+* exact gradients, weighted by the rank's share of the batch, are summed with **one**
+  all-reduce per step: a communicator of more than one rank also has
+  ``allreduce_gradient(loss, grads, share, hits)``, which packs them into one flat θ-sized
+  buffer (``chainrule.distributed.packing.PackedReductions`` provides it on ``allreduce_sum``);
 * zeroth-order and forward-gradient estimates are sums of seeded random directions, identical on
-  every rank, so only their scalar coefficients are summed (a few bytes instead of θ);
+  every rank, so ``allreduce_seeded(loss, seeded, share, hits)`` sums only their scalar
+  coefficients (a few bytes instead of θ);
 * the initial parameters come from rank 0 (``broadcast``), and only rank 0 writes checkpoints.
+
+This layer imports nothing from ``chainrule.distributed``: the packing arrives with the
+communicator (a single process never needs it).
 """
 
 from __future__ import annotations

@@ -19,17 +19,17 @@ share of every global batch and the shares' gradients are combined by one all-re
 (see :mod:`chainrule.training.parallel`).
 
 **Devices.** ``Trainer(..., device="cuda")`` trains on a GPU: the model's parameters and buffers
-move there (float32 unless ``dtype`` says otherwise: ``chainrule.backend.device.default_float_dtype``),
-so the optimizer state is made there too. Each data set is copied to the device once, the first
-time it is used (``data_on_device=True``), and the batches are then gathered on the device; with
-``data_on_device=False`` the data stay on the host and each batch is copied as it is drawn (for
-data sets larger than the GPU's memory). The few values read on the host (the loss, the count of
-correct predictions, the finiteness of the weights) are explicit copies of 0-d arrays, one each
-per step. Random draws (the epoch's order, dropout masks, the stochastic methods' directions) are
-made by NumPy on the host from the same seeds and copied over, so a run draws the same numbers on
-every device. Checkpoints hold host arrays plus the device and dtype in their metadata, and load
-onto the device of the run that reads them: a run checkpointed on a GPU resumes there, or on the
-CPU.
+move there (float32 unless ``dtype`` says otherwise:
+``chainrule.backend.device.default_float_dtype``), so the optimizer state is made there too. Each
+data set is copied to the device once, the first time it is used (``data_on_device=True``), and the
+batches are then gathered on the device; with ``data_on_device=False`` the data stay on the host and
+each batch is copied as it is drawn (for data sets larger than the GPU's memory). The few values
+read on the host (the loss, the count of correct predictions, the finiteness of the weights) are
+explicit copies of 0-d arrays, one each per step. Random draws (the epoch's order, dropout masks,
+the stochastic methods' directions) are made by NumPy on the host from the same seeds and copied
+over, so a run draws the same numbers on every device. Checkpoints hold host arrays plus the device
+and dtype in their metadata, and load onto the device of the run that reads them: a run checkpointed
+on a GPU resumes there, or on the CPU.
 
 **Divergence.** A step whose loss is NaN or Inf, or whose magnitude exceeds ``divergence_factor``
 (default 10^6) times max(1, |first loss of the run|), raises :class:`TrainingDiverged` naming the
@@ -60,7 +60,7 @@ from ..estimators import Cost, get_method
 from ..nn.layers import Dropout
 from ..nn.losses import get_loss
 from ..nn.module import Context, flatten_names, unflatten_names
-from ..transforms.pytree import ravel_pytree, tree_flatten, tree_leaves, tree_unflatten
+from ..transforms.pytree import ravel_pytree, tree_leaves
 from .checkpoint import (
     CheckpointError,
     latest_checkpoint,
@@ -96,7 +96,8 @@ DIVERGENCE_FACTOR = 1e6
 
 class TrainingDiverged(FloatingPointError):
     """The loss became NaN or Inf, or grew beyond the divergence threshold (see
-    :class:`Trainer`), or the weights became NaN or Inf; nothing is checkpointed from that point on."""
+    :class:`Trainer`), or the weights became NaN or Inf; nothing is checkpointed from that point
+    on."""
 
 
 def _run_device(device, model) -> Device:
@@ -226,7 +227,6 @@ class Trainer:
         self.total_cost = Cost()
         self.last_cost = Cost()
         self.measure_next = False
-        self._reduce_buffer = None  # the flat all-reduce buffer of a data-parallel step, reused
         self._shard = None  # (global batch size, start, stop) of this rank's share in this step
         self._reset_accumulators()
 
@@ -303,57 +303,25 @@ class Trainer:
         return float(correct(outputs, labels))
 
     def _reduce_gradient(self, loss, grads, share, labels):
-        """Global loss and gradient from every rank's: ONE all-reduce of [θ-gradient, loss,
-        correct predictions], each rank's part weighted by its share of the global batch. The
-        gradient is scaled straight into a flat buffer kept across steps and read back as views
-        (ravel + astype + concatenate + unravel cost ~4x more per step at 10^6 parameters). A rank
-        whose share is empty (a global batch smaller than the ranks) adds zeros, not the NaN mean
-        of no examples."""
-        leaves, treedef = tree_flatten(grads)
-        leaves = [raw(leaf) for leaf in leaves]
-        # The communicator sends host buffers: a gradient on a GPU crosses to the host and back.
-        where = arraylib.device_of(leaves[0]) if leaves else "cpu"
-        leaves = [to_numpy(leaf) for leaf in leaves] if where != "cpu" else leaves
-        size = sum(leaf.size for leaf in leaves)
-        buffer = self._reduce_buffer
-        if buffer is None or buffer.size != size + 2:
-            buffer = self._reduce_buffer = xp.empty(size + 2)
-        offset = 0
-        for leaf in leaves:
-            part = buffer[offset : offset + leaf.size]
-            if share:
-                xp.multiply(leaf.reshape(-1), share, out=part)
-            else:
-                part[...] = 0.0
-            offset += leaf.size
-        buffer[-2] = float(loss) * share if share else 0.0
-        buffer[-1] = self._local_hits(labels)
-        total = self.communicator.allreduce_sum(buffer)
-        self._reduced_hits = int(round(float(total[-1])))
-        out, offset = [], 0
-        for leaf in leaves:
-            piece = (
-                total[offset : offset + leaf.size]
-                .reshape(leaf.shape)
-                .astype(leaf.dtype, copy=False)
-            )
-            out.append(piece if where == "cpu" else arraylib.to_device(piece, where))
-            offset += leaf.size
-        return float(total[-2]), tree_unflatten(treedef, out)
+        """Global loss and gradient from every rank's, in one all-reduce that the communicator
+        packs (``chainrule.distributed.packing``); the summed correct predictions are kept for the
+        step's accuracy."""
+        loss, grads, self._reduced_hits = self.communicator.allreduce_gradient(
+            loss, grads, share, self._local_hits(labels)
+        )
+        return loss, grads
 
     def _reduce_seeded(self, loss, seeded, share, labels):
-        """The same for a seeded estimate: every rank drew the same directions from the same key,
-        so only the coefficients (and the loss and hits) cross the wire."""
-        coefficients = seeded.coefficients * share if share else xp.zeros_like(seeded.coefficients)
-        scalars = [float(loss) * share if share else 0.0, self._local_hits(labels)]
-        packed = xp.concatenate([coefficients, xp.asarray(scalars)])
-        total = self.communicator.allreduce_sum(packed)
-        self._reduced_hits = int(round(float(total[-1])))
-        seeded.coefficients = total[:-2]
-        return float(total[-2]), seeded
+        """The same for a seeded estimate: only its coefficients (and the loss and hits) are
+        summed, every rank having drawn the same directions from the same key."""
+        loss, seeded, self._reduced_hits = self.communicator.allreduce_seeded(
+            loss, seeded, share, self._local_hits(labels)
+        )
+        return loss, seeded
 
     def _placed_batch(self, features, labels):
-        """A batch on the trainer's device, cast to its dtype (a no-op for a batch already there)."""
+        """A batch on the trainer's device, cast to its dtype (a no-op for a batch already
+        there)."""
         if self.device.kind == "cpu" and self.dtype is None:
             return features, labels
         batch = (arraylib.asarray(raw(features)), arraylib.asarray(raw(labels)))
@@ -422,8 +390,8 @@ class Trainer:
         self.total_cost = self.total_cost + cost
         if not _all_finite(tree_leaves(params)):
             raise TrainingDiverged(
-                f"training diverged at step {self.step + 1} (epoch {self.epoch + 1}): the weights became NaN "
-                "or Inf; lower the learning rate"
+                f"training diverged at step {self.step + 1} (epoch {self.epoch + 1}): the weights "
+                "became NaN or Inf; lower the learning rate"
             )
         self.params, self.opt_state = params, opt_state
         self.step += 1
@@ -545,10 +513,11 @@ class Trainer:
         if self.log is not None:
             self.log(format_epoch(record, epochs, self.task))
 
-    # -- evaluation ----------------------------------------------------------------------------------
+    # -- evaluation --------------------------------------------------------------------------------
     def evaluate(self, dataset: Dataset, params=None) -> dict:
         """Mean loss (and accuracy) of the model in evaluation mode over ``dataset`` (on the
-        trainer's device: see :meth:`place`); ``params`` (default: the trainer's) are moved there."""
+        trainer's device: see :meth:`place`); ``params`` (default: the trainer's) are moved
+        there."""
         params = self.params if params is None else to_device(params, self.device.name, self.dtype)
         total = RunningMean()
         hits = 0
@@ -569,7 +538,7 @@ class Trainer:
             "accuracy": hits / len(dataset) if self.task == "classification" else None,
         }
 
-    # -- checkpoints -----------------------------------------------------------------------------------
+    # -- checkpoints -------------------------------------------------------------------------------
     @property
     def checkpoint_dir(self) -> Path | None:
         return None if self.run_dir is None else self.run_dir / "checkpoints"
