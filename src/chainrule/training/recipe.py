@@ -1,5 +1,5 @@
 """A training run described by one JSON-ready dict: what ``chainrule train`` writes to
-``config.json`` and rebuilds on ``--resume``.
+``config.json`` and rebuilds on ``--resume`` (:func:`read_run_config`, :func:`resume_config`).
 
 >>> config = make_config(data="moons", hidden=[8], epochs=2, lr=0.5)
 >>> splits = build_data(config)
@@ -9,6 +9,8 @@
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from ..backend.precision import MODES as PRECISION_MODES
 from ..data.datasets import SCALINGS, DataError, check_batch_size, num_batches
@@ -304,3 +306,67 @@ def build_scheme(config: dict):
 
 def task_of(splits) -> str:
     return splits.train.task
+
+
+def read_run_config(run_dir) -> dict:
+    """The configuration a run saved in ``RUN_DIR/config.json``, completed with the defaults of
+    the options added after it was written (a run from before an option existed had its
+    default). A missing or unreadable file is a :class:`~.checkpoint.CheckpointError`; a file
+    that is not a run configuration, or lacks an option, a :class:`ConfigError`."""
+    from .checkpoint import read_json
+
+    path = Path(run_dir) / "config.json"
+    config = read_json(path, "run config")
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ConfigError(f"{str(path)!r} is not a chainrule run configuration")
+    missing = sorted(set(DEFAULTS) - set(config) - set(ADDED_LATER))
+    if missing:
+        raise ConfigError(f"{str(path)!r} is incomplete (no {', '.join(missing)})")
+    return {**ADDED_LATER, **config}
+
+
+def resume_config(run_dir, given: dict) -> tuple[dict, dict]:
+    """``(config, saved)``: the configuration a resumed run continues with, and the one it saved.
+
+    A resumed run keeps its configuration, so that it replays the same arithmetic: ``given``
+    (the options named on the command line, by config key) may only repeat the saved values,
+    except the :data:`RESUMABLE` ones (more ``epochs``, another ``device``), which override
+    them. ``epochs`` cannot change under a cosine schedule, whose shape depends on it. Every
+    conflict is a one-line :class:`ConfigError` naming the first offending option, raised before
+    anything is written; ``config != saved`` tells the caller to rewrite ``config.json``.
+
+    >>> import tempfile
+    >>> from chainrule.util.files import write_json
+    >>> run_dir = tempfile.mkdtemp()
+    >>> write_json(f"{run_dir}/config.json", make_config(data="moons", epochs=2))
+    >>> config, saved = resume_config(run_dir, {"data": "moons", "epochs": 5})
+    >>> config["epochs"], saved["epochs"]
+    (5, 2)
+    >>> resume_config(run_dir, {"lr": 0.5})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    chainrule.training.recipe.ConfigError: --lr 0.5 differs from the run's 0.1; a resumed run ...
+    """
+    saved = {**DEFAULTS, **read_run_config(run_dir)}  # runs from before an option existed
+    conflicts = [
+        key for key, value in given.items() if key not in RESUMABLE and saved.get(key) != value
+    ]
+    if conflicts:
+        key = conflicts[0]
+        raise ConfigError(
+            f"{_flag(key)} {given[key]!r} differs from the run's {saved.get(key)!r}; "
+            "a resumed run keeps its configuration (only --epochs may change)"
+        )
+    config = {**saved, **{key: given[key] for key in RESUMABLE if key in given}}
+    if config["epochs"] != saved["epochs"] and config["schedule"] == "cosine":
+        raise ConfigError(
+            "--epochs cannot change on --resume with a cosine schedule (it would change the "
+            "schedule)"
+        )
+    validate_config(config)
+    return config, saved
+
+
+def _flag(key: str) -> str:
+    """The command-line option of config key ``key``: ``batch_size`` is ``--batch-size``."""
+    return "--" + key.replace("_", "-")
