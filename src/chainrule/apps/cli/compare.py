@@ -86,49 +86,52 @@ def _names(text: str, what: str) -> list[str]:
 
 
 def cmd_compare(args) -> int:
-    from ...training.compare import (
-        compare_training,
-        format_runs,
-        gradient_cost,
-        plot_gradient_cost,
-        plot_runs,
-    )
-    from ...training.recipe import ConfigError, build_data, make_config
-    from ...util.files import atomic_write_bytes, write_json
-
     out = Path(args.out)
     device = run_device(args.device or "cpu")
     if args.gradient_cost:
-        if device.kind != "cpu" or args.dtype is not None:
-            raise ConfigError(
-                "--gradient-cost times gradients on the CPU; leave out --device and --dtype"
-            )
-        try:
-            targets = [float(part) for part in _names(args.params, "params")]
-        except ValueError:
-            raise ConfigError(
-                f"--params must be numbers like 1e2,1e3, got {args.params!r}"
-            ) from None
-        if any(not t >= 10 for t in targets):
-            raise ConfigError("--params must all be at least 10")
-        methods = _names(args.methods or "backprop,forward_mode,finite_differences", "methods")
-        say("one full gradient of an MLP loss, time relative to one loss evaluation:")
-        points, slopes = gradient_cost(
-            targets, methods, time_cap=args.time_cap, seed=args.seed, log=say
-        )
-        from ...training.compare import THEORY
+        return _gradient_cost(args, out, device)
+    return _compare_training(args, out, device)
 
-        for name, slope in slopes.items():
-            shown = "n/a (fewer than two measured points)" if slope is None else f"{slope:.2f}"
-            say(f"log-log slope {name:<20} {shown}   theory {THEORY.get(name, '-')}")
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(
-            out / "gradient_cost.json",
-            {"points": [{**p.__dict__, "ratio": p.ratio} for p in points], "slopes": slopes},
+
+def _gradient_cost(args, out: Path, device) -> int:
+    """``--gradient-cost``: time one full gradient by each method as the parameter count grows."""
+    from ...training.compare import THEORY, gradient_cost, plot_gradient_cost
+    from ...training.recipe import ConfigError
+    from ...util.files import write_json
+
+    if device.kind != "cpu" or args.dtype is not None:
+        raise ConfigError(
+            "--gradient-cost times gradients on the CPU; leave out --device and --dtype"
         )
-        plot_gradient_cost(points, slopes, out / "gradient_cost.png")
-        say(f"wrote {out / 'gradient_cost.json'} and {out / 'gradient_cost.png'}")
-        return 0
+    try:
+        targets = [float(part) for part in _names(args.params, "params")]
+    except ValueError:
+        raise ConfigError(f"--params must be numbers like 1e2,1e3, got {args.params!r}") from None
+    if any(not t >= 10 for t in targets):
+        raise ConfigError("--params must all be at least 10")
+    methods = _names(args.methods or "backprop,forward_mode,finite_differences", "methods")
+    say("one full gradient of an MLP loss, time relative to one loss evaluation:")
+    points, slopes = gradient_cost(
+        targets, methods, time_cap=args.time_cap, seed=args.seed, log=say
+    )
+    for name, slope in slopes.items():
+        shown = "n/a (fewer than two measured points)" if slope is None else f"{slope:.2f}"
+        say(f"log-log slope {name:<20} {shown}   theory {THEORY.get(name, '-')}")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(
+        out / "gradient_cost.json",
+        {"points": [{**p.__dict__, "ratio": p.ratio} for p in points], "slopes": slopes},
+    )
+    plot_gradient_cost(points, slopes, out / "gradient_cost.png")
+    say(f"wrote {out / 'gradient_cost.json'} and {out / 'gradient_cost.png'}")
+    return 0
+
+
+def _budget(args) -> tuple[float | None, str]:
+    """``(seconds or None, the budget in words)``: ``--budget-passes``, else ``--budget-seconds``
+    (default 60), each checked positive."""
+    from ...training.recipe import ConfigError
+
     if args.budget_seconds is not None and args.budget_passes is not None:
         raise ConfigError("give --budget-seconds or --budget-passes, not both")
     budget_seconds = args.budget_seconds if args.budget_passes is None else None
@@ -138,22 +141,40 @@ def cmd_compare(args) -> int:
         raise ConfigError(f"--budget-seconds must be positive, got {budget_seconds}")
     if args.budget_passes is not None and args.budget_passes <= 0:
         raise ConfigError(f"--budget-passes must be positive, got {args.budget_passes}")
+    budget = (
+        f"{budget_seconds:g} s" if budget_seconds is not None else f"{args.budget_passes} passes"
+    )
+    return budget_seconds, budget
+
+
+def _learning_rates(items) -> dict:
+    """``{method: lr}`` from the ``--lr METHOD=LR`` options."""
+    from ...training.recipe import ConfigError
+
     rates = {}
-    for item in args.lr:
+    for item in items:
         name, _, value = item.partition("=")
         try:
             rates[name.strip()] = float(value)
         except ValueError:
             raise ConfigError(f"--lr takes METHOD=LR, got {item!r}") from None
+    return rates
+
+
+def _compare_training(args, out: Path, device) -> int:
+    """Train every (method, scheme) pair under the same budget; one table, JSON and plot."""
+    from ...training.compare import compare_training, format_runs, plot_runs
+    from ...training.recipe import ConfigError, build_data, make_config
+    from ...util.files import atomic_write_bytes, write_json
+
+    budget_seconds, budget = _budget(args)
+    rates = _learning_rates(args.lr)
     try:
         hidden = widths(args.hidden)
     except argparse.ArgumentTypeError as error:
         raise ConfigError(f"--hidden: {error}") from None
     config = make_config(data=args.data, hidden=hidden, seed=args.seed, batch_size=args.batch_size)
     splits = build_data(config)
-    budget = (
-        f"{budget_seconds:g} s" if budget_seconds is not None else f"{args.budget_passes} passes"
-    )
     sizes = [splits.train.num_features, *hidden, splits.train.num_outputs]
     say(
         f"{args.data}: MLP {'-'.join(str(n) for n in sizes)}, "

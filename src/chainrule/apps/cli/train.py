@@ -129,6 +129,7 @@ def _add_model_arguments(group, d):
 
 
 def _add_optimization_arguments(group, d):
+    """The optimizer and its hyperparameters, then the schedule (one help group)."""
     group.add_argument(
         "--optimizer",
         choices=("sgd", "adam", "adamw", "rmsprop"),
@@ -150,6 +151,12 @@ def _add_optimization_arguments(group, d):
         metavar="L",
         help="L2 penalty (decoupled for adamw, default 0.01 there) (default: 0)",
     )
+    _add_schedule_arguments(group, d)
+    return group
+
+
+def _add_schedule_arguments(group, d):
+    """The learning-rate schedule, the length of the run, the batch size and the seed."""
     group.add_argument(
         "--schedule",
         choices=("constant", "step", "cosine", "spsa"),
