@@ -24,6 +24,17 @@ def add_parser(sub):
         "  chainrule compare --gradient-cost --params 1e2,1e3,1e4,1e5",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _add_run_arguments(compare)
+    _add_gradient_cost_arguments(compare)
+    compare.add_argument(
+        "--out", metavar="DIR", default="runs/compare", help="where the table, JSON and PNG go"
+    )
+    add_device_arguments(compare)
+    return compare
+
+
+def _add_run_arguments(compare):
+    """What is compared: data, model, methods, schemes, the budget and the learning rates."""
     compare.add_argument(
         "--data", default="digits", help="data set, as for train (default: digits)"
     )
@@ -60,6 +71,10 @@ def add_parser(sub):
         help="learning rate for one method, e.g. --lr spsa=0.001 "
         "(repeatable; defaults in docs/methods.md)",
     )
+
+
+def _add_gradient_cost_arguments(compare):
+    """``--gradient-cost`` and what it measures."""
     compare.add_argument(
         "--gradient-cost", action="store_true", help="time one gradient per method as P grows"
     )
@@ -69,11 +84,6 @@ def add_parser(sub):
     compare.add_argument(
         "--time-cap", type=float, default=3.0, help="--gradient-cost: seconds before extrapolating"
     )
-    compare.add_argument(
-        "--out", metavar="DIR", default="runs/compare", help="where the table, JSON and PNG go"
-    )
-    add_device_arguments(compare)
-    return compare
 
 
 def _names(text: str, what: str) -> list[str]:
