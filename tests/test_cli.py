@@ -345,8 +345,8 @@ def test_checkpoint_from_another_architecture_exits_2(capsys, tmp_path):
 def test_run_killed_mid_epoch_resumes_to_bit_identical_weights(tmp_path):
     # 292 steps per epoch, a checkpoint every 25: the kill lands far from an epoch's end.
     args = (
-        "--data digits --hidden 32 --epochs 4 --batch-size 4 --lr 0.02 --dropout 0.1 --momentum 0.9 "
-        "--checkpoint-every 25 --quiet --no-plot"
+        "--data digits --hidden 32 --epochs 4 --batch-size 4 --lr 0.02 --dropout 0.1 "
+        "--momentum 0.9 --checkpoint-every 25 --quiet --no-plot"
     ).split()
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     command = [sys.executable, "-m", "chainrule", "train", *args]
