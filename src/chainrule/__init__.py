@@ -1,22 +1,21 @@
 """chainrule: backpropagation done properly, on NumPy, and measured against the alternatives.
 
-The layers (inner knows nothing of outer): ``backend`` (the array module) → ``primitives`` (the
-table of forward/VJP/JVP/FLOP rules) → autodiff (``tensor``/``reverse`` for reverse mode,
-``forward`` for forward mode, ``batching`` for many directions per pass, ``transforms``,
-``jacobians``, ``linearize``, ``cost``/``chain``/``counting`` for the cost side, ``pytree``,
-``numerical``).
+``import chainrule`` loads the engine (the primitive table, tensors, the reverse and forward
+interpreters), the transforms (``grad``, ``jvp``, Jacobians, ``linearize``, cost, pytrees) and
+``chainrule.numpy``, nothing more: a script that only differentiates a function never pays for
+the data sets, plots and training machinery. The outer layers (``nn``, ``optim``, ``data``,
+``estimators``, ``training``, ``distributed``, ``backend``, ``apps``) and the backend's root-level
+names (``capture``, ``CaptureError``, ``device``) load the first time they are used, through the
+module ``__getattr__`` below (PEP 562), so ``chainrule.nn.MLP`` and ``chainrule.capture(...)``
+read as if they had been imported eagerly. ``docs/architecture.md`` draws the layers.
 """
 
-# The outer layers (modules, optimizers, data, training); each imports only what sits below it.
-from . import (  # noqa: E402, F401
-    data,
-    nn,
-    numpy,  # noqa: F401  (chainrule.numpy, import as cnp)
-    optim,
-    training,
-)
-from .backend.capture import CaptureError, capture
-from .backend.device import device
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from . import numpy  # noqa: F401  (chainrule.numpy, import as cnp)
 from .engine.core import AnomalyError, detect_anomaly, enable_grad, no_grad
 from .engine.primitives import TABLE as primitives
 from .engine.tensor import Tensor, tensor
@@ -35,7 +34,42 @@ from .transforms.pytree import (
     tree_unflatten,
 )
 
+if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and editors
+    from . import apps, backend, data, distributed, estimators, nn, optim, training  # noqa: F401
+    from .backend.capture import CaptureError, capture
+    from .backend.device import device
+
 __version__ = "0.1.0"
+
+#: The outer layers, loaded on first use.
+_LAZY_SUBPACKAGES = frozenset(
+    {"apps", "backend", "data", "distributed", "estimators", "nn", "optim", "training"}
+)
+
+#: Root-level names that live in an outer layer: name -> (module, attribute).
+_LAZY_NAMES = {
+    "CaptureError": ("chainrule.backend.capture", "CaptureError"),
+    "capture": ("chainrule.backend.capture", "capture"),
+    "device": ("chainrule.backend.device", "device"),
+}
+
+
+def __getattr__(name: str):
+    """Import an outer layer, or the module holding a lazy root-level name, on first use."""
+    if name in _LAZY_SUBPACKAGES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    elif name in _LAZY_NAMES:
+        module_name, attribute = _LAZY_NAMES[name]
+        value = getattr(importlib.import_module(module_name), attribute)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later lookups find it without coming back here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _LAZY_SUBPACKAGES | set(_LAZY_NAMES))
+
 
 __all__ = [
     "AnomalyError",

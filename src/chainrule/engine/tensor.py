@@ -19,8 +19,6 @@ the general path, which gives the same result.
 
 from __future__ import annotations
 
-import itertools
-
 from . import arraylib
 from .array_methods import ArrayOperators
 from .arraylib import ndarray, xp
@@ -35,9 +33,6 @@ from .primitives import SUB as _SUB
 from .reverse import backward_pass
 from .reverse import constant_data as _constant_data
 from .reverse import lift_constant as _lift_constant
-
-#: A counter for code that builds leaf tensors itself (a leaf's stamp is never compared).
-_clock = itertools.count(1)
 
 #: Number of in-place changes so far; recorded ops are stamped with it (see module docstring).
 _epoch = 0

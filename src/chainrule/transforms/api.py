@@ -18,7 +18,7 @@ from ..engine.arraylib import ndarray, xp
 from ..engine.core import Tracer, new_level
 from ..engine.forward import Dual
 from ..engine.reverse import backward_pass
-from ..engine.tensor import Tensor, _clock, constant_data, current_epoch
+from ..engine.tensor import Tensor, constant_data, current_epoch
 from .counting import is_counting, note_pass
 from .pytree import tree_flatten, tree_unflatten
 
@@ -43,7 +43,7 @@ def _lift_tensor(leaf, level, transform):
     tensor._prim = None
     tensor._args = None
     tensor._params = None
-    tensor._stamp = next(_clock)
+    tensor._stamp = current_epoch()  # as Tensor() stamps a leaf; a leaf's stamp is never compared
     return tensor
 
 
