@@ -162,7 +162,7 @@ class ArrayOperators:
         return self
 
     def __len__(self):
-        shape = self.shape
+        shape = self.shape  # type: ignore[attr-defined]  # every tracer type has a shape
         if not shape:
             raise TypeError("len() of a 0-d value")
         return shape[0]

@@ -140,7 +140,7 @@ def _named_error(error, prim, args, params):
     operands += [
         (name, value) for name, value in params.items() if name != "index" and is_array(value)
     ]
-    devices = {}
+    devices: dict = {}
     for name, value in operands:
         devices.setdefault(device_of(value), (name, value))
     if len(devices) > 1:
@@ -202,7 +202,9 @@ class _GradMode(ContextDecorator):
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
-        self.previous = []  # a stack: the same object may be entered again before it exits
+        self.previous: list[
+            bool
+        ] = []  # a stack: the same object may be entered again before it exits
 
     def __enter__(self):
         self.previous.append(state.grad_enabled)

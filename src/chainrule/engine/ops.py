@@ -69,13 +69,13 @@ def zeros_like(value, dtype=None):
     """A plain array of zeros (constants carry no derivative) of ``value``'s shape as ``value``
     shows it (for a batch of tangents, the shape of one example), on ``value``'s device."""
     if isinstance(value, Tracer):
-        return arraylib.ns.zeros_like(_one_example(value), dtype=dtype or value.dtype)
+        return arraylib.ns.zeros_like(_one_example(value), dtype=dtype or value.dtype)  # type: ignore[attr-defined]
     return arraylib.ns.zeros_like(value, dtype=dtype)
 
 
 def ones_like(value, dtype=None):
     if isinstance(value, Tracer):
-        return arraylib.ns.ones_like(_one_example(value), dtype=dtype or value.dtype)
+        return arraylib.ns.ones_like(_one_example(value), dtype=dtype or value.dtype)  # type: ignore[attr-defined]
     return arraylib.ns.ones_like(value, dtype=dtype)
 
 
@@ -405,7 +405,7 @@ def expand_dims(x, axis):
                 f"chainrule.expand_dims: axis {a} is out of bounds for the result of rank {new_rank} "
                 f"(input shape {shape(x)})"
             )
-    axes = sorted(a % new_rank for a in axes)
+    axes = tuple(sorted(a % new_rank for a in axes))
     if len(set(axes)) != len(axes):
         raise ValueError(f"chainrule.expand_dims: repeated axis in {axis}")
     new_shape = list(shape(x))

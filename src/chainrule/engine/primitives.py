@@ -699,7 +699,7 @@ def _namespace_scatter_add(namespace):
 GETITEM = defprim(
     "getitem",
     lambda x, index: x[index],
-    (lambda g, out, x, index: ops.apply(SCATTER_ADD, g, index=index, shape=x.shape),),
+    (lambda g, out, x, index: ops.apply(TABLE["scatter_add"], g, index=index, shape=x.shape),),
     "linear",
     _no_flops,
     array_api=_namespace_getitem,

@@ -110,7 +110,7 @@ def backward_pass(roots, cotangents, *, epoch, retain_graph=False, create_graph=
     Tensor = type(roots[0])  # noqa: N806 (the node type; a class)
     level = roots[0]._level
     consumers = _count_consumers(roots, level, Tensor)
-    pending = {}
+    pending: dict = {}
     for root, cotangent in zip(roots, cotangents, strict=True):
         previous = pending.get(root)
         pending[root] = cotangent if previous is None else previous + cotangent
@@ -120,7 +120,7 @@ def backward_pass(roots, cotangents, *, epoch, retain_graph=False, create_graph=
             del consumers[root]
             ready.append((root, pending.pop(root)))
     wanted = None if leaves is None else {leaf: i for i, leaf in enumerate(leaves)}
-    results = None if leaves is None else [None] * len(leaves)
+    results: list | None = None if leaves is None else [None] * len(leaves)
     check_nan = state.anomaly
     pop, push = ready.pop, ready.append
 
@@ -131,7 +131,7 @@ def backward_pass(roots, cotangents, *, epoch, retain_graph=False, create_graph=
             if wanted is not None:
                 index = wanted.get(node)
                 if index is not None:
-                    results[index] = cotangent
+                    results[index] = cotangent  # type: ignore[index]  # a list when wanted is
             elif level == 0:
                 if not isinstance(cotangent, (ndarray, Tracer)):
                     # NumPy makes 0-d results scalars; .grad is an array

@@ -19,6 +19,8 @@ the general path, which gives the same result.
 
 from __future__ import annotations
 
+from typing import Any
+
 from . import arraylib
 from .array_methods import ArrayOperators
 from .arraylib import ndarray, xp
@@ -166,6 +168,9 @@ class Tensor(ArrayOperators, Tracer):
         "_version",
         "__weakref__",
     )
+    data: Any
+    _args: tuple | None
+    _params: dict | None
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
         if isinstance(data, Tensor):
@@ -425,16 +430,16 @@ class Tensor(ArrayOperators, Tracer):
             ufunc(data, value, out=data)
         return self
 
-    def __iadd__(self, other):
+    def __iadd__(self, other):  # type: ignore[misc]  # in place: returns self
         return self._inplace(arraylib.xp.add, other, "+=")
 
-    def __isub__(self, other):
+    def __isub__(self, other):  # type: ignore[misc]  # in place: returns self
         return self._inplace(arraylib.xp.subtract, other, "-=")
 
-    def __imul__(self, other):
+    def __imul__(self, other):  # type: ignore[misc]  # in place: returns self
         return self._inplace(arraylib.xp.multiply, other, "*=")
 
-    def __itruediv__(self, other):
+    def __itruediv__(self, other):  # type: ignore[misc]  # in place: returns self
         return self._inplace(arraylib.xp.divide, other, "/=")
 
 

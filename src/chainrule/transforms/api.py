@@ -25,7 +25,7 @@ from .pytree import tree_flatten, tree_unflatten
 
 def _as_value(leaf, transform):
     value = leaf if isinstance(leaf, Tracer) else arraylib.asarray(leaf)
-    dtype = value.dtype
+    dtype = value.dtype  # type: ignore[union-attr]  # every tracer type has a dtype
     if not arraylib.is_float_dtype(dtype):
         raise TypeError(
             f"{transform}: inputs to differentiate must be floating-point, got dtype {dtype}; "
@@ -94,15 +94,15 @@ def value_and_grad(fun, argnums=0, has_aux=False):
     def value_and_grad_fun(*args, **kwargs):
         nums = _argnums_tuple(argnums, len(args), "grad")
         level = new_level()
-        args = list(args)
+        traced_args = list(args)
         inputs = []
         for n in nums:
-            leaves, treedef = tree_flatten(args[n])
+            leaves, treedef = tree_flatten(traced_args[n])
             lifted = [_lift_tensor(leaf, level, "grad") for leaf in leaves]
             inputs.append((treedef, lifted))
-            args[n] = tree_unflatten(treedef, lifted)
+            traced_args[n] = tree_unflatten(treedef, lifted)
         note_pass("forward")
-        result = fun(*args, **kwargs)
+        result = fun(*traced_args, **kwargs)
         if has_aux:
             if not (isinstance(result, (tuple, list)) and len(result) == 2):
                 raise TypeError("grad with has_aux=True: fun must return a pair (value, aux)")

@@ -52,12 +52,12 @@ def optimal_bracketing(dims):
     for span in range(1, length):
         for i in range(1, length - span + 1):
             j = i + span
-            best = None
+            best: int | None = None
             for k in range(i, j):
                 candidate = cost[k + 1][j] + cost[i][k] + product_cost(dims, j, k, i - 1)
                 if best is None or candidate < best:
                     best, split[i][j] = candidate, k
-            cost[i][j] = best
+            cost[i][j] = best  # type: ignore[assignment]  # span >= 1: some k was tried
     return cost[1][length], _tree_from_splits(split, 1, length)
 
 
@@ -84,7 +84,7 @@ def _tree_from_splits(split, first, last):
 
 def forward_bracketing(length: int):
     """``J_L (... (J_3 (J_2 J_1)))``."""
-    tree = 1
+    tree: int | tuple = 1
     for i in range(2, length + 1):
         tree = (i, tree)
     return tree
@@ -92,7 +92,7 @@ def forward_bracketing(length: int):
 
 def reverse_bracketing(length: int):
     """``((J_L J_{L-1}) J_{L-2}) ... J_1``."""
-    tree = length
+    tree: int | tuple = length
     for i in range(length - 1, 0, -1):
         tree = (tree, i)
     return tree

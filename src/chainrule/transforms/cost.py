@@ -140,7 +140,7 @@ def plan_from_trace(trace: ReverseTrace, memory_limit: int | None = None) -> Jac
             direction["elements"] += out_size  # forward mode adds the tangents of several arguments
         for value in (out, *values):
             array = _leaf_array(value)
-            if array is not None and getattr(array, "ndim", 0):
+            if array is not None and getattr(array, "ndim", None):
                 saved[id(array)] = int(array.nbytes)
     for count, size in consumers.values():
         fan_out += (count - 1) * size

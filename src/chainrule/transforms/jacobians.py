@@ -126,7 +126,8 @@ def _group(blocks, arg_defs, single):
 
 
 def _flat_inputs(args, nums, transform):
-    arg_defs, leaves = [], []
+    arg_defs: list = []
+    leaves: list = []
     for n in nums:
         arg_leaves, treedef = tree_flatten(args[n])
         arg_defs.append(treedef)
@@ -338,7 +339,7 @@ def jacobian(fun, argnums=0, mode="auto", *, chunk_size=None, memory_limit=None)
         decided[key] = plan.mode
         return jac
 
-    jacobian_fun.decisions = decided
+    jacobian_fun.decisions = decided  # type: ignore[attr-defined]  # modes chosen
     return jacobian_fun
 
 

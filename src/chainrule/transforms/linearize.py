@@ -84,13 +84,13 @@ class _Tape:
         self.n_slots = len(slot_of)
         self.output_slots = [None if t is None else slot_of.get(id(t)) for t in outputs]
         # Free every value right after its last use, as a backward pass frees its cotangents.
-        last_use = {}
-        for position, (_, slots, _, _, _) in enumerate(self.steps):
-            for slot in slots:
+        last_use: dict[int, int] = {}
+        for position, (_, step_slots, _, _, _) in enumerate(self.steps):
+            for slot in step_slots:
                 if slot >= 0:
                     last_use[slot] = position
         keep = {slot for slot in self.output_slots if slot is not None}
-        self.release = [[] for _ in self.steps]
+        self.release: list[list[int]] = [[] for _ in self.steps]
         for slot, position in last_use.items():
             if slot not in keep:
                 self.release[position].append(slot)
@@ -190,7 +190,7 @@ def linearize(fun, *primals):
                 pieces.append(_plain(result))
         return tree_unflatten(out_def, pieces)
 
-    jvp_fun.tape = tape
+    jvp_fun.tape = tape  # type: ignore[attr-defined]  # the tape, for inspection
     return tree_unflatten(out_def, out_values), jvp_fun
 
 

@@ -48,8 +48,8 @@ class TreeDef:
 
     def __repr__(self):
         # Built iteratively (see __eq__): text pieces in order, closing brackets pushed as markers.
-        pieces = []
-        stack = [self]
+        pieces: list[str] = []
+        stack: list[TreeDef | str] = [self]
         while stack:
             node = stack.pop()
             if isinstance(node, str):
