@@ -357,12 +357,15 @@ def main() -> None:
                 }
             )
     print(
-        "\n(b) wall clock: training steps per second (median), 2 ranks over 1 process; ms per step the\n"
-        "    ranks spent in all-reduce calls (waiting for the other rank included); bytes each rank\n"
+        "\n(b) wall clock: training steps per second (median), 2 ranks over 1 process; ms per "
+        "step the\n"
+        "    ranks spent in all-reduce calls (waiting for the other rank included); bytes each "
+        "rank\n"
         "    all-reduces per step"
     )
     header = (
-        f"{'model':<22} {'method':<9} {'params':>9} {'batch':>5} {'1 proc':>8} {'1 proc 2 thr':>12} "
+        f"{'model':<22} {'method':<9} {'params':>9} {'batch':>5} {'1 proc':>8} "
+        f"{'1 proc 2 thr':>12} "
         f"{'2 ranks':>8} {'speed-up':>8} {'ms in AR':>8} {'bytes/step':>11}"
     )
     print(header)
@@ -375,10 +378,14 @@ def main() -> None:
             f"{row['allreduce_wall_seconds_per_step'] * 1e3:>8.2f} {row['bytes_per_step']:>11,.0f}"
         )
     print(
-        "\n(b') CPU time per step outside all-reduce (median; the slowest rank), which time slices lost\n"
-        "    to other processes do not inflate; the all-reduce time measured in (a) for the step's bytes;\n"
-        "    the speed-up on two idle cores these project, and the cost model's with no serial part\n"
-        "    (half the step + AR); u/2+p ms = CPU ms 2 ranks - CPU ms 1 proc / 2, the per-step work\n"
+        "\n(b') CPU time per step outside all-reduce (median; the slowest rank), which time "
+        "slices lost\n"
+        "    to other processes do not inflate; the all-reduce time measured in (a) for the "
+        "step's bytes;\n"
+        "    the speed-up on two idle cores these project, and the cost model's with no serial "
+        "part\n"
+        "    (half the step + AR); u/2+p ms = CPU ms 2 ranks - CPU ms 1 proc / 2, the per-step "
+        "work\n"
         "    that did not split (u: repeated by every rank; p: the all-reduce bookkeeping)"
     )
     header = (
@@ -390,7 +397,8 @@ def main() -> None:
     for row in table:
         print(
             f"{row['model']:<22} {row['method']:<9} {row['cpu_seconds_per_step_1'] * 1e3:>13.2f} "
-            f"{row['cpu_seconds_per_step_2'] * 1e3:>14.2f} {row['allreduce_seconds_model'] * 1e3:>7.3f} "
+            f"{row['cpu_seconds_per_step_2'] * 1e3:>14.2f} "
+            f"{row['allreduce_seconds_model'] * 1e3:>7.3f} "
             f"{row['projected_speedup']:>8.2f}x {row['model_speedup']:>5.2f}x "
             f"{row['serial_seconds_per_step'] * 1e3:>9.2f}"
         )
@@ -403,7 +411,8 @@ def main() -> None:
     print(
         f"\n(c) global batch above which N machines beat one, backprop, float64, "
         f"{CLUSTER_BANDWIDTH * 8 / 1e9:.0f} Gb/s and {CLUSTER_LATENCY * 1e6:.0f} µs links, "
-        f"{flops_per_second / 1e9:.1f} GFLOP/s per machine (CPU time measured in (b'), 6·P FLOPs per example)"
+        f"{flops_per_second / 1e9:.1f} GFLOP/s per machine (CPU time measured in (b'), 6·P FLOPs "
+        "per example)"
     )
     widths = [128, 512, 2048, 8192]
     machine_counts = [2, 8, 32]

@@ -296,7 +296,8 @@ def chainrule_step(tensors, x, labels):
     return loss
 
 
-# -- PyTorch ----------------------------------------------------------------------------------------
+# -- PyTorch
+# ----------------------------------------------------------------------------------------
 
 
 def torch_loss(params, x, labels):
@@ -456,7 +457,8 @@ def main(argv=None):
         else ""
     )
     print(
-        f"chainrule {cr.__version__} | Python {platform.python_version()} | NumPy {np.__version__} | "
+        f"chainrule {cr.__version__} | Python {platform.python_version()} | NumPy "
+        f"{np.__version__} | "
         f"PyTorch {torch_version}\nCPU: {cpu} | 1 thread{pinned}"
         f" | {repeats} interleaved repetitions, medians | float32 MLPs"
     )
@@ -478,7 +480,8 @@ def main(argv=None):
             ]
         )
     print_table(
-        "(a) microseconds per recorded op on a (4,) float64 array, inputs require grad (forward only)",
+        "(a) microseconds per recorded op on a (4,) float64 array, inputs require grad (forward "
+        "only)",
         ["op", "chainrule", "torch", "numpy (untracked)"],
         rows,
     )
@@ -582,7 +585,8 @@ def main(argv=None):
         step_rows,
     )
     print_table(
-        "(c) time(loss and gradient) / time(loss); chainrule: value_and_grad on arrays vs the loss on arrays",
+        "(c) time(loss and gradient) / time(loss); chainrule: value_and_grad on arrays vs the "
+        "loss on arrays",
         [
             "MLP",
             "hand loss ms",

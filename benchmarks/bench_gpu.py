@@ -13,9 +13,10 @@ the batch), backward, plain SGD; float32 (``--dtype float64`` for a check), TF32
 Contenders, timed in one interleaved run:
 
 * chainrule eager: ``chainrule.value_and_grad`` on CuPy arrays, then the update in place;
-* chainrule captured: the same step as a pure function under ``chainrule.backend.capture.capture``, a
-  CUDA graph whose matmuls go through ``chainrule.backend.cuda.cublas`` (``copy_outputs=False``: the new
-  parameters stay in the graph's output buffers and are fed back, one device copy per array);
+* chainrule captured: the same step as a pure function under ``chainrule.backend.capture.capture``,
+  a CUDA graph whose matmuls go through ``chainrule.backend.cuda.cublas`` (``copy_outputs=False``:
+  the new parameters stay in the graph's output buffers and are fed back, one device copy per
+  array);
 * CuPy by hand: forward and backward written out with CuPy calls (``@`` is CuPy's cuBLAS);
 * CuPy by hand, CUDA graph: the same hand step with its products through the cuBLAS binding,
   captured once with ``chainrule.backend.cuda.graph.capture_graph`` and replayed;
@@ -420,8 +421,10 @@ def _print_environment(cp):
     override = os.environ.get("NVIDIA_TF32_OVERRIDE", "unset")
     print(
         "TF32: off (CuPy: CUPY_TF32=" + os.environ.get("CUPY_TF32", "unset") + "; chainrule: "
-        "matmul_precision 'highest'; PyTorch: allow_tf32=False, float32 matmul precision 'highest'; "
-        f"JAX: matmul precision 'highest', x64 only for --dtype float64; NVIDIA_TF32_OVERRIDE={override})"
+        "matmul_precision 'highest'; PyTorch: allow_tf32=False, float32 matmul precision "
+        "'highest'; "
+        "JAX: matmul precision 'highest', x64 only for --dtype float64; "
+        f"NVIDIA_TF32_OVERRIDE={override})"
     )
     try:
         from chainrule.backend.cuda import cublas
@@ -433,12 +436,14 @@ def _print_environment(cp):
         )
         print(
             f"cuBLAS binding: {info['path']} (cuBLAS {info['version']}); float32 products through "
-            f"{routines[0]} (ctypes Sgemm; {routines[1]} for batches; cublasGemmEx only for the tf32/bf16 "
+            f"{routines[0]} (ctypes Sgemm; {routines[1]} for batches; cublasGemmEx only for the "
+            "tf32/bf16 "
             "precision modes)"
         )
     except Exception as error:
         print(
-            f"cuBLAS binding: unavailable ({type(error).__name__}: {error}); its contenders will fail"
+            f"cuBLAS binding: unavailable ({type(error).__name__}: {error}); its contenders will "
+            "fail"
         )
 
 
@@ -482,9 +487,11 @@ def _report(mlp_name, sizes, batch, times, notes, first_losses, reference):
             ratio = captured / torch_graph
             verdict = "met" if ratio <= GRAPH_GOAL else "NOT MET"
             print(
-                f"goal: chainrule captured within {GRAPH_GOAL}x of the PyTorch CUDA graph: {ratio:.2f}x, "
+                f"goal: chainrule captured within {GRAPH_GOAL}x of the PyTorch CUDA graph: "
+                f"{ratio:.2f}x, "
                 f"{verdict} "
-                f"(the issue's PyTorch graph: {issue * 1e3:.0f} us; this run's: {torch_graph * 1e6:.0f} us)"
+                f"(the issue's PyTorch graph: {issue * 1e3:.0f} us; this run's: "
+                f"{torch_graph * 1e6:.0f} us)"
             )
         else:
             print(
@@ -554,7 +561,8 @@ def main(argv=None) -> int:
     }
     sync = _make_sync(cp)
     print(
-        f"dtype {dtype.name}; {repetitions} interleaved repetitions of about {SECONDS_PER_REPETITION} s "
+        f"dtype {dtype.name}; {repetitions} interleaved repetitions of about "
+        f"{SECONDS_PER_REPETITION} s "
         "per contender"
     )
     for mlp_name, (sizes, batch) in mlps.items():

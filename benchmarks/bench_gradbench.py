@@ -287,7 +287,8 @@ def cmd_figures(args):
                 }
                 if objective in times and derivative in times:
                     cells.append(
-                        f"{times[derivative] / times[objective]:15.2f} {times[derivative] * 1e3:12.2f} ms"
+                        f"{times[derivative] / times[objective]:15.2f} "
+                        f"{times[derivative] * 1e3:12.2f} ms"
                     )
                 else:
                     cells.append(f"{'(failed)':>15s} {'':>15s}")

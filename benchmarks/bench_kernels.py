@@ -2,10 +2,10 @@
 
 On a GPU a small network's step is bound by kernel launches (each costs microseconds of host time
 whatever its size), not by arithmetic. This counts them on the simulated CUDA device
-(:func:`chainrule.backend.simulated_cuda.count_kernels`), for the same steps ``bench_gpu.py`` times: the
-SGD step of each MLP of the GPU issue written with chainrule (``value_and_grad`` of the fused
-cross-entropy, then the update) and written by hand with CuPy calls. The counts depend on the
-number of layers, not their widths, so the wide MLPs are counted at width 64 (same depth).
+(:func:`chainrule.backend.simulated_cuda.count_kernels`), for the same steps ``bench_gpu.py`` times:
+the SGD step of each MLP of the GPU issue written with chainrule (``value_and_grad`` of the fused
+cross-entropy, then the update) and written by hand with CuPy calls. The counts depend on the number
+of layers, not their widths, so the wide MLPs are counted at width 64 (same depth).
 
 Run: ``python benchmarks/bench_kernels.py`` (no GPU needed; a second, no timing involved). What a
 launch costs is the GPU's business: at the 5-10 µs per launch usual for CuPy on a recent NVIDIA

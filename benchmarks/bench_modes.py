@@ -136,13 +136,16 @@ def forward_gradient_sampled(loss, params, samples):
 
 def bench_gradient(quick):
     print(
-        "(a) Full gradient of an MLP loss (batch 32): forward mode (P JVPs, batched) vs reverse mode"
+        "(a) Full gradient of an MLP loss (batch 32): forward mode (P JVPs, batched) vs reverse "
+        "mode"
     )
     print(
-        f"    forward mode pushes {CHUNK} directions per pass; '~' marks figures extrapolated from a sample"
+        f"    forward mode pushes {CHUNK} directions per pass; '~' marks figures extrapolated "
+        "from a sample"
     )
     print(
-        f"{'P':>8} {'reverse':>12} {'forward':>13} {'fwd/rev time':>13} {'rev FLOPs':>14} {'fwd FLOPs':>15} "
+        f"{'P':>8} {'reverse':>12} {'forward':>13} {'fwd/rev time':>13} {'rev FLOPs':>14} "
+        f"{'fwd FLOPs':>15} "
         f"{'fwd/rev FLOPs':>14}"
     )
     rows = []
@@ -195,7 +198,8 @@ def network(n_in, n_out, hidden=256, seed=0):
 
 def bench_tall_wide():
     print(
-        "(b) jacfwd vs jacrev vs jacobian(mode='auto'): auto on a first call (recording and cost model"
+        "(b) jacfwd vs jacrev vs jacobian(mode='auto'): auto on a first call (recording and cost "
+        "model"
     )
     print("    included) and once it has decided; ratios against the faster of jacfwd and jacrev")
     print(
@@ -221,8 +225,10 @@ def bench_tall_wide():
         best = "fwd" if median(samples["fwd"]) < median(samples["rev"]) else "rev"
         print(
             f"{f'{n_in} -> {n_out}':>14} {fmt_seconds(median(samples['fwd'])):>12} "
-            f"{fmt_seconds(median(samples['rev'])):>12} {fmt_seconds(median(samples['first'])):>12} "
-            f"{fmt_seconds(median(samples['auto'])):>12} {pick:>6} {ratio(samples, 'rev', 'fwd'):>8.2f}x "
+            f"{fmt_seconds(median(samples['rev'])):>12} "
+            f"{fmt_seconds(median(samples['first'])):>12} "
+            f"{fmt_seconds(median(samples['auto'])):>12} {pick:>6} "
+            f"{ratio(samples, 'rev', 'fwd'):>8.2f}x "
             f"{ratio(samples, 'first', best):>8.2f}x {ratio(samples, 'auto', best):>9.2f}x"
         )
         rows.append((n_in, n_out, samples, pick))
@@ -265,7 +271,8 @@ def bench_grid(quick):
     results = []
     for family, make in FAMILIES.items():
         print(
-            f"    {family}: rows n (inputs), columns m (outputs); cell: fwd/rev time, auto's pick, ok/MISS"
+            f"    {family}: rows n (inputs), columns m (outputs); cell: fwd/rev time, auto's "
+            "pick, ok/MISS"
         )
         corner = "n \\ m"
         print("    " + f"{corner:>6}" + "".join(f"{m:>19}" for m in sizes))
@@ -298,8 +305,10 @@ def bench_grid(quick):
     mean_loss = statistics.mean(slowdown for *_, slowdown in results)
     share = 100 * right / len(results)
     print(
-        f"    auto picked the faster mode in {right}/{len(results)} shapes ({share:.0f}%; target >= 90%); "
-        f"within 10% of the faster in {within}/{len(results)}; worst pick {worst:.2f}x the faster time, "
+        f"    auto picked the faster mode in {right}/{len(results)} shapes ({share:.0f}%; target "
+        ">= 90%); "
+        f"within 10% of the faster in {within}/{len(results)}; worst pick {worst:.2f}x the faster "
+        "time, "
         f"mean {mean_loss:.3f}x"
     )
     print()
@@ -349,7 +358,8 @@ def bench_calibration():
     print(f"    {'element ops/s':<28} {element_rate:>14.3g} {cost.ELEMENTS_PER_SECOND:>14.3g}")
     for mode in ("fwd", "rev"):
         print(
-            f"    {'seconds per op, ' + mode:<28} {per_op[mode]:>14.3g} {cost.SECONDS_PER_OP[mode]:>14.3g}"
+            f"    {'seconds per op, ' + mode:<28} {per_op[mode]:>14.3g} "
+            f"{cost.SECONDS_PER_OP[mode]:>14.3g}"
         )
     for mode in ("fwd", "rev"):
         label = "seconds per call, " + mode

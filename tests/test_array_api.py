@@ -1,11 +1,11 @@
 """The engine on a strict array-API namespace, and the NumPy-only calls that remain.
 
-``chainrule.engine.arraylib.use_namespace(array_api_strict)`` rebinds the covered primitives' forwards
-and the engine's generic calls to ``array_api_strict`` for a block. Inside it, ``grad``, ``vjp``,
-``jvp`` and ``Tensor.backward`` of functions built from the covered primitives must return
-``array_api_strict`` arrays (a NumPy call anywhere on their path would either fail on strict
-arrays or silently hand back an ``ndarray``) equal to the NumPy results. The remaining NumPy-only
-``xp.`` calls of the engine are listed exactly, so that ``docs/gpu.md`` stays current.
+``chainrule.engine.arraylib.use_namespace(array_api_strict)`` rebinds the covered primitives'
+forwards and the engine's generic calls to ``array_api_strict`` for a block. Inside it, ``grad``,
+``vjp``, ``jvp`` and ``Tensor.backward`` of functions built from the covered primitives must return
+``array_api_strict`` arrays (a NumPy call anywhere on their path would either fail on strict arrays
+or silently hand back an ``ndarray``) equal to the NumPy results. The remaining NumPy-only ``xp.``
+calls of the engine are listed exactly, so that ``docs/gpu.md`` stays current.
 """
 
 import ast

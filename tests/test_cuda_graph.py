@@ -60,8 +60,8 @@ class FakeGraphStep:
 
 @pytest.fixture
 def recorded_graphs(monkeypatch):
-    """``chainrule.backend.cuda.graph.record_graph`` replaced by a recorder; its replays return what the
-    step returned at recording (or ``replay_result`` when set)."""
+    """``chainrule.backend.cuda.graph.record_graph`` replaced by a recorder; its replays return what
+    the step returned at recording (or ``replay_result`` when set)."""
     calls = []
 
     def record_graph(step_fn, leaves, treedef, *, copy_outputs):
@@ -201,8 +201,9 @@ def test_matmul_through_cublas_rebinds_device_products_and_restores(monkeypatch)
 
 
 class _LoggingCupy:
-    """Just enough of CuPy's stream, pool, graph and runtime API for :mod:`chainrule.backend.cuda.graph`;
-    every call that CUDA would order on a stream is logged with the stream it went to."""
+    """Just enough of CuPy's stream, pool, graph and runtime API for
+    :mod:`chainrule.backend.cuda.graph`; every call that CUDA would order on a stream is logged with
+    the stream it went to."""
 
     def __init__(self):
         self.log = []

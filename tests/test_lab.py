@@ -24,7 +24,8 @@ _CACHE: dict = {}
 
 
 def quick_lab(tmp_path_factory):
-    """``(out_dir, exit_status, seconds, printed)`` of one ``chainrule lab all --quick`` run per session."""
+    """``(out_dir, exit_status, seconds, printed)`` of one ``chainrule lab all --quick`` run per
+    session."""
     if "run" not in _CACHE:
         import contextlib
         import io

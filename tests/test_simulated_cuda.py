@@ -1,10 +1,10 @@
 """The engine, its transforms and ``nn`` on the simulated CUDA device.
 
 :func:`chainrule.backend.simulated_cuda.simulate_cuda` makes ``"cuda"`` a device whose arrays
-(:class:`~chainrule.backend.simulated_cuda.SimulatedArray`) follow CuPy's placement rules while computing
-with NumPy: a NumPy array next to a device array in one operation is a ``TypeError``, and so is an
-implicit device-to-host conversion. So every array the engine builds for itself (seeds, zeros,
-identity bases, index ranges, masks) must be built on the device of the values it works with,
+(:class:`~chainrule.backend.simulated_cuda.SimulatedArray`) follow CuPy's placement rules while
+computing with NumPy: a NumPy array next to a device array in one operation is a ``TypeError``, and
+so is an implicit device-to-host conversion. So every array the engine builds for itself (seeds,
+zeros, identity bases, index ranges, masks) must be built on the device of the values it works with,
 or these tests fail where a real GPU would.
 
 Each check computes the same thing twice, on NumPy arrays and on device arrays, and asks that

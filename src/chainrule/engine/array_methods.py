@@ -1,8 +1,8 @@
 """Python operators and NumPy-style methods shared by every tracer type.
 
-Each dispatches to :mod:`chainrule.engine.ops`, so user code written with ``+``, ``@``, ``x.sum()``...
-runs unchanged on Tensors (reverse mode), Duals (forward mode) and batched tangents. ``Tensor``
-overrides the hottest operators with fast paths of its own.
+Each dispatches to :mod:`chainrule.engine.ops`, so user code written with ``+``, ``@``,
+``x.sum()``... runs unchanged on Tensors (reverse mode), Duals (forward mode) and batched tangents.
+``Tensor`` overrides the hottest operators with fast paths of its own.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from . import ops
 class ArrayOperators:
     """Python operators and the common array methods for tracers that are not Tensors.
 
-    They dispatch to :mod:`chainrule.engine.ops`, so functions written with ``+``, ``@``, ``x.sum()``...
-    run unchanged under forward mode and under the batching of :mod:`chainrule.engine.batching`.
-    Comparisons have no derivative: they return plain boolean arrays.
+    They dispatch to :mod:`chainrule.engine.ops`, so functions written with ``+``, ``@``,
+    ``x.sum()``... run unchanged under forward mode and under the batching of
+    :mod:`chainrule.engine.batching`. Comparisons have no derivative: they return plain boolean
+    arrays.
     """
 
     __slots__ = ()

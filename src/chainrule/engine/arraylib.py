@@ -33,8 +33,8 @@ ndarray = _numpy.ndarray
 #: Types that count as "a plain value" (not traced) on the hot path.
 SCALAR_TYPES = (int, float, bool, complex, _numpy.number, _numpy.bool_)
 
-# ``ndarray`` subclasses that :func:`asarray` hands back as they are, instead of a base-class
-# view: the recording arrays of :mod:`chainrule.backend.capture` must stay themselves through the engine.
+# ``ndarray`` subclasses that :func:`asarray` hands back as they are, instead of a base-class view:
+# the recording arrays of :mod:`chainrule.backend.capture` must stay themselves through the engine.
 _KEPT_TYPES: set = set()
 
 
@@ -118,7 +118,8 @@ def _is_cuda_type(kind) -> bool:
 def install_cuda_namespace(namespace, array_type):
     """Make ``namespace`` (a module offering CuPy's API) the CUDA backend and ``array_type`` its
     array type, in place of CuPy; returns the function that undoes it. This is how
-    :func:`chainrule.backend.simulated_cuda.simulate_cuda` gives CPU-only machines a "cuda" device."""
+    :func:`chainrule.backend.simulated_cuda.simulate_cuda` gives CPU-only machines a "cuda"
+    device."""
     global _cupy
     saved = _cupy
     _cupy = namespace
@@ -257,8 +258,10 @@ def _namespace_bindings(namespace):
 def _unsupported_forward(prim_name, namespace):
     def forward(*args, **params):
         raise NotImplementedError(
-            f"chainrule.{prim_name}: no array-API forward for namespace {namespace_name(namespace)!r}; "
-            "only primitives with one run inside use_namespace (docs/gpu.md lists them); compute this "
+            f"chainrule.{prim_name}: no array-API forward for namespace "
+            f"{namespace_name(namespace)!r}; "
+            "only primitives with one run inside use_namespace (docs/gpu.md lists them); compute "
+            "this "
             "one outside the block, on NumPy arrays"
         )
 
@@ -271,9 +274,9 @@ def use_namespace(namespace):
 
     On entry every primitive that has an array-API forward is rebound to ``namespace``'s function,
     every other primitive to one that raises ``NotImplementedError`` naming it and the namespace,
-    and the engine's generic calls (:data:`ns`, :func:`asarray`, dtype checks) to ``namespace``.
-    The operators' NumPy fast paths of :class:`~chainrule.engine.tensor.Tensor` are off in the block.
-    On exit (exceptions included) everything is as before; blocks nest.
+    and the engine's generic calls (:data:`ns`, :func:`asarray`, dtype checks) to ``namespace``. The
+    operators' NumPy fast paths of :class:`~chainrule.engine.tensor.Tensor` are off in the block. On
+    exit (exceptions included) everything is as before; blocks nest.
 
     Inputs must be ``namespace``'s arrays (or values its ``asarray`` takes): results are its
     arrays. Not thread-safe: the switch is process-wide, like :func:`chainrule.no_grad`.

@@ -42,7 +42,8 @@ from .core import Tracer
 
 
 class Batched(ArrayOperators, Tracer):
-    """B values of one per-example shape, stacked along axis 0 of ``value`` (see module docstring)."""
+    """B values of one per-example shape, stacked along axis 0 of ``value`` (see module
+    docstring)."""
 
     __slots__ = ("value", "_level", "shape")
 

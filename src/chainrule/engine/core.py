@@ -1,11 +1,12 @@
 """Tracers, transformation levels and the one dispatch function every operation goes through.
 
 A *tracer* is a value that a transformation is watching: a :class:`~chainrule.engine.tensor.Tensor`
-records a graph for reverse mode, a :class:`~chainrule.engine.forward.Dual` carries a tangent for forward
-mode. Every tracer belongs to a *level*. Eager tensors live at level 0; each call of a functional
-transform (``grad``, ``vjp``, ``jvp``...) opens a fresh, higher level, so that nested transforms
-(a Hessian is ``jvp`` of ``grad``) see their own tracers and treat the others as constants. This is
-the classic tracer-level design of JAX's autodidax, without the recursion a graph walk would need.
+records a graph for reverse mode, a :class:`~chainrule.engine.forward.Dual` carries a tangent for
+forward mode. Every tracer belongs to a *level*. Eager tensors live at level 0; each call of a
+functional transform (``grad``, ``vjp``, ``jvp``...) opens a fresh, higher level, so that nested
+transforms (a Hessian is ``jvp`` of ``grad``) see their own tracers and treat the others as
+constants. This is the classic tracer-level design of JAX's autodidax, without the recursion a graph
+walk would need.
 
 ``apply(prim, *args, **params)`` hands an operation to the highest-level tracer among ``args``;
 with no tracer at all it simply runs the primitive's forward on plain arrays. Because derivative
@@ -85,7 +86,8 @@ class _State:
 
     @property
     def anomaly(self) -> bool:
-        """When true, every primitive's forward output and every cotangent is checked for NaN/Inf."""
+        """When true, every primitive's forward output and every cotangent is checked for
+        NaN/Inf."""
         return self._anomaly
 
     @anomaly.setter

@@ -1,7 +1,7 @@
 """Every operation of ``chainrule.numpy``, on Tensors, tracers or plain arrays alike.
 
-Functions here either bind a primitive of :mod:`chainrule.engine.primitives` (through ``apply``) or are
-composed from such functions, so they are differentiable in every mode for free. On plain arrays
+Functions here either bind a primitive of :mod:`chainrule.engine.primitives` (through ``apply``) or
+are composed from such functions, so they are differentiable in every mode for free. On plain arrays
 they cost one dispatch on top of NumPy. Names and signatures follow NumPy.
 """
 
@@ -58,8 +58,8 @@ def _normalize_axis(axis, rank, op):
 
 def _one_example(value):
     """The plain array under tracer ``value``, cut to the shape ``value`` shows: a batch of
-    tangents (``chainrule.engine.batching``) stacks examples along leading axes, and its first example
-    is a view of one example's shape on the batch's device."""
+    tangents (``chainrule.engine.batching``) stacks examples along leading axes, and its first
+    example is a view of one example's shape on the batch's device."""
     array = raw(value)
     extra = ndim(array) - ndim(value)
     return array[(0,) * extra] if extra > 0 else array
@@ -233,7 +233,8 @@ _GELU_SCALE = math.sqrt(2.0 / math.pi)
 
 
 def gelu(x):
-    """GELU, tanh approximation (Hendrycks & Gimpel): 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3)))."""
+    """GELU, tanh approximation (Hendrycks & Gimpel): 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715
+    x^3)))."""
     inner = _GELU_SCALE * (x + 0.044715 * x * x * x)
     return 0.5 * x * (1 + tanh(inner))
 
@@ -391,7 +392,7 @@ def moveaxis(x, source, destination):
     source = [s % rank for s in source]
     destination = [d % rank for d in destination]
     order = [a for a in range(rank) if a not in source]
-    for dest, src in sorted(zip(destination, source)):
+    for dest, src in sorted(zip(destination, source, strict=True)):
         order.insert(dest, src)
     return transpose(x, order)
 
@@ -402,7 +403,8 @@ def expand_dims(x, axis):
     for a in axes:
         if not -new_rank <= a < new_rank:
             raise ValueError(
-                f"chainrule.expand_dims: axis {a} is out of bounds for the result of rank {new_rank} "
+                f"chainrule.expand_dims: axis {a} is out of bounds for the result of rank "
+                f"{new_rank} "
                 f"(input shape {shape(x)})"
             )
     axes = tuple(sorted(a % new_rank for a in axes))
@@ -512,7 +514,10 @@ def split(x, indices_or_sections, axis=0):
         bounds = [0, *indices_or_sections, size]
     axis = axis % ndim(x)
     prefix = (slice(None),) * axis
-    return [getitem(x, prefix + (slice(lo, hi),)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    return [
+        getitem(x, prefix + (slice(lo, hi),))
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
 
 
 def sort(x, axis=-1):
@@ -537,7 +542,8 @@ def flip(x, axis=None):
 def matmul(x, y):
     if ndim(x) == 0 or ndim(y) == 0:
         raise ValueError(
-            f"chainrule.matmul: operands must have at least one axis, got shapes {shape(x)} and {shape(y)}"
+            f"chainrule.matmul: operands must have at least one axis, got shapes {shape(x)} and "
+            f"{shape(y)}"
         )
     return apply(P.MATMUL, x, y)
 
@@ -618,7 +624,7 @@ def tensordot(x, y, axes=2):
     letters = iter(_LETTERS)
     sub_x = [next(letters) for _ in range(rank_x)]
     sub_y = [next(letters) for _ in range(rank_y)]
-    for ax, ay in zip(axes_x, axes_y):
+    for ax, ay in zip(axes_x, axes_y, strict=True):
         sub_y[ay] = sub_x[ax]
     out = [c for i, c in enumerate(sub_x) if i not in axes_x] + [
         c for i, c in enumerate(sub_y) if i not in axes_y
@@ -684,7 +690,8 @@ class linalg:
                 return sqrt(sum(x * x, axis=None, keepdims=keepdims))
             if rank not in (1, 2):
                 raise ValueError(
-                    f"chainrule.linalg.norm: ord={ord!r} needs a 1-d or 2-d array or an explicit axis, "
+                    f"chainrule.linalg.norm: ord={ord!r} needs a 1-d or 2-d array or an explicit "
+                    "axis, "
                     f"got shape {shape(x)}"
                 )
             axis = tuple(range(rank))

@@ -10,9 +10,9 @@ Reading guide (signatures of the rules, ``out`` is the primitive's output)::
     flops(out, *args, **params)                 -> int
     array_api(namespace)                        -> a forward computing with that namespace
 
-``array_api`` (optional) builds the forward for another array-API namespace (``lambda ns:
-ns.exp``); :func:`chainrule.engine.arraylib.use_namespace` binds it in place of the NumPy forward for a
-block of code. A primitive without one raises there, naming itself and the namespace.
+``array_api`` (optional) builds the forward for another array-API namespace (``lambda ns: ns.exp``);
+:func:`chainrule.engine.arraylib.use_namespace` binds it in place of the NumPy forward for a block
+of code. A primitive without one raises there, naming itself and the namespace.
 
 Rules are written with chainrule's own operations (``ops``) and Python operators, so the very same
 rule runs on plain arrays on the first-order hot path and is itself recorded when a second
@@ -728,7 +728,7 @@ def _concatenate_vjp(g, out, *xs, axis):
 def _concatenate_jvp(ts, out, *xs, axis):
     if all(t is None for t in ts):
         return None
-    parts = [ops.zeros_like(x) if t is None else t for t, x in zip(ts, xs)]
+    parts = [ops.zeros_like(x) if t is None else t for t, x in zip(ts, xs, strict=True)]
     return ops.concatenate(parts, axis=axis)
 
 
@@ -821,7 +821,8 @@ def _einsum_vjp(g, out, *operands, subscripts):
             contribution = ops.broadcast_to(ops.reshape(contribution, shape), full_shape)
         if letters != target:
             # A repeated letter reads a diagonal (``ii->i``): write the cotangent back onto that
-            # diagonal, zeros elsewhere, by multiplying with identities: out[i, a] = c[i] * eye[i, a].
+            # diagonal, zeros elsewhere, by multiplying with identities: out[i, a] = c[i] * eye[i,
+            # a].
             fresh = iter(unused_letters)
             spelled, identity_specs = [], []
             for position, c in enumerate(target):
@@ -853,8 +854,8 @@ def _einsum_jvp(ts, out, *operands, subscripts):
 def _einsum_flops(out, *operands, subscripts):
     inputs, _ = _parse_einsum(subscripts, len(operands))
     sizes = {}
-    for spec, operand in zip(inputs, operands):
-        for letter, size in zip(spec, operand.shape):
+    for spec, operand in zip(inputs, operands, strict=True):
+        for letter, size in zip(spec, operand.shape, strict=True):
             sizes[letter] = size
     return 2 * math.prod(sizes.values()) if len(operands) > 1 else int(operands[0].size)
 

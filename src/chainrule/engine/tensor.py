@@ -12,8 +12,8 @@ it, instead of returning a wrong gradient; a node made after the latest change n
 
 The operators (``+ - * / @``, unary ``-``) have a fast path for the common case (tensors of one
 level holding plain arrays, or a tensor and a plain constant, no observer or anomaly mode): they
-call the NumPy ufunc directly and build the result tensor in place, skipping the general dispatch
-of :func:`chainrule.engine.core.apply`. Anything else (nested tracers, an error to report, hooks) takes
+call the NumPy ufunc directly and build the result tensor in place, skipping the general dispatch of
+:func:`chainrule.engine.core.apply`. Anything else (nested tracers, an error to report, hooks) takes
 the general path, which gives the same result.
 """
 
@@ -297,7 +297,8 @@ class Tensor(ArrayOperators, Tracer):
             return self
         if self._prim is not None and self.requires_grad:
             raise RuntimeError(
-                f"Tensor.to({name!r}): a recorded result (shape {self.shape}) would lose its graph; "
+                f"Tensor.to({name!r}): a recorded result (shape {self.shape}) would lose its "
+                "graph; "
                 "move the leaves (inputs, parameters) before computing"
             )
         return Tensor(arraylib.to_device(data, name), requires_grad=self.requires_grad)
@@ -323,7 +324,8 @@ class Tensor(ArrayOperators, Tracer):
         if type(data) is not arraylib.ndarray and arraylib.device_of(data) != "cpu":
             # As CuPy does for its arrays: no silent device-to-host copy.
             raise TypeError(
-                f"cannot convert a Tensor on {arraylib.device_of(data)!r} (shape {self.shape}) to a "
+                f"cannot convert a Tensor on {arraylib.device_of(data)!r} (shape {self.shape}) to "
+                "a "
                 "NumPy array implicitly; use Tensor.to_numpy() or Tensor.to('cpu')"
             )
         array = arraylib.asarray(data)  # 0-d results are NumPy scalars: make them arrays
@@ -353,7 +355,8 @@ class Tensor(ArrayOperators, Tracer):
         """
         backward([self], [cotangent], retain_graph=retain_graph, create_graph=create_graph)
 
-    # -- operators (fast path: see module docstring) ------------------------------------------------
+    # -- operators (fast path: see module docstring)
+    # ------------------------------------------------
     __add__ = _binary_operator(_ADD)
     __radd__ = _binary_operator(_ADD, reflected=True)
     __sub__ = _binary_operator(_SUB)
@@ -401,12 +404,14 @@ class Tensor(ArrayOperators, Tracer):
     def __ne__(self, other):
         return raw(self) != raw(other)
 
-    # -- in-place changes ---------------------------------------------------------------------------
+    # -- in-place changes
+    # ---------------------------------------------------------------------------
     def _check_inplace(self, what):
         if state.grad_enabled and self.requires_grad:
             kind = "a leaf that requires grad" if self._prim is None else "a recorded result"
             raise RuntimeError(
-                f"{what}: in-place change of {kind} (shape {self.shape}) would corrupt its gradient; "
+                f"{what}: in-place change of {kind} (shape {self.shape}) would corrupt its "
+                "gradient; "
                 "for parameter updates wrap it in `with chainrule.no_grad():`, otherwise write "
                 "the out-of-place form (x = x + y, cnp.where, cnp.concatenate)"
             )

@@ -1,7 +1,7 @@
 """Functional transforms with JAX's names: grad, value_and_grad, vjp, jvp.
 
-(Whole Jacobians and Hessians build on these in :mod:`chainrule.transforms.jacobians`, ``linearize`` in
-:mod:`chainrule.transforms.linearize`.) Each transform announces the passes it starts to any open
+(Whole Jacobians and Hessians build on these in :mod:`chainrule.transforms.jacobians`, ``linearize``
+in :mod:`chainrule.transforms.linearize`.) Each transform announces the passes it starts to any open
 ``chainrule.count()`` block (:func:`chainrule.transforms.counting.note_pass`).
 
 ``fun`` takes and returns plain arrays or pytrees of them; results are plain arrays or pytrees.
@@ -194,10 +194,11 @@ def vjp(fun, *primals, has_aux=False):
                 f"vjp_fun: cotangent structure {ct_treedef} does not match output {out_treedef}"
             )
         roots, seeds = [], []
-        for leaf, ct in zip(out_leaves, ct_leaves):
+        for leaf, ct in zip(out_leaves, ct_leaves, strict=True):
             if ops.shape(ct) != ops.shape(leaf):
                 raise ValueError(
-                    f"vjp_fun: cotangent of shape {ops.shape(ct)} for an output of shape {ops.shape(leaf)}"
+                    f"vjp_fun: cotangent of shape {ops.shape(ct)} for an output of shape "
+                    f"{ops.shape(leaf)}"
                 )
             if isinstance(leaf, Tensor) and leaf._level == level and leaf.requires_grad:
                 roots.append(leaf)
@@ -237,7 +238,7 @@ def jvp(fun, primals, tangents):
         raise ValueError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
     level = new_level()
     duals = []
-    for primal, tangent in zip(primals, tangents):
+    for primal, tangent in zip(primals, tangents, strict=True):
         p_leaves, p_def = tree_flatten(primal)
         t_leaves, t_def = tree_flatten(tangent)
         if p_def != t_def:
@@ -245,7 +246,7 @@ def jvp(fun, primals, tangents):
                 f"jvp: tangent structure {t_def} does not match primal structure {p_def}"
             )
         leaves = []
-        for p, t in zip(p_leaves, t_leaves):
+        for p, t in zip(p_leaves, t_leaves, strict=True):
             value = _as_value(p, "jvp")
             if ops.shape(t) != ops.shape(value):
                 raise ValueError(

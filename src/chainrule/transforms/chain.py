@@ -177,7 +177,8 @@ class ChainJacobian:
 
     def __str__(self):
         lines = [
-            f"chain of {len(self.dims) - 1} functions, dimensions {' -> '.join(map(str, self.dims))}",
+            f"chain of {len(self.dims) - 1} functions, dimensions "
+            f"{' -> '.join(map(str, self.dims))}",
             f"factor Jacobians by mode: {', '.join(self.factor_modes)} "
             f"(~{sum(self.factor_flops):,} FLOPs to form them)",
             f"used the {self.order} order: {format_bracketing(self.bracketing)}",
@@ -190,7 +191,8 @@ class ChainJacobian:
                 "reverse": reverse_bracketing(len(self.dims) - 1),
             }[name]
             lines.append(
-                f"  {name:<8} {self.flops[name]:>16,} FLOPs  ({self.flops[name] / best:6.2f}x optimal)  "
+                f"  {name:<8} {self.flops[name]:>16,} FLOPs  ({self.flops[name] / best:6.2f}x "
+                "optimal)  "
                 f"{format_bracketing(tree)}"
             )
         return "\n".join(lines)

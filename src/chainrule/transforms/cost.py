@@ -93,12 +93,15 @@ class JacobianPlan:
             return f"{n / 2**20:,.1f} MiB"
 
         lines = [
-            f"Jacobian of R^{self.n_in} -> R^{self.n_out} ({self.ops} recorded ops on input-output paths)",
+            f"Jacobian of R^{self.n_in} -> R^{self.n_out} ({self.ops} recorded ops on "
+            "input-output paths)",
             f"  one evaluation:            {self.primal_flops:>16,} FLOPs",
             f"  forward: {self.n_in:>7,} tangents   x {self.tangent_flops:>12,} = "
-            f"{self.fwd_flops:>16,} FLOPs, ~{self.fwd_seconds * 1e3:,.3f} ms, memory ~{mib(self.fwd_bytes)}",
+            f"{self.fwd_flops:>16,} FLOPs, ~{self.fwd_seconds * 1e3:,.3f} ms, memory "
+            f"~{mib(self.fwd_bytes)}",
             f"  reverse: {self.n_out:>7,} cotangents x {self.cotangent_flops:>12,} = "
-            f"{self.rev_flops:>16,} FLOPs, ~{self.rev_seconds * 1e3:,.3f} ms, memory ~{mib(self.rev_bytes)}",
+            f"{self.rev_flops:>16,} FLOPs, ~{self.rev_seconds * 1e3:,.3f} ms, memory "
+            f"~{mib(self.rev_bytes)}",
             f"  chose {'forward' if self.mode == 'fwd' else 'reverse'} mode: {self.reason}",
         ]
         return "\n".join(lines)
@@ -175,7 +178,8 @@ def plan_from_trace(trace: ReverseTrace, memory_limit: int | None = None) -> Jac
         mode = "fwd"
         if fwd_flops < rev_flops:
             reason = (
-                f"{n_in:,} input directions cost {rev_flops / max(fwd_flops, 1):.3g}x fewer FLOPs than "
+                f"{n_in:,} input directions cost {rev_flops / max(fwd_flops, 1):.3g}x fewer FLOPs "
+                "than "
                 f"{n_out:,} output directions"
             )
         elif fwd_seconds == rev_seconds:
@@ -188,7 +192,8 @@ def plan_from_trace(trace: ReverseTrace, memory_limit: int | None = None) -> Jac
     else:
         mode = "rev"
         reason = (
-            f"{n_out:,} output directions cost {fwd_flops / max(rev_flops, 1):.3g}x fewer FLOPs than "
+            f"{n_out:,} output directions cost {fwd_flops / max(rev_flops, 1):.3g}x fewer FLOPs "
+            "than "
             f"{n_in:,} input directions"
         )
         if fwd_flops <= rev_flops:

@@ -3,7 +3,8 @@
 Counted inside the block:
 
 * every primitive evaluation on plain arrays, per primitive name (forward passes *and* the
-  derivative rules, which are made of primitives too), seen through :func:`chainrule.engine.core.observe`;
+  derivative rules, which are made of primitives too), seen through
+  :func:`chainrule.engine.core.observe`;
 * FLOPs, from each primitive's FLOP rule in the table: in total and for the matmul-like ones
   (``matmul``, ``einsum``, ``solve``, ``det``, ``inv``), which dominate a network's cost;
 * passes, reported by the transforms when they start one (:func:`note_pass`): ``forward`` (one

@@ -1,10 +1,11 @@
-"""Whole Jacobians and Hessians: jacfwd, jacrev, jacobian (mode chosen by a cost model), hessian, hvp.
+"""Whole Jacobians and Hessians: jacfwd, jacrev, jacobian (mode chosen by a cost model), hessian,
+hvp.
 
-Each Jacobian is one pass, not a loop of passes: ``jacfwd`` seeds every input direction at once as
-a :class:`~chainrule.engine.batching.Batched` tangent (the identity matrix, one row per direction) and
+Each Jacobian is one pass, not a loop of passes: ``jacfwd`` seeds every input direction at once as a
+:class:`~chainrule.engine.batching.Batched` tangent (the identity matrix, one row per direction) and
 runs forward mode once; ``jacrev`` records the function once and pulls the identity back as a
-Batched cotangent in one backward sweep. ``chunk_size`` optionally splits the directions into
-groups of that many (one pass each) to bound memory.
+Batched cotangent in one backward sweep. ``chunk_size`` optionally splits the directions into groups
+of that many (one pass each) to bound memory.
 
 Arguments and results are pytrees, as in JAX. For ``fun`` with output leaves ``o`` and input leaves
 ``i`` the result has the output's structure, each output leaf replaced by the input's structure
@@ -16,7 +17,8 @@ Arguments and results are pytrees, as in JAX. For ``fun`` with output leaves ``o
 >>> x = np.array([1.0, 2.0, 3.0])
 >>> bool(np.allclose(cr.jacfwd(f)(x), cr.jacrev(f)(x)))
 True
->>> cr.jacrev(lambda p: {"y": p["w"] @ p["b"]})({"w": np.ones((2, 3)), "b": np.ones(3)})["y"]["w"].shape
+>>> params = {"w": np.ones((2, 3)), "b": np.ones(3)}
+>>> cr.jacrev(lambda p: {"y": p["w"] @ p["b"]})(params)["y"]["w"].shape
 (2, 2, 3)
 >>> cr.hessian(lambda x: cnp.sum(x ** 3))(np.array([1.0, 2.0]))
 array([[ 6.,  0.],
@@ -111,7 +113,8 @@ def _stack_chunks(pieces, widths, shape, dtype):
 
 
 def _group(blocks, arg_defs, single):
-    """Blocks for all input leaves -> one pytree per argument (a tuple of them unless ``single``)."""
+    """Blocks for all input leaves -> one pytree per argument (a tuple of them unless
+    ``single``)."""
     trees = []
     position = 0
     for treedef in arg_defs:
@@ -225,7 +228,8 @@ def jacfwd(fun, argnums=0, *, chunk_size=None):
 
 
 def reverse_jacobian(trace, argnums=0, chunk_size=None):
-    """``(value, jacobian)`` from a :class:`~chainrule.transforms.tracing.ReverseTrace` (consumes it)."""
+    """``(value, jacobian)`` from a :class:`~chainrule.transforms.tracing.ReverseTrace` (consumes
+    it)."""
     out_shapes = trace.output_shapes
     out_sizes, out_offsets, total = _layout(out_shapes)
     in_shapes = trace.input_shapes
@@ -234,7 +238,7 @@ def reverse_jacobian(trace, argnums=0, chunk_size=None):
     for number, (start, stop) in enumerate(chunks):
         batch_level = new_level()
         seeds = []
-        for leaf, shape, offset in zip(trace.out_leaves, out_shapes, out_offsets, strict=True):
+        for leaf, _shape, offset in zip(trace.out_leaves, out_shapes, out_offsets, strict=True):
             basis = _basis_block(start, stop, offset, leaf, _float_dtype(leaf))
             seeds.append(None if basis is None else Batched(basis, batch_level))
         note_pass("vjp", stop - start)
@@ -283,8 +287,8 @@ def jacrev(fun, argnums=0, *, chunk_size=None):
 
 
 def value_and_jacobian(fun, args, argnums=0, mode="auto", chunk_size=None, memory_limit=None):
-    """``(value, jacobian, plan)``; ``plan`` is the cost model's :class:`~chainrule.transforms.cost.JacobianPlan`
-    for ``mode="auto"`` and ``None`` otherwise."""
+    """``(value, jacobian, plan)``; ``plan`` is the cost model's
+    :class:`~chainrule.transforms.cost.JacobianPlan` for ``mode="auto"`` and ``None`` otherwise."""
     if mode not in _MODES:
         raise ValueError(f"jacobian: mode must be one of {_MODES}, got {mode!r}")
     if mode == "fwd":
@@ -305,7 +309,8 @@ def value_and_jacobian(fun, args, argnums=0, mode="auto", chunk_size=None, memor
 
 
 def _signature(args):
-    """What the cost model's decision depends on: the structure, shapes and dtypes of the arguments."""
+    """What the cost model's decision depends on: the structure, shapes and dtypes of the
+    arguments."""
     leaves, treedef = tree_flatten(list(args))
     return repr(treedef), tuple(
         (tuple(getattr(leaf, "shape", ())), str(getattr(leaf, "dtype", type(leaf).__name__)))

@@ -9,7 +9,8 @@ list of primitive applications in dependency order, and the tensors are dropped.
 
 Each call of the returned ``jvp_fun(*tangents)`` replays the tape on the new tangents: no primal
 work, no derivative factors recomputed, only the linear ops. Tangents may be batched
-(:class:`~chainrule.engine.batching.Batched`), so a whole block of directions also goes in one replay.
+(:class:`~chainrule.engine.batching.Batched`), so a whole block of directions also goes in one
+replay.
 
 >>> import numpy as np, chainrule as cr, chainrule.numpy as cnp
 >>> out, jvp_fun = cr.linearize(cnp.sin, np.array([0.0, np.pi]))
@@ -156,7 +157,8 @@ def linearize(fun, *primals):
     def jvp_fun(*tangents):
         if len(tangents) != len(primal_defs):
             raise ValueError(
-                f"jvp_fun: {len(primal_defs)} tangents expected (one per primal), got {len(tangents)}"
+                f"jvp_fun: {len(primal_defs)} tangents expected (one per primal), got "
+                f"{len(tangents)}"
             )
         flat = []
         for tangent, treedef, start in zip(

@@ -28,7 +28,8 @@ class TreeDef:
         self.count = count
 
     def __eq__(self, other):
-        # Walked with an explicit stack, like flattening: deep trees must not hit the recursion limit.
+        # Walked with an explicit stack, like flattening: deep trees must not hit the recursion
+        # limit.
         pairs = [(self, other)]
         while pairs:
             mine, theirs = pairs.pop()
@@ -43,7 +44,7 @@ class TreeDef:
                 or len(mine.children) != len(theirs.children)
             ):
                 return False
-            pairs.extend(zip(mine.children, theirs.children))
+            pairs.extend(zip(mine.children, theirs.children, strict=True))
         return True
 
     def __repr__(self):
@@ -138,7 +139,7 @@ def tree_unflatten(treedef: TreeDef, leaves) -> Any:
                 stack.append((child, None, collected))
             continue
         if node.kind is dict:
-            parent.append(dict(zip(node.keys, collected)))
+            parent.append(dict(zip(node.keys, collected, strict=True)))
         elif node.kind in (list, tuple):
             parent.append(node.kind(collected))
         else:  # namedtuple
@@ -155,7 +156,7 @@ def tree_map(fn: Callable, tree, *rest):
         if other_def != treedef:
             raise ValueError(f"tree_map: structures differ: {treedef} vs {other_def}")
         others.append(other_leaves)
-    return tree_unflatten(treedef, [fn(*xs) for xs in zip(leaves, *others)])
+    return tree_unflatten(treedef, [fn(*xs) for xs in zip(leaves, *others, strict=True)])
 
 
 def tree_leaves(tree) -> list:
@@ -221,7 +222,7 @@ def ravel_pytree(tree):
             )
         pieces = []
         start = 0
-        for shape, size, leaf_dtype in zip(shapes, sizes, dtypes):
+        for shape, size, leaf_dtype in zip(shapes, sizes, dtypes, strict=True):
             if traced:
                 pieces.append(ops.reshape(ops.getitem(flat, slice(start, start + size)), shape))
             else:
@@ -245,7 +246,8 @@ def _ravel_in_namespace(namespace, leaves, treedef):
         dtype = namespace.result_type(*dtypes) if arrays else namespace.float64
     except TypeError as error:  # the standard promotes no integer dtype with a floating one
         raise TypeError(
-            f"ravel_pytree: leaves of dtypes {sorted(set(map(str, dtypes)))} have no common dtype in "
+            f"ravel_pytree: leaves of dtypes {sorted(set(map(str, dtypes)))} have no common dtype "
+            "in "
             f"{arraylib.namespace_name(namespace)}; cast them to one dtype first"
         ) from error
     if arrays:

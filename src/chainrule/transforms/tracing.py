@@ -88,7 +88,8 @@ class ReverseTrace:
             roots, root_seeds, epoch=current_epoch(), retain_graph=retain_graph, leaves=self.inputs
         )
 
-    # -- the graph, for the cost model --------------------------------------------------------------
+    # -- the graph, for the cost model
+    # --------------------------------------------------------------
     def recorded_nodes(self):
         """Every recorded op on a path from the inputs to the outputs, each once (iterative walk):
         a list of ``(prim, args, params, out)`` with values one level down, plus

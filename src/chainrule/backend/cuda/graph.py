@@ -1,10 +1,10 @@
 """CUDA graphs of step functions on CuPy arrays: warm up once, capture once, replay many times.
 
-A training step of a small network on a GPU is a few dozen short kernels, each launched from
-Python: the launches, not the arithmetic, set its time. A CUDA graph records those launches
-once (stream capture) and replays them with one call. :func:`capture_graph` does it for any
-function of device arrays; :func:`record_graph` is the GPU branch of
-:func:`chainrule.backend.capture.capture`, with static input buffers that every call refreshes in place.
+A training step of a small network on a GPU is a few dozen short kernels, each launched from Python:
+the launches, not the arithmetic, set its time. A CUDA graph records those launches once (stream
+capture) and replays them with one call. :func:`capture_graph` does it for any function of device
+arrays; :func:`record_graph` is the GPU branch of :func:`chainrule.backend.capture.capture`, with
+static input buffers that every call refreshes in place.
 
 How a capture goes, and why each step is there:
 
@@ -17,9 +17,9 @@ How a capture goes, and why each step is there:
    this capture allocates from this pool; the pool lives as long as the graph.
 3. **Matmuls through chainrule's cuBLAS binding** (:func:`matmul_through_cublas`): CuPy refuses
    cuBLAS calls during capture, so the ``matmul`` primitive's forward is rebound, for the warm-up
-   and the capture, to :func:`chainrule.backend.cuda.cublas.matmul` (in the precision mode in force),
-   whose handle is bound to the side stream and to a workspace of its own, allocated before the
-   capture starts.
+   and the capture, to :func:`chainrule.backend.cuda.cublas.matmul` (in the precision mode in
+   force), whose handle is bound to the side stream and to a workspace of its own, allocated before
+   the capture starts.
 4. **A warm-up run**, eager, on the side stream with the private pool: kernels get compiled and
    loaded, cuBLAS picks its kernels, the pool gets the blocks the capture will reuse. Its results
    (copied out of the pool on the caller's stream, which is then synchronised, since replays will
@@ -71,8 +71,10 @@ def _require_cupy():
     cuda = getattr(cupy, "cuda", None)
     if not all(hasattr(cuda, name) for name in ("Stream", "MemoryPool", "using_allocator")):
         raise CaptureError(
-            f"capture: the CUDA arrays' namespace ({arraylib.namespace_name(cupy)}) has no CUDA streams, "
-            "memory pools or graphs (the simulated CUDA device has none); capturing a step on device "
+            f"capture: the CUDA arrays' namespace ({arraylib.namespace_name(cupy)}) has no CUDA "
+            "streams, "
+            "memory pools or graphs (the simulated CUDA device has none); capturing a step on "
+            "device "
             "arrays needs CuPy and a GPU"
         )
     return cupy
@@ -155,8 +157,10 @@ def capture_error(error, what="the step") -> CaptureError:
     if isinstance(error, NotImplementedError) and "stream capture" in message:
         library = message.split()[1] if message.startswith("calling ") else "a CUDA library"
         return CaptureError(
-            f"capture: {what} calls {library} through CuPy{where}, which CuPy refuses while a stream "
-            f"is being captured into a CUDA graph ({message}; cupy#6290). Only the matmul primitive "
+            f"capture: {what} calls {library} through CuPy{where}, which CuPy refuses while a "
+            "stream "
+            f"is being captured into a CUDA graph ({message}; cupy#6290). Only the matmul "
+            "primitive "
             "goes through chainrule's own capturable cuBLAS binding: write products with @ or "
             "chainrule.numpy.matmul, not cupy.dot, tensordot, einsum or cupy.linalg, or run this "
             "step without capture"
@@ -164,14 +168,17 @@ def capture_error(error, what="the step") -> CaptureError:
     if "captur" in message.lower():
         return CaptureError(
             f"capture: {what} synchronised the host with the device while being captured into a "
-            f"CUDA graph{where} ({type(error).__name__}: {message}). Nothing runs during a capture, "
-            "so a graph cannot hold a device-to-host read or a synchronous host-to-device copy: keep "
+            f"CUDA graph{where} ({type(error).__name__}: {message}). Nothing runs during a "
+            "capture, "
+            "so a graph cannot hold a device-to-host read or a synchronous host-to-device copy: "
+            "keep "
             "the step free of .item(), float(), int(), bool(), .get(), cupy.asnumpy and of `if` on "
             "device values (a data-dependent Python decision cannot be replayed), and of "
             "cupy.asarray(numpy array); return such values and read them after the call"
         )
     return CaptureError(
-        f"capture: {what} raised {type(error).__name__}: {message}{where} while being captured into "
+        f"capture: {what} raised {type(error).__name__}: {message}{where} while being captured "
+        "into "
         "a CUDA graph (it had just run eagerly without error)"
     )
 
@@ -303,7 +310,8 @@ def record_graph(step_fn, leaves, treedef, *, copy_outputs=True):
         elif isinstance(leaf, (_np.ndarray, _np.generic)):
             raise CaptureError(
                 f"capture: argument leaf {position} is a NumPy {type(leaf).__name__} (shape "
-                f"{_np.shape(leaf)}) among CuPy arrays; a CUDA graph would freeze its values. Pass it "
+                f"{_np.shape(leaf)}) among CuPy arrays; a CUDA graph would freeze its values. "
+                "Pass it "
                 "as a CuPy array (cupy.asarray) or as a Python number"
             )
     if len(devices) != 1:
