@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run demo lab test test-gpu bench bench-distributed bench-gpu bench-peers clean
+.PHONY: run demo lab test lint typecheck docs fmt test-gpu bench bench-distributed bench-gpu bench-peers clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,10 +28,28 @@ lab: $(STAMP)
 ## The whole test suite (the same command CI runs). The set-up scripts install Open MPI and
 ## mpi4py (the data-parallel tests run `mpirun -n 2`), and Chromium and Graphviz from Debian's
 ## packages where they can (the lab's browser test and graph drawing).
-test: $(STAMP)
+test: lint typecheck docs
 	@scripts/setup_mpi.sh
 	@scripts/setup_browser.sh
 	@$(PY) -m pytest tests src README.md
+
+## Lint and format checks (ruff, 100 columns; the rules are in pyproject.toml).
+lint: $(STAMP)
+	@$(VENV)/bin/ruff check src tests benchmarks
+	@$(VENV)/bin/ruff format --check --quiet src tests benchmarks
+
+## Types of the inner layers (engine/, transforms/; mypy's settings are in pyproject.toml).
+typecheck: $(STAMP)
+	@$(VENV)/bin/mypy
+
+## The API reference from the docstrings (pdoc) into build/api/; a pdoc warning fails it.
+docs: $(STAMP)
+	@scripts/build_docs.sh $(PY) build/api
+
+## Format the code and apply ruff's safe fixes.
+fmt: $(STAMP)
+	@$(VENV)/bin/ruff format src tests benchmarks
+	@$(VENV)/bin/ruff check --fix src tests benchmarks
 
 ## Benchmarks against hand-written NumPy (and PyTorch CPU when `make bench-peers` installed it).
 bench: $(STAMP)
@@ -56,4 +74,4 @@ bench-peers: $(STAMP)
 	@$(PY) -m pip install --quiet 'torch==2.13.0'
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache
