@@ -221,7 +221,7 @@ def test_pure_orders_cost_what_their_formulas_say():
     assert format_bracketing(reverse_bracketing(4)) == "((J4 J3) J2) J1"
 
 
-def test_the_optimum_is_forward_for_few_inputs_reverse_for_a_scalar_and_mixed_when_wide_narrow_wide():
+def test_the_optimum_is_forward_for_few_inputs_reverse_for_a_scalar_mixed_for_wide_narrow_wide():
     growing = [2, 10, 50, 200, 1000]  # n0 << nL
     assert optimal_bracketing(growing)[1] == forward_bracketing(4)
     scalar_out = [1000, 200, 50, 10, 1]  # a loss

@@ -292,13 +292,16 @@ def _named(routine, args):
     names = {
         "cublasSgemm_v2": "handle transa transb m n k alpha A lda B ldb beta C ldc",
         "cublasSgemmStridedBatched": (
-            "handle transa transb m n k alpha A lda strideA B ldb strideB beta C ldc strideC batchCount"
+            "handle transa transb m n k alpha A lda strideA B ldb strideB beta C ldc strideC "
+            "batchCount"
         ),
         "cublasGemmEx": (
-            "handle transa transb m n k alpha A Atype lda B Btype ldb beta C Ctype ldc computeType algo"
+            "handle transa transb m n k alpha A Atype lda B Btype ldb beta C Ctype ldc "
+            "computeType algo"
         ),
         "cublasGemmStridedBatchedEx": (
-            "handle transa transb m n k alpha A Atype lda strideA B Btype ldb strideB beta C Ctype ldc "
+            "handle transa transb m n k alpha A Atype lda strideA B Btype ldb strideB beta C "
+            "Ctype ldc "
             "strideC batchCount computeType algo"
         ),
     }[routine].split()
@@ -531,8 +534,9 @@ def _real_library_or_skip():
 
 
 def test_a_real_libcublas_has_every_bound_function():
-    """Runs where libcublas is installed (the nvidia-cublas-cu12 wheel, or $CHAINRULE_CUBLAS_LIBRARY);
-    needs no GPU: loading, the prototypes and cublasGetProperty work without a driver."""
+    """Runs where libcublas is installed (the nvidia-cublas-cu12 wheel, or
+    $CHAINRULE_CUBLAS_LIBRARY); needs no GPU: loading, the prototypes and cublasGetProperty work
+    without a driver."""
     library = _real_library_or_skip()
     for name, argtypes in cublas.PROTOTYPES.items():
         assert tuple(getattr(library, name).argtypes) == argtypes

@@ -55,7 +55,8 @@ def _columns_from_jvps(f, args):
 
 
 def _as_columns(jacobian, f, args):
-    """A jacfwd/jacrev result (argnums a tuple) -> per output leaf an array (*out.shape, n_total)."""
+    """A jacfwd/jacrev result (argnums a tuple) -> per output leaf an array (*out.shape,
+    n_total)."""
     blocks = cr.tree_leaves(jacobian)
     out_leaves = cr.tree_leaves(f(*args))
     assert len(blocks) == len(out_leaves) * len(args)
@@ -72,7 +73,8 @@ def _as_columns(jacobian, f, args):
 
 
 def _scalar_projection(f, args, seed=3):
-    """sum over output leaves of <w, leaf>, with fixed random weights: a scalar to take Hessians of."""
+    """sum over output leaves of <w, leaf>, with fixed random weights: a scalar to take Hessians
+    of."""
     rng = np.random.default_rng(seed)
     weights = [rng.standard_normal(np.shape(leaf)) for leaf in cr.tree_leaves(f(*args))]
 

@@ -37,7 +37,8 @@ def tall(x):
 
 
 def wide(x):
-    """50 -> 3: a batch of 5 rows through a layer, pooled by logsumexp, mixed with indexed inputs."""
+    """50 -> 3: a batch of 5 rows through a layer, pooled by logsumexp, mixed with indexed
+    inputs."""
     rows = cnp.reshape(x, (5, 10))
     hidden = cnp.tanh(rows @ W_WIDE_1)  # (5, 8)
     pooled = cnp.logsumexp(hidden, axis=0)  # (8,)

@@ -53,8 +53,8 @@ def chromium():
         path = find_chromium()
         if path is None:
             pytest.skip(
-                "headless Chromium is not installed and scripts/setup_browser.sh could not install it: "
-                + (setup.stdout + setup.stderr).strip()
+                "headless Chromium is not installed and scripts/setup_browser.sh could not "
+                "install it: " + (setup.stdout + setup.stderr).strip()
             )
     return path
 

@@ -1,4 +1,5 @@
-"""chainrule.apps.viz.draw: the drawn graph's structure, values and gradients, and the DOT/SVG output."""
+"""chainrule.apps.viz.draw: the drawn graph's structure, values and gradients, and the DOT/SVG
+output."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from ..transforms.pytree import ravel_pytree
 def init_mlp(sizes, rng, dtype=xp.float64):
     """Glorot-uniform weights, zero biases, as a pytree {"layers": [{"w", "b"}, ...]}."""
     layers = []
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
         limit = (6.0 / (fan_in + fan_out)) ** 0.5
         w = rng.uniform(-limit, limit, size=(fan_in, fan_out)).astype(dtype)
         layers.append({"w": w, "b": xp.zeros(fan_out, dtype=dtype)})
@@ -68,10 +68,12 @@ def run_demo(hidden=(32, 16), seed=0, features=8, classes=3, examples=64) -> int
     print(f"loss = {float(loss):.6f}")
     print(f"{'method':<28}{'time':>12}{'loss evals':>12}{'x one loss':>12}")
     print(
-        f"{'reverse mode (backprop)':<28}{t_reverse * 1e3:>10.3f}ms{'~3':>12}{t_reverse / t_loss:>12.1f}"
+        f"{'reverse mode (backprop)':<28}{t_reverse * 1e3:>10.3f}ms{'~3':>12}"
+        f"{t_reverse / t_loss:>12.1f}"
     )
     print(
-        f"{'central finite differences':<28}{t_numeric * 1e3:>10.1f}ms{2 * count:>12}{t_numeric / t_loss:>12.0f}"
+        f"{'central finite differences':<28}{t_numeric * 1e3:>10.1f}ms{2 * count:>12}"
+        f"{t_numeric / t_loss:>12.0f}"
     )
     print(f"max |reverse - finite diff| / max |grad| = {error:.2e}")
     print("first weights' gradient, reverse:    ", " ".join(f"{v:+.6f}" for v in g_rev[:5]))

@@ -154,7 +154,8 @@ def _trace(fun, args, names):
     out = fun(*tensors)
     if not isinstance(out, Tensor):
         raise TypeError(
-            f"draw: the function must return a Tensor computed from its inputs, got {type(out).__name__}"
+            "draw: the function must return a Tensor computed from its inputs, got "
+            f"{type(out).__name__}"
         )
     return out, leaves
 
@@ -289,7 +290,8 @@ def render_svg(dot_text: str) -> tuple[str | None, str]:
     if completed.returncode != 0:
         return (
             None,
-            f"draw: Graphviz's dot failed: {completed.stderr.strip()}; the DOT text is in Drawing.dot",
+            f"draw: Graphviz's dot failed: {completed.stderr.strip()}; the DOT text is in "
+            "Drawing.dot",
         )
     return completed.stdout, ""
 

@@ -12,8 +12,8 @@ array([1., 1.])
 The engine's primitives call NumPy's functions, which dispatch to CuPy for CUDA arrays, so a
 computation runs on the device its inputs are on; inputs on two devices in one operation are an
 error naming the operation and both devices (see :func:`chainrule.engine.core.apply`). The device
-lookup itself lives in :mod:`chainrule.engine.arraylib` (``device_of``, ``to_device``), the one place
-that knows about CuPy.
+lookup itself lives in :mod:`chainrule.engine.arraylib` (``device_of``, ``to_device``), the one
+place that knows about CuPy.
 
 ``device(name)`` is also a context manager that sets the *default device*, the one that
 :func:`array` (and the data, module and checkpoint layers that build arrays through it) put new

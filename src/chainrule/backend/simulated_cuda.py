@@ -60,10 +60,14 @@ class _SimulatedDevice:
 
 def _host_operand_error(where, value):
     return TypeError(
-        f"{where}: unsupported operand of type {type(value).__module__}.{type(value).__name__} with "
-        f"shape {getattr(value, 'shape', ())} on a CUDA device: a host (NumPy) array cannot be mixed "
-        "with device arrays (CuPy raises here too); build it on the device, e.g. with the namespace "
-        "of the other operand (chainrule.engine.arraylib.namespace_of) or chainrule.backend.device.array"
+        f"{where}: unsupported operand of type {type(value).__module__}.{type(value).__name__} "
+        "with "
+        f"shape {getattr(value, 'shape', ())} on a CUDA device: a host (NumPy) array cannot be "
+        "mixed "
+        "with device arrays (CuPy raises here too); build it on the device, e.g. with the "
+        "namespace "
+        "of the other operand (chainrule.engine.arraylib.namespace_of) or "
+        "chainrule.backend.device.array"
     )
 
 
@@ -83,7 +87,8 @@ class _Unwrapper:
                 self.device = value.device
             elif value.device != self.device:
                 raise ValueError(
-                    f"{self.where}: operands on CUDA devices {self.device.id} and {value.device.id} "
+                    f"{self.where}: operands on CUDA devices {self.device.id} and "
+                    f"{value.device.id} "
                     "(simulated); move them to one device first"
                 )
             return value._host
@@ -125,7 +130,8 @@ def _check_ufunc_method(ufunc, method, kwargs, where):
     if ufunc.__name__ not in supported:
         raise NotImplementedError(
             f"{where}: CuPy does not implement `{ufunc.__name__}.{method}` (only for "
-            f"{', '.join(sorted(supported))}); use the named function instead (numpy.max, numpy.min, "
+            f"{', '.join(sorted(supported))}); use the named function instead (numpy.max, "
+            "numpy.min, "
             "numpy.cumsum, ...), which dispatches to CuPy"
         )
     if method == "reduce" and ({"initial", "where"} & kwargs.keys()):
@@ -218,7 +224,8 @@ class SimulatedArray(NDArrayOperatorsMixin):
     def __array__(self, dtype=None, copy=None):
         raise TypeError(
             "Implicit conversion of a CUDA array (simulated) to a NumPy array is not allowed "
-            "(CuPy refuses it too); use .get() or chainrule.backend.device.to_numpy to copy it to the host"
+            "(CuPy refuses it too); use .get() or chainrule.backend.device.to_numpy to copy it to "
+            "the host"
         )
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
@@ -364,7 +371,10 @@ class SimulatedArray(NDArrayOperatorsMixin):
         return complex(self._host)
 
     def __repr__(self):
-        return f"array({np.array2string(self._host, separator=', ')}, device=cuda:{self.device.id} simulated)"
+        return (
+            f"array({np.array2string(self._host, separator=', ')}, device=cuda:{self.device.id} "
+            "simulated)"
+        )
 
     def __dlpack__(self, *args, **kwargs):
         raise TypeError("a simulated CUDA array cannot be exported through DLPack")
@@ -528,9 +538,9 @@ class _SimulatedUfunc:
 @contextmanager
 def simulate_cuda(device_count: int = 1):
     """Inside the block, ``"cuda"`` (and ``"cuda:N"`` for N < ``device_count``) is a simulated
-    device: :func:`chainrule.backend.device.device`, ``Tensor.to("cuda")``, ``to_device`` and everything
-    built on them work and produce :class:`SimulatedArray` values. Not thread-safe (process-wide,
-    like :func:`chainrule.engine.arraylib.use_namespace`); blocks do not nest."""
+    device: :func:`chainrule.backend.device.device`, ``Tensor.to("cuda")``, ``to_device`` and
+    everything built on them work and produce :class:`SimulatedArray` values. Not thread-safe
+    (process-wide, like :func:`chainrule.engine.arraylib.use_namespace`); blocks do not nest."""
     namespace = SimulatedCuPy()
     saved_count = _runtime.device_count
     _runtime.device_count = int(device_count)

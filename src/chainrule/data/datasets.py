@@ -88,7 +88,8 @@ def _validate_on_host(features, labels, num_classes, task):
         row = int(xp.argmax(bad_rows))
         col = int(xp.argmax(~xp.isfinite(features[row])))
         raise DataError(
-            f"features contain NaN or Inf ({int(bad_rows.sum())} rows; first at row {row}, column {col}: "
+            f"features contain NaN or Inf ({int(bad_rows.sum())} rows; first at row {row}, column "
+            f"{col}: "
             f"{features[row, col]})"
         )
     if task == "regression":
@@ -124,7 +125,8 @@ def _validate_on_host(features, labels, num_classes, task):
         if labels.min() < 0:
             row = int(xp.argmin(labels))
             raise DataError(
-                f"label {labels[row]} at row {row} is negative; class labels must be in [0, classes)"
+                f"label {labels[row]} at row {row} is negative; class labels must be in [0, "
+                "classes)"
             )
         num_classes = int(labels.max()) + 1
     num_classes = int(num_classes)
@@ -134,7 +136,8 @@ def _validate_on_host(features, labels, num_classes, task):
     if xp.any(bad):
         row = int(xp.argmax(bad))
         raise DataError(
-            f"label {labels[row]} at row {row} is outside [0, {num_classes}) for {num_classes} classes"
+            f"label {labels[row]} at row {row} is outside [0, {num_classes}) for {num_classes} "
+            "classes"
         )
     return features, labels, num_classes
 
@@ -265,7 +268,8 @@ def split_indices(labels, val_fraction=0.1, test_fraction=0.25, seed=0, stratify
     test_fraction = _check_fraction(test_fraction, "test fraction")
     if val_fraction + test_fraction >= 1.0:
         raise DataError(
-            f"validation ({val_fraction}) and test ({test_fraction}) fractions leave no training data"
+            f"validation ({val_fraction}) and test ({test_fraction}) fractions leave no training "
+            "data"
         )
     rng = xp.random.default_rng(seed)
     labels = xp.asarray(labels)

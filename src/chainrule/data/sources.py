@@ -26,7 +26,9 @@ from ..engine.arraylib import xp
 from .datasets import DataError, Dataset, Splits, split, split_indices, standardize
 
 DATASETS = {
-    "digits": "scikit-learn's bundled 8x8 handwritten digits (1,797 images, 64 features, 10 classes)",
+    "digits": (
+        "scikit-learn's bundled 8x8 handwritten digits (1,797 images, 64 features, 10 classes)"
+    ),
     "mnist1d": "MNIST-1D generated locally (5,000 signals of length 40, 10 classes; 4,000 train / "
     "1,000 test)",
     "spirals": "two interleaved spirals (2 features, 2 classes)",
@@ -224,7 +226,8 @@ def read_csv(path, label_column=None):
                 line = r + (2 if header else 1)
                 name = f" ({header[c]!r})" if header else ""
                 raise DataError(
-                    f"CSV {str(path)!r} line {line} column {c}{name}: {cell.strip()!r} is not a number"
+                    f"CSV {str(path)!r} line {line} column {c}{name}: {cell.strip()!r} is not a "
+                    "number"
                 )
             features[r, c_out] = value
             c_out += 1
@@ -241,7 +244,8 @@ _Y_KEYS = ("y", "labels", "Y", "targets")
 
 
 def read_npz(path):
-    """``(x, y, x_test, y_test)`` from an .npz file, loaded without pickle (test arrays optional)."""
+    """``(x, y, x_test, y_test)`` from an .npz file, loaded without pickle (test arrays
+    optional)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file {str(path)!r} does not exist")
@@ -333,7 +337,8 @@ def load(
         test = Dataset(fixed_test[0], fixed_test[1], full.num_classes, task, "test")
         if test.num_features != full.num_features:
             raise DataError(
-                f"test features have {test.num_features} columns but training features {full.num_features}"
+                f"test features have {test.num_features} columns but training features "
+                f"{full.num_features}"
             )
         train_idx, val_idx, _ = split_indices(
             full.labels, val_fraction, 0.0, seed, task == "classification"

@@ -100,7 +100,8 @@ class Method:
     exact = False  # True: the result is the gradient up to rounding
 
     def __call__(self, loss_fn, params, batch, key=0, *, step: int = 0, measure: bool = False):
-        """``(loss, grads, cost)``; ``measure=True`` also fills ``cost.flops`` and ``cost.peak_bytes``."""
+        """``(loss, grads, cost)``; ``measure=True`` also fills ``cost.flops`` and
+        ``cost.peak_bytes``."""
         cost = Cost()
         with measuring(cost, measure, self._plain(loss_fn, params, batch, cost)):
             loss, grads = self._gradient(
@@ -128,7 +129,8 @@ class Method:
         return f"{type(self).__name__}({args})"
 
 
-# -- exact -------------------------------------------------------------------------------------------
+# -- exact
+# -------------------------------------------------------------------------------------------
 class Backprop(Method):
     """Reverse mode: one recorded forward pass, one backward pass, whatever P is."""
 
@@ -189,7 +191,8 @@ class ForwardMode(Method):
         return _scalar(loss, self.name), unravel(flat)
 
 
-# -- finite differences --------------------------------------------------------------------------------
+# -- finite differences
+# --------------------------------------------------------------------------------
 class FiniteDifferences(Method):
     """Nudge each of the P parameters and watch the loss.
 
@@ -287,7 +290,8 @@ class FiniteDifferences(Method):
         return loss, tree_unflatten(treedef, pieces)
 
 
-# -- stochastic estimators ------------------------------------------------------------------------------
+# -- stochastic estimators
+# ------------------------------------------------------------------------------
 class StochasticMethod(Method):
     """An estimate ``sum_i c_i z_i`` over seeded random directions (see :mod:`.seeded`)."""
 

@@ -145,4 +145,7 @@ class SeededGradient:
                 add_direction_(leaves, self.key, i, scale * float(c), self.distribution)
 
     def __repr__(self):
-        return f"SeededGradient(key={self.key}, {self.coefficients.size} {self.distribution} directions)"
+        return (
+            f"SeededGradient(key={self.key}, {self.coefficients.size} {self.distribution} "
+            "directions)"
+        )

@@ -56,7 +56,8 @@ class Linear(Module):
     def forward(self, params, x, ctx):
         if len(shape_of(x)) == 0 or shape_of(x)[-1] != self.in_features:
             raise ValueError(
-                f"Linear({self.in_features}, {self.out_features}) got input of shape {shape_of(x)}; "
+                f"Linear({self.in_features}, {self.out_features}) got input of shape "
+                f"{shape_of(x)}; "
                 f"its last axis must have {self.in_features} features"
             )
         weight = params["weight"]
@@ -154,7 +155,8 @@ class BatchNorm1d(Module):
     def forward(self, params, x, ctx):
         if len(shape_of(x)) != 2 or shape_of(x)[1] != self.num_features:
             raise ValueError(
-                f"BatchNorm1d({self.num_features}) needs input of shape (batch, {self.num_features}), "
+                f"BatchNorm1d({self.num_features}) needs input of shape (batch, "
+                f"{self.num_features}), "
                 f"got {shape_of(x)}"
             )
         if ctx.train:

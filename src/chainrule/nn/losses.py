@@ -102,7 +102,8 @@ def _check_labels_in_namespace(namespace, labels, classes, what):
     if namespace.any(bad):
         index = int(namespace.argmax(namespace.astype(bad, namespace.int8)))
         raise ValueError(
-            f"{what}: {int(flat[index])} at position {index} is outside [0, {classes}) for {classes} classes"
+            f"{what}: {int(flat[index])} at position {index} is outside [0, {classes}) for "
+            f"{classes} classes"
         )
     return labels
 
@@ -127,7 +128,8 @@ cross_entropy = softmax_cross_entropy
 
 
 def _logits_like(logits, label_shape):
-    """``logits`` in the labels' shape: a trailing axis of one is dropped; another shape is an error."""
+    """``logits`` in the labels' shape: a trailing axis of one is dropped; another shape is an
+    error."""
     if shape_of(logits) == label_shape:
         return logits
     if shape_of(logits)[:-1] == label_shape and shape_of(logits)[-1:] == (1,):

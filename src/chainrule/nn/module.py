@@ -84,7 +84,8 @@ def _shape(value) -> tuple:
 
 def Parameter(data, dtype=None) -> Tensor:
     """A trainable tensor: a floating-point ``Tensor`` with ``requires_grad=True``, on the device
-    of ``data`` when it is a GPU array, else on the default device (:func:`chainrule.backend.device`)."""
+    of ``data`` when it is a GPU array, else on the default device
+    (:func:`chainrule.backend.device`)."""
     array = _new_array(data, dtype)
     if not xp.issubdtype(array.dtype, xp.floating):
         array = array.astype(xp.float64)

@@ -11,13 +11,12 @@ the state is made like a parameter (``zeros_like``), so it lives where the param
 arrays on the GPU for CuPy parameters.
 
 The step counter stays an array through ``update``: the learning rate (``schedule(step)`` on the
-array, see :mod:`chainrule.optim.schedules`) and Adam's bias corrections 1-βᵗ are array
-expressions of it, never ``int(step)``. So a whole training step captured by
-:mod:`chainrule.backend.capture` replays without a guard on the step number, and the GPU is not waited on
-to read it. A constant learning rate stays a Python float. Scalars computed as float64 arrays are
-rounded to each parameter's dtype before they meet it, exactly as NumPy rounds a Python float,
-so the updates are the same bits as with Python-float scalars (float32 parameters compute in
-float32).
+array, see :mod:`chainrule.optim.schedules`) and Adam's bias corrections 1-βᵗ are array expressions
+of it, never ``int(step)``. So a whole training step captured by :mod:`chainrule.backend.capture`
+replays without a guard on the step number, and the GPU is not waited on to read it. A constant
+learning rate stays a Python float. Scalars computed as float64 arrays are rounded to each
+parameter's dtype before they meet it, exactly as NumPy rounds a Python float, so the updates are
+the same bits as with Python-float scalars (float32 parameters compute in float32).
 
 Object form for the Tensor style, on a module (or any pytree of Tensors)::
 

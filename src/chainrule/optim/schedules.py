@@ -3,15 +3,15 @@
 Every schedule can describe itself as a JSON-ready dict (``config()``) and be rebuilt from it
 (``from_config``), which is how checkpoints record them.
 
-A schedule takes the step in two forms. A Python int (what a training loop counts, what a log
-line prints) gives a Python float. An integer *array* (the optimizer state's 0-d ``step``) gives a
+A schedule takes the step in two forms. A Python int (what a training loop counts, what a log line
+prints) gives a Python float. An integer *array* (the optimizer state's 0-d ``step``) gives a
 float64 array of the same shape, on the step's device, computed by array operations alone: no
-``int(step)`` reads the value into Python, so a step captured by :mod:`chainrule.backend.capture` replays
-its learning rate as part of the tape instead of guarding on the step number. On NumPy both forms
-give the same bits (``tests/test_capture_optim.py`` checks it): the array form evaluates the same
-formula in float64, with ``float_power`` for the powers because it calls the C library's ``pow``
-as Python's ``**`` does, where NumPy's ``power`` on float64 arrays may take a SIMD ``pow`` that
-differs in the last bit.
+``int(step)`` reads the value into Python, so a step captured by :mod:`chainrule.backend.capture`
+replays its learning rate as part of the tape instead of guarding on the step number. On NumPy both
+forms give the same bits (``tests/test_capture_optim.py`` checks it): the array form evaluates the
+same formula in float64, with ``float_power`` for the powers because it calls the C library's
+``pow`` as Python's ``**`` does, where NumPy's ``power`` on float64 arrays may take a SIMD ``pow``
+that differs in the last bit.
 
 >>> s = Cosine(0.1, total_steps=100)
 >>> round(s(0), 6), round(s(50), 6), round(s(100), 6)
@@ -215,7 +215,8 @@ def as_schedule(lr) -> Schedule:
         return lr
     if callable(lr):
         raise TypeError(
-            "learning-rate schedules must be chainrule.optim.Schedule objects (so they can be saved)"
+            "learning-rate schedules must be chainrule.optim.Schedule objects (so they can be "
+            "saved)"
         )
     return Constant(lr)
 

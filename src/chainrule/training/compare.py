@@ -14,9 +14,9 @@ passes, the cheap-gradient principle). A method whose full gradient would exceed
 seconds is timed on a sample of coordinates and scaled up; such points are marked
 ``extrapolated`` and left out of the fitted slope.
 
-``compare_training(..., device="cuda")`` trains every pair on a GPU (float32 unless ``dtype``
-says otherwise), the data copied there once per pair; CMA-ES, host-only, is then left out. A
-step's time is read after :func:`chainrule.backend.device.synchronize`, so queued GPU work is counted.
+``compare_training(..., device="cuda")`` trains every pair on a GPU (float32 unless ``dtype`` says
+otherwise), the data copied there once per pair; CMA-ES, host-only, is then left out. A step's time
+is read after :func:`chainrule.backend.device.synchronize`, so queued GPU work is counted.
 """
 
 from __future__ import annotations
@@ -364,7 +364,8 @@ def plot_runs(runs, path, title="") -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-# -- the cost of one gradient as P grows ---------------------------------------------------------------
+# -- the cost of one gradient as P grows
+# ---------------------------------------------------------------
 @dataclass
 class GradientCost:
     method: str
@@ -455,8 +456,8 @@ def _gradient_cost(params_targets, methods, batch_size, time_cap, seed, repeats,
             points.append(point)
             if log is not None:
                 log(
-                    f"P={count:>8}  {name:<20} {seconds * 1e3:10.2f} ms  = {point.ratio:10.1f} x loss"
-                    + ("  (extrapolated from a sample)" if extrapolated else "")
+                    f"P={count:>8}  {name:<20} {seconds * 1e3:10.2f} ms  = {point.ratio:10.1f} x "
+                    "loss" + ("  (extrapolated from a sample)" if extrapolated else "")
                 )
     return points, fit_slopes(points)
 

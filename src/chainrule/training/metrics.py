@@ -28,7 +28,8 @@ def predictions(outputs):
 
 
 def correct(outputs, labels) -> int:
-    """How many rows of ``outputs`` predict their label (labels are moved to the outputs' device)."""
+    """How many rows of ``outputs`` predict their label (labels are moved to the outputs'
+    device)."""
     predicted = predictions(outputs)
     labels = arraylib.to_device(raw(labels), arraylib.device_of(predicted))
     return int(xp.sum(predicted == labels))

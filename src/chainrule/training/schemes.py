@@ -145,7 +145,8 @@ class DerivativeFree(Simultaneous):
     def check_method(self, method):
         if method.name not in self.METHODS:
             raise ValueError(
-                f"the derivative_free scheme needs a method that only evaluates the loss {self.METHODS}, "
+                "the derivative_free scheme needs a method that only evaluates the loss "
+                f"{self.METHODS}, "
                 f"not {method.name}"
             )
 
@@ -245,8 +246,9 @@ class Cyclic(_BlockScheme):
         return params, opt_state, loss, cost
 
 
-# -- LocoProp -------------------------------------------------------------------------------------------
-#: Convex potentials F with F' = f for the matched losses of LocoProp-M (f must be increasing).
+# -- LocoProp
+# ------------------------------------------------------------------------------------------- :
+# Convex potentials F with F' = f for the matched losses of LocoProp-M (f must be increasing).
 POTENTIALS = {
     "Identity": lambda z: 0.5 * z * z,
     "ReLU": lambda z: 0.5 * cnp.relu(z) ** 2,
@@ -354,13 +356,15 @@ class LocoProp(Scheme):
     def check_method(self, method):
         if method.name != "backprop":
             raise ValueError(
-                f"LocoProp takes its targets from one backward pass: use method backprop, not {method.name}"
+                "LocoProp takes its targets from one backward pass: use method backprop, not "
+                f"{method.name}"
             )
 
     def step(self, trainer, params, opt_state, inputs):
         if inputs.distributed:
             raise ValueError(
-                f"{self.name} runs on one process: its local problems would need an all-reduce per local step"
+                f"{self.name} runs on one process: its local problems would need an all-reduce "
+                "per local step"
             )
         cost = Cost()
         with measuring(cost, inputs.measure):
@@ -500,7 +504,8 @@ def _dtype(params):
     return xp.result_type(*[raw(leaf).dtype for leaf in leaves]) if leaves else xp.float64
 
 
-# -- CMA-ES -----------------------------------------------------------------------------------------------
+# -- CMA-ES
+# -----------------------------------------------------------------------------------------------
 class CMAES(Scheme):
     """CMA-ES (Hansen) over θ through the ``cma`` package: each step evaluates the loss at the
     current mean θ (the loss it reports), asks for one generation of ``population`` candidates,

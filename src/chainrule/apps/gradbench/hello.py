@@ -1,4 +1,5 @@
-"""gradbench ``hello``: ``square`` is x*x; ``double`` is the derivative of square, by reverse mode."""
+"""gradbench ``hello``: ``square`` is x*x; ``double`` is the derivative of square, by reverse
+mode."""
 
 from __future__ import annotations
 

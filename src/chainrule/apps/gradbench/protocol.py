@@ -63,7 +63,9 @@ def handle(message: dict) -> dict:
 
     >>> handle({"id": 0, "kind": "start", "eval": "hello"})
     {'id': 0, 'tool': 'chainrule'}
-    >>> handle({"id": 1, "kind": "evaluate", "module": "hello", "function": "double", "input": 3.0})["output"]
+    >>> request = {"id": 1, "kind": "evaluate", "module": "hello", "function": "double"}
+    >>> request["input"] = 3.0
+    >>> handle(request)["output"]
     6.0
     """
     if not isinstance(message, dict) or "id" not in message:

@@ -1,12 +1,12 @@
 """Question 2, ``chain-order``: why multiply from the output back?
 
-A network's loss is a chain ``loss o f_L o ... o f_1`` of L dense layers of width D, so its
-gradient is the product of the Jacobians ``g J_L ... J_1`` with ``g`` the 1 x D row of the loss.
-Multiplied from the input (forward order, what forward mode does), every step is a D x D times
-D x D product, 2 D^3 FLOPs; multiplied from the output (reverse order, vector-Jacobian products,
-what backprop does) every step is a 1 x D row times a D x D matrix, 2 D^2 FLOPs. The ratio is
-about D. The optimal bracketing (dynamic programming over the dimensions, ``chainrule.transforms.chain``)
-finds the reverse order here, because the chain ends in one number.
+A network's loss is a chain ``loss o f_L o ... o f_1`` of L dense layers of width D, so its gradient
+is the product of the Jacobians ``g J_L ... J_1`` with ``g`` the 1 x D row of the loss. Multiplied
+from the input (forward order, what forward mode does), every step is a D x D times D x D product, 2
+D^3 FLOPs; multiplied from the output (reverse order, vector-Jacobian products, what backprop does)
+every step is a 1 x D row times a D x D matrix, 2 D^2 FLOPs. The ratio is about D. The optimal
+bracketing (dynamic programming over the dimensions, ``chainrule.transforms.chain``) finds the
+reverse order here, because the chain ends in one number.
 
 The factors are the true Jacobians of ``tanh(W_i h)`` at a point, ``diag(1 - y_i^2) W_i``; the
 experiment multiplies them in all three orders, checks the three products agree, counts the
@@ -171,11 +171,16 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
             0.6,
             1.4,
             why_not=(
-                "the time ratio is the FLOP ratio times the ratio of the FLOP rates, and the rates differ: "
-                f"at D={widths[-1]} the forward order's D x D products ran at {rates['forward']:.2g} GFLOP/s "
-                f"and the reverse order's vector-matrix products at {rates['reverse']:.2g} GFLOP/s (each "
-                "reads a whole D x D matrix for 2 D^2 FLOPs, so it is limited by memory, not arithmetic). "
-                "At small widths the opposite happens: the reverse time is NumPy's fixed per-call overhead "
+                "the time ratio is the FLOP ratio times the ratio of the FLOP rates, and the "
+                "rates differ: "
+                f"at D={widths[-1]} the forward order's D x D products ran at "
+                f"{rates['forward']:.2g} GFLOP/s "
+                f"and the reverse order's vector-matrix products at {rates['reverse']:.2g} "
+                "GFLOP/s (each "
+                "reads a whole D x D matrix for 2 D^2 FLOPs, so it is limited by memory, not "
+                "arithmetic). "
+                "At small widths the opposite happens: the reverse time is NumPy's fixed per-call "
+                "overhead "
                 "and stays flat. The counted FLOPs, free of both effects, follow the theory"
             ),
         ),
@@ -196,7 +201,8 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
     ]
     notes = [c.line() + " - " + c.why_not for c in checks if not c.matches]
     answer = (
-        "The gradient of a loss is a product of Jacobians: a row for the loss, then one D x D matrix "
+        "The gradient of a loss is a product of Jacobians: a row for the loss, then one D x D "
+        "matrix "
         "per layer. Matrix products can be grouped in any order and give the same result, but not "
         "at the same price. Starting from the input multiplies D x D matrices together (2 D^3 "
         "FLOPs each), which builds the whole Jacobian of every layer with respect to the input - "
@@ -207,7 +213,8 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
         f"and the measured time ratio with slope {time_slope:.2f} over the larger widths "
         f"({time_slope_all:.2f} over all widths). Time does not follow FLOPs one for one: at "
         f"D={widths[-1]} the D x D products ran at {rates['forward']:.2g} GFLOP/s while the "
-        f"vector-matrix products, limited by memory, ran at {rates['reverse']:.2g} GFLOP/s, and at the "
+        f"vector-matrix products, limited by memory, ran at {rates['reverse']:.2g} GFLOP/s, and "
+        "at the "
         "small widths fixed per-call overhead dominates both. The dynamic programme that finds the "
         "cheapest bracketing picks the reverse order at "
         "every width, because the chain ends in one number."
@@ -221,7 +228,8 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
         figures=[
             Figure(
                 "chain-order",
-                "Left: FLOPs of the three orders. Right: forward/reverse ratios with fitted slopes; "
+                "Left: FLOPs of the three orders. Right: forward/reverse ratios with fitted "
+                "slopes; "
                 "the dotted line has slope 1.",
                 png=render_png(draw, 11, 4.2),
             )

@@ -1,11 +1,11 @@
 """``chainrule lab NAME``: run one experiment of the lab (or ``all``) and write the report.
 
-``add_lab_parser(subparsers)`` adds the subcommand to the ``chainrule`` parser and
-``run_lab(args)`` runs it. Each experiment prints its tables and, line by line, every measured
-figure next to its theoretical value; then ``DIR/report.html`` (self-contained), ``DIR/results.json``
-and the pictures are written. An experiment that raises is reported as failed (in the terminal and
-in the report) and the others still run; the exit status is then 1. A figure that misses its
-theoretical range does not fail the command: the report says so and why.
+``add_lab_parser(subparsers)`` adds the subcommand to the ``chainrule`` parser and ``run_lab(args)``
+runs it. Each experiment prints its tables and, line by line, every measured figure next to its
+theoretical value; then ``DIR/report.html`` (self-contained), ``DIR/results.json`` and the pictures
+are written. An experiment that raises is reported as failed (in the terminal and in the report) and
+the others still run; the exit status is then 1. A figure that misses its theoretical range does not
+fail the command: the report says so and why.
 
 Timings run with the BLAS limited to one thread (through threadpoolctl, when installed): on a
 small shared machine a multi-threaded BLAS spends more time waiting for its threads than computing

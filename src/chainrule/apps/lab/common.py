@@ -38,7 +38,10 @@ class Check:
 
     def line(self) -> str:
         verdict = "matches" if self.matches else "DOES NOT MATCH"
-        return f"{self.name}: measured {format_number(self.measured)}  theory {self.theory}  -> {verdict}"
+        return (
+            f"{self.name}: measured {format_number(self.measured)}  theory {self.theory}  -> "
+            f"{verdict}"
+        )
 
     def as_dict(self) -> dict:
         return {
@@ -147,7 +150,8 @@ def finite_or_none(value):
 
 
 def jsonable(value):
-    """``value`` with NumPy scalars/arrays made plain and non-finite floats made ``None`` (iterative)."""
+    """``value`` with NumPy scalars/arrays made plain and non-finite floats made ``None``
+    (iterative)."""
     root = [None]
     stack = [(value, root, 0)]
     while stack:

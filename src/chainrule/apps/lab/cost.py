@@ -1,4 +1,5 @@
-"""Question 1, ``cost``: why backprop, and not nudging each weight or pushing every direction forward?
+"""Question 1, ``cost``: why backprop, and not nudging each weight or pushing every direction
+forward?
 
 One full gradient of an MLP loss with P weights, three ways:
 
@@ -125,7 +126,8 @@ def measure(weights, seed, budget, minimum_sample, repeats, batched_limit=0):
     size = theta.size
     grad_fn = value_and_grad(loss)
 
-    # On plain arrays ``@`` is NumPy's own; on (non-recording) Tensors every op is a counted primitive.
+    # On plain arrays ``@`` is NumPy's own; on (non-recording) Tensors every op is a counted
+    # primitive.
     with count() as loss_count:
         loss_value = float(loss(tree_map(Tensor, params)))
     with count() as reverse_count:
@@ -236,8 +238,8 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
     reverse_flop_ratio = flop_ratio["reverse mode"]
 
     table = Table(
-        "One full gradient of the MLP loss (8-H-H-4, batch 64): time and FLOPs; "
-        "* = extrapolated from a timed sample",
+        "One full gradient of the MLP loss (8-H-H-4, batch 64): time and FLOPs; * = extrapolated "
+        "from a timed sample",
         [
             "P",
             "H",
@@ -382,8 +384,10 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
             "1",
             0.8,
             1.2,
-            why_not="a loss evaluation at small P is mostly fixed interpreter overhead, which the copy and "
-            "unravel of the nudged weight vector do not share",
+            why_not=(
+                "a loss evaluation at small P is mostly fixed interpreter overhead, which the copy "
+                "and unravel of the nudged weight vector do not share"
+            ),
         ),
         Check(
             "slope of forward mode's time / loss time against P",
@@ -391,8 +395,11 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
             "1",
             0.8,
             1.2,
-            why_not="a JVP pass carries the primal and a tangent: at small P its fixed overhead per op "
-            "differs from a plain loss evaluation's, so the ratio per weight is not yet constant",
+            why_not=(
+                "a JVP pass carries the primal and a tangent: at small P its fixed overhead per op "
+                "differs from a plain loss evaluation's, so the ratio per weight is not yet "
+                "constant"
+            ),
         ),
         Check(
             "slope of reverse mode's time / loss time against P",
@@ -400,8 +407,10 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
             "0",
             -0.2,
             0.2,
-            why_not="at small P both times are interpreter overhead and reverse mode records roughly "
-            "twice as many ops; as P grows the matrix products take over and the ratio settles",
+            why_not=(
+                "at small P both times are interpreter overhead and reverse mode records roughly "
+                "twice as many ops; as P grows the matrix products take over and the ratio settles"
+            ),
         ),
         Check(
             "slope of finite differences' FLOPs / loss FLOPs against P",
@@ -441,14 +450,17 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
             "the FLOP bound does not count; on a busy shared machine the noise adds to it",
         ),
         Check(
-            f"slope of batched forward mode's FLOPs / loss FLOPs against P (P <= {batched_limit:,})",
+            "slope of batched forward mode's FLOPs / loss FLOPs against P (P <= "
+            f"{batched_limit:,})",
             batched_slope,
             "1 (carrying directions together saves passes, not arithmetic)",
             0.85,
             1.15,
-            why_not="at small P a direction's work is largely element-wise (tanh, softmax, the seeded "
-            "identity), whose share relative to one loss evaluation shrinks as the layers widen; the "
-            "slope approaches 1 once the matrix products dominate",
+            why_not=(
+                "at small P a direction's work is largely element-wise (tanh, softmax, the seeded "
+                "identity), whose share relative to one loss evaluation shrinks as the layers "
+                "widen; the slope approaches 1 once the matrix products dominate"
+            ),
         ),
         Check(
             "largest relative error of finite differences vs reverse mode",
@@ -480,19 +492,24 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
     answer = (
         "Nudging each weight and watching the loss works (it agrees with backprop to about "
         f"{fd_worst:.0e}), but it needs two loss "
-        "evaluations per weight, so its cost relative to one loss evaluation grows like P: fitted slope "
-        f"{time_slope['finite differences']:.2f} in time and {flop_slope['finite differences']:.2f} in FLOPs "
-        "(theory 1). Forward mode computes exact derivatives during the forward pass, but one input "
-        "direction at a time, so a whole gradient needs P passes: slope "
-        f"{time_slope['forward mode']:.2f} in time, {flop_slope['forward mode']:.2f} in FLOPs (theory 1). "
-        "Pushing all P directions through together (the whole Jacobian at once) saves passes, "
-        "not arithmetic: "
+        "evaluations per weight, so its cost relative to one loss evaluation grows like P: fitted "
+        "slope "
+        f"{time_slope['finite differences']:.2f} in time and "
+        f"{flop_slope['finite differences']:.2f} in FLOPs "
+        "(theory 1). Forward mode computes exact derivatives during the forward pass, but one "
+        "input direction at a time, so a whole gradient needs P passes: slope "
+        f"{time_slope['forward mode']:.2f} in time, {flop_slope['forward mode']:.2f} in FLOPs "
+        "(theory 1). Pushing all P directions through together (the whole Jacobian at once) saves "
+        "passes, not arithmetic: "
         f"{_batched_sentence(batched_rows)} Reverse mode runs the network once and "
-        "then walks back once, carrying one number per value (the loss's sensitivity), so its cost is a "
-        f"constant multiple of one loss evaluation whatever P is: slope {time_slope['reverse mode']:.2f} "
-        f"in time and {flop_slope['reverse mode']:.2f} in FLOPs (theory 0), and at P={big['weights']:,} "
+        "then walks back once, carrying one number per value (the loss's sensitivity), so its cost "
+        "is a constant multiple of one loss evaluation whatever P is: slope "
+        f"{time_slope['reverse mode']:.2f} "
+        f"in time and {flop_slope['reverse mode']:.2f} in FLOPs (theory 0), and at "
+        f"P={big['weights']:,} "
         f"the gradient costs {reverse_time_ratio[-1]:.1f} loss evaluations in time and "
-        f"{reverse_flop_ratio[-1]:.1f} in FLOPs (the cheap-gradient bound: a small constant, at most "
+        f"{reverse_flop_ratio[-1]:.1f} in FLOPs (the cheap-gradient bound: a small constant, at "
+        "most "
         f"about {REVERSE_BOUND:g}). At P={big['weights']:,} finite differences would take "
         f"{fd_big:.3g} s and forward mode {fwd_big:.3g} s, "
         f"against {big['seconds']['reverse mode']:.3g} s for backprop."
@@ -506,10 +523,10 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
         figures=[
             Figure(
                 "cost",
-                "Left: seconds for one full gradient by each method (dotted: one loss evaluation; open "
-                "markers extrapolated from a timed sample). Right: FLOPs relative to one loss evaluation, "
-                "counted by chainrule.count(), and reverse mode's measured time ratio (dotted, open "
-                "triangles); the dashed line is the cheap-gradient bound.",
+                "Left: seconds for one full gradient by each method (dotted: one loss evaluation; "
+                "open markers extrapolated from a timed sample). Right: FLOPs relative to one loss "
+                "evaluation, counted by chainrule.count(), and reverse mode's measured time ratio "
+                "(dotted, open triangles); the dashed line is the cheap-gradient bound.",
                 png=render_png(draw, 11.5, 4.6),
             )
         ],

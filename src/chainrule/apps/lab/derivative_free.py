@@ -173,7 +173,10 @@ def _wall_time_sentence(runs) -> str:
             parts.append(f"at P={weights} no method reached the target")
             continue
         ranked = sorted(reached, key=lambda r: r["seconds"])
-        text = f"at P={weights} {ranked[0]['method']} reached the target first ({ranked[0]['seconds']:.3g} s"
+        text = (
+            f"at P={weights} {ranked[0]['method']} reached the target first "
+            f"({ranked[0]['seconds']:.3g} s"
+        )
         if len(ranked) > 1:
             text += f"; next {ranked[1]['method']}, {ranked[1]['seconds']:.3g} s"
         parts.append(text + ")")
@@ -330,7 +333,10 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
                 "-0.5 (cosine ~ 1/sqrt(P))",
                 -0.62,
                 -0.38,
-                why_not=f"the mean over {keys} random keys is itself noisy (its spread is about the mean)",
+                why_not=(
+                    f"the mean over {keys} random keys is itself noisy (its spread is about the "
+                    "mean)"
+                ),
             )
         )
     checks.append(
@@ -361,7 +367,8 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
             0.6,
             1.4,
             why_not="a run that did not reach the target within its budget has no step count; with "
-            "fewer than two sizes reached, or sizes close together, the slope is not defined or noisy",
+            "fewer than two sizes reached, or sizes close together, the slope is not defined or "
+            "noisy",
         )
     )
     checks.append(
@@ -371,8 +378,10 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
             "~0 (independent of P)",
             -0.5,
             0.5,
-            why_not="the target and the network change with P; backprop's step count depends on the "
-            "problem's conditioning, not on P",
+            why_not=(
+                "the target and the network change with P; backprop's step count depends on the "
+                "problem's conditioning, not on P"
+            ),
         )
     )
     notes = [c.line() + " - " + c.why_not for c in checks if not c.matches]
@@ -391,23 +400,28 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
         return ", ".join("-" if v is None else str(v) for v in values)
 
     answer = (
-        "Every gradient-free estimate looks at the loss along a few random directions. In P dimensions "
-        "a random direction carries a share of about 1/sqrt(P) of the gradient: measured here, the "
+        "Every gradient-free estimate looks at the loss along a few random directions. In P "
+        "dimensions a random direction carries a share of about 1/sqrt(P) of the gradient: "
+        "measured here, the "
         f"cosine between a one-direction estimate and the true gradient falls with slope "
-        f"{cos_slopes['forward_gradient']:.2f} (forward gradient), {cos_slopes['spsa']:.2f} (SPSA) and "
+        f"{cos_slopes['forward_gradient']:.2f} (forward gradient), {cos_slopes['spsa']:.2f} "
+        "(SPSA) and "
         f"{cos_slopes['mezo']:.2f} (MeZO) against P (theory -0.5), and averaging n = {POPULATION} "
         "directions (ES) buys back only a factor sqrt(n) at n times the cost. With such noisy "
         "estimates the step has to shrink like 1/P to make progress, so the number of steps to a "
-        f"given loss grows with P: steps to the target for P = {', '.join(str(w) for w in train_weights)} "
-        f"were {summary('backprop')} for backprop, {summary('forward_gradient')} for forward gradient, "
+        "given loss grows with P: steps to the target for P = "
+        f"{', '.join(str(w) for w in train_weights)} "
+        f"were {summary('backprop')} for backprop, {summary('forward_gradient')} for forward "
+        "gradient, "
         f"{summary('spsa')} for SPSA, {summary('mezo')} for MeZO, {summary('es')} for ES and "
-        f"{summary('cmaes')} for CMA-ES ('-' = not reached within the budget). Each of their steps is "
-        "cheap (one or two loss evaluations, no stored graph: MeZO's appeal for memory), but backprop "
-        "gets the exact direction for a constant number of passes: "
+        f"{summary('cmaes')} for CMA-ES ('-' = not reached within the budget). Each of their "
+        "steps is cheap (one or two loss evaluations, no stored graph: MeZO's appeal for memory), "
+        "but backprop gets the exact direction for a constant number of passes: "
         + _wall_time_sentence(runs)
-        + " CMA-ES adapts a P x P covariance from a population of candidates per step: at these small P it "
-        "needs few steps, but its state and its population grow with P, which is why it suits only small "
-        "models."
+        + " CMA-ES adapts a P x P covariance from a population of candidates per step: at these "
+        "small P it "
+        "needs few steps, but its state and its population grow with P, which is why it suits only "
+        "small models."
     )
     return ExperimentResult(
         name=NAME,
@@ -418,8 +432,9 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
         figures=[
             Figure(
                 "derivative-free",
-                "Left: cosine between each estimate and the true gradient against P (dotted: theory). "
-                "Middle: steps to the target loss. Right: training loss against wall time at the largest P.",
+                "Left: cosine between each estimate and the true gradient against P (dotted: "
+                "theory). Middle: steps to the target loss. Right: training loss against wall time "
+                "at the largest P.",
                 png=render_png(draw, 13, 4.4),
             )
         ],

@@ -1,12 +1,12 @@
 """Question 3, ``fanout``: why can't the derivatives be computed during the forward pass?
 
 Two parts. First a small graph in which one node ``h`` feeds three consumers, drawn by
-:func:`chainrule.apps.viz.draw` with every node's value and gradient: the gradient of ``h`` is the sum
-of what its three consumers send back, and none of them has run when ``h`` is computed, so the
+:func:`chainrule.apps.viz.draw` with every node's value and gradient: the gradient of ``h`` is the
+sum of what its three consumers send back, and none of them has run when ``h`` is computed, so the
 forward pass cannot know it. Second, what forward mode *can* do during the forward pass: carry the
 derivative of every value with respect to one weight (one direction) along with the value. All
-weight derivatives then take one forward-mode pass per weight, against one reverse pass; the
-passes are counted by ``chainrule.count()`` on MLPs of growing size.
+weight derivatives then take one forward-mode pass per weight, against one reverse pass; the passes
+are counted by ``chainrule.count()`` on MLPs of growing size.
 """
 
 from __future__ import annotations
@@ -142,7 +142,8 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
     figures = [
         Figure(
             "fanout-graph",
-            "The recorded graph of sin(h) + w2 h + exp(-h) with h = tanh(w1 x). Each box: op, shape, "
+            "The recorded graph of sin(h) + w2 h + exp(-h) with h = tanh(w1 x). Each box: op, "
+            "shape, "
             "value, gradient of the output. Edge labels: what each consumer sends back. The orange "
             "node h has three consumers; its gradient is the sum of its three outgoing edges.",
             svg=drawing.svg,
@@ -264,8 +265,10 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
             0.7,
             1.3,
             why_not=(
-                "on these small networks both times are mostly Python overhead per recorded op, which "
-                "does not grow with the layer width the way the arithmetic does, and the reverse pass "
+                "on these small networks both times are mostly Python overhead per recorded op, "
+                "which "
+                "does not grow with the layer width the way the arithmetic does, and the reverse "
+                "pass "
                 "takes well under a millisecond, so the noise of a shared machine moves the ratio; "
                 "the counted passes, free of both, follow the theory"
             ),
@@ -280,17 +283,24 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
     ]
     notes = [c.line() + " - " + c.why_not for c in checks if not c.matches]
     answer = (
-        f"In the drawn graph, h = tanh(w1 x) is used three times. The loss depends on h through all "
+        "In the drawn graph, h = tanh(w1 x) is used three times. The loss depends on h through "
+        "all "
         f"three uses, so dL/dh is the sum of three contributions "
         f"({', '.join(f'{c:.3g}' for c in graph['contributions'])}; sum {contribution_sum:.4g}, "
         f"by hand {graph['grad_h_analytic']:.4g}). When h is computed in the forward pass, none of "
-        "its consumers has run yet, so none of these numbers exists: the derivative of the loss with "
-        "respect to an early value needs everything that comes after it. That is why backpropagation "
-        "waits for the forward pass to finish and then walks back, adding the contributions at every "
+        "its consumers has run yet, so none of these numbers exists: the derivative of the loss "
+        "with "
+        "respect to an early value needs everything that comes after it. That is why "
+        "backpropagation "
+        "waits for the forward pass to finish and then walks back, adding the contributions at "
+        "every "
         "fan-out. What the forward pass can carry is the derivative of every value with respect to "
-        "one chosen input direction (forward mode). To get all weight derivatives that way one pass "
-        f"per weight is needed: counted here, {', '.join(str(r['forward_jvp_passes']) for r in rows)} "
-        f"JVP passes for {', '.join(str(w) for w in weights)} weights (slope {pass_slope:.2f} against P), "
+        "one chosen input direction (forward mode). To get all weight derivatives that way one "
+        "pass "
+        "per weight is needed: counted here, "
+        f"{', '.join(str(r['forward_jvp_passes']) for r in rows)} "
+        f"JVP passes for {', '.join(str(w) for w in weights)} weights (slope {pass_slope:.2f} "
+        "against P), "
         "against one reverse pass at every size, with the same numbers to rounding."
     )
     data = {k: v for k, v in graph.items() if k != "drawing"}

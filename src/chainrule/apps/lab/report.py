@@ -55,7 +55,8 @@ window.addEventListener("load", function () {
   images.forEach(function (img) { if (img.complete && img.naturalWidth > 0) { loaded += 1; } });
   document.body.setAttribute("data-images-loaded", String(loaded));
   document.body.setAttribute("data-images-total", String(images.length));
-  document.body.setAttribute("data-sections", String(document.querySelectorAll("section.experiment").length));
+  const sections = document.querySelectorAll("section.experiment");
+  document.body.setAttribute("data-sections", String(sections.length));
 });
 """
 
@@ -106,7 +107,10 @@ def _figure_html(figure) -> str:
     caption = f"<figcaption>{_escape(figure.caption)}</figcaption>"
     if figure.png is not None:
         data = base64.b64encode(figure.png).decode("ascii")
-        return f'<figure><img alt="{_escape(figure.name)}" src="data:image/png;base64,{data}">{caption}</figure>'
+        return (
+            f'<figure><img alt="{_escape(figure.name)}" '
+            f'src="data:image/png;base64,{data}">{caption}</figure>'
+        )
     if figure.svg is not None:
         data = base64.b64encode(figure.svg.encode("utf-8")).decode("ascii")
         source = f"data:image/svg+xml;base64,{data}"

@@ -129,7 +129,8 @@ def _verdicts(runs, networks, find):
             reach = {k: v for k, v in reach.items() if v is not None}
             first = min(reach, key=reach.get) if reach else "none"
             lines.append(
-                f"{network} with batch norm {'on' if batchnorm else 'off'}: lowest loss after the last epoch "
+                f"{network} with batch norm {'on' if batchnorm else 'off'}: lowest loss after the "
+                "last epoch "
                 f"{best} ({finals.get(best, float('nan')):.3g}), "
                 "first to 1.5x the simultaneous final loss in "
                 f"wall time {first}"
@@ -202,12 +203,16 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
                 Check(
                     f"layer-wise time per step / simultaneous ({label})",
                     layer["seconds_per_step"] / base["seconds_per_step"],
-                    f"about L = {layer['blocks']} (at most L: the upper layers' backward passes are shorter)",
+                    f"about L = {layer['blocks']} (at most L: the upper layers' backward passes "
+                    "are shorter)",
                     0.3 * layer["blocks"],
                     1.5 * layer["blocks"],
-                    why_not="a block's backward pass stops at that block, so the passes of the upper layers "
-                    "are shorter than a full one (below L), while each block's update also pays its own "
-                    "optimizer call and parameter merge (above L); short runs on a shared machine are noisy",
+                    why_not=(
+                        "a block's backward pass stops at that block, so the passes of the upper "
+                        "layers are shorter than a full one (below L), while each block's update "
+                        "also pays its own optimizer call and parameter merge (above L); short "
+                        "runs on a shared machine are noisy"
+                    ),
                 )
             )
             cyc = find(network, batchnorm, "cyclic")
@@ -239,14 +244,16 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
                         "> 1 (cyclic moves one block in L per step)",
                         1.0,
                         np.inf,
-                        why_not="per step, cyclic moves a single block, so at equal epochs it should lag",
+                        why_not=(
+                            "per step, cyclic moves a single block, so at equal epochs it should "
+                            "lag"
+                        ),
                     )
                 )
 
     table = Table(
         f"Update schemes, {epochs} epochs of SGD (batch {BATCH}); "
-        "'to 1.5x' = wall seconds to reach 1.5 times "
-        "the simultaneous scheme's final training loss",
+        "'to 1.5x' = wall seconds to reach 1.5 times the simultaneous scheme's final training loss",
         [
             "network",
             "batch norm",
@@ -328,22 +335,22 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
         for s in SCHEMES
     }
     answer = (
-        "A single backward pass already yields every layer's gradient, so updating all layers at once "
-        "costs one forward and one backward pass per step. Updating layer by layer, each against the "
-        "layers already moved above it, avoids the moving target but needs one forward and backward "
+        "A single backward pass already yields every layer's gradient, so updating all layers at "
+        "once costs one forward and one backward pass per step. Updating layer by layer, each "
+        "against the layers already moved above it, avoids the moving target but needs one forward "
+        "and backward "
         f"pass per parameter block: counted here exactly L per step, and a step takes a median "
-        f"{per_step['layerwise']:.1f}x the simultaneous step's time. Cyclic updates cost one pass per "
-        "step but move one block in L, so they fall behind per epoch"
-        f" (median time per step {per_step['cyclic']:.1f}x simultaneous). LocoProp spends one forward "
-        "and backward pass plus T local steps per layer "
-        f"({per_step['locoprop-s']:.1f}x and {per_step['locoprop-m']:.1f}x the simultaneous step's time "
-        "for -S and -M): the local problems can make more progress per step, but each step costs more. "
-        "The plots show the loss per epoch (where layer-wise and LocoProp may do as well or better, "
-        "the moving-target argument) and per wall-clock second (where the simultaneous update's "
-        "cheaper steps count). Batch norm changes how far each layer's step moves the layers above it, "
-        "so the gaps between schemes differ with and without it. Measured here: "
-        + "; ".join(_verdicts(runs, networks, find))
-        + "."
+        f"{per_step['layerwise']:.1f}x the simultaneous step's time. Cyclic updates cost one pass "
+        "per step but move one block in L, so they fall behind per epoch"
+        f" (median time per step {per_step['cyclic']:.1f}x simultaneous). LocoProp spends one "
+        "forward and backward pass plus T local steps per layer "
+        f"({per_step['locoprop-s']:.1f}x and {per_step['locoprop-m']:.1f}x the simultaneous "
+        "step's time for -S and -M): the local problems can make more progress per step, but each "
+        "step costs more. The plots show the loss per epoch (where layer-wise and LocoProp may do "
+        "as well or better, the moving-target argument) and per wall-clock second (where the "
+        "simultaneous update's cheaper steps count). Batch norm changes how far each layer's step "
+        "moves the layers above it, so the gaps between schemes differ with and without it. "
+        "Measured here: " + "; ".join(_verdicts(runs, networks, find)) + "."
     )
     return ExperimentResult(
         name=NAME,

@@ -238,7 +238,8 @@ def _broadcast_batch(a_batch, b_batch, a_shape, b_shape):
     for left, right in zip(padded_a, padded_b, strict=True):
         if left != right and 1 not in (left, right):
             raise ValueError(
-                f"matmul: batch axes of shapes {tuple(a_shape)} and {tuple(b_shape)} do not broadcast"
+                f"matmul: batch axes of shapes {tuple(a_shape)} and {tuple(b_shape)} do not "
+                "broadcast"
             )
         shape.append(right if left == 1 else left)
     return tuple(shape)
@@ -323,8 +324,8 @@ def gemm_arguments(a_shape, a_strides, b_shape, b_strides, itemsize) -> GemmArgu
     if copy_a is not None or copy_b is not None:
         return GemmArguments("copy", result_shape, gemm_shape, copy_a=copy_a, copy_b=copy_b)
     (a_order, a_ld, a_stride), (b_order, b_ld, b_stride) = a_info, b_info
-    # Fold a broadcast b into a's rows: (batch, rows, k) @ (k, cols) is one (batch*rows, k) @ (k, cols)
-    # product when a's matrices follow one another row after row.
+    # Fold a broadcast b into a's rows: (batch, rows, k) @ (k, cols) is one (batch*rows, k) @ (k,
+    # cols) product when a's matrices follow one another row after row.
     if batch > 1 and b_stride == 0 and a_order == "row" and a_stride == rows * a_ld:
         rows_total, batch_count, a_stride = batch * rows, 1, 0
     else:
@@ -458,7 +459,8 @@ def find_library() -> str:
     configured = os.environ.get(LIBRARY_ENVIRONMENT_VARIABLE)
     if configured and os.sep in configured and not os.path.isfile(configured):
         raise CublasLibraryNotFound(
-            f"chainrule.backend.cuda.cublas: ${LIBRARY_ENVIRONMENT_VARIABLE}={configured}: no such file "
+            f"chainrule.backend.cuda.cublas: ${LIBRARY_ENVIRONMENT_VARIABLE}={configured}: no "
+            "such file "
             "(unset it to search the nvidia-cublas-cu12 wheel and the system's libraries)"
         )
     candidates = library_candidates()
@@ -768,26 +770,30 @@ def _check_operands(cupy, a, b, out):
         )
     if a.dtype != b.dtype or a.dtype.name not in _SCALARS:
         raise TypeError(
-            f"chainrule.backend.cuda.cublas.matmul: operands must both be float32 or both float64, got "
+            "chainrule.backend.cuda.cublas.matmul: operands must both be float32 or both "
+            "float64, got "
             f"{a.dtype} and {b.dtype} (shapes {a.shape}, {b.shape})"
         )
     device_id = cupy.cuda.runtime.getDevice()
     if a.device.id != device_id or b.device.id != device_id:
         raise ValueError(
-            f"chainrule.backend.cuda.cublas.matmul: operands on devices {a.device.id} and {b.device.id} but the "
+            f"chainrule.backend.cuda.cublas.matmul: operands on devices {a.device.id} and "
+            f"{b.device.id} but the "
             f"current device is {device_id}; call it under `with cupy.cuda.Device(...)`"
         )
     if out is not None:
         if not isinstance(out, cupy.ndarray) or out.dtype != a.dtype or not out.flags.c_contiguous:
             raise ValueError(
-                "chainrule.backend.cuda.cublas.matmul: out must be a C-contiguous CuPy array of the operands' dtype"
+                "chainrule.backend.cuda.cublas.matmul: out must be a C-contiguous CuPy array of "
+                "the operands' dtype"
             )
         out_start, out_end = _extent(out)
         for operand in (a, b):
             start, end = _extent(operand)
             if out_start < end and start < out_end:
                 raise ValueError(
-                    "chainrule.backend.cuda.cublas.matmul: out overlaps an operand; cuBLAS needs them apart"
+                    "chainrule.backend.cuda.cublas.matmul: out overlaps an operand; cuBLAS needs "
+                    "them apart"
                 )
 
 
@@ -814,7 +820,8 @@ def matmul(a, b, out=None, *, precision: str = "highest"):
         out = cupy.empty(arguments.result_shape, dtype=a.dtype)
     elif tuple(out.shape) != arguments.result_shape:
         raise ValueError(
-            f"chainrule.backend.cuda.cublas.matmul: out has shape {tuple(out.shape)}, the product of {a.shape} "
+            f"chainrule.backend.cuda.cublas.matmul: out has shape {tuple(out.shape)}, the product "
+            f"of {a.shape} "
             f"and {b.shape} has {arguments.result_shape}"
         )
     if arguments.kind == "zeros":
