@@ -138,7 +138,10 @@ def test_no_import_cycle():
 
 
 def test_import_chainrule_loads_only_the_inner_layers():
-    code = "import sys, chainrule; print(' '.join(m for m in sys.modules if m.startswith('chainrule')))"
+    code = (
+        "import sys, chainrule; "
+        "print(' '.join(m for m in sys.modules if m.startswith('chainrule')))"
+    )
     loaded = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
