@@ -19,7 +19,7 @@ from ..transforms.pytree import ravel_pytree
 def init_mlp(sizes, rng, dtype=xp.float64):
     """Glorot-uniform weights, zero biases, as a pytree {"layers": [{"w", "b"}, ...]}."""
     layers = []
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
         limit = (6.0 / (fan_in + fan_out)) ** 0.5
         w = rng.uniform(-limit, limit, size=(fan_in, fan_out)).astype(dtype)
         layers.append({"w": w, "b": xp.zeros(fan_out, dtype=dtype)})
