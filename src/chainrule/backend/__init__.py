@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-_SUBMODULES = frozenset({"capture", "cuda", "device", "precision", "simulated_cuda"})
+_SUBMODULES = frozenset({"capture", "cuda", "device", "errors", "precision", "simulated_cuda"})
 
 
 def __getattr__(name: str):

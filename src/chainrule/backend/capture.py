@@ -74,13 +74,9 @@ import numpy as _np
 from ..engine import arraylib
 from ..engine.core import Tracer
 from ..transforms.pytree import tree_flatten, tree_unflatten
+from .errors import CaptureError
 
 __all__ = ["CaptureError", "CapturedStep", "capture"]
-
-
-class CaptureError(RuntimeError):
-    """A step cannot be replayed faithfully (nested capture, a tracer as input, a replay that
-    disagrees with the eager step)."""
 
 
 #: The recording in progress (one at a time), or ``None``.

@@ -54,7 +54,7 @@ import numpy as _np
 from ...engine import arraylib
 from ...engine.core import Tracer, state
 from ...transforms.pytree import tree_flatten, tree_unflatten
-from ..capture import CaptureError
+from ..errors import CaptureError
 from . import cublas
 
 __all__ = ["CudaGraph", "GraphStep", "capture_graph", "matmul_through_cublas", "record_graph"]
