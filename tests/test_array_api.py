@@ -1,6 +1,6 @@
 """The engine on a strict array-API namespace, and the NumPy-only calls that remain.
 
-``chainrule.engine.arraylib.use_namespace(array_api_strict)`` rebinds the covered primitives'
+``chainrule.backend.namespace.use_namespace(array_api_strict)`` rebinds the covered primitives'
 forwards and the engine's generic calls to ``array_api_strict`` for a block. Inside it, ``grad``,
 ``vjp``, ``jvp`` and ``Tensor.backward`` of functions built from the covered primitives must return
 ``array_api_strict`` arrays (a NumPy call anywhere on their path would either fail on strict arrays
@@ -17,8 +17,8 @@ import pytest
 
 import chainrule as cr
 import chainrule.numpy as cnp
+from chainrule.backend.namespace import use_namespace
 from chainrule.engine import arraylib
-from chainrule.engine.arraylib import use_namespace
 from chainrule.engine.batching import Batched
 from chainrule.engine.core import new_level, state
 from chainrule.engine.primitives import TABLE

@@ -49,16 +49,16 @@ dispatch on top; it wins where dispatch dominates (small layers) and ties where 
 dominates. ``benchmarks/bench_capture.py`` measures both.
 
 **On a GPU.** When the arguments' arrays are CuPy arrays, the step is captured into a CUDA graph
-instead (:mod:`chainrule.backend.cuda.graph`): static device input buffers, one eager warm-up run on a
-side stream with a private memory pool, one run under stream capture with the ``matmul``
-primitive computing through chainrule's own cuBLAS binding (CuPy refuses cuBLAS during capture),
-then every call copies the inputs into the static buffers and launches the graph, on the
-caller's current stream. The signature rules are the same (a device array's signature also holds
-its device); the first replay of each graph is checked against the eager step as above. There are
-no guards: a Python decision on a device value (``.item()``, ``float()``, ``bool()``), a host
-array among the arguments, or a cuBLAS call through CuPy (``cupy.dot``, ``tensordot``,
-``einsum``) is a :class:`CaptureError` at recording time, naming what happened. Written for
-CuPy 14 / CUDA 12, not yet run on a GPU (``docs/gpu.md``).
+instead (:mod:`chainrule.backend.cuda.graph`): static device input buffers, one eager warm-up run on
+a side stream with a private memory pool, one run under stream capture with the ``matmul`` primitive
+computing through chainrule's own cuBLAS binding (CuPy refuses cuBLAS during capture), then every
+call copies the inputs into the static buffers and launches the graph, on the caller's current
+stream. The signature rules are the same (a device array's signature also holds its device); the
+first replay of each graph is checked against the eager step as above. There are no guards: a Python
+decision on a device value (``.item()``, ``float()``, ``bool()``), a host array among the arguments,
+or a cuBLAS call through CuPy (``cupy.dot``, ``tensordot``, ``einsum``) is a :class:`CaptureError`
+at recording time, naming what happened. Written for CuPy 14 / CUDA 12, not yet run on a GPU
+(``docs/gpu.md``).
 
 ``copy_outputs=False`` returns the output buffers themselves instead of copies (CPU tapes and
 GPU graphs alike): no copy per call, but the next call overwrites them.
@@ -309,7 +309,8 @@ def _is_array_leaf(leaf) -> bool:
 
 
 def _structure_key(treedef):
-    """A hashable form of a :class:`~chainrule.transforms.pytree.TreeDef` (kinds and keys, pre-order)."""
+    """A hashable form of a :class:`~chainrule.transforms.pytree.TreeDef` (kinds and keys,
+    pre-order)."""
     key = []
     stack = [treedef]
     while stack:
@@ -327,7 +328,8 @@ def _signature(leaves, treedef):
             continue
         if isinstance(leaf, Tracer):
             raise CaptureError(
-                f"capture: argument leaf of type {type(leaf).__name__} is a tracer; a captured step "
+                f"capture: argument leaf of type {type(leaf).__name__} is a tracer; a captured "
+                "step "
                 "takes plain arrays (pass tensor.data, and differentiate inside the step)"
             )
         if _is_array_leaf(leaf):
@@ -346,7 +348,8 @@ def _signature(leaves, treedef):
 
 
 def _leaf_paths(args):
-    """Readable paths of the leaves of ``args`` in flattening order (``args[1]['w']``), for errors."""
+    """Readable paths of the leaves of ``args`` in flattening order (``args[1]['w']``), for
+    errors."""
     paths = []
     stack = [("args", args)]
     while stack:
@@ -396,7 +399,8 @@ class CapturedStep:
     ):
         if on_new_signature not in ("recapture", "raise"):
             raise ValueError(
-                f"capture: on_new_signature must be 'recapture' or 'raise', got {on_new_signature!r}"
+                "capture: on_new_signature must be 'recapture' or 'raise', got "
+                f"{on_new_signature!r}"
             )
         if on_guard_failure not in ("eager", "raise"):
             raise ValueError(
@@ -458,7 +462,8 @@ class CapturedStep:
         return tape, tree_unflatten(tape.out_def, [_fresh(leaf) for leaf in tape.outputs])
 
     def _record_graph(self, leaves, treedef):
-        """The GPU branch: capture the step into a CUDA graph (see :mod:`chainrule.backend.cuda.graph`)."""
+        """The GPU branch: capture the step into a CUDA graph (see
+        :mod:`chainrule.backend.cuda.graph`)."""
         if _active is not None:
             raise CaptureError(
                 "capture: a captured step was called while another one is being recorded"
@@ -469,7 +474,8 @@ class CapturedStep:
             self.step_fn, leaves, treedef, copy_outputs=self.copy_outputs
         )
 
-    # -- calling -------------------------------------------------------------------------------------
+    # -- calling
+    # -------------------------------------------------------------------------------------
     def __call__(self, *args):
         leaves, treedef = tree_flatten(args)
         signature = _signature(leaves, treedef)
@@ -491,7 +497,8 @@ class CapturedStep:
                 what, seen, now = failed
                 raise CaptureError(
                     f"capture: {what} gave {now!r} on this call but {seen!r} when the step was "
-                    "recorded; the step takes a data-dependent Python branch, which a tape cannot replay"
+                    "recorded; the step takes a data-dependent Python branch, which a tape cannot "
+                    "replay"
                 )
             self.stats["fallbacks"] += 1
             return self.step_fn(*args)
@@ -543,8 +550,10 @@ class CapturedStep:
                     detail = f" (largest difference {gap:.3g})"
                 raise CaptureError(
                     f"capture: output leaf {index} of the replayed step differs from the eager step"
-                    f"{detail}; the step reads a value the tape cannot see change (a closure, a random "
-                    "generator, or a plain copy of an input made with np.array/np.asarray). Pass it "
+                    f"{detail}; the step reads a value the tape cannot see change (a closure, a "
+                    "random "
+                    "generator, or a plain copy of an input made with np.array/np.asarray). Pass "
+                    "it "
                     "as an argument, or run this step eagerly"
                 )
 
@@ -560,7 +569,8 @@ class CapturedStep:
             if now != then:
                 return (
                     f"capture: {path} has {_describe(now)} but the step was recorded with "
-                    f"{_describe(then)} (on_new_signature='raise'; use 'recapture' to record a tape "
+                    f"{_describe(then)} (on_new_signature='raise'; use 'recapture' to record a "
+                    "tape "
                     "for each signature)"
                 )
         return "capture: the arguments differ from the recorded ones"  # pragma: no cover

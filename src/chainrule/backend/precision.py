@@ -24,7 +24,7 @@ until ``matmul_precision("highest")``). Modes:
   emulation's, not larger than its bound).
 
 How: a non-default mode rebinds the forward of the ``matmul`` primitive in
-:data:`chainrule.engine.primitives.TABLE` (as :func:`chainrule.engine.arraylib.use_namespace`
+:data:`chainrule.engine.primitives.TABLE` (as :func:`chainrule.backend.namespace.use_namespace`
 rebinds forwards), and turns off the Tensor operators' fast paths for the while (``state.foreign``),
 since they hold ``numpy.matmul`` itself; leaving the mode restores both, exceptions included, and
 modes nest. Every matmul of the engine goes through that primitive, the VJP and JVP rules' products

@@ -540,7 +540,7 @@ def simulate_cuda(device_count: int = 1):
     """Inside the block, ``"cuda"`` (and ``"cuda:N"`` for N < ``device_count``) is a simulated
     device: :func:`chainrule.backend.device.device`, ``Tensor.to("cuda")``, ``to_device`` and
     everything built on them work and produce :class:`SimulatedArray` values. Not thread-safe
-    (process-wide, like :func:`chainrule.engine.arraylib.use_namespace`); blocks do not nest."""
+    (process-wide, like :func:`chainrule.backend.namespace.use_namespace`); blocks do not nest."""
     namespace = SimulatedCuPy()
     saved_count = _runtime.device_count
     _runtime.device_count = int(device_count)

@@ -11,16 +11,14 @@ imported lazily, only when a CUDA array or device is asked for, so a machine wit
 pays for the import. :mod:`chainrule.backend.device` builds the user-facing API on these helpers.
 
 Another array-API namespace (``array_api_strict``, for one) can take NumPy's place for a block of
-code with :func:`use_namespace`: it rebinds, once on entry, each covered primitive's forward to
-that namespace's function and the few generic calls of the engine (the names below that
-:func:`use_namespace` swaps: ``ns``, ``asarray``, ``plain_asarray``, ``as_dtype``,
+code with :func:`chainrule.backend.namespace.use_namespace`: it rebinds, once on entry, each covered
+primitive's forward to that namespace's function and the few generic calls of the engine (the names
+below that use_namespace swaps: ``ns``, ``asarray``, ``plain_asarray``, ``as_dtype``,
 ``is_float_dtype``), and restores them on exit. Outside such a block those names are NumPy's own
 functions, so the NumPy path pays nothing for the switch.
 """
 
 from __future__ import annotations
-
-from contextlib import contextmanager
 
 import numpy as _numpy
 
@@ -64,7 +62,7 @@ def is_float_dtype(dtype) -> bool:
 
 
 #: The namespace of the engine's generic calls (zeros and ones for seeds and cotangents, the
-#: sums and masks of a few derivative rules): NumPy, or the one :func:`use_namespace` made active.
+#: sums and masks of a few derivative rules): NumPy, or the one ``use_namespace`` made active.
 #: Read it as ``backend.ns`` at call time, never import the name.
 ns = _numpy
 
@@ -218,87 +216,3 @@ def to_numpy(value):
 
 def namespace_name(namespace) -> str:
     return getattr(namespace, "__name__", type(namespace).__name__)
-
-
-#: The module-level names of this file that :func:`use_namespace` rebinds.
-_SWITCHED_NAMES = ("ns", "asarray", "plain_asarray", "as_dtype", "is_float_dtype")
-
-
-def _namespace_bindings(namespace):
-    """The generic functions of the engine for ``namespace`` (an array-API namespace)."""
-    dtype_type = type(namespace.float64)
-
-    def namespace_dtype(dtype):
-        if isinstance(dtype, dtype_type):
-            return dtype
-        try:
-            return getattr(namespace, _numpy.dtype(dtype).name)
-        except (TypeError, AttributeError) as error:
-            raise TypeError(
-                f"dtype {dtype!r} has no counterpart in {namespace_name(namespace)}"
-            ) from error
-
-    def namespace_asarray(value, dtype=None):
-        return namespace.asarray(value, dtype=None if dtype is None else namespace_dtype(dtype))
-
-    def namespace_is_float_dtype(dtype) -> bool:
-        return bool(
-            namespace.isdtype(namespace_dtype(dtype), ("real floating", "complex floating"))
-        )
-
-    return {
-        "ns": namespace,
-        "asarray": namespace_asarray,
-        "plain_asarray": namespace_asarray,
-        "as_dtype": namespace_dtype,
-        "is_float_dtype": namespace_is_float_dtype,
-    }
-
-
-def _unsupported_forward(prim_name, namespace):
-    def forward(*args, **params):
-        raise NotImplementedError(
-            f"chainrule.{prim_name}: no array-API forward for namespace "
-            f"{namespace_name(namespace)!r}; "
-            "only primitives with one run inside use_namespace (docs/gpu.md lists them); compute "
-            "this "
-            "one outside the block, on NumPy arrays"
-        )
-
-    return forward
-
-
-@contextmanager
-def use_namespace(namespace):
-    """Compute with the array-API ``namespace`` (e.g. ``array_api_strict``) inside the block.
-
-    On entry every primitive that has an array-API forward is rebound to ``namespace``'s function,
-    every other primitive to one that raises ``NotImplementedError`` naming it and the namespace,
-    and the engine's generic calls (:data:`ns`, :func:`asarray`, dtype checks) to ``namespace``. The
-    operators' NumPy fast paths of :class:`~chainrule.engine.tensor.Tensor` are off in the block. On
-    exit (exceptions included) everything is as before; blocks nest.
-
-    Inputs must be ``namespace``'s arrays (or values its ``asarray`` takes): results are its
-    arrays. Not thread-safe: the switch is process-wide, like :func:`chainrule.no_grad`.
-    """
-    from .core import state  # noqa: PLC0415  (core and primitives import this module)
-    from .primitives import TABLE  # noqa: PLC0415
-
-    module = globals()
-    saved_bindings = {name: module[name] for name in _SWITCHED_NAMES}
-    saved_forwards = {prim: prim.forward for prim in TABLE.values()}
-    saved_foreign = state.foreign
-    try:
-        module.update(_namespace_bindings(namespace))
-        for prim in TABLE.values():
-            make = prim.array_api
-            prim.forward = (
-                _unsupported_forward(prim.name, namespace) if make is None else make(namespace)
-            )
-        state.foreign = True
-        yield namespace
-    finally:
-        state.foreign = saved_foreign
-        for prim, forward in saved_forwards.items():
-            prim.forward = forward
-        module.update(saved_bindings)

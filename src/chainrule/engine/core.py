@@ -57,7 +57,7 @@ class _State:
     """Process-wide switches read on the hot path (plain attributes, no locking).
 
     ``hooked`` is true while any observer or anomaly mode is active, or another array namespace
-    (:func:`chainrule.engine.arraylib.use_namespace`): the one flag the fast paths of
+    (:func:`chainrule.backend.namespace.use_namespace`): the one flag the fast paths of
     :class:`~chainrule.engine.tensor.Tensor` read before skipping :func:`evaluate`.
     """
 

@@ -11,7 +11,7 @@ Reading guide (signatures of the rules, ``out`` is the primitive's output)::
     array_api(namespace)                        -> a forward computing with that namespace
 
 ``array_api`` (optional) builds the forward for another array-API namespace (``lambda ns: ns.exp``);
-:func:`chainrule.engine.arraylib.use_namespace` binds it in place of the NumPy forward for a block
+:func:`chainrule.backend.namespace.use_namespace` binds it in place of the NumPy forward for a block
 of code. A primitive without one raises there, naming itself and the namespace.
 
 Rules are written with chainrule's own operations (``ops``) and Python operators, so the very same

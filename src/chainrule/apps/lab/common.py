@@ -229,13 +229,12 @@ def render_png(draw, width: float = 6.4, height: float = 4.2) -> bytes:
 def machine_info() -> dict:
     """The machine and the versions a report's figures were measured with."""
     import os  # noqa: PLC0415
+    from importlib.metadata import version  # noqa: PLC0415
 
     import matplotlib  # noqa: PLC0415
 
-    from ... import __version__  # noqa: PLC0415
-
     info = {
-        "chainrule": __version__,
+        "chainrule": version("chainrule"),  # the package root sits above every layer
         "python": platform.python_version(),
         "numpy": np.__version__,
         "matplotlib": matplotlib.__version__,
