@@ -58,7 +58,7 @@ class _State:
 
     ``hooked`` is true while any observer or anomaly mode is active, or another array namespace
     (:func:`chainrule.backend.namespace.use_namespace`): the one flag the fast paths of
-    :class:`~chainrule.engine.tensor.Tensor` read before skipping :func:`evaluate`.
+    :class:`~chainrule.engine.tensor.Tensor` read before taking their own path to ``prim.forward``.
     """
 
     __slots__ = ("grad_enabled", "_observers", "_anomaly", "_foreign", "hooked")
@@ -122,17 +122,6 @@ def _shape_of(value):
     return tuple(shape) if shape is not None else type(value).__name__
 
 
-def evaluate(prim, args, params):
-    """Run ``prim``'s forward on plain values, turning NumPy's errors into ones that name the op."""
-    try:
-        out = prim.forward(*args, **params)
-    except (ValueError, IndexError, TypeError) as error:
-        raise _named_error(error, prim, args, params) from error
-    if state.hooked:
-        _run_hooks(prim, args, params, out)
-    return out
-
-
 def _named_error(error, prim, args, params):
     # Only on the error path: operands on two devices (a NumPy and a CuPy array) are the usual
     # cause of a TypeError from a ufunc, and the user needs to hear which devices met. Array
@@ -185,7 +174,7 @@ def apply(prim, *args, **params):
             top = arg
     if top is not None:
         return top._process(prim, args, params)
-    # Plain values: the body of ``evaluate``, inlined because every rule on the hot path lands here.
+    # Plain values: the forward itself; every rule on the hot path lands here.
     try:
         out = prim.forward(*args, **params)
     except (ValueError, IndexError, TypeError) as error:

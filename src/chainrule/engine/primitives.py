@@ -36,15 +36,14 @@ from .arraylib import xp
 class Primitive:
     """A primitive operation: forward computation plus derivative and cost rules, side by side."""
 
-    __slots__ = ("name", "forward", "vjp", "jvp", "flops", "linear", "array_api")
+    __slots__ = ("name", "forward", "vjp", "jvp", "flops", "array_api")
 
-    def __init__(self, name, forward, vjp, jvp, flops, linear=False, array_api=None):
+    def __init__(self, name, forward, vjp, jvp, flops, array_api=None):
         self.name = name
         self.forward = forward
         self.vjp = vjp  # tuple of per-argument rules, or one callable returning a tuple
         self.jvp = jvp
         self.flops = flops
-        self.linear = linear
         self.array_api = array_api  # namespace -> forward, or None (NumPy only)
 
     def __repr__(self):
@@ -85,7 +84,7 @@ def _input_flops(out, x, *args, **params):
     return int(getattr(x, "size", 1))
 
 
-def defprim(name, forward, vjp, jvp, flops=None, linear=False, array_api=None) -> Primitive:
+def defprim(name, forward, vjp, jvp, flops=None, array_api=None) -> Primitive:
     """Declare primitive ``name``. ``jvp="linear"`` derives forward mode from the forward itself;
     ``jvp="from_vjp"`` derives it from the (single, elementwise) VJP rule. ``array_api`` builds
     the forward for another array-API namespace (see the module docstring)."""
@@ -93,10 +92,9 @@ def defprim(name, forward, vjp, jvp, flops=None, linear=False, array_api=None) -
         raise TypeError(f"primitive {name!r} needs both a VJP and a JVP rule")
     if jvp == "linear":
         jvp = _linear_jvp(name)
-        linear = True
     elif jvp == "from_vjp":
         jvp = _from_vjp(vjp[0])
-    prim = Primitive(name, forward, vjp, jvp, flops or _elementwise_flops(), linear, array_api)
+    prim = Primitive(name, forward, vjp, jvp, flops or _elementwise_flops(), array_api)
     TABLE[name] = prim
     return prim
 
@@ -738,7 +736,6 @@ CONCATENATE = defprim(
     _concatenate_vjp,
     _concatenate_jvp,
     _no_flops,
-    linear=True,
     array_api=lambda ns: lambda *xs, axis: ns.concat(xs, axis=axis),
 )
 

@@ -210,7 +210,7 @@ class Tensor(ArrayOperators, Tracer):
             if level and isinstance(value, Tracer):
                 plain = False
             values.append(value)
-        if plain:  # the body of core.evaluate, inlined: every non-operator op lands here
+        if plain:  # as core.apply does on plain values: every non-operator op lands here
             try:
                 out = prim.forward(*values, **params)
             except (ValueError, IndexError, TypeError) as error:
