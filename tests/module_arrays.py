@@ -1,6 +1,6 @@
 """Test helper: a function of the primitive grid with its module's NumPy arrays converted.
 
-Grid cases (``tests/test_primitives.py``) read a few constant arrays from their module: a
+Grid cases (``tests/primitive_grid.py``) read a few constant arrays from their module: a
 ``where`` condition, labels, index arrays. Code written for another array library or device
 holds those in that library; :func:`with_module_arrays` rebuilds the function so that it does.
 """

@@ -12,34 +12,13 @@ import argparse
 import base64
 import json
 import re
-import time
 
 import pytest
 
 from chainrule.apps.lab import EXPERIMENTS
 from chainrule.apps.lab.cli import add_lab_parser, run_lab
 from chainrule.apps.lab.common import Check, Table, jsonable, loglog_slope
-
-_CACHE: dict = {}
-
-
-def quick_lab(tmp_path_factory):
-    """``(out_dir, exit_status, seconds, printed)`` of one ``chainrule lab all --quick`` run per
-    session."""
-    if "run" not in _CACHE:
-        import contextlib
-        import io
-
-        out = tmp_path_factory.mktemp("lab")
-        parser = argparse.ArgumentParser(prog="chainrule")
-        add_lab_parser(parser.add_subparsers(dest="command"))
-        args = parser.parse_args(["lab", "all", "--quick", "--out", str(out), "--seed", "0"])
-        printed = io.StringIO()
-        started = time.perf_counter()
-        with contextlib.redirect_stdout(printed):
-            status = run_lab(args)
-        _CACHE["run"] = (out, status, time.perf_counter() - started, printed.getvalue())
-    return _CACHE["run"]
+from lab_fixtures import quick_lab  # the session's one quick lab run, shared
 
 
 @pytest.fixture(scope="module")

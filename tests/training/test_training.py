@@ -321,7 +321,7 @@ def test_the_examples_in_docs_training_md_run():
     import doctest
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "docs" / "training.md"
+    path = Path(__file__).resolve().parents[2] / "docs" / "training.md"
     result = doctest.testfile(
         str(path),
         module_relative=False,

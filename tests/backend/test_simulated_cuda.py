@@ -10,7 +10,7 @@ or these tests fail where a real GPU would.
 Each check computes the same thing twice, on NumPy arrays and on device arrays, and asks that
 every result of the device run is a device array on ``"cuda"`` equal to the NumPy result (to
 1e-12; the arithmetic is NumPy's in both runs, so most agree bit for bit). The primitive grid of
-``test_primitives.py`` is reused whole: its forward values, VJPs, JVPs and forward-over-reverse
+``tests/primitive_grid.py`` is reused whole: its forward values, VJPs, JVPs and forward-over-reverse
 second derivatives.
 """
 
@@ -27,7 +27,7 @@ from chainrule import nn, optim
 from chainrule.backend.device import device, device_of, to_device
 from chainrule.backend.simulated_cuda import SimulatedArray, simulate_cuda
 from module_arrays import with_module_arrays
-from test_primitives import GRID
+from primitive_grid import GRID
 
 TOLERANCE = 1e-12
 

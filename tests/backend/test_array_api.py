@@ -29,7 +29,7 @@ array_api_strict = pytest.importorskip(
     "array_api_strict", minversion="2.3", reason="needs array-api-strict>=2.3"
 )
 
-ENGINE = pathlib.Path(__file__).resolve().parents[1] / "src" / "chainrule"
+ENGINE = pathlib.Path(__file__).resolve().parents[2] / "src" / "chainrule"
 ENGINE_MODULES = (
     "engine/arraylib",
     "engine/core",
@@ -501,12 +501,12 @@ OUTSIDE_THE_STANDARD = {
 
 
 def test_every_grid_case_built_from_covered_primitives_runs_on_strict_arrays():
-    """Every case of the primitive grid (tests/test_primitives.py) either runs on strict arrays,
+    """Every case of the primitive grid (tests/primitive_grid.py) either runs on strict arrays,
     equal to NumPy's (forward value, VJP and JVP, and for the cases of order 2 the
     forward-over-reverse and reverse-over-reverse second derivatives), or stops at a primitive
     without an array-API forward, by name: no case may fail any other way (a NumPy-only call on
     the path, a result that left the namespace, a wrong value)."""
-    from test_primitives import GRID  # noqa: PLC0415  (tests/ is on sys.path under pytest)
+    from primitive_grid import GRID  # noqa: PLC0415  (tests/ is on sys.path under pytest)
 
     passed, outside, stopped_at = [], [], {}
     for case in GRID:

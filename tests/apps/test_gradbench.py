@@ -1,5 +1,5 @@
 """chainrule as a gradbench tool: the protocol loop and every eval, replayed on small recorded
-inputs (tests/data/gradbench/*.json, in the evals' own input format) through the adapter's
+inputs (tests/fixtures/gradbench/*.json, in the evals' own input format) through the adapter's
 message handling, and checked against closed forms or finite differences, never against
 outputs recorded from chainrule itself. No gradbench checkout is needed."""
 
@@ -19,8 +19,8 @@ from chainrule.apps.gradbench import ba, descent, ht, lstm, particle, saddle
 from chainrule.apps.gradbench.protocol import handle, run_repeatedly
 from chainrule.apps.gradbench.registry import MODULES
 
-DATA = Path(__file__).parent / "data" / "gradbench"
-ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).parent.parent / "fixtures" / "gradbench"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def recorded(name):

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from chainrule.apps.lab import EXPERIMENTS
-from test_lab import quick_lab  # noqa: I001  (the session's one quick lab run, shared)
+from lab_fixtures import quick_lab  # the session's one quick lab run, shared
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FLAGS = [
     "--headless",
     "--no-sandbox",

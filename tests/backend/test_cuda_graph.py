@@ -1,9 +1,9 @@
 """Captured steps as CUDA graphs: the CPU-checkable plumbing always, the GPU behaviour on a GPU.
 
 Without CuPy and a CUDA device the GPU tests skip ("needs CuPy and a CUDA device"); the CPU tests
-use a stand-in for ``cupy.ndarray`` (as ``tests/test_device.py`` does) to check that only device
-arrays take the graph path, that signatures, verification and errors work on that path, and
-that the matmul rebinding of a capture is undone.
+use a stand-in for ``cupy.ndarray`` (as ``tests/backend/test_device.py`` does) to check that only
+device arrays take the graph path, that signatures, verification and errors work on that path,
+and that the matmul rebinding of a capture is undone.
 """
 
 import contextlib

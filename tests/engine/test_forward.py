@@ -1,8 +1,8 @@
 """Forward mode, batching and linearize, over the engine's primitive grid.
 
-``tests/test_primitives.py`` already checks every row of the grid's JVP and VJP against central
-differences and against each other (``check_grads(modes=("rev", "fwd"), order=2)``). Here the same
-grid checks what forward mode adds on top:
+``tests/engine/test_primitives.py`` already checks every row of the grid's JVP and VJP against
+central differences and against each other (``check_grads(modes=("rev", "fwd"), order=2)``). Here
+the same grid checks what forward mode adds on top:
 
 * **batching**: ``jacfwd`` (all basis tangents in one pass) and ``jacrev`` (all basis cotangents in
   one sweep) equal the Jacobian built column by column from unbatched ``jvp`` calls, so every
@@ -28,7 +28,7 @@ from chainrule.engine import ops
 from chainrule.engine.batching import RULES, Batched
 from chainrule.engine.core import new_level, observe
 from chainrule.engine.primitives import TABLE, defprim
-from test_primitives import GRID  # the engine's grid: one source of primitive cases
+from primitive_grid import GRID  # the engine's grid: one source of primitive cases
 
 # ------------------------------------------------------------------------------------------------
 # Helpers

@@ -20,7 +20,7 @@ import pytest
 
 from chainrule.distributed import mpi_available
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _find_mpirun() -> str | None:
