@@ -64,7 +64,8 @@ bench-distributed: $(STAMP)
 ## GPU benchmark (chainrule eager and captured, CuPy by hand, PyTorch and JAX when present).
 test-gpu: $(STAMP)
 	@$(PY) -m pip install --quiet -e '.[cuda]'
-	@$(PY) -m pytest -q tests/test_device.py tests/test_cuda_cublas.py tests/test_cuda_graph.py tests/test_precision.py tests/test_capture.py
+	@$(PY) -m pytest -q tests/backend/test_device.py tests/backend/test_cuda_cublas.py \
+	  tests/backend/test_cuda_graph.py tests/backend/test_precision.py tests/backend/test_capture.py
 	@$(PY) benchmarks/bench_gpu.py --quick
 
 bench-gpu: $(STAMP)

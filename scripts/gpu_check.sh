@@ -16,8 +16,9 @@ mkdir -p "$out"
 "$py" -m pip install --quiet --no-deps -e . 2>&1 | tail -2
 "$py" -m pip install --quiet pytest hypothesis 2>&1 | tail -2
 echo "== GPU tests" | tee "$out/tests.txt"
-timeout 240 "$py" -m pytest -q -x -p no:cacheprovider tests/test_device.py tests/test_cuda_cublas.py \
-  tests/test_cuda_graph.py tests/test_precision.py 2>&1 | tail -40 | tee -a "$out/tests.txt"
+timeout 240 "$py" -m pytest -q -x -p no:cacheprovider tests/backend/test_device.py \
+  tests/backend/test_cuda_cublas.py tests/backend/test_cuda_graph.py tests/backend/test_precision.py \
+  2>&1 | tail -40 | tee -a "$out/tests.txt"
 echo "== benchmark" | tee "$out/bench.txt"
 timeout 240 "$py" benchmarks/bench_gpu.py 2>&1 | tee -a "$out/bench.txt"
 echo "== training on cuda and on cpu (float32)" | tee "$out/train.txt"

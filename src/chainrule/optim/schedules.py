@@ -8,10 +8,10 @@ prints) gives a Python float. An integer *array* (the optimizer state's 0-d ``st
 float64 array of the same shape, on the step's device, computed by array operations alone: no
 ``int(step)`` reads the value into Python, so a step captured by :mod:`chainrule.backend.capture`
 replays its learning rate as part of the tape instead of guarding on the step number. On NumPy both
-forms give the same bits (``tests/test_capture_optim.py`` checks it): the array form evaluates the
-same formula in float64, with ``float_power`` for the powers because it calls the C library's
-``pow`` as Python's ``**`` does, where NumPy's ``power`` on float64 arrays may take a SIMD ``pow``
-that differs in the last bit.
+forms give the same bits (``tests/backend/test_capture_optim.py`` checks it): the array form
+evaluates the same formula in float64, with ``float_power`` for the powers because it calls the C
+library's ``pow`` as Python's ``**`` does, where NumPy's ``power`` on float64 arrays may take a
+SIMD ``pow`` that differs in the last bit.
 
 >>> s = Cosine(0.1, total_steps=100)
 >>> round(s(0), 6), round(s(50), 6), round(s(100), 6)
