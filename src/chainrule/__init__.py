@@ -1,11 +1,12 @@
 """chainrule: backpropagation done properly, on NumPy, and measured against the alternatives.
 
 ``import chainrule`` loads the engine (the primitive table, tensors, the reverse and forward
-interpreters), the transforms (``grad``, ``jvp``, Jacobians, ``linearize``, cost, pytrees) and
-``chainrule.numpy``, nothing more: a script that only differentiates a function never pays for
-the data sets, plots and training machinery. The outer layers (``nn``, ``optim``, ``data``,
-``estimators``, ``training``, ``distributed``, ``backend``, ``apps``) and the backend's root-level
-names (``capture``, ``CaptureError``, ``device``) load the first time they are used, through the
+interpreters), the transforms (``grad``, ``jvp``, Jacobians, ``linearize``, counting, pytrees)
+and ``chainrule.numpy``, nothing more: a script that only differentiates a function never pays
+for the data sets, plots and training machinery. The outer layers (``nn``, ``optim``, ``data``,
+``estimators``, ``training``, ``distributed``, ``backend``, ``apps``), the backend's root-level
+names (``capture``, ``CaptureError``, ``device``) and the transforms few scripts need (the chain
+DP, the cost model, finite differences) load the first time they are used, through the
 module ``__getattr__`` below (PEP 562), so ``chainrule.nn.MLP`` and ``chainrule.capture(...)``
 read as if they had been imported eagerly. ``docs/architecture.md`` draws the layers.
 """
@@ -20,12 +21,9 @@ from .engine.core import AnomalyError, detect_anomaly, enable_grad, no_grad
 from .engine.primitives import TABLE as primitives
 from .engine.tensor import Tensor, tensor
 from .transforms.api import grad, jvp, value_and_grad, vjp
-from .transforms.chain import ChainJacobian, chain_jacobian
-from .transforms.cost import JacobianPlan, explain_jacobian
 from .transforms.counting import count
 from .transforms.jacobians import hessian, hvp, jacfwd, jacobian, jacrev
 from .transforms.linearize import linearize
-from .transforms.numerical import check_grads, numerical_grad
 from .transforms.pytree import (
     ravel_pytree,
     tree_flatten,
@@ -38,6 +36,9 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and
     from . import apps, backend, data, distributed, estimators, nn, optim, training  # noqa: F401
     from .backend.capture import CaptureError, capture
     from .backend.device import device
+    from .transforms.chain import ChainJacobian, chain_jacobian
+    from .transforms.cost import JacobianPlan, explain_jacobian
+    from .transforms.numerical import check_grads, numerical_grad
 
 __version__ = "0.1.0"
 
@@ -51,6 +52,13 @@ _LAZY_NAMES = {
     "CaptureError": ("chainrule.backend.capture", "CaptureError"),
     "capture": ("chainrule.backend.capture", "capture"),
     "device": ("chainrule.backend.device", "device"),
+    # Transforms that a script which only differentiates never needs: loaded on first use too.
+    "ChainJacobian": ("chainrule.transforms.chain", "ChainJacobian"),
+    "chain_jacobian": ("chainrule.transforms.chain", "chain_jacobian"),
+    "JacobianPlan": ("chainrule.transforms.cost", "JacobianPlan"),
+    "explain_jacobian": ("chainrule.transforms.cost", "explain_jacobian"),
+    "check_grads": ("chainrule.transforms.numerical", "check_grads"),
+    "numerical_grad": ("chainrule.transforms.numerical", "numerical_grad"),
 }
 
 
