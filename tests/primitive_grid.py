@@ -94,6 +94,7 @@ UNARY_OPS = {
     "arctan": (lambda xp, x: xp.arctan(x), "real"),
     "sinh": (lambda xp, x: xp.sinh(x), "real"),
     "cosh": (lambda xp, x: xp.cosh(x), "real"),
+    "cbrt": (lambda xp, x: xp.cbrt(x), "nonzero"),
     "abs": (lambda xp, x: xp.abs(x), "nonzero"),
     "absolute": (lambda xp, x: xp.absolute(x), "nonzero"),
     "sign": (lambda xp, x: xp.sign(x), "nonzero"),
@@ -117,6 +118,7 @@ BINARY_OPS = {
     "power": (lambda xp, x, y: xp.power(x, y), "positive", "real"),
     "maximum": (lambda xp, x, y: xp.maximum(x, y), "distinct", "distinct"),
     "minimum": (lambda xp, x, y: xp.minimum(x, y), "distinct", "distinct"),
+    "hypot": (lambda xp, x, y: xp.hypot(x, y), "real", "real"),
 }
 BINARY_SHAPES = [
     ((), ()),

@@ -20,7 +20,7 @@ from chainrule.backend.cuda import graph as cuda_graph
 from chainrule.backend.device import cuda_available
 from chainrule.backend.precision import matmul_precision, round_to_tf32
 from chainrule.engine import arraylib
-from chainrule.engine.core import state
+from chainrule.engine.core import forward_of, state
 from chainrule.engine.primitives import TABLE
 
 cuda = pytest.mark.skipif(not cuda_available(), reason="needs CuPy and a CUDA device")
@@ -177,22 +177,22 @@ def test_matmul_through_cublas_rebinds_device_products_and_restores(monkeypatch)
     )
     a, b = np.ones((2, 3), np.float32), np.ones((3, 4), np.float32)
     with cuda_graph.matmul_through_cublas():
-        forward = TABLE["matmul"].forward
-        assert state.foreign  # the operators' numpy.matmul fast path stands aside
+        forward = forward_of(TABLE["matmul"])
+        assert state.hooked  # the operators' numpy.matmul fast path stands aside
         assert forward(FakeCudaArray((2, 3)), FakeCudaArray((3, 4))) == "through cuBLAS"
         np.testing.assert_array_equal(forward(a, b), np.matmul(a, b))  # NumPy: as before
     with matmul_precision("tf32"), cuda_graph.matmul_through_cublas():
-        TABLE["matmul"].forward(FakeCudaArray((2, 3)), FakeCudaArray((3, 4)))
+        forward_of(TABLE["matmul"])(FakeCudaArray((2, 3)), FakeCudaArray((3, 4)))
         a_fine = np.full((2, 3), 1 + 2.0**-12, np.float32)
         np.testing.assert_array_equal(
-            TABLE["matmul"].forward(a_fine, b), np.matmul(round_to_tf32(a_fine), b)
+            forward_of(TABLE["matmul"])(a_fine, b), np.matmul(round_to_tf32(a_fine), b)
         )
     assert seen == ["highest", "tf32"]
-    assert TABLE["matmul"].forward is np.matmul and not state.foreign
+    assert forward_of(TABLE["matmul"]) is np.matmul and not state.hooked
     with pytest.raises(ZeroDivisionError):
         with cuda_graph.matmul_through_cublas():
             raise ZeroDivisionError
-    assert TABLE["matmul"].forward is np.matmul and not state.foreign
+    assert forward_of(TABLE["matmul"]) is np.matmul and not state.hooked
 
 
 # ------------------------------------------------------------------------------------------------
@@ -354,14 +354,14 @@ def test_a_capture_warms_up_then_captures_on_a_side_stream_in_the_right_order(lo
     cupy = logging_cupy
 
     def step():
-        cupy.log.append(("step", cupy.where(), cupy.allocators[-1], gc.isenabled(), state.foreign))
+        cupy.log.append(("step", cupy.where(), cupy.allocators[-1], gc.isenabled(), state.hooked))
         return {"out": LoggedDeviceArray(cupy, "result", 0x500), "constant": 3}
 
     assert gc.isenabled()
     graph, warm, static = cuda_graph.capture_graph(step)
     side = graph.stream.ptr
     assert side not in (0, 1) and graph.workspace == "workspace" and graph.pool is not None
-    assert gc.isenabled() and not state.foreign and TABLE["matmul"].forward is np.matmul
+    assert gc.isenabled() and not state.hooked and forward_of(TABLE["matmul"]) is np.matmul
     assert cupy.log == [
         ("record", 0),  # the side stream waits for the caller's stream: inputs written there
         ("wait", side, ("event", 0)),
@@ -393,7 +393,7 @@ def test_a_failed_capture_still_ends_it_and_restores_everything(logging_cupy, mo
     with pytest.raises(CaptureError, match="synchronised the host with the device"):
         cuda_graph.capture_graph(step)
     assert [event[0] for event in cupy.log][-2:] == ["begin_capture", "end_capture"]
-    assert gc.isenabled() and not state.foreign and TABLE["matmul"].forward is np.matmul
+    assert gc.isenabled() and not state.hooked and forward_of(TABLE["matmul"]) is np.matmul
     assert cupy.allocators == ["default"] and len(cupy.streams) == 1
 
     def no_library():
@@ -577,7 +577,7 @@ def test_host_reads_and_cupy_cublas_calls_in_a_step_are_capture_errors():
         capture(uses_cupy_dot, (params, *batch))
     with pytest.raises(CaptureError, match="is a NumPy ndarray"):
         capture(sgd_step, (params, arraylib.to_numpy(batch[0]), batch[1]))
-    assert TABLE["matmul"].forward is np.matmul and not state.foreign
+    assert forward_of(TABLE["matmul"]) is np.matmul and not state.hooked
 
 
 @cuda

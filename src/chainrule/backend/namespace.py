@@ -1,11 +1,12 @@
 """Another array-API namespace (``array_api_strict``, for one) in NumPy's place for a block.
 
-:func:`use_namespace` rebinds, once on entry, each covered primitive's forward to that namespace's
-function, and the few generic calls of the engine (the names of
-:mod:`chainrule.engine.arraylib` listed in ``_SWITCHED_NAMES``: ``ns``, ``asarray``,
-``plain_asarray``, ``as_dtype``, ``is_float_dtype``), and restores them on exit. Outside such a
-block those names are NumPy's own functions, so the NumPy path pays nothing for the switch. It
-lives in the backend layer, above the engine it switches.
+:func:`use_namespace` is the ``"namespace"`` layer of the engine's one dispatch mechanism
+(:func:`chainrule.engine.core.set_forward_layer`): while it is on, every primitive computes with
+the forward its table entry builds for that namespace (``array_api``), and the few generic calls
+the rules make (the names of :mod:`chainrule.engine.arraylib` listed in ``_SWITCHED_NAMES``:
+``ns``, ``asarray``, ``plain_asarray``, ``as_dtype``, ``is_float_dtype``) are that namespace's.
+Nothing in the table changes; on exit the layer is off and the names are NumPy's again, so the
+NumPy path pays nothing for the switch.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ import numpy as _numpy
 
 from ..engine import arraylib
 from ..engine.arraylib import namespace_name
-from ..engine.core import state
-from ..engine.primitives import TABLE
+from ..engine.core import set_forward_layer, state
 
 #: The names of :mod:`chainrule.engine.arraylib` that :func:`use_namespace` rebinds.
 _SWITCHED_NAMES = ("ns", "asarray", "plain_asarray", "as_dtype", "is_float_dtype")
@@ -67,34 +67,39 @@ def _unsupported_forward(prim_name, namespace):
     return forward
 
 
+def _namespace_supplier(namespace):
+    """The ``"namespace"`` layer's supplier: each entry's forward for ``namespace``, or one that
+    raises, naming the primitive and the namespace, for an entry without an array-API form."""
+
+    def supplier(prim, forward):
+        make = prim.namespace_forward
+        return _unsupported_forward(prim.name, namespace) if make is None else make(namespace)
+
+    return supplier
+
+
 @contextmanager
 def use_namespace(namespace):
     """Compute with the array-API ``namespace`` (e.g. ``array_api_strict``) inside the block.
 
-    On entry every primitive that has an array-API forward is rebound to ``namespace``'s function,
-    every other primitive to one that raises ``NotImplementedError`` naming it and the namespace,
-    and the engine's generic calls (:data:`ns`, :func:`asarray`, dtype checks) to ``namespace``. The
-    operators' NumPy fast paths of :class:`~chainrule.engine.tensor.Tensor` are off in the block. On
-    exit (exceptions included) everything is as before; blocks nest.
+    Every primitive that has an array-API forward computes with ``namespace``'s function, every
+    other one raises ``NotImplementedError`` naming it and the namespace, and the engine's
+    generic calls (``arraylib.ns``, ``arraylib.asarray``, dtype checks) are ``namespace``'s. The
+    operators' NumPy fast paths of :class:`~chainrule.engine.tensor.Tensor` stand aside in the
+    block. On exit (exceptions included) everything is as before; blocks nest.
 
     Inputs must be ``namespace``'s arrays (or values its ``asarray`` takes): results are its
     arrays. Not thread-safe: the switch is process-wide, like :func:`chainrule.no_grad`.
     """
     module = vars(arraylib)
     saved_bindings = {name: module[name] for name in _SWITCHED_NAMES}
-    saved_forwards = {prim: prim.forward for prim in TABLE.values()}
     saved_foreign = state.foreign
+    previous = set_forward_layer("namespace", _namespace_supplier(namespace))
     try:
         module.update(_namespace_bindings(namespace))
-        for prim in TABLE.values():
-            make = prim.array_api
-            prim.forward = (
-                _unsupported_forward(prim.name, namespace) if make is None else make(namespace)
-            )
         state.foreign = True
         yield namespace
     finally:
         state.foreign = saved_foreign
-        for prim, forward in saved_forwards.items():
-            prim.forward = forward
+        set_forward_layer("namespace", previous)
         module.update(saved_bindings)

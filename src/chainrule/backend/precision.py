@@ -23,11 +23,14 @@ until ``matmul_precision("highest")``). Modes:
   (which lets cuBLAS down-convert to bfloat16 or TF32: the GPU's error may be smaller than the
   emulation's, not larger than its bound).
 
-How: a non-default mode rebinds the forward of the ``matmul`` primitive in
-:data:`chainrule.engine.primitives.TABLE` (as :func:`chainrule.backend.namespace.use_namespace`
-rebinds forwards), and turns off the Tensor operators' fast paths for the while (``state.foreign``),
-since they hold ``numpy.matmul`` itself; leaving the mode restores both, exceptions included, and
-modes nest. Every matmul of the engine goes through that primitive, the VJP and JVP rules' products
+How: a non-default mode is the ``"precision"`` layer of the engine's one dispatch mechanism
+(:func:`chainrule.engine.core.set_forward_layer`; ``use_namespace`` is the ``"namespace"`` one):
+it supplies the forward of the ``matmul`` primitive, wrapping the one the namespace layer gives,
+and the Tensor operators' fast paths (which hold ``numpy.matmul`` itself) stand aside while a
+layer is on. The table is never changed; leaving the mode turns the layer off, exceptions
+included, and modes nest.
+
+Every matmul of the engine goes through that primitive, the VJP and JVP rules' products
 (``g @ w.T``, ``x.T @ g``, ``t @ w``) included, so gradients are computed in the same mode.
 
 Only products of two float32 operands change: float64 (and mixed or integer) products stay at
@@ -46,7 +49,7 @@ from __future__ import annotations
 import numpy as _np
 
 from ..engine import arraylib
-from ..engine.core import state
+from ..engine.core import set_forward_layer
 
 __all__ = [
     "MODES",
@@ -127,21 +130,23 @@ def _precision_forward(mode, base_forward):
 
 
 class _PrecisionState:
-    __slots__ = ("mode", "base_forward", "foreign_before")
+    __slots__ = ("mode",)
 
     def __init__(self):
         self.mode = "highest"
-        self.base_forward = None  # the forward a non-default mode stands in for
-        self.foreign_before = False  # state.foreign before a non-default mode turned it on
 
 
 _state = _PrecisionState()
 
 
-def _matmul_primitive():
-    from ..engine.primitives import TABLE  # noqa: PLC0415  (primitives imports backend, as this module does)
+def _precision_supplier(mode):
+    """The ``"precision"`` layer's supplier for ``mode``: matmul's forward in that mode, built
+    on the forward the layers below supply; every other primitive as it is."""
 
-    return TABLE["matmul"]
+    def supplier(prim, forward):
+        return _precision_forward(mode, forward) if prim.name == "matmul" else forward
+
+    return supplier
 
 
 def get_matmul_precision() -> str:
@@ -149,38 +154,17 @@ def get_matmul_precision() -> str:
     return _state.mode
 
 
-def _snapshot():
-    return (
-        _state.mode,
-        _state.base_forward,
-        _state.foreign_before,
-        _matmul_primitive().forward,
-        state.foreign,
-    )
-
-
-def _restore(snapshot):
-    mode, base_forward, foreign_before, forward, foreign = snapshot
-    _state.mode, _state.base_forward, _state.foreign_before = mode, base_forward, foreign_before
-    _matmul_primitive().forward = forward
-    state.foreign = foreign
-
-
 def _switch(mode):
-    prim = _matmul_primitive()
-    if _state.mode == "highest":
-        if mode == "highest":
-            return
-        _state.base_forward = prim.forward
-        _state.foreign_before = state.foreign
-    if mode == "highest":
-        prim.forward = _state.base_forward
-        state.foreign = _state.foreign_before
-        _state.base_forward = None
-    else:
-        prim.forward = _precision_forward(mode, _state.base_forward)
-        state.foreign = True
+    """Put ``mode`` in force; returns what to hand :func:`_restore` to undo it."""
+    supplier = None if mode == "highest" else _precision_supplier(mode)
+    saved = (_state.mode, set_forward_layer("precision", supplier))
     _state.mode = mode
+    return saved
+
+
+def _restore(saved):
+    _state.mode, supplier = saved
+    set_forward_layer("precision", supplier)
 
 
 class matmul_precision:
@@ -193,8 +177,7 @@ class matmul_precision:
         if mode not in MODES:
             raise ValueError(f"matmul_precision: mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
-        self._saved = _snapshot()
-        _switch(mode)
+        self._saved = _switch(mode)
 
     def __enter__(self):
         return self

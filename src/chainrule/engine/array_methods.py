@@ -2,12 +2,17 @@
 
 Each dispatches to :mod:`chainrule.engine.ops`, so user code written with ``+``, ``@``,
 ``x.sum()``... runs unchanged on Tensors (reverse mode), Duals (forward mode) and batched tangents.
-``Tensor`` overrides the hottest operators with fast paths of its own.
+The operators and most methods are generated from the primitive table (an entry's ``operator``
+and ``methods``); the methods written here are compositions or take NumPy's method-only forms
+(``x.reshape(2, 3)``). ``Tensor`` overrides the hottest operators with fast paths of its own.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from . import ops
+from .table import REFLECTED_OPERATORS, TABLE
 
 
 class ArrayOperators:
@@ -21,50 +26,23 @@ class ArrayOperators:
 
     __slots__ = ()
 
-    def __add__(self, other):
-        return ops.add(self, other)
+    if TYPE_CHECKING:  # set from the table by install_table_operators, below
 
-    def __radd__(self, other):
-        return ops.add(other, self)
-
-    def __sub__(self, other):
-        return ops.subtract(self, other)
-
-    def __rsub__(self, other):
-        return ops.subtract(other, self)
-
-    def __mul__(self, other):
-        return ops.multiply(self, other)
-
-    def __rmul__(self, other):
-        return ops.multiply(other, self)
-
-    def __truediv__(self, other):
-        return ops.divide(self, other)
-
-    def __rtruediv__(self, other):
-        return ops.divide(other, self)
-
-    def __pow__(self, other):
-        return ops.power(self, other)
-
-    def __rpow__(self, other):
-        return ops.power(other, self)
-
-    def __matmul__(self, other):
-        return ops.matmul(self, other)
-
-    def __rmatmul__(self, other):
-        return ops.matmul(other, self)
-
-    def __neg__(self):
-        return ops.negative(self)
-
-    def __abs__(self):
-        return ops.abs(self)
-
-    def __getitem__(self, index):
-        return ops.getitem(self, index)
+        def __getitem__(self, index) -> Any: ...
+        def __add__(self, other) -> Any: ...
+        def __radd__(self, other) -> Any: ...
+        def __sub__(self, other) -> Any: ...
+        def __rsub__(self, other) -> Any: ...
+        def __mul__(self, other) -> Any: ...
+        def __rmul__(self, other) -> Any: ...
+        def __truediv__(self, other) -> Any: ...
+        def __rtruediv__(self, other) -> Any: ...
+        def __pow__(self, other) -> Any: ...
+        def __rpow__(self, other) -> Any: ...
+        def __matmul__(self, other) -> Any: ...
+        def __rmatmul__(self, other) -> Any: ...
+        def __neg__(self) -> Any: ...
+        def __abs__(self) -> Any: ...
 
     def __lt__(self, other):
         return ops.raw(self) < ops.raw(other)
@@ -90,14 +68,8 @@ class ArrayOperators:
     def T(self):
         return ops.transpose(self)
 
-    def sum(self, axis=None, keepdims=False):
-        return ops.sum(self, axis=axis, keepdims=keepdims)
-
     def mean(self, axis=None, keepdims=False):
         return ops.mean(self, axis=axis, keepdims=keepdims)
-
-    def max(self, axis=None, keepdims=False):
-        return ops.max(self, axis=axis, keepdims=keepdims)
 
     def reshape(self, *shape):
         return ops.reshape(self, shape[0] if len(shape) == 1 else shape)
@@ -105,23 +77,14 @@ class ArrayOperators:
     def transpose(self, *axes):
         return ops.transpose(self, axes[0] if len(axes) == 1 else (axes or None))
 
-    def astype(self, dtype):
-        return ops.astype(self, dtype)
-
     def min(self, axis=None, keepdims=False):
         return ops.min(self, axis=axis, keepdims=keepdims)
-
-    def prod(self, axis=None, keepdims=False):
-        return ops.prod(self, axis=axis, keepdims=keepdims)
 
     def var(self, axis=None, ddof=0, keepdims=False):
         return ops.var(self, axis=axis, ddof=ddof, keepdims=keepdims)
 
     def std(self, axis=None, ddof=0, keepdims=False):
         return ops.std(self, axis=axis, ddof=ddof, keepdims=keepdims)
-
-    def swapaxes(self, axis1, axis2):
-        return ops.swapaxes(self, axis1, axis2)
 
     @property
     def mT(self):
@@ -132,29 +95,8 @@ class ArrayOperators:
 
     flatten = ravel
 
-    def squeeze(self, axis=None):
-        return ops.squeeze(self, axis)
-
     def dot(self, other):
         return ops.dot(self, other)
-
-    def exp(self):
-        return ops.exp(self)
-
-    def log(self):
-        return ops.log(self)
-
-    def tanh(self):
-        return ops.tanh(self)
-
-    def sqrt(self):
-        return ops.sqrt(self)
-
-    def relu(self):
-        return ops.relu(self)
-
-    def sigmoid(self):
-        return ops.sigmoid(self)
 
     def clip(self, a_min=None, a_max=None):
         return ops.clip(self, a_min, a_max)
@@ -183,3 +125,29 @@ class ArrayOperators:
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
+
+
+def _reflected(function, name):
+    def operator(self, other):
+        return function(other, self)
+
+    operator.__name__ = operator.__qualname__ = name
+    operator.__doc__ = f"``other {name[3:-2]} self``: :func:`chainrule.numpy.{function.__name__}`."
+    return operator
+
+
+def install_table_operators(cls) -> None:
+    """Give ``cls`` every table entry's operator (``__add__`` and ``__radd__``...) and methods:
+    the entry's public function itself (its first parameter is the tracer)."""
+    for prim in TABLE.values():
+        for name in prim.methods:
+            setattr(cls, name, prim.functions[name])
+        if prim.operator is not None:
+            function = prim.function
+            setattr(cls, f"__{prim.operator}__", function)
+            if prim.operator in REFLECTED_OPERATORS:
+                name = f"__r{prim.operator}__"
+                setattr(cls, name, _reflected(function, name))
+
+
+install_table_operators(ArrayOperators)

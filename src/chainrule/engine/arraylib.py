@@ -174,6 +174,12 @@ def namespace_of(value):
     return cupy_module() if _is_cuda_type(type(value)) else xp
 
 
+def namespace_beside(value):
+    """The module to build index arrays for ``value`` with: the active namespace inside
+    ``use_namespace``, else that of ``value``'s device (NumPy, or CuPy for a GPU array)."""
+    return ns if ns is not xp else namespace_of(value)
+
+
 def require_cuda(index: int = 0):
     """CuPy, after checking that CUDA device ``index`` exists; a clear error otherwise."""
     cupy = cupy_module()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 from contextlib import ContextDecorator, contextmanager
 
+from . import arraylib
 from .arraylib import device_of, is_array, xp
 
 
@@ -56,27 +57,30 @@ def new_level() -> int:
 class _State:
     """Process-wide switches read on the hot path (plain attributes, no locking).
 
-    ``hooked`` is true while any observer or anomaly mode is active, or another array namespace
-    (:func:`chainrule.backend.namespace.use_namespace`): the one flag the fast paths of
-    :class:`~chainrule.engine.tensor.Tensor` read before taking their own path to ``prim.forward``.
+    ``hooked`` is true while any observer or anomaly mode is active, or a backend layer supplies
+    forwards (:func:`set_forward_layer`): the one flag that the plain-value path of
+    :func:`apply` and the fast paths of :class:`~chainrule.engine.tensor.Tensor` read before they
+    call ``prim.forward`` themselves.
     """
 
-    __slots__ = ("grad_enabled", "_observers", "_anomaly", "_foreign", "hooked")
+    __slots__ = ("grad_enabled", "_observers", "_anomaly", "_foreign", "_redirected", "hooked")
 
     def __init__(self):
         self.grad_enabled = True
         self._anomaly = False
         self._observers = ()
         self._foreign = False
+        self._redirected = False
         self.hooked = False
 
     def _update_hooked(self):
-        self.hooked = self._anomaly or bool(self._observers) or self._foreign
+        self.hooked = self._anomaly or bool(self._observers) or self._foreign or self._redirected
 
     @property
     def foreign(self) -> bool:
-        """True while primitives compute with another namespace than NumPy (their forwards are
-        rebound, so the operators' fast paths, which hold NumPy's functions, must stand aside)."""
+        """True while primitives compute with another array namespace than NumPy's
+        (:func:`chainrule.backend.namespace.use_namespace`): code that builds arrays itself
+        builds them with ``arraylib.ns`` then."""
         return self._foreign
 
     @foreign.setter
@@ -115,6 +119,39 @@ def raw(value):
     while isinstance(value, Tracer):
         value = value._unwrap()
     return value
+
+
+def shape(value) -> tuple:
+    """The shape ``value`` shows (a tracer shows one example's shape; a number has ``()``)."""
+    return tuple(getattr(value, "shape", ()))
+
+
+def ndim(value) -> int:
+    return len(shape(value))
+
+
+def _one_example(value):
+    """The plain array under tracer ``value``, cut to the shape ``value`` shows: a batch of
+    tangents (``chainrule.engine.batching``) stacks examples along leading axes, and its first
+    example is a view of one example's shape on the batch's device."""
+    array = raw(value)
+    extra = ndim(array) - ndim(value)
+    return array[(0,) * extra] if extra > 0 else array
+
+
+def zeros_like(value, dtype=None):
+    """A plain array of zeros (constants carry no derivative) of ``value``'s shape as ``value``
+    shows it (for a batch of tangents, the shape of one example), on ``value``'s device."""
+    if isinstance(value, Tracer):
+        return arraylib.ns.zeros_like(_one_example(value), dtype=dtype or value.dtype)  # type: ignore[attr-defined]
+    return arraylib.ns.zeros_like(value, dtype=dtype)
+
+
+def ones_like(value, dtype=None):
+    """As :func:`zeros_like`, with ones."""
+    if isinstance(value, Tracer):
+        return arraylib.ns.ones_like(_one_example(value), dtype=dtype or value.dtype)  # type: ignore[attr-defined]
+    return arraylib.ns.ones_like(value, dtype=dtype)
 
 
 def _shape_of(value):
@@ -166,6 +203,65 @@ def check_finite(value, where, args=()):
         raise AnomalyError(f"{where} produced NaN/Inf (operand shapes: {shapes})")
 
 
+# ------------------------------------------------------------------------------------------------
+# The one dispatch path: the table's forward, or the one a backend layer supplies
+# ------------------------------------------------------------------------------------------------
+
+#: The backend layers that may supply forwards, innermost first: another array namespace, the
+#: matmul precision policy, the cuBLAS routing of CUDA-graph capture. Each wraps what the layers
+#: below it give, whatever order they were switched on in.
+FORWARD_LAYERS = ("namespace", "precision", "cuda_graph")
+
+_forward_layers: dict = {}  # layer name -> supplier(prim, forward) -> forward
+_resolved_forwards: dict = {}  # prim -> its forward under the active layers (a cache)
+
+
+def set_forward_layer(layer: str, supplier):
+    """Let backend ``layer`` (one of :data:`FORWARD_LAYERS`) supply forwards, or stop it with
+    ``None``; returns the supplier it replaces, to restore on the way out.
+
+    ``supplier(prim, forward)`` returns the forward that computes ``prim`` on that layer, given
+    ``forward``, the one the layers below supply (the table's own at the bottom): return it
+    unchanged to leave ``prim`` alone. Nothing in the table is changed: while any layer is on,
+    :func:`apply`, :class:`~chainrule.engine.tensor.Tensor` and every interpreter evaluate
+    primitives through :func:`forward_of`; with none, they call ``prim.forward`` directly and
+    pay nothing for the mechanism.
+    """
+    if layer not in FORWARD_LAYERS:
+        raise ValueError(f"set_forward_layer: layer must be one of {FORWARD_LAYERS}, got {layer!r}")
+    previous = _forward_layers.pop(layer, None)
+    if supplier is not None:
+        _forward_layers[layer] = supplier
+    _resolved_forwards.clear()
+    state._redirected = bool(_forward_layers)
+    state._update_hooked()
+    return previous
+
+
+def forward_of(prim):
+    """The forward that computes ``prim`` now: the table's, through every active backend layer."""
+    forward = _resolved_forwards.get(prim)
+    if forward is None:
+        forward = prim.forward
+        for layer in FORWARD_LAYERS:
+            supplier = _forward_layers.get(layer)
+            if supplier is not None:
+                forward = supplier(prim, forward)
+        _resolved_forwards[prim] = forward
+    return forward
+
+
+def evaluate_hooked(prim, values, params):
+    """``prim`` on plain ``values`` while ``state.hooked``: the forward of :func:`forward_of`,
+    then the observers and the anomaly check."""
+    try:
+        out = forward_of(prim)(*values, **params)
+    except (ValueError, IndexError, TypeError) as error:
+        raise _named_error(error, prim, values, params) from error
+    _run_hooks(prim, values, params, out)
+    return out
+
+
 def apply(prim, *args, **params):
     """Apply primitive ``prim`` to ``args``: the highest-level tracer among them takes charge."""
     top = None
@@ -174,14 +270,13 @@ def apply(prim, *args, **params):
             top = arg
     if top is not None:
         return top._process(prim, args, params)
+    if state.hooked:
+        return evaluate_hooked(prim, args, params)
     # Plain values: the forward itself; every rule on the hot path lands here.
     try:
-        out = prim.forward(*args, **params)
+        return prim.forward(*args, **params)
     except (ValueError, IndexError, TypeError) as error:
         raise _named_error(error, prim, args, params) from error
-    if state.hooked:
-        _run_hooks(prim, args, params, out)
-    return out
 
 
 class _GradMode(ContextDecorator):

@@ -24,17 +24,11 @@ from typing import Any
 from . import arraylib
 from .array_methods import ArrayOperators
 from .arraylib import ndarray, xp
-from .core import Tracer, _named_error, _run_hooks, apply, enable_grad, raw, state
-from .primitives import ABS as _ABS
-from .primitives import ADD as _ADD
-from .primitives import DIV as _DIV
-from .primitives import MATMUL as _MATMUL
-from .primitives import MUL as _MUL
-from .primitives import NEG as _NEG
-from .primitives import SUB as _SUB
+from .core import Tracer, _named_error, apply, enable_grad, evaluate_hooked, raw, state
 from .reverse import backward_pass
 from .reverse import constant_data as _constant_data
 from .reverse import lift_constant as _lift_constant
+from .table import REFLECTED_OPERATORS, TABLE
 
 #: Number of in-place changes so far; recorded ops are stamped with it (see module docstring).
 _epoch = 0
@@ -65,9 +59,10 @@ def _binary_operator(prim, reflected=False):
     any error with the op's name, so the fast path never changes what the user sees.
     """
     forward = prim.forward
+    function = prim.function  # the checks of a written function, on the general path
 
     def general(self, other):
-        return apply(prim, other, self) if reflected else apply(prim, self, other)
+        return function(other, self) if reflected else function(self, other)
 
     def operator(self, other):
         kind = type(other)
@@ -211,12 +206,13 @@ class Tensor(ArrayOperators, Tracer):
                 plain = False
             values.append(value)
         if plain:  # as core.apply does on plain values: every non-operator op lands here
-            try:
-                out = prim.forward(*values, **params)
-            except (ValueError, IndexError, TypeError) as error:
-                raise _named_error(error, prim, values, params) from error
             if state.hooked:
-                _run_hooks(prim, values, params, out)
+                out = evaluate_hooked(prim, values, params)
+            else:
+                try:
+                    out = prim.forward(*values, **params)
+                except (ValueError, IndexError, TypeError) as error:
+                    raise _named_error(error, prim, values, params) from error
         else:
             out = apply(prim, *values, **params)
         result = _new(Tensor)
@@ -252,14 +248,6 @@ class Tensor(ArrayOperators, Tracer):
     @property
     def size(self):
         return self.data.size
-
-    @property
-    def T(self):
-        return ops.transpose(self)
-
-    @property
-    def mT(self):
-        return ops.swapaxes(self, -1, -2)
 
     @property
     def is_leaf(self) -> bool:
@@ -355,55 +343,6 @@ class Tensor(ArrayOperators, Tracer):
         """
         backward([self], [cotangent], retain_graph=retain_graph, create_graph=create_graph)
 
-    # -- operators (fast path: see module docstring)
-    # ------------------------------------------------
-    __add__ = _binary_operator(_ADD)
-    __radd__ = _binary_operator(_ADD, reflected=True)
-    __sub__ = _binary_operator(_SUB)
-    __rsub__ = _binary_operator(_SUB, reflected=True)
-    __mul__ = _binary_operator(_MUL)
-    __rmul__ = _binary_operator(_MUL, reflected=True)
-    __truediv__ = _binary_operator(_DIV)
-    __rtruediv__ = _binary_operator(_DIV, reflected=True)
-
-    def __pow__(self, other):
-        return ops.power(self, other)
-
-    def __rpow__(self, other):
-        return ops.power(other, self)
-
-    __matmul__ = _binary_operator(_MATMUL)
-    __rmatmul__ = _binary_operator(_MATMUL, reflected=True)
-    __neg__ = _unary_operator(_NEG)
-
-    def __pos__(self):
-        return self
-
-    def __abs__(self):
-        return apply(_ABS, self)
-
-    def __getitem__(self, index):
-        return ops.getitem(self, index)
-
-    # Comparisons have no derivative: they return plain boolean arrays.
-    def __lt__(self, other):
-        return raw(self) < raw(other)
-
-    def __le__(self, other):
-        return raw(self) <= raw(other)
-
-    def __gt__(self, other):
-        return raw(self) > raw(other)
-
-    def __ge__(self, other):
-        return raw(self) >= raw(other)
-
-    def __eq__(self, other):
-        return raw(self) == raw(other)
-
-    def __ne__(self, other):
-        return raw(self) != raw(other)
-
     # -- in-place changes
     # ---------------------------------------------------------------------------
     def _check_inplace(self, what):
@@ -435,17 +374,33 @@ class Tensor(ArrayOperators, Tracer):
             ufunc(data, value, out=data)
         return self
 
-    def __iadd__(self, other):  # type: ignore[misc]  # in place: returns self
+    def __iadd__(self, other):  # in place: returns self
         return self._inplace(arraylib.xp.add, other, "+=")
 
-    def __isub__(self, other):  # type: ignore[misc]  # in place: returns self
+    def __isub__(self, other):  # in place: returns self
         return self._inplace(arraylib.xp.subtract, other, "-=")
 
-    def __imul__(self, other):  # type: ignore[misc]  # in place: returns self
+    def __imul__(self, other):  # in place: returns self
         return self._inplace(arraylib.xp.multiply, other, "*=")
 
-    def __itruediv__(self, other):  # type: ignore[misc]  # in place: returns self
+    def __itruediv__(self, other):  # in place: returns self
         return self._inplace(arraylib.xp.divide, other, "/=")
+
+
+def _install_fast_operators():
+    """Tensor's operators with the fast path (module docstring), from the table: every entry
+    whose ``operator`` may skip its public function on plain operands."""
+    for prim in TABLE.values():
+        if prim.operator is None or not prim.fast_operator:
+            continue
+        if prim.operator in REFLECTED_OPERATORS:
+            setattr(Tensor, f"__{prim.operator}__", _binary_operator(prim))
+            setattr(Tensor, f"__r{prim.operator}__", _binary_operator(prim, reflected=True))
+        else:
+            setattr(Tensor, f"__{prim.operator}__", _unary_operator(prim))
+
+
+_install_fast_operators()
 
 
 def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:

@@ -63,8 +63,10 @@ class Linear(Module):
         weight = params["weight"]
         # Inside backend.use_namespace a plain input left of a traced weight would meet the
         # namespace's own ``@``, which may raise on a tracer (array_api_strict's does) instead of
-        # deferring to it as NumPy does: the engine's matmul takes both operands there.
-        out = cnp.matmul(x, weight) if state.foreign else x @ weight
+        # deferring to it as NumPy does: the engine's matmul takes both operands there. So it does
+        # whenever a backend layer supplies forwards (a precision mode, for one), which NumPy's
+        # ``@`` of two plain arrays would bypass.
+        out = cnp.matmul(x, weight) if state.hooked else x @ weight
         return out + params["bias"] if self.has_bias else out
 
     def extra_repr(self):

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .counting import MATMUL_LIKE
 from .tracing import ReverseTrace
 
 #: Sustained FLOP/s of NumPy's matrix products on one core (measured by bench_modes.py).
@@ -126,7 +125,7 @@ def plan_from_trace(trace: ReverseTrace, memory_limit: int | None = None) -> Jac
             flops = int(prim.flops(out, *values, **params))
         except Exception:  # an odd FLOP rule must not stop the computation it estimates
             flops = _size(out)
-        matmul_like = prim.name in MATMUL_LIKE
+        matmul_like = prim.matmul_like
         primal["matmul" if matmul_like else "elements"] += flops
         out_size = _size(out)
         widest = max(widest, out_size)

@@ -6,7 +6,8 @@ Counted inside the block:
   derivative rules, which are made of primitives too), seen through
   :func:`chainrule.engine.core.observe`;
 * FLOPs, from each primitive's FLOP rule in the table: in total and for the matmul-like ones
-  (``matmul``, ``einsum``, ``solve``, ``det``, ``inv``), which dominate a network's cost;
+  (the entries flagged ``matmul_like``: ``matmul``, ``einsum``, ``solve``, ``det``, ``inv``...),
+  which dominate a network's cost;
 * passes, reported by the transforms when they start one (:func:`note_pass`): ``forward`` (one
   evaluation of the user's function), ``jvp`` and ``vjp`` (one sweep of derivative rules), each
   with the number of *directions* it carried: a ``jacfwd`` over n inputs is one JVP pass with n
@@ -30,9 +31,6 @@ from collections import Counter
 from contextlib import contextmanager
 
 from ..engine.core import observe
-
-#: Primitives whose FLOPs are reported separately as "matmul-like".
-MATMUL_LIKE = frozenset({"matmul", "einsum", "solve", "det", "inv"})
 
 #: The kinds of pass a transform may announce.
 PASS_KINDS = ("forward", "jvp", "vjp")
@@ -62,7 +60,7 @@ class Count:
         except Exception:  # a FLOP rule must never break the computation it counts
             flops = 0
         self.flops += flops
-        if prim.name in MATMUL_LIKE:
+        if prim.matmul_like:
             self.matmul_flops += flops
 
     def as_dict(self) -> dict:

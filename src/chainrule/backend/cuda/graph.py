@@ -16,10 +16,10 @@ How a capture goes, and why each step is there:
    addresses they were captured with, so those blocks must never be handed to other code. Only
    this capture allocates from this pool; the pool lives as long as the graph.
 3. **Matmuls through chainrule's cuBLAS binding** (:func:`matmul_through_cublas`): CuPy refuses
-   cuBLAS calls during capture, so the ``matmul`` primitive's forward is rebound, for the warm-up
-   and the capture, to :func:`chainrule.backend.cuda.cublas.matmul` (in the precision mode in
-   force), whose handle is bound to the side stream and to a workspace of its own, allocated before
-   the capture starts.
+   cuBLAS calls during capture, so for the warm-up and the capture the ``matmul`` primitive
+   computes (through the engine's ``"cuda_graph"`` dispatch layer) with
+   :func:`chainrule.backend.cuda.cublas.matmul` (in the precision mode in force), whose handle is
+   bound to the side stream and to a workspace of its own, allocated before the capture starts.
 4. **A warm-up run**, eager, on the side stream with the private pool: kernels get compiled and
    loaded, cuBLAS picks its kernels, the pool gets the blocks the capture will reuse. Its results
    (copied out of the pool on the caller's stream, which is then synchronised, since replays will
@@ -39,8 +39,8 @@ same stream (a graph may be launched on any stream; everything then stays in the
 order without events), and returns copies of the static outputs, or the static outputs
 themselves with ``copy_outputs=False`` (then the next replay overwrites them).
 
-Written for CuPy 14 and CUDA 12 and not yet run on a GPU: ``tests/test_cuda_graph.py`` holds the
-checks to run on one.
+Written for CuPy 14 and CUDA 12 and not yet run on a GPU: ``tests/backend/test_cuda_graph.py``
+holds the checks to run on one.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ import os
 import numpy as _np
 
 from ...engine import arraylib
-from ...engine.core import Tracer, state
+from ...engine.core import Tracer, set_forward_layer
 from ...transforms.pytree import tree_flatten, tree_unflatten
 from ..errors import CaptureError
 from . import cublas
@@ -107,33 +107,36 @@ class CudaGraph:
 @contextlib.contextmanager
 def matmul_through_cublas():
     """Inside the block the ``matmul`` primitive computes float32/float64 CuPy products with
-    :func:`chainrule.backend.cuda.cublas.matmul` (capturable), in the precision mode in force; other
-    operands keep the forward in place before. The Tensor fast paths stand aside meanwhile."""
-    from ...engine.primitives import TABLE  # noqa: PLC0415
+    :func:`chainrule.backend.cuda.cublas.matmul` (capturable), in the precision mode in force;
+    other operands keep the forward the layers below supply. This is the ``"cuda_graph"`` layer
+    of the engine's dispatch (:func:`chainrule.engine.core.set_forward_layer`); the table is not
+    changed, and the Tensor fast paths stand aside meanwhile."""
     from ..precision import get_matmul_precision  # noqa: PLC0415
 
-    prim = TABLE["matmul"]
-    saved_forward, saved_foreign = prim.forward, state.foreign
     precision = get_matmul_precision()
 
-    def forward(x, y):
-        if (
-            _is_cupy_array(x)
-            and _is_cupy_array(y)
-            and x.dtype == y.dtype
-            and x.dtype.name in ("float32", "float64")
-        ):
-            return cublas.matmul(x, y, precision=precision)
-        return saved_forward(x, y)
+    def supplier(prim, inner):
+        if prim.name != "matmul":
+            return inner
 
-    forward.__name__ = "matmul_through_cublas"
-    prim.forward = forward
-    state.foreign = True
+        def forward(x, y):
+            if (
+                _is_cupy_array(x)
+                and _is_cupy_array(y)
+                and x.dtype == y.dtype
+                and x.dtype.name in ("float32", "float64")
+            ):
+                return cublas.matmul(x, y, precision=precision)
+            return inner(x, y)
+
+        forward.__name__ = "matmul_through_cublas"
+        return forward
+
+    previous = set_forward_layer("cuda_graph", supplier)
     try:
         yield
     finally:
-        prim.forward = saved_forward
-        state.foreign = saved_foreign
+        set_forward_layer("cuda_graph", previous)
 
 
 def _where(error) -> str:

@@ -1,0 +1,361 @@
+"""Reductions (sum, max, prod, logsumexp), the cumulative sum, and the fused softmax
+cross-entropy; with their public functions, which normalise ``axis``.
+
+Inside the table ``axis`` is always a sorted tuple of non-negative ints (an int for ``cumsum``),
+so that the rules and the generic batching rules (``"axes"``, ``"axis"``) can shift it. The
+softmax cross-entropy is fused for numerical stability, as logsumexp is.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+from .. import arraylib
+from ..arraylib import xp
+from ..core import ndim, raw, shape
+from ..table import defprim, public
+from .elementwise import EXP, astype, where
+from .shapes import broadcast_to, getitem, input_flops, reshape
+
+
+def normalize_axis(axis, rank, op):
+    """``axis`` as a sorted tuple of non-negative ints (all axes for ``None``), checked against
+    ``rank``; errors name ``op``."""
+    if axis is None:
+        return tuple(range(rank))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    normalized = []
+    for ax in axes:
+        if not -rank <= ax < builtins.max(rank, 1):
+            raise ValueError(
+                f"chainrule.{op}: axis {ax} is out of bounds for an array of rank {rank}"
+            )
+        normalized.append(ax % rank if rank else 0)
+    if len(set(normalized)) != len(normalized):
+        raise ValueError(f"chainrule.{op}: repeated axis in {axis}")
+    return tuple(sorted(normalized)) if rank else ()
+
+
+def _keep(value, x_ndim, axis, keepdims):
+    """Put back the reduced axes (as size 1) so that ``value`` broadcasts against the input."""
+    if keepdims or not axis or not ndim(value):  # a 0-d value broadcasts as it is
+        return value
+    kept = list(shape(value))
+    for ax in sorted(axis):
+        kept.insert(ax, 1)
+    return reshape(value, tuple(kept))
+
+
+def _sum_vjp(g, out, x, axis, keepdims):
+    return broadcast_to(_keep(g, x.ndim, axis, keepdims), x.shape)
+
+
+SUM = defprim(
+    # The ufunc's own reduce: the same result as xp.sum without its Python-level wrapper.
+    "sum",
+    lambda x, axis, keepdims: xp.add.reduce(x, axis=axis, keepdims=keepdims),
+    (_sum_vjp,),
+    "linear",
+    input_flops,
+    array_api=lambda ns: lambda x, axis, keepdims: ns.sum(x, axis=axis, keepdims=keepdims),
+    batching="axes",
+)
+
+
+@public(SUM, method=True)
+def sum(x, axis=None, keepdims=False):  # noqa: A001 - NumPy's name
+    """The sum over ``axis`` (all axes when None)."""
+    return SUM(x, axis=normalize_axis(axis, ndim(x), "sum"), keepdims=keepdims)
+
+
+def _reduce_max(x, axis, keepdims):
+    """The maximum over ``axis``: NumPy's ufunc method for NumPy arrays (no Python wrapper on the
+    hot path); for other arrays the active namespace's ``max``: NumPy's function, which
+    dispatches to the array's module (CuPy implements no ``maximum.reduce``), or the namespace of
+    ``use_namespace``."""
+    if isinstance(x, xp.ndarray):
+        return xp.maximum.reduce(x, axis=axis, keepdims=keepdims)
+    # The active namespace's max: NumPy's (which dispatches to CuPy), or use_namespace's.
+    return arraylib.ns.max(x, axis=axis, keepdims=keepdims)
+
+
+def _max_share(out, x, axis, keepdims):
+    """Which entries attain the maximum, each weighted 1/(number of ties)."""
+    x_raw = raw(x)
+    # In x's dtype: the array API neither sums nor divides booleans.
+    hit = astype(x_raw == _keep(raw(out), x_raw.ndim, axis, keepdims), x_raw.dtype)
+    return hit / arraylib.ns.sum(hit, axis=axis, keepdims=True)
+
+
+MAX = defprim(
+    "max",
+    _reduce_max,
+    (
+        lambda g, out, x, axis, keepdims: (
+            _keep(g, x.ndim, axis, keepdims) * _max_share(out, x, axis, keepdims)
+        ),
+    ),
+    lambda ts, out, x, axis, keepdims: sum(
+        ts[0] * _max_share(out, x, axis, keepdims), axis=axis, keepdims=keepdims
+    ),
+    input_flops,
+    array_api=lambda ns: lambda x, axis, keepdims: ns.max(x, axis=axis, keepdims=keepdims),
+    batching="axes",
+    gpu="CuPy has no ``maximum.reduce``: CuPy arrays take the namespace's ``max``.",
+)
+
+
+@public(MAX, names=("max", "amax"), method=True)
+def max(x, axis=None, keepdims=False):  # noqa: A001 - NumPy's name
+    """The maximum over ``axis``; tied entries share the gradient evenly."""
+    return MAX(x, axis=normalize_axis(axis, ndim(x), "max"), keepdims=keepdims)
+
+
+def _prod_partials(out, x, axis, keepdims):
+    """d prod / d x_i = product of the others, exact also where x has zeros."""
+    x_raw = raw(x)
+    is_zero = x_raw == 0
+    safe_x = where(is_zero, 1, x)
+    # Counted in x's dtype: the array API sums no booleans.
+    zeros_in_slice = arraylib.ns.sum(astype(is_zero, x_raw.dtype), axis=axis, keepdims=True)
+    product_of_nonzero = prod(safe_x, axis=axis, keepdims=True)
+    only_zero = where(zeros_in_slice == 1, product_of_nonzero, 0)
+    return where(is_zero, only_zero, _keep(out, x_raw.ndim, axis, keepdims) / safe_x)
+
+
+PROD = defprim(
+    "prod",
+    lambda x, axis, keepdims: xp.prod(x, axis=axis, keepdims=keepdims),
+    (
+        lambda g, out, x, axis, keepdims: (
+            _keep(g, x.ndim, axis, keepdims) * _prod_partials(out, x, axis, keepdims)
+        ),
+    ),
+    lambda ts, out, x, axis, keepdims: sum(
+        ts[0] * _prod_partials(out, x, axis, keepdims), axis=axis, keepdims=keepdims
+    ),
+    input_flops,
+    array_api=lambda ns: lambda x, axis, keepdims: ns.prod(x, axis=axis, keepdims=keepdims),
+    batching="axes",
+)
+
+
+@public(PROD, method=True)
+def prod(x, axis=None, keepdims=False):
+    """The product over ``axis``; its gradient is exact also where entries are zero."""
+    return PROD(x, axis=normalize_axis(axis, ndim(x), "prod"), keepdims=keepdims)
+
+
+def _logsumexp_forward(x, axis, keepdims):
+    if isinstance(x, xp.ndarray):  # the ufunc method, without _reduce_max's call (a hot path)
+        peak = xp.maximum.reduce(x, axis=axis, keepdims=True)
+    else:
+        peak = _reduce_max(x, axis, True)
+    peak = xp.where(xp.isfinite(peak), peak, 0)
+    out = xp.log(xp.add.reduce(xp.exp(x - peak), axis=axis, keepdims=True)) + peak
+    return out if keepdims else out.squeeze(axis=axis)
+
+
+def _namespace_logsumexp(namespace):
+    """The logsumexp forward of :func:`_logsumexp_forward` in an array-API namespace."""
+
+    def forward(x, axis, keepdims):
+        peak = namespace.max(x, axis=axis, keepdims=True)
+        peak = namespace.where(namespace.isfinite(peak), peak, 0)
+        out = namespace.log(namespace.sum(namespace.exp(x - peak), axis=axis, keepdims=True)) + peak
+        return out if keepdims else namespace.squeeze(out, axis=axis)
+
+    return forward
+
+
+def _lse_weights(out, x, axis, keepdims):
+    """softmax(x) along ``axis``: the derivative of logsumexp."""
+    return EXP(x - _keep(out, x.ndim, axis, keepdims))
+
+
+LOGSUMEXP = defprim(
+    "logsumexp",
+    _logsumexp_forward,
+    (
+        lambda g, out, x, axis, keepdims: (
+            _keep(g, x.ndim, axis, keepdims) * _lse_weights(out, x, axis, keepdims)
+        ),
+    ),
+    lambda ts, out, x, axis, keepdims: sum(
+        ts[0] * _lse_weights(out, x, axis, keepdims), axis=axis, keepdims=keepdims
+    ),
+    lambda out, x, **params: 4 * int(x.size),
+    array_api=_namespace_logsumexp,
+    batching="axes",
+)
+
+
+@public(LOGSUMEXP)
+def logsumexp(x, axis=None, keepdims=False):
+    """log(sum(exp(x))) over ``axis``, computed stably (a fused primitive)."""
+    return LOGSUMEXP(x, axis=normalize_axis(axis, ndim(x), "logsumexp"), keepdims=keepdims)
+
+
+def _reverse_along(value, axis):
+    index = (slice(None),) * axis + (slice(None, None, -1),)
+    return getitem(value, index)
+
+
+CUMSUM = defprim(
+    "cumsum",
+    lambda x, axis: xp.cumsum(x, axis=axis),
+    (lambda g, out, x, axis: _reverse_along(cumsum(_reverse_along(g, axis), axis=axis), axis),),
+    "linear",
+    input_flops,
+    array_api=lambda ns: lambda x, axis: ns.cumulative_sum(x, axis=axis),
+    batching="axis",
+)
+
+
+@public(CUMSUM)
+def cumsum(x, axis=None):
+    """The running sum along ``axis`` (of the flattened array when None)."""
+    if axis is None:
+        x, axis = reshape(x, (-1,)), 0
+    return CUMSUM(x, axis=normalize_axis(axis, ndim(x), "cumsum")[0])
+
+
+# ------------------------------------------------------------------------------------------------
+# Fused for numerical stability: softmax cross-entropy from logits and integer labels
+# ------------------------------------------------------------------------------------------------
+
+
+def _arange_like(value, stop):
+    """``arange(stop)`` beside ``value``: NumPy's for NumPy arrays (checked first, the CPU
+    path), the active namespace's inside ``use_namespace``, else the module of the array's
+    device (CuPy's for a GPU array)."""
+    if isinstance(value, xp.ndarray):
+        return xp.arange(stop)
+    if arraylib.ns is not xp:
+        return arraylib.ns.arange(stop)
+    return arraylib.namespace_of(value).arange(stop)
+
+
+def _xent_forward(logits, labels):
+    if type(labels) is not type(logits) and arraylib.device_of(labels) != arraylib.device_of(
+        logits
+    ):
+        # Named by the engine's error path, which lists the devices of operands and labels.
+        raise TypeError("labels and logits on different devices")
+    lse = _logsumexp_forward(logits, (logits.ndim - 1,), False)
+    # logits[..., label] for every example: one gather on the rows of a (examples, classes) view.
+    classes = logits.shape[-1]
+    rows = logits.reshape(-1, classes)
+    count = rows.shape[0]
+    examples = xp.arange(count) if isinstance(labels, xp.ndarray) else _arange_like(labels, count)
+    picked = rows[examples, labels.reshape(-1)].reshape(labels.shape)
+    return lse - picked
+
+
+def _xent_dlogits(logits, labels):
+    """softmax(logits) - onehot(labels): the gradient of the per-example loss.
+
+    The softmax is exp(logits - peak) / sum(exp(logits - peak)) with a constant peak (the row
+    maximum): softmax does not change when its input is shifted, so the peak carries no
+    derivative and higher-order derivatives stay exact. Unlike the forward pass (where a row of
+    -inf logits must give a loss of +inf, not NaN), the peak has no finiteness guard here: a row
+    whose maximum is not finite (a +inf or NaN logit, or all -inf) has no finite gradient either
+    way (with a guard some of its entries would be 0, the others NaN; without, all are NaN), and
+    leaving the guard out saves two operations (two kernel launches on a GPU) per training step.
+    """
+    values = raw(logits)
+    classes = values.shape[-1]
+    if isinstance(values, xp.ndarray):  # NumPy, written out: this runs in every training step
+        peak = xp.maximum.reduce(values, axis=-1, keepdims=True)
+        onehot = xp.arange(classes) == labels[..., None]
+    else:  # a GPU array, or another namespace's
+        peak = _reduce_max(values, -1, True)
+        onehot = _arange_like(labels, classes) == labels[..., None]
+        if arraylib.ns is not xp:  # the array API subtracts no booleans from floats
+            onehot = arraylib.ns.astype(onehot, values.dtype)
+    exp = EXP(logits - peak)
+    return exp / sum(exp, axis=-1, keepdims=True) - onehot
+
+
+def _namespace_xent(namespace):
+    """The fused cross-entropy forward in an array-API namespace (a take along the class axis)."""
+    logsumexp = _namespace_logsumexp(namespace)
+
+    def forward(logits, labels):
+        classes_axis = logits.ndim - 1
+        picked = namespace.take_along_axis(logits, namespace.expand_dims(labels, axis=-1), axis=-1)
+        return logsumexp(logits, (classes_axis,), False) - namespace.squeeze(picked, axis=-1)
+
+    return forward
+
+
+def _batch_softmax_cross_entropy(prim, values, batched, params, size):
+    labels = arraylib.asarray(params["labels"])  # a GPU array stays on its device
+    # NumPy's broadcast_to, or that of the namespace use_namespace made active.
+    labels = arraylib.ns.broadcast_to(labels, (size, *labels.shape))
+    return prim(values[0], labels=labels)
+
+
+def _xent_vjp(g, out, logits, labels):
+    return reshape(g, shape(g) + (1,)) * _xent_dlogits(logits, labels)
+
+
+SOFTMAX_CROSS_ENTROPY = defprim(
+    "softmax_cross_entropy",
+    _xent_forward,
+    (_xent_vjp,),
+    lambda ts, out, logits, labels: sum(ts[0] * _xent_dlogits(logits, labels), axis=-1),
+    lambda out, logits, labels: 5 * int(logits.size),
+    array_api=_namespace_xent,
+    batching=_batch_softmax_cross_entropy,
+    gpu="No range check of the labels on a GPU: reading them back would stall the device every "
+    "step (and cannot be part of a CUDA graph); data sets check theirs on the host when built.",
+)
+
+
+@public(SOFTMAX_CROSS_ENTROPY)
+def softmax_cross_entropy(logits, labels):
+    """Per-example -log softmax(logits)[label] from integer ``labels`` (fused, stable)."""
+    labels = arraylib.asarray(raw(labels))  # a capture's recording array stays one
+    # The range check reads values into Python: on a base-class view, so that a captured step
+    # does not guard on it (a replay skips it; an out-of-range label still fails its indexing).
+    is_subclass = type(labels) is not xp.ndarray and isinstance(labels, xp.ndarray)
+    checked = labels.view(xp.ndarray) if is_subclass else labels
+    if labels.shape != shape(logits)[:-1]:
+        raise ValueError(
+            f"chainrule.softmax_cross_entropy: labels of shape {labels.shape} do not match "
+            f"logits of shape {shape(logits)} (expected labels of shape {shape(logits)[:-1]})"
+        )
+    classes = shape(logits)[-1]
+    if type(checked) is xp.ndarray:  # NumPy labels: the checks of the hot path
+        if labels.dtype.kind not in "iu":  # signed or unsigned integers (cheaper than issubdtype)
+            raise TypeError(_NOT_INTEGER_LABELS.format(labels.dtype))
+        if checked.size and (int(checked.min()) < 0 or int(checked.max()) >= classes):
+            _raise_label_range(checked.min(), checked.max(), classes, logits)
+    else:  # labels on a GPU or in another namespace (labels and logits on two devices: the
+        # primitive's forward raises, naming both devices)
+        kind = getattr(labels.dtype, "kind", None)  # NumPy's dtypes (CuPy's too) have one
+        if (
+            (kind not in "iu")
+            if kind is not None
+            else not arraylib.ns.isdtype(labels.dtype, "integral")
+        ):
+            raise TypeError(_NOT_INTEGER_LABELS.format(labels.dtype))
+        # No range check on a GPU: reading the labels back would stall the device every step
+        # (and cannot be part of a CUDA graph). Data sets check theirs on the host when built.
+        if arraylib.device_of(labels) == "cpu" and checked.size:
+            low, high = arraylib.ns.min(checked), arraylib.ns.max(checked)
+            if int(low) < 0 or int(high) >= classes:
+                _raise_label_range(low, high, classes, logits)
+    return SOFTMAX_CROSS_ENTROPY(logits, labels=labels)
+
+
+_NOT_INTEGER_LABELS = "chainrule.softmax_cross_entropy: labels must be integers, got {}"
+
+
+def _raise_label_range(low, high, classes, logits):
+    # A negative label would silently pick a class from the end (and break the gradient).
+    raise ValueError(
+        f"chainrule.softmax_cross_entropy: labels must lie in [0, {classes}), got values "
+        f"from {int(low)} to {int(high)} (logits of shape {shape(logits)})"
+    )
