@@ -42,8 +42,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	@$(VENV)/bin/mypy
 
-## The API reference from the docstrings (pdoc) into build/api/; a pdoc warning fails it.
+## The API reference from the docstrings (pdoc) into build/api/; a pdoc warning fails it. Also
+## rewrites docs/primitives.md from the primitive table.
 docs: $(STAMP)
+	@$(PY) scripts/primitive_table.py
 	@scripts/build_docs.sh $(PY) build/api
 
 ## Format the code and apply ruff's safe fixes.

@@ -59,9 +59,8 @@ def _unsupported_forward(prim_name, namespace):
         raise NotImplementedError(
             f"chainrule.{prim_name}: no array-API forward for namespace "
             f"{namespace_name(namespace)!r}; "
-            "only primitives with one run inside use_namespace (docs/gpu.md lists them); compute "
-            "this "
-            "one outside the block, on NumPy arrays"
+            "only primitives with one run inside use_namespace (the array-API column of "
+            "docs/primitives.md lists them); compute this one outside the block, on NumPy arrays"
         )
 
     return forward

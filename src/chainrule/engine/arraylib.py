@@ -11,11 +11,12 @@ imported lazily, only when a CUDA array or device is asked for, so a machine wit
 pays for the import. :mod:`chainrule.backend.device` builds the user-facing API on these helpers.
 
 Another array-API namespace (``array_api_strict``, for one) can take NumPy's place for a block of
-code with :func:`chainrule.backend.namespace.use_namespace`: it rebinds, once on entry, each covered
-primitive's forward to that namespace's function and the few generic calls of the engine (the names
-below that use_namespace swaps: ``ns``, ``asarray``, ``plain_asarray``, ``as_dtype``,
-``is_float_dtype``), and restores them on exit. Outside such a block those names are NumPy's own
-functions, so the NumPy path pays nothing for the switch.
+code with :func:`chainrule.backend.namespace.use_namespace`: the primitives then compute with the
+forwards their table entries build for that namespace (through the engine's one dispatch
+mechanism, :func:`chainrule.engine.core.set_forward_layer`), and the few generic calls of the
+engine (the names below: ``ns``, ``asarray``, ``plain_asarray``, ``as_dtype``,
+``is_float_dtype``) are that namespace's until the block ends. Outside such a block those names
+are NumPy's own functions, so the NumPy path pays nothing for the switch.
 """
 
 from __future__ import annotations
