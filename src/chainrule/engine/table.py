@@ -26,7 +26,8 @@ loop over :data:`TABLE`. Adding a primitive is therefore one ``defprim`` in one 
 one row of the test grid.
 
 Rules are written with chainrule's own operations (other entries, called like functions:
-``COS(x)`` is ``apply(COS, x)``), so the very same rule runs on plain arrays on the first-order
+``COS(x)`` is ``apply(COS, x)``; the public functions call ``apply`` themselves, one Python frame
+fewer on the hot path), so the very same rule runs on plain arrays on the first-order
 hot path and is itself recorded when a second derivative is asked for. Rules never worry about
 broadcasting: the interpreters sum a cotangent back to its argument's shape and broadcast
 tangents to the output shape in one central place. An entry without both rules is an error at

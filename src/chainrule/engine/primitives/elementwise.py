@@ -14,7 +14,7 @@ import math
 
 from .. import arraylib
 from ..arraylib import xp
-from ..core import raw, zeros_like
+from ..core import apply, raw, zeros_like
 from ..table import Primitive, defprim, elementwise_flops, public
 
 _NO_FLOPS = elementwise_flops(0)
@@ -173,7 +173,7 @@ def astype(x, dtype):
     dtype = arraylib.as_dtype(dtype)
     if getattr(x, "dtype", None) == dtype:
         return x
-    return ASTYPE(x, dtype=dtype)
+    return apply(ASTYPE, x, dtype=dtype)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -284,7 +284,7 @@ def power(x, y):
             return x
         if y == 0.5:
             return SQRT(x)
-    return POW(x, y)
+    return apply(POW, x, y)
 
 
 def _tie_split(first, second):
@@ -340,4 +340,4 @@ WHERE = defprim(
 @public(WHERE)
 def where(condition, x, y):
     """``x`` where ``condition`` else ``y``; the condition is not differentiated."""
-    return WHERE(x, y, condition=raw(condition))
+    return apply(WHERE, x, y, condition=raw(condition))

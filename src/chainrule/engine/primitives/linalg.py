@@ -13,7 +13,7 @@ import string
 
 from .. import arraylib
 from ..arraylib import xp
-from ..core import ndim, raw, shape
+from ..core import apply, ndim, raw, shape
 from ..table import defprim, elementwise_flops, public
 from .elementwise import _sum_tangents
 from .reductions import sum
@@ -305,7 +305,7 @@ def matmul(x, y):
             f"chainrule.matmul: operands must have at least one axis, got shapes {shape(x)} and "
             f"{shape(y)}"
         )
-    return MATMUL(x, y)
+    return apply(MATMUL, x, y)
 
 
 @public(EINSUM)
@@ -316,7 +316,7 @@ def einsum(subscripts: str, *operands):
             f"chainrule.einsum: give explicit output subscripts ('ij,jk->ik'), got {subscripts!r}"
         )
     subscripts = _spell_out_ellipsis(subscripts.replace(" ", ""), operands)
-    return EINSUM(*operands, subscripts=subscripts)
+    return apply(EINSUM, *operands, subscripts=subscripts)
 
 
 def _spell_out_ellipsis(subscripts, operands):
@@ -377,18 +377,18 @@ def _require_square(op, x):
 def det(x):
     """The determinant of each matrix of ``x`` (..., n, n)."""
     _require_square("det", x)
-    return DET(x)
+    return apply(DET, x)
 
 
 @public(INV, names=("linalg.inv",))
 def inv(x):
     """The inverse of each matrix of ``x`` (..., n, n)."""
     _require_square("inv", x)
-    return INV(x)
+    return apply(INV, x)
 
 
 @public(SOLVE, names=("linalg.solve",))
 def solve(a, b):
     """``x`` with ``a @ x = b``, for square ``a`` (..., n, n) and ``b`` (..., n) or (..., n, k)."""
     _require_square("solve", a)
-    return SOLVE(a, b)
+    return apply(SOLVE, a, b)

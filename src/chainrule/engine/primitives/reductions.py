@@ -12,7 +12,7 @@ import builtins
 
 from .. import arraylib
 from ..arraylib import xp
-from ..core import ndim, raw, shape
+from ..core import apply, ndim, raw, shape
 from ..table import defprim, public
 from .elementwise import EXP, astype, where
 from .shapes import broadcast_to, getitem, input_flops, reshape
@@ -65,7 +65,7 @@ SUM = defprim(
 @public(SUM, method=True)
 def sum(x, axis=None, keepdims=False):  # noqa: A001 - NumPy's name
     """The sum over ``axis`` (all axes when None)."""
-    return SUM(x, axis=normalize_axis(axis, ndim(x), "sum"), keepdims=keepdims)
+    return apply(SUM, x, axis=normalize_axis(axis, ndim(x), "sum"), keepdims=keepdims)
 
 
 def _reduce_max(x, axis, keepdims):
@@ -108,7 +108,7 @@ MAX = defprim(
 @public(MAX, names=("max", "amax"), method=True)
 def max(x, axis=None, keepdims=False):  # noqa: A001 - NumPy's name
     """The maximum over ``axis``; tied entries share the gradient evenly."""
-    return MAX(x, axis=normalize_axis(axis, ndim(x), "max"), keepdims=keepdims)
+    return apply(MAX, x, axis=normalize_axis(axis, ndim(x), "max"), keepdims=keepdims)
 
 
 def _prod_partials(out, x, axis, keepdims):
@@ -143,7 +143,7 @@ PROD = defprim(
 @public(PROD, method=True)
 def prod(x, axis=None, keepdims=False):
     """The product over ``axis``; its gradient is exact also where entries are zero."""
-    return PROD(x, axis=normalize_axis(axis, ndim(x), "prod"), keepdims=keepdims)
+    return apply(PROD, x, axis=normalize_axis(axis, ndim(x), "prod"), keepdims=keepdims)
 
 
 def _logsumexp_forward(x, axis, keepdims):
@@ -193,7 +193,7 @@ LOGSUMEXP = defprim(
 @public(LOGSUMEXP)
 def logsumexp(x, axis=None, keepdims=False):
     """log(sum(exp(x))) over ``axis``, computed stably (a fused primitive)."""
-    return LOGSUMEXP(x, axis=normalize_axis(axis, ndim(x), "logsumexp"), keepdims=keepdims)
+    return apply(LOGSUMEXP, x, axis=normalize_axis(axis, ndim(x), "logsumexp"), keepdims=keepdims)
 
 
 def _reverse_along(value, axis):
@@ -217,7 +217,7 @@ def cumsum(x, axis=None):
     """The running sum along ``axis`` (of the flattened array when None)."""
     if axis is None:
         x, axis = reshape(x, (-1,)), 0
-    return CUMSUM(x, axis=normalize_axis(axis, ndim(x), "cumsum")[0])
+    return apply(CUMSUM, x, axis=normalize_axis(axis, ndim(x), "cumsum")[0])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -347,7 +347,7 @@ def softmax_cross_entropy(logits, labels):
             low, high = arraylib.ns.min(checked), arraylib.ns.max(checked)
             if int(low) < 0 or int(high) >= classes:
                 _raise_label_range(low, high, classes, logits)
-    return SOFTMAX_CROSS_ENTROPY(logits, labels=labels)
+    return apply(SOFTMAX_CROSS_ENTROPY, logits, labels=labels)
 
 
 _NOT_INTEGER_LABELS = "chainrule.softmax_cross_entropy: labels must be integers, got {}"

@@ -75,7 +75,7 @@ def reshape(x, newshape):
     newshape = tuple(newshape)
     if shape(x) == newshape:
         return x
-    return RESHAPE(x, shape=newshape)
+    return apply(RESHAPE, x, shape=newshape)
 
 
 @public(RESHAPE)
@@ -145,7 +145,7 @@ def transpose(x, axes=None):
         raise ValueError(f"chainrule.transpose: axes {axes} are not a permutation for rank {rank}")
     if axes == tuple(range(rank)):
         return x
-    return TRANSPOSE(x, axes=axes)
+    return apply(TRANSPOSE, x, axes=axes)
 
 
 @public(TRANSPOSE, method=True)
@@ -156,7 +156,7 @@ def swapaxes(x, axis1, axis2):
     if order[axis1] == order[axis2]:
         return x
     # A swap is always a valid permutation: skip transpose's checks (matmul's VJP runs this).
-    return TRANSPOSE(x, axes=tuple(order))
+    return apply(TRANSPOSE, x, axes=tuple(order))
 
 
 @public(TRANSPOSE)
@@ -225,7 +225,7 @@ def broadcast_to(x, newshape):
     newshape = tuple(newshape)
     if shape(x) == newshape:
         return x
-    return BROADCAST_TO(x, shape=newshape)
+    return apply(BROADCAST_TO, x, shape=newshape)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -450,7 +450,7 @@ def _plain_index(index):
 @public(GETITEM)
 def getitem(x, index):
     """Basic, integer-array and boolean indexing, as ``x[index]``."""
-    return GETITEM(x, index=_plain_index(index))
+    return apply(GETITEM, x, index=_plain_index(index))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -497,4 +497,4 @@ def concatenate(arrays, axis=0):
     if not arrays:
         raise ValueError("chainrule.concatenate: needs at least one array")
     axis = axis % builtins.max(ndim(arrays[0]), 1)
-    return CONCATENATE(*arrays, axis=axis)
+    return apply(CONCATENATE, *arrays, axis=axis)
