@@ -79,6 +79,21 @@ def _reduce_max(x, axis, keepdims):
     return arraylib.ns.max(x, axis=axis, keepdims=keepdims)
 
 
+def _weighted_reduction_rules(weights):
+    """VJP and JVP of a reduction whose derivative is ``weights(out, x, axis, keepdims)`` (an
+    array of x's shape): the cotangent spreads as ``g * weights``, the tangent sums
+    ``t * weights`` over the reduced axes. Max (the share of the tied maxima) and logsumexp (the
+    softmax) are of this form."""
+
+    def vjp(g, out, x, axis, keepdims):
+        return _keep(g, x.ndim, axis, keepdims) * weights(out, x, axis, keepdims)
+
+    def jvp(tangents, out, x, axis, keepdims):
+        return sum(tangents[0] * weights(out, x, axis, keepdims), axis=axis, keepdims=keepdims)
+
+    return (vjp,), jvp
+
+
 def _max_share(out, x, axis, keepdims):
     """Which entries attain the maximum, each weighted 1/(number of ties)."""
     x_raw = raw(x)
@@ -90,14 +105,7 @@ def _max_share(out, x, axis, keepdims):
 MAX = defprim(
     "max",
     _reduce_max,
-    (
-        lambda g, out, x, axis, keepdims: (
-            _keep(g, x.ndim, axis, keepdims) * _max_share(out, x, axis, keepdims)
-        ),
-    ),
-    lambda ts, out, x, axis, keepdims: sum(
-        ts[0] * _max_share(out, x, axis, keepdims), axis=axis, keepdims=keepdims
-    ),
+    *_weighted_reduction_rules(_max_share),
     input_flops,
     array_api=lambda ns: lambda x, axis, keepdims: ns.max(x, axis=axis, keepdims=keepdims),
     batching="axes",
@@ -176,14 +184,7 @@ def _lse_weights(out, x, axis, keepdims):
 LOGSUMEXP = defprim(
     "logsumexp",
     _logsumexp_forward,
-    (
-        lambda g, out, x, axis, keepdims: (
-            _keep(g, x.ndim, axis, keepdims) * _lse_weights(out, x, axis, keepdims)
-        ),
-    ),
-    lambda ts, out, x, axis, keepdims: sum(
-        ts[0] * _lse_weights(out, x, axis, keepdims), axis=axis, keepdims=keepdims
-    ),
+    *_weighted_reduction_rules(_lse_weights),
     lambda out, x, **params: 4 * int(x.size),
     array_api=_namespace_logsumexp,
     batching="axes",
