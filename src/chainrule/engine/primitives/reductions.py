@@ -102,10 +102,12 @@ def _max_share(out, x, axis, keepdims):
     return hit / arraylib.ns.sum(hit, axis=axis, keepdims=True)
 
 
+_MAX_VJP, _MAX_JVP = _weighted_reduction_rules(_max_share)
 MAX = defprim(
     "max",
     _reduce_max,
-    *_weighted_reduction_rules(_max_share),
+    _MAX_VJP,
+    _MAX_JVP,
     input_flops,
     array_api=lambda ns: lambda x, axis, keepdims: ns.max(x, axis=axis, keepdims=keepdims),
     batching="axes",
@@ -181,10 +183,12 @@ def _lse_weights(out, x, axis, keepdims):
     return EXP(x - _keep(out, x.ndim, axis, keepdims))
 
 
+_LSE_VJP, _LSE_JVP = _weighted_reduction_rules(_lse_weights)
 LOGSUMEXP = defprim(
     "logsumexp",
     _logsumexp_forward,
-    *_weighted_reduction_rules(_lse_weights),
+    _LSE_VJP,
+    _LSE_JVP,
     lambda out, x, **params: 4 * int(x.size),
     array_api=_namespace_logsumexp,
     batching="axes",
