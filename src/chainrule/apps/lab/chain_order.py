@@ -108,25 +108,17 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
         f"Accumulating the gradient of a chain of {depth} tanh layers of width D, three orders",
         [
             "D",
-            "forward FLOPs",
-            "reverse FLOPs",
-            "optimal FLOPs",
+            *(f"{order} FLOPs" for order in ORDERS),
             "FLOP ratio fwd/rev",
-            "forward ms",
-            "reverse ms",
-            "optimal ms",
+            *(f"{order} ms" for order in ORDERS),
             "time ratio fwd/rev",
         ],
         [
             [
                 r["width"],
-                r["flops"]["forward"],
-                r["flops"]["reverse"],
-                r["flops"]["optimal"],
+                *(r["flops"][order] for order in ORDERS),
                 ratio,
-                1e3 * r["seconds"]["forward"],
-                1e3 * r["seconds"]["reverse"],
-                1e3 * r["seconds"]["optimal"],
+                *(1e3 * r["seconds"][order] for order in ORDERS),
                 tratio,
             ]
             for r, ratio, tratio in zip(rows, flop_ratio, time_ratio, strict=True)
