@@ -151,28 +151,35 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
         )
     ]
 
+    def loglog_against_weights(axes, curves, ylabel, title):
+        """One log-log panel against P: a line per ``(row key, style, label)`` in ``curves``."""
+        for key, style, label in curves:
+            axes.loglog(weights, [r[key] for r in rows], style, label=label)
+        axes.set_xlabel("number of weights P")
+        axes.set_ylabel(ylabel)
+        axes.set_title(title)
+        axes.legend(fontsize=8)
+
     def draw_passes(figure):
         left, right = figure.subplots(1, 2)
-        left.loglog(
-            weights, [r["forward_jvp_passes"] for r in rows], "o-", label="forward mode: JVP passes"
+        loglog_against_weights(
+            left,
+            [
+                ("forward_jvp_passes", "o-", "forward mode: JVP passes"),
+                ("reverse_vjp_passes", "s-", "reverse mode: VJP passes"),
+            ],
+            "passes for all weight derivatives (counted)",
+            f"passes (forward slope {pass_slope:.2f})",
         )
-        left.loglog(
-            weights, [r["reverse_vjp_passes"] for r in rows], "s-", label="reverse mode: VJP passes"
+        loglog_against_weights(
+            right,
+            [
+                ("forward_seconds", "o-", "forward mode, P passes"),
+                ("reverse_seconds", "s-", "reverse mode, 1 pass"),
+            ],
+            "seconds",
+            "time for the whole gradient",
         )
-        left.set_xlabel("number of weights P")
-        left.set_ylabel("passes for all weight derivatives (counted)")
-        left.set_title(f"passes (forward slope {pass_slope:.2f})")
-        left.legend(fontsize=8)
-        right.loglog(
-            weights, [r["forward_seconds"] for r in rows], "o-", label="forward mode, P passes"
-        )
-        right.loglog(
-            weights, [r["reverse_seconds"] for r in rows], "s-", label="reverse mode, 1 pass"
-        )
-        right.set_xlabel("number of weights P")
-        right.set_ylabel("seconds")
-        right.set_title("time for the whole gradient")
-        right.legend(fontsize=8)
 
     figures.append(
         Figure(
