@@ -536,14 +536,18 @@ def centred_ranks(values):
     return ranks.reshape(xp.shape(values))
 
 
+#: Each method under its ``name``, in the order the command line lists them.
 METHODS = {
-    "backprop": Backprop,
-    "forward_mode": ForwardMode,
-    "finite_differences": FiniteDifferences,
-    "forward_gradient": ForwardGradient,
-    "spsa": SPSA,
-    "mezo": MeZO,
-    "evolution_strategies": EvolutionStrategies,
+    method.name: method
+    for method in (
+        Backprop,
+        ForwardMode,
+        FiniteDifferences,
+        ForwardGradient,
+        SPSA,
+        MeZO,
+        EvolutionStrategies,
+    )
 }
 
 ALIASES = {

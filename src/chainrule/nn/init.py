@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 from ..engine.arraylib import xp
+from .module import look_up
 
 
 def _fans(shape) -> tuple[int, int]:
@@ -72,9 +73,4 @@ INITIALISERS["kaiming"] = he_normal
 def get_initialiser(name_or_fn):
     if callable(name_or_fn):
         return name_or_fn
-    try:
-        return INITIALISERS[name_or_fn]
-    except KeyError:
-        raise ValueError(
-            f"unknown initialiser {name_or_fn!r}; choose from {sorted(INITIALISERS)}"
-        ) from None
+    return look_up(INITIALISERS, name_or_fn, "initialiser")

@@ -15,7 +15,7 @@ from ..engine import arraylib
 from ..engine.arraylib import xp
 from ..engine.core import raw, state
 from .init import get_initialiser
-from .module import Module, Parameter, shape_of
+from .module import Module, Parameter, look_up, shape_of
 
 
 def _rng(seed_or_rng):
@@ -123,12 +123,7 @@ ACTIVATIONS = {
 
 def activation(name: str) -> Module:
     """An activation module by name: relu, sigmoid, tanh, gelu, softmax, identity."""
-    try:
-        return ACTIVATIONS[name]()
-    except KeyError:
-        raise ValueError(
-            f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}"
-        ) from None
+    return look_up(ACTIVATIONS, name, "activation")()
 
 
 class BatchNorm1d(Module):

@@ -23,7 +23,7 @@ from .. import numpy as cnp
 from ..engine import arraylib
 from ..engine.arraylib import asarray, xp
 from ..engine.core import raw, state
-from .module import shape_of
+from .module import look_up, shape_of
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -172,7 +172,4 @@ LOSSES = {
 def get_loss(name_or_fn):
     if callable(name_or_fn):
         return name_or_fn
-    try:
-        return LOSSES[name_or_fn]
-    except KeyError:
-        raise ValueError(f"unknown loss {name_or_fn!r}; choose from {sorted(LOSSES)}") from None
+    return look_up(LOSSES, name_or_fn, "loss")

@@ -43,6 +43,22 @@ def shape_of(value) -> tuple:
     return tuple(getattr(value, "shape", ()))
 
 
+def look_up(table: dict, name, kind: str):
+    """``table[name]``, or a ValueError that says which ``kind`` of thing was asked for and lists
+    the names there are: the one message of every by-name table in ``nn`` (activations,
+    initialisers, losses).
+
+    >>> look_up({"relu": 1}, "rleu", "activation")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown activation 'rleu'; choose from ['relu']
+    """
+    try:
+        return table[name]
+    except KeyError:
+        raise ValueError(f"unknown {kind} {name!r}; choose from {sorted(table)}") from None
+
+
 def _new_array(value, dtype=None):
     """A copy of ``value`` for a module to own. A GPU array stays on its device; host values
     (NumPy arrays, lists, numbers) go to the default device (``with chainrule.device("cuda"):``
@@ -215,9 +231,14 @@ class Module:
     # -- parameters as a named pytree ----------------------------------------------------------
     def named_tensors(self) -> dict:
         """The live parameter Tensors as a nested dict (modules without parameters left out)."""
-        tree = dict(self._parameters)
+        return self._nested("_parameters")
+
+    def _nested(self, registry: str) -> dict:
+        """This module's ``registry`` (``"_parameters"`` or ``"_buffers"``) as a dict, with each
+        child's under the child's name; children with nothing in theirs are left out."""
+        tree = dict(getattr(self, registry))
         for name, child in self._children.items():
-            sub = child.named_tensors()
+            sub = child._nested(registry)
             if sub:
                 tree[name] = sub
         return tree
@@ -244,12 +265,7 @@ class Module:
 
     def named_buffers(self) -> dict:
         """Buffers as a nested dict of arrays (the module's non-trained state)."""
-        tree = dict(self._buffers)
-        for name, child in self._children.items():
-            sub = child.named_buffers()
-            if sub:
-                tree[name] = sub
-        return tree
+        return self._nested("_buffers")
 
     def num_parameters(self) -> int:
         return int(sum(t.data.size for t in tree_flatten(self.named_tensors())[0]))

@@ -123,11 +123,14 @@ def _check_structure(grads, params):
 
 
 class Optimizer:
-    """Base class. Subclasses name their per-parameter state arrays in ``slots`` and implement
-    ``_step_leaf``; ``_step_scalars`` adds scalars that depend on the step (Adam's corrections)."""
+    """Base class. Subclasses name their per-parameter state arrays in ``slots`` and the
+    attributes that describe them (besides the learning rate) in ``hyperparameter_names``, and
+    implement ``_step_leaf``; ``_step_scalars`` adds scalars that depend on the step (Adam's
+    corrections)."""
 
     name = "optimizer"
     slots: tuple[str, ...] = ()
+    hyperparameter_names: tuple[str, ...] = ()
 
     def __init__(self, lr):
         self.schedule: Schedule = as_schedule(lr)
@@ -192,8 +195,10 @@ class Optimizer:
         return BoundOptimizer(self, target)
 
     # -- description -----------------------------------------------------------------------------
-    def hyperparameters(self) -> dict:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def hyperparameters(self) -> dict:
+        """The settings besides the learning rate, by name: what ``config()`` stores and
+        ``optimizer_from_config`` passes back to the constructor."""
+        return {name: getattr(self, name) for name in self.hyperparameter_names}
 
     def config(self) -> dict:
         return {"name": self.name, "lr": self.schedule.config(), **self.hyperparameters()}
@@ -207,6 +212,7 @@ class SGD(Optimizer):
     """Plain gradient descent, with optional (Nesterov) momentum and L2 weight decay."""
 
     name = "sgd"
+    hyperparameter_names = ("momentum", "nesterov", "weight_decay")
 
     def __init__(self, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(lr)
@@ -227,13 +233,6 @@ class SGD(Optimizer):
         direction = grad + self.momentum * velocity if self.nesterov else velocity
         return param - lr * direction, (velocity,)
 
-    def hyperparameters(self):
-        return {
-            "momentum": self.momentum,
-            "nesterov": self.nesterov,
-            "weight_decay": self.weight_decay,
-        }
-
 
 def GradientDescent(lr) -> SGD:
     """The seeds' "simple gradient descent": θ ← θ - lr·∇L."""
@@ -253,6 +252,7 @@ class Adam(Optimizer):
 
     name = "adam"
     slots = ("m", "v")
+    hyperparameter_names = ("b1", "b2", "eps", "weight_decay")
     decoupled = False
 
     def __init__(self, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0):
@@ -288,9 +288,6 @@ class Adam(Optimizer):
             new = new - scalars["lr_decay"] * param
         return new, (m, v)
 
-    def hyperparameters(self):
-        return {"b1": self.b1, "b2": self.b2, "eps": self.eps, "weight_decay": self.weight_decay}
-
 
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter): θ ← θ - lr·λθ besides the step."""
@@ -306,6 +303,7 @@ class RMSProp(Optimizer):
     """RMSProp: divide the gradient by a running root-mean-square of its recent values."""
 
     name = "rmsprop"
+    hyperparameter_names = ("decay", "eps", "momentum", "weight_decay")
 
     def __init__(self, lr=1e-3, decay=0.9, eps=1e-8, momentum=0.0, weight_decay=0.0):
         super().__init__(lr)
@@ -325,14 +323,6 @@ class RMSProp(Optimizer):
             velocity = self.momentum * slots[1] + scaled
             return param - lr * velocity, (square_avg, velocity)
         return param - lr * scaled, (square_avg,)
-
-    def hyperparameters(self):
-        return {
-            "decay": self.decay,
-            "eps": self.eps,
-            "momentum": self.momentum,
-            "weight_decay": self.weight_decay,
-        }
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSProp}

@@ -208,31 +208,14 @@ def ravel_pytree(tree):
     theta = (
         xp.concatenate([a.ravel().astype(dtype) for a in arrays]) if arrays else xp.zeros(0, dtype)
     )
-    total = int(sum(sizes))
 
-    def unravel(flat):
-        traced = isinstance(flat, Tracer)  # differentiate through unravel when θ is traced
-        if not traced:
-            flat = (
-                xp.asarray(flat) if arraylib.device_of(flat) == "cpu" else flat
-            )  # a GPU vector stays
-        if tuple(flat.shape) != (total,):
-            raise ValueError(
-                f"unravel: expected a vector of shape ({total},), got {tuple(flat.shape)}"
-            )
-        pieces = []
-        start = 0
-        for shape, size, leaf_dtype in zip(shapes, sizes, dtypes, strict=True):
-            if traced:
-                pieces.append(ops.reshape(ops.getitem(flat, slice(start, start + size)), shape))
-            else:
-                pieces.append(
-                    flat[start : start + size].reshape(shape).astype(leaf_dtype, copy=False)
-                )
-            start += size
-        return tree_unflatten(treedef, pieces)
+    def host_vector(flat):
+        return xp.asarray(flat) if arraylib.device_of(flat) == "cpu" else flat  # a GPU θ stays
 
-    return theta, unravel
+    def host_leaf(segment, shape, leaf_dtype):
+        return segment.reshape(shape).astype(leaf_dtype, copy=False)
+
+    return theta, _unraveller(treedef, shapes, sizes, dtypes, host_vector, host_leaf)
 
 
 def _ravel_in_namespace(namespace, leaves, treedef):
@@ -256,12 +239,27 @@ def _ravel_in_namespace(namespace, leaves, treedef):
         )
     else:
         theta = namespace.zeros((0,), dtype=dtype)
-    total = sum(sizes)
+
+    def namespace_leaf(segment, shape, leaf_dtype):
+        return namespace.astype(namespace.reshape(segment, shape), leaf_dtype, copy=False)
+
+    return theta, _unraveller(treedef, shapes, sizes, dtypes, arraylib.asarray, namespace_leaf)
+
+
+def _unraveller(treedef, shapes, sizes, dtypes, as_vector, as_leaf):
+    """The ``unravel`` that :func:`ravel_pytree` returns: θ cut into the leaves' segments, each
+    reshaped and cast back to its leaf's dtype, in the tree ``treedef``.
+
+    ``as_vector(flat)`` brings a plain θ into the array library and ``as_leaf(segment, shape,
+    dtype)`` makes one segment a leaf (NumPy/CuPy methods, or the array API's functions). A
+    traced θ is cut with the engine's ``getitem`` and ``reshape`` instead, so that ``unravel`` is
+    differentiable."""
+    total = int(sum(sizes))
 
     def unravel(flat):
-        traced = isinstance(flat, Tracer)  # differentiate through unravel when θ is traced
+        traced = isinstance(flat, Tracer)
         if not traced:
-            flat = arraylib.asarray(flat)
+            flat = as_vector(flat)
         if tuple(flat.shape) != (total,):
             raise ValueError(
                 f"unravel: expected a vector of shape ({total},), got {tuple(flat.shape)}"
@@ -272,9 +270,8 @@ def _ravel_in_namespace(namespace, leaves, treedef):
             if traced:
                 pieces.append(ops.reshape(ops.getitem(flat, slice(start, start + size)), shape))
             else:
-                piece = namespace.reshape(flat[start : start + size], shape)
-                pieces.append(namespace.astype(piece, leaf_dtype, copy=False))
+                pieces.append(as_leaf(flat[start : start + size], shape, leaf_dtype))
             start += size
         return tree_unflatten(treedef, pieces)
 
-    return theta, unravel
+    return unravel

@@ -20,7 +20,7 @@ import time
 import traceback
 
 from . import EXPERIMENTS, run_experiment
-from .common import ExperimentResult, machine_info
+from .common import ExperimentResult, lab_command, machine_info
 from .report import write_report
 
 DEFAULT_OUT = "runs/lab"
@@ -72,7 +72,7 @@ def _failed(name, error, quick, seed) -> ExperimentResult:
     return ExperimentResult(
         name=name,
         question=question,
-        command=f"chainrule lab {name}{' --quick' if quick else ''} --seed {seed}",
+        command=lab_command(name, quick, seed),
         answer=f"This experiment failed to run: {type(error).__name__}: {error}",
         notes=["".join(traceback.format_exception_only(type(error), error)).strip()],
         quick=quick,

@@ -1,9 +1,10 @@
 """What every experiment of the lab shares: the result record, checks against theory, timing, fits.
 
-An experiment returns an :class:`ExperimentResult`: its question, the command that answers it,
-the plain-words answer, tables, figures (PNG bytes drawn with matplotlib's Agg canvas, or SVG
-text), the raw figures as JSON-ready data, and :class:`Check` records that put each fitted figure
-next to its theoretical value. A check that misses its range is reported as a mismatch with the
+An experiment's ``run`` begins an :class:`ExperimentRun` and ends with its
+:meth:`~ExperimentRun.result`, an :class:`ExperimentResult`: its question, the command that
+answers it, the plain-words answer, tables, figures (PNG bytes drawn with matplotlib's Agg canvas,
+or SVG text), the raw figures as JSON-ready data, and :class:`Check` records that put each fitted
+figure next to its theoretical value. A check that misses its range is reported as a mismatch with the
 experiment's explanation of why; nothing is retuned to make it pass.
 
 Timings follow the project's rule for a shared, noisy machine: the contenders are run in turns
@@ -119,6 +120,72 @@ class ExperimentResult:
             "notes": list(self.notes),
             "data": jsonable(self.data),
         }
+
+
+def lab_command(name: str, quick: bool, seed: int) -> str:
+    """The command line that reruns experiment ``name`` as it was run, shown in the report.
+
+    >>> lab_command("fanout", quick=True, seed=0)
+    'chainrule lab fanout --quick --seed 0'
+    """
+    return f"chainrule lab {name}{' --quick' if quick else ''} --seed {seed}"
+
+
+#: The upper bound of a check that two ways of computing the same number agree "up to rounding"
+#: (relative or absolute differences of float64 results of a few thousand operations).
+ROUNDING = 1e-10
+
+
+def rounding_check(name: str, difference: float, theory: str = "0, up to rounding") -> Check:
+    """A check that ``difference`` between two exact ways of computing one thing is rounding."""
+    return Check(name, difference, theory, 0.0, ROUNDING)
+
+
+class ExperimentRun:
+    """One run of an experiment, begun by its ``run(quick, seed)``: it keeps the clock, what
+    reruns it and the caveats noted on the way, so that every experiment files its findings the
+    same way, with :meth:`result`.
+
+    >>> this_run = ExperimentRun("fanout", "Why?", quick=True, seed=0)
+    >>> this_run.note("no Graphviz: the graph is shown as DOT text")
+    >>> found = this_run.result("Because.", tables=[], figures=[], checks=[], data={})
+    >>> found.command, found.notes, found.seconds >= 0
+    ('chainrule lab fanout --quick --seed 0', ['no Graphviz: the graph is shown as DOT text'], True)
+    """
+
+    def __init__(self, name: str, question: str, quick: bool, seed: int):
+        self.name = name
+        self.question = question
+        self.quick = quick
+        self.seed = seed
+        self.caveats: list[str] = []
+        self.started = time.perf_counter()
+
+    def note(self, caveat: str) -> None:
+        """Keep ``caveat`` (in words) for the report: something the reader should know about
+        the figures that no check says, such as what was extrapolated or skipped."""
+        self.caveats.append(caveat)
+
+    def result(
+        self, answer: str, *, tables: list, figures: list, checks: list, data: dict
+    ) -> ExperimentResult:
+        """What the run found, with the seconds it took so far. Its notes are, first, one for
+        every check that misses its theory (the check's line and why it misses), then the
+        caveats noted, in order."""
+        mismatches = [c.line() + " - " + c.why_not for c in checks if not c.matches]
+        return ExperimentResult(
+            name=self.name,
+            question=self.question,
+            command=lab_command(self.name, self.quick, self.seed),
+            answer=answer,
+            tables=tables,
+            figures=figures,
+            checks=checks,
+            notes=mismatches + self.caveats,
+            data=data,
+            seconds=time.perf_counter() - self.started,
+            quick=self.quick,
+        )
 
 
 def _cell(value) -> str:

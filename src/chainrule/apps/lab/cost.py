@@ -43,11 +43,13 @@ from ..demo import init_mlp, mlp_loss
 from .common import (
     Check,
     ExperimentResult,
+    ExperimentRun,
     Figure,
     Table,
     interleaved_medians,
     loglog_slope,
     render_png,
+    rounding_check,
 )
 
 NAME = "cost"
@@ -220,7 +222,7 @@ def measure(weights, seed, budget, minimum_sample, repeats, batched_limit=0):
 
 
 def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
-    started = time.perf_counter()
+    this_run = ExperimentRun(NAME, QUESTION, quick, seed)
     targets = [1e2, 1e3, 1e4, 1e5] if quick else [1e2, 1e3, 1e4, 1e5, 1e6]
     budget = 0.15 if quick else 1.5
     batched_limit = 10_000 if quick else 20_000
@@ -376,6 +378,15 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
         right.set_title("FLOPs (and reverse mode's time) relative to one loss")
         right.legend(fontsize=7)
 
+    figure = Figure(
+        "cost",
+        "Left: seconds for one full gradient by each method (dotted: one loss evaluation; "
+        "open markers extrapolated from a timed sample). Right: FLOPs relative to one loss "
+        "evaluation, counted by chainrule.count(), and reverse mode's measured time ratio "
+        "(dotted, open triangles); the dashed line is the cheap-gradient bound.",
+        png=render_png(draw, 11.5, 4.6),
+    )
+
     largest = rows[-1]
     checks = [
         Check(
@@ -469,15 +480,11 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
             0.0,
             1e-6,
         ),
-        Check(
+        rounding_check(
             "largest relative error of forward mode vs reverse mode",
             max(r["relative_error_vs_reverse"]["forward mode"] for r in rows),
-            "0, up to rounding",
-            0.0,
-            1e-10,
         ),
     ]
-    notes = [c.line() + " - " + c.why_not for c in checks if not c.matches]
     extrapolated = [
         f"{m} at P={r['weights']:,} ({r['timed_weights'][m]:,} weights timed)"
         for r in rows
@@ -485,7 +492,7 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
         if r["extrapolated"][m]
     ]
     if extrapolated:
-        notes.append("Extrapolated from a timed sample: " + "; ".join(extrapolated) + ".")
+        this_run.note("Extrapolated from a timed sample: " + "; ".join(extrapolated) + ".")
     big = rows[-1]
     fd_worst = max(r["relative_error_vs_reverse"]["finite differences"] for r in rows)
     fd_big, fwd_big = big["seconds"]["finite differences"], big["seconds"]["forward mode"]
@@ -514,35 +521,17 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
         f"{fd_big:.3g} s and forward mode {fwd_big:.3g} s, "
         f"against {big['seconds']['reverse mode']:.3g} s for backprop."
     )
-    return ExperimentResult(
-        name=NAME,
-        question=QUESTION,
-        command=f"chainrule lab cost{' --quick' if quick else ''} --seed {seed}",
-        answer=answer,
-        tables=[table, at_once, errors],
-        figures=[
-            Figure(
-                "cost",
-                "Left: seconds for one full gradient by each method (dotted: one loss evaluation; "
-                "open markers extrapolated from a timed sample). Right: FLOPs relative to one loss "
-                "evaluation, counted by chainrule.count(), and reverse mode's measured time ratio "
-                "(dotted, open triangles); the dashed line is the cheap-gradient bound.",
-                png=render_png(draw, 11.5, 4.6),
-            )
-        ],
-        checks=checks,
-        notes=notes,
-        data={
-            "rows": rows,
-            "time_ratio": time_ratio,
-            "flop_ratio": flop_ratio,
-            "time_slope": time_slope,
-            "flop_slope": flop_slope,
-            "reverse_bound": REVERSE_BOUND,
-            "batched_flop_slope": batched_slope,
-        },
-        seconds=time.perf_counter() - started,
-        quick=quick,
+    data = {
+        "rows": rows,
+        "time_ratio": time_ratio,
+        "flop_ratio": flop_ratio,
+        "time_slope": time_slope,
+        "flop_slope": flop_slope,
+        "reverse_bound": REVERSE_BOUND,
+        "batched_flop_slope": batched_slope,
+    }
+    return this_run.result(
+        answer, tables=[table, at_once, errors], figures=[figure], checks=checks, data=data
     )
 
 

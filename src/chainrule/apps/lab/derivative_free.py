@@ -32,7 +32,15 @@ from ...estimators import get_method
 from ...nn.losses import softmax_cross_entropy
 from ...training import Trainer, TrainingDiverged
 from ...transforms.pytree import ravel_pytree
-from .common import Check, ExperimentResult, Figure, Table, loglog_slope, render_png
+from .common import (
+    Check,
+    ExperimentResult,
+    ExperimentRun,
+    Figure,
+    Table,
+    loglog_slope,
+    render_png,
+)
 
 NAME = "derivative-free"
 QUESTION = "Why not gradient-free optimisation?"
@@ -184,7 +192,7 @@ def _wall_time_sentence(runs) -> str:
 
 
 def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
-    started = time.perf_counter()
+    this_run = ExperimentRun(NAME, QUESTION, quick, seed)
     examples = 128 if quick else 256
     cosine_widths = [1, 4, 16] if quick else [1, 4, 16, 64, 256]
     keys = 8 if quick else 48
@@ -316,6 +324,14 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
     fg_ratio = cos_rows[-1]["forward_gradient"]["mean"] / theory_cosine(
         "forward_gradient", cos_rows[-1]["weights"]
     )
+    figure = Figure(
+        "derivative-free",
+        "Left: cosine between each estimate and the true gradient against P (dotted: "
+        "theory). Middle: steps to the target loss. Right: training loss against wall time "
+        "at the largest P.",
+        png=render_png(draw, 13, 4.4),
+    )
+
     checks = [
         Check(
             "backprop's cosine with the true gradient",
@@ -384,16 +400,15 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
             ),
         )
     )
-    notes = [c.line() + " - " + c.why_not for c in checks if not c.matches]
     missed = [f"{r['method']} at P={r['weights']}" for r in runs if r["steps_to_target"] is None]
     if missed:
-        notes.append(
+        this_run.note(
             f"Did not reach the target within the {budget:g} s budget (or {max_steps} steps): "
             + ", ".join(missed)
             + "."
         )
     if not any(r["method"] == "cmaes" for r in runs):
-        notes.append("CMA-ES was skipped: the 'cma' package is not installed.")
+        this_run.note("CMA-ES was skipped: the 'cma' package is not installed.")
 
     def summary(name):
         values = steps_of(name)
@@ -423,43 +438,24 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
         "needs few steps, but its state and its population grow with P, which is why it suits only "
         "small models."
     )
-    return ExperimentResult(
-        name=NAME,
-        question=QUESTION,
-        command=f"chainrule lab derivative-free{' --quick' if quick else ''} --seed {seed}",
-        answer=answer,
-        tables=[cos_table, train_table],
-        figures=[
-            Figure(
-                "derivative-free",
-                "Left: cosine between each estimate and the true gradient against P (dotted: "
-                "theory). Middle: steps to the target loss. Right: training loss against wall time "
-                "at the largest P.",
-                png=render_png(draw, 13, 4.4),
-            )
-        ],
-        checks=checks,
-        notes=notes,
-        data={
-            "examples": examples,
-            "keys": keys,
-            "population": POPULATION,
-            "cosine": {
-                name: {
-                    "weights": weights,
-                    "mean": [r[name]["mean"] for r in cos_rows],
-                    "std": [r[name]["std"] for r in cos_rows],
-                    "theory": [
-                        1.0 if name == "backprop" else theory_cosine(name, w) for w in weights
-                    ],
-                }
-                for name in ("backprop", *ESTIMATORS)
-            },
-            "cosine_slopes": cos_slopes,
-            "targets": {str(k): v for k, v in targets.items()},
-            "runs": runs,
-            "steps_slopes": step_slopes,
+    data = {
+        "examples": examples,
+        "keys": keys,
+        "population": POPULATION,
+        "cosine": {
+            name: {
+                "weights": weights,
+                "mean": [r[name]["mean"] for r in cos_rows],
+                "std": [r[name]["std"] for r in cos_rows],
+                "theory": [1.0 if name == "backprop" else theory_cosine(name, w) for w in weights],
+            }
+            for name in ("backprop", *ESTIMATORS)
         },
-        seconds=time.perf_counter() - started,
-        quick=quick,
+        "cosine_slopes": cos_slopes,
+        "targets": {str(k): v for k, v in targets.items()},
+        "runs": runs,
+        "steps_slopes": step_slopes,
+    }
+    return this_run.result(
+        answer, tables=[cos_table, train_table], figures=[figure], checks=checks, data=data
     )

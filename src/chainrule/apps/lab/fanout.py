@@ -11,8 +11,6 @@ are counted by ``chainrule.count()`` on MLPs of growing size.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from ... import numpy as cnp
@@ -24,11 +22,13 @@ from ..viz import draw
 from .common import (
     Check,
     ExperimentResult,
+    ExperimentRun,
     Figure,
     Table,
     interleaved_medians,
     loglog_slope,
     render_png,
+    rounding_check,
 )
 
 NAME = "fanout"
@@ -129,7 +129,7 @@ def _passes_part(sizes, seed, repeats):
 
 
 def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
-    started = time.perf_counter()
+    this_run = ExperimentRun(NAME, QUESTION, quick, seed)
     graph = _draw_part(seed)
     sizes = [2, 4, 8] if quick else [2, 4, 8, 16, 32]
     rows = _passes_part(sizes, seed, repeats=1 if quick else 5)
@@ -150,29 +150,38 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
             fallback_text="" if drawing.svg else drawing.message + "\n\n" + drawing.dot,
         )
     ]
+    if drawing.svg is None:
+        this_run.note(drawing.message)
+
+    def loglog_against_weights(axes, curves, ylabel, title):
+        """One log-log panel against P: a line per ``(row key, style, label)`` in ``curves``."""
+        for key, style, label in curves:
+            axes.loglog(weights, [r[key] for r in rows], style, label=label)
+        axes.set_xlabel("number of weights P")
+        axes.set_ylabel(ylabel)
+        axes.set_title(title)
+        axes.legend(fontsize=8)
 
     def draw_passes(figure):
         left, right = figure.subplots(1, 2)
-        left.loglog(
-            weights, [r["forward_jvp_passes"] for r in rows], "o-", label="forward mode: JVP passes"
+        loglog_against_weights(
+            left,
+            [
+                ("forward_jvp_passes", "o-", "forward mode: JVP passes"),
+                ("reverse_vjp_passes", "s-", "reverse mode: VJP passes"),
+            ],
+            "passes for all weight derivatives (counted)",
+            f"passes (forward slope {pass_slope:.2f})",
         )
-        left.loglog(
-            weights, [r["reverse_vjp_passes"] for r in rows], "s-", label="reverse mode: VJP passes"
+        loglog_against_weights(
+            right,
+            [
+                ("forward_seconds", "o-", "forward mode, P passes"),
+                ("reverse_seconds", "s-", "reverse mode, 1 pass"),
+            ],
+            "seconds",
+            "time for the whole gradient",
         )
-        left.set_xlabel("number of weights P")
-        left.set_ylabel("passes for all weight derivatives (counted)")
-        left.set_title(f"passes (forward slope {pass_slope:.2f})")
-        left.legend(fontsize=8)
-        right.loglog(
-            weights, [r["forward_seconds"] for r in rows], "o-", label="forward mode, P passes"
-        )
-        right.loglog(
-            weights, [r["reverse_seconds"] for r in rows], "s-", label="reverse mode, 1 pass"
-        )
-        right.set_xlabel("number of weights P")
-        right.set_ylabel("seconds")
-        right.set_title("time for the whole gradient")
-        right.legend(fontsize=8)
 
     figures.append(
         Figure(
@@ -273,15 +282,11 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
                 "the counted passes, free of both, follow the theory"
             ),
         ),
-        Check(
+        rounding_check(
             "largest |forward mode - reverse mode| over all weights",
             max(r["max_difference"] for r in rows),
-            "0, up to rounding",
-            0.0,
-            1e-10,
         ),
     ]
-    notes = [c.line() + " - " + c.why_not for c in checks if not c.matches]
     answer = (
         "In the drawn graph, h = tanh(w1 x) is used three times. The loss depends on h through "
         "all "
@@ -309,16 +314,4 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
     data["rows"] = rows
     data["pass_slope"] = pass_slope
     data["time_ratio_slope"] = time_slope
-    return ExperimentResult(
-        name=NAME,
-        question=QUESTION,
-        command=f"chainrule lab fanout{' --quick' if quick else ''} --seed {seed}",
-        answer=answer,
-        tables=tables,
-        figures=figures,
-        checks=checks,
-        notes=notes + ([drawing.message] if drawing.svg is None else []),
-        data=data,
-        seconds=time.perf_counter() - started,
-        quick=quick,
-    )
+    return this_run.result(answer, tables=tables, figures=figures, checks=checks, data=data)

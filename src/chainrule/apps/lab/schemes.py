@@ -34,7 +34,7 @@ import numpy as np
 from ... import data, nn, optim
 from ...training import Trainer, TrainingDiverged
 from ...training.schemes import get_scheme, parameter_blocks
-from .common import Check, ExperimentResult, Figure, Table, render_png
+from .common import Check, ExperimentResult, ExperimentRun, Figure, Table, render_png
 
 NAME = "schemes"
 QUESTION = "Why update all layers simultaneously?"
@@ -146,7 +146,7 @@ def _time_to(run, target):
 
 
 def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
-    started = time.perf_counter()
+    this_run = ExperimentRun(NAME, QUESTION, quick, seed)
     splits = data.load("digits", seed=seed)
     epochs = 2 if quick else 12
     networks = dict(list(NETWORKS.items())[:1]) if quick else NETWORKS
@@ -313,16 +313,15 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
             )
         )
 
-    notes = [c.line() + " - " + c.why_not for c in checks if not c.matches]
     for r in runs:
         finite = [v for v in r["epoch_loss"] if v is not None]
         if not r["diverged"] and finite and finite[-1] > 10 * finite[0]:
-            notes.append(
+            this_run.note(
                 f"{_label(r)} blew up: the training loss went from {finite[0]:.3g} "
                 f"to {finite[-1]:.3g} (finite, so training did not stop)"
             )
         if r["diverged"]:
-            notes.append(f"{_label(r)} diverged: {r['diverged']}")
+            this_run.note(f"{_label(r)} diverged: {r['diverged']}")
     per_step = {
         s: np.median(
             [
@@ -352,15 +351,11 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
         "moves the layers above it, so the gaps between schemes differ with and without it. "
         "Measured here: " + "; ".join(_verdicts(runs, networks, find)) + "."
     )
-    return ExperimentResult(
-        name=NAME,
-        question=QUESTION,
-        command=f"chainrule lab schemes{' --quick' if quick else ''} --seed {seed}",
-        answer=answer,
+    return this_run.result(
+        answer,
         tables=[table],
         figures=figures,
         checks=checks,
-        notes=notes,
         data={
             "epochs": epochs,
             "learning_rate": LEARNING_RATE,
@@ -369,6 +364,4 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
             "batch_size": BATCH,
             "runs": runs,
         },
-        seconds=time.perf_counter() - started,
-        quick=quick,
     )
