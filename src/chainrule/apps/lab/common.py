@@ -4,8 +4,8 @@ An experiment's ``run`` begins an :class:`ExperimentRun` and ends with its
 :meth:`~ExperimentRun.result`, an :class:`ExperimentResult`: its question, the command that
 answers it, the plain-words answer, tables, figures (PNG bytes drawn with matplotlib's Agg canvas,
 or SVG text), the raw figures as JSON-ready data, and :class:`Check` records that put each fitted
-figure next to its theoretical value. A check that misses its range is reported as a mismatch with the
-experiment's explanation of why; nothing is retuned to make it pass.
+figure next to its theoretical value. A check that misses its range is reported as a mismatch with
+the experiment's explanation of why; nothing is retuned to make it pass.
 
 Timings follow the project's rule for a shared, noisy machine: the contenders are run in turns
 (interleaved) and the median of the repetitions is kept; ratios are taken inside one run.
