@@ -96,9 +96,9 @@ def use_namespace(namespace):
     previous = set_forward_layer("namespace", _namespace_supplier(namespace))
     try:
         module.update(_namespace_bindings(namespace))
-        state.foreign = True
+        state.switch(foreign=True)
         yield namespace
     finally:
-        state.foreign = saved_foreign
+        state.switch(foreign=saved_foreign)
         set_forward_layer("namespace", previous)
         module.update(saved_bindings)

@@ -411,8 +411,11 @@ def _index_on_host(index, device):
 
 
 class _DeviceState(threading.local):
+    """The current device of each thread, as CUDA keeps it, and the ones each ``with`` replaced."""
+
     def __init__(self):
         self.device_index = 0
+        self.replaced: list[int] = []
 
 
 _state = _DeviceState()
@@ -423,19 +426,18 @@ class _DeviceContext:
 
     def __init__(self, index=0):
         self.id = int(index)
-        self._previous = []
 
     def __enter__(self):
         if not 0 <= self.id < _runtime.device_count:
             raise RuntimeError(
                 f"cudaErrorInvalidDevice: invalid device ordinal {self.id} (simulated)"
             )
-        self._previous.append(_state.device_index)
+        _state.replaced.append(_state.device_index)
         _state.device_index = self.id
         return self
 
     def __exit__(self, *exc_info):
-        _state.device_index = self._previous.pop()
+        _state.device_index = _state.replaced.pop()
         return False
 
 

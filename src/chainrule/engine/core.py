@@ -57,58 +57,31 @@ def new_level() -> int:
 class _State:
     """Process-wide switches read on the hot path (plain attributes, no locking).
 
-    ``hooked`` is true while any observer or anomaly mode is active, or a backend layer supplies
-    forwards (:func:`set_forward_layer`): the one flag that the plain-value path of
-    :func:`apply` and the fast paths of :class:`~chainrule.engine.tensor.Tensor` read before they
-    call ``prim.forward`` themselves.
+    * ``grad_enabled``: whether operations on tensors are recorded (:func:`no_grad`).
+    * ``anomaly``: every forward output and every cotangent is checked for NaN/Inf.
+    * ``observers``: callables ``observer(prim, args, params, out)`` run after every primitive
+      evaluation on plain arrays (anomaly detection, cost counting); ``()`` costs nothing.
+    * ``foreign``: primitives compute with another array namespace than NumPy's
+      (:func:`chainrule.backend.namespace.use_namespace`); code that builds arrays itself builds
+      them with ``arraylib.ns`` then.
+    * ``redirected``: some backend layer supplies forwards (:func:`set_forward_layer`).
+    * ``hooked``: any of the four above: the one flag that the plain-value path of :func:`apply`
+      and the fast paths of :class:`~chainrule.engine.tensor.Tensor` read before they call
+      ``prim.forward`` themselves. Change the four with :meth:`switch`, which keeps it right.
     """
 
-    __slots__ = ("grad_enabled", "_observers", "_anomaly", "_foreign", "_redirected", "hooked")
+    __slots__ = ("grad_enabled", "anomaly", "observers", "foreign", "redirected", "hooked")
 
     def __init__(self):
         self.grad_enabled = True
-        self._anomaly = False
-        self._observers = ()
-        self._foreign = False
-        self._redirected = False
-        self.hooked = False
+        self.anomaly = self.foreign = self.redirected = self.hooked = False
+        self.observers: tuple = ()
 
-    def _update_hooked(self):
-        self.hooked = self._anomaly or bool(self._observers) or self._foreign or self._redirected
-
-    @property
-    def foreign(self) -> bool:
-        """True while primitives compute with another array namespace than NumPy's
-        (:func:`chainrule.backend.namespace.use_namespace`): code that builds arrays itself
-        builds them with ``arraylib.ns`` then."""
-        return self._foreign
-
-    @foreign.setter
-    def foreign(self, value):
-        self._foreign = bool(value)
-        self._update_hooked()
-
-    @property
-    def anomaly(self) -> bool:
-        """When true, every primitive's forward output and every cotangent is checked for
-        NaN/Inf."""
-        return self._anomaly
-
-    @anomaly.setter
-    def anomaly(self, value):
-        self._anomaly = bool(value)
-        self._update_hooked()
-
-    @property
-    def observers(self) -> tuple:
-        """Callables ``observer(prim, args, params, out)`` run after every primitive evaluation on
-        plain arrays; used by anomaly detection and cost counting. Empty tuple = no overhead."""
-        return self._observers
-
-    @observers.setter
-    def observers(self, value):
-        self._observers = tuple(value)
-        self._update_hooked()
+    def switch(self, **switches) -> None:
+        """Set any of ``anomaly``, ``observers``, ``foreign``, ``redirected``, then ``hooked``."""
+        for name, value in switches.items():
+            setattr(self, name, value)
+        self.hooked = self.anomaly or bool(self.observers) or self.foreign or self.redirected
 
 
 state = _State()
@@ -233,8 +206,7 @@ def set_forward_layer(layer: str, supplier):
     if supplier is not None:
         _forward_layers[layer] = supplier
     _resolved_forwards.clear()
-    state._redirected = bool(_forward_layers)
-    state._update_hooked()
+    state.switch(redirected=bool(_forward_layers))
     return previous
 
 
@@ -288,18 +260,15 @@ class _GradMode(ContextDecorator):
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
-        self.previous: list[
-            bool
-        ] = []  # a stack: the same object may be entered again before it exits
+        # A stack: the same object may be entered again before it exits.
+        self.previous: list[bool] = []
 
     def __enter__(self):
         self.previous.append(state.grad_enabled)
         state.grad_enabled = self.enabled
-        return None
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info):  # returns None: an exception goes on
         state.grad_enabled = self.previous.pop()
-        return False
 
 
 def no_grad():
@@ -317,18 +286,18 @@ def enable_grad():
 def detect_anomaly():
     """Raise :class:`AnomalyError` naming the first op whose forward or backward made NaN/Inf."""
     previous = state.anomaly
-    state.anomaly = True
+    state.switch(anomaly=True)
     try:
         yield
     finally:
-        state.anomaly = previous
+        state.switch(anomaly=previous)
 
 
 @contextmanager
 def observe(observer):
     """Call ``observer(prim, args, params, out)`` after each primitive evaluation in the block."""
-    state.observers = state.observers + (observer,)
+    state.switch(observers=(*state.observers, observer))
     try:
         yield observer
     finally:
-        state.observers = tuple(o for o in state.observers if o is not observer)
+        state.switch(observers=tuple(o for o in state.observers if o is not observer))
