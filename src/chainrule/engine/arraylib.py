@@ -29,9 +29,6 @@ xp = _numpy
 #: The concrete array type of the backend.
 ndarray = _numpy.ndarray
 
-#: Types that count as "a plain value" (not traced) on the hot path.
-SCALAR_TYPES = (int, float, bool, complex, _numpy.number, _numpy.bool_)
-
 # ``ndarray`` subclasses that :func:`asarray` hands back as they are, instead of a base-class view:
 # the recording arrays of :mod:`chainrule.backend.capture` must stay themselves through the engine.
 _KEPT_TYPES: set = set()
