@@ -35,7 +35,7 @@ from pathlib import Path
 
 from ..engine.arraylib import xp
 from ..engine.core import raw
-from ..engine.reverse import FREED_NODE, unbroadcast
+from ..engine.reverse import FREED, unbroadcast
 from ..engine.tensor import Tensor
 
 __all__ = ["Drawing", "GraphNode", "draw", "summarize"]
@@ -176,7 +176,7 @@ def _topological(root):
         if node in done:
             stack.pop()
             continue
-        if node._node is FREED_NODE:
+        if node._prim is FREED:
             raise RuntimeError(
                 "draw: this tensor's graph was freed by a backward pass; call backward with "
                 "retain_graph=True first, or pass the function and its inputs to draw instead"

@@ -1,9 +1,8 @@
 """The reverse pass: backpropagation over the graph recorded on tensors.
 
 The sweep knows nodes only by their attributes (``data``, ``grad``, ``requires_grad``, ``_level``,
-``_version`` and ``_node``, the record ``(prim, args, params, stamp)`` of a result, ``None`` for a
-leaf): the node type is the type of the roots, :class:`~chainrule.engine.tensor.Tensor` in
-practice, so this module needs no import of it.
+``_prim``, ``_args``, ``_params``, ``_stamp``, ``_version``): the node type is the type of the
+roots, :class:`~chainrule.engine.tensor.Tensor` in practice, so this module needs no import of it.
 
 Two iterative sweeps, no recursion (a 100,000-op chain is fine):
 
@@ -36,9 +35,6 @@ class _Freed:
 
 FREED = _Freed()
 
-#: The record a node keeps once a backward pass without ``retain_graph`` released its graph.
-FREED_NODE = (FREED, None, None, -1)
-
 
 def unbroadcast(cotangent, shape):
     """Sum ``cotangent`` down to ``shape``, undoing NumPy broadcasting (the one place it's done)."""
@@ -59,13 +55,13 @@ def unbroadcast(cotangent, shape):
     return ops.reshape(cotangent, shape)
 
 
-def _check_versions(node, prim, args, stamp):
+def _check_versions(node):
     """Raise if ``node`` or a tensor it saved was changed in place after ``node`` was recorded."""
     node_type = type(node)
-    for arg in (node, *args):
-        if type(arg) is node_type and getattr(arg, "_version", 0) > stamp:
+    for arg in (node, *node._args):
+        if type(arg) is node_type and getattr(arg, "_version", 0) > node._stamp:
             raise RuntimeError(
-                f"backward of {prim.name}: an input of shape {arg.shape} it saved was "
+                f"backward of {node._prim.name}: an input of shape {arg.shape} it saved was "
                 "changed in place after it was used; recompute the forward pass after the "
                 "change, or change a copy"
             )
@@ -80,15 +76,16 @@ def _count_consumers(roots, level, node_type):
     consumers = dict.fromkeys(roots, 0)
     stack = list(consumers)
     while stack:
-        record = stack.pop()._node
-        if record is None:
+        node = stack.pop()
+        prim = node._prim
+        if prim is None:
             continue
-        if record is FREED_NODE:
+        if prim is FREED:
             raise RuntimeError(
                 "backward through a graph that a previous backward already freed; pass "
                 "retain_graph=True to the first backward (or vjp) to call it again"
             )
-        for arg in record[1]:
+        for arg in node._args:
             if type(arg) is node_type and arg._level == level and arg.requires_grad:
                 count = consumers.get(arg)
                 if count is None:
@@ -129,8 +126,8 @@ def backward_pass(roots, cotangents, *, epoch, retain_graph=False, create_graph=
 
     while ready:
         node, cotangent = pop()
-        record = node._node
-        if record is None:  # a leaf
+        prim = node._prim
+        if prim is None:  # a leaf
             if wanted is not None:
                 index = wanted.get(node)
                 if index is not None:
@@ -142,11 +139,14 @@ def backward_pass(roots, cotangents, *, epoch, retain_graph=False, create_graph=
                 grad = node.grad
                 node.grad = cotangent if grad is None else grad + cotangent
             continue
-        prim, args, params, stamp = record
-        if stamp != epoch:  # some tensor was changed in place since this op was recorded
-            _check_versions(node, prim, args, stamp)
+        if node._stamp != epoch:  # some tensor was changed in place since this op was recorded
+            _check_versions(node)
+        args = node._args
+        params = node._params
         if not retain_graph:  # release the saved inputs now: memory falls during the sweep
-            node._node = FREED_NODE
+            node._prim = FREED
+            node._args = None
+            node._params = None
         rules = prim.vjp
         if create_graph:
             values, out = args, node
@@ -215,7 +215,7 @@ def backward_pass(roots, cotangents, *, epoch, retain_graph=False, create_graph=
                     )
                 )
         # Drop this node's arrays before the next one is processed.
-        del values, out, cotangent, contributions, record, args
+        del values, out, cotangent, contributions
     return results
 
 

@@ -1,15 +1,14 @@
 """``Tensor``: an array that records the operations applied to it, for reverse mode.
 
 A tensor created with ``requires_grad=True`` is a *leaf*. Every operation on it produces a tensor
-whose ``_node`` records ``(primitive, arguments, parameters, stamp)``: that is the graph, stored on
-the tensors themselves (no separate node objects, no reference cycles). ``loss.backward()`` walks it
+that remembers its primitive, its arguments and its parameters: that is the graph, stored on the
+tensors themselves (no separate node objects, no reference cycles). ``loss.backward()`` walks it
 backwards (see :mod:`chainrule.engine.reverse`) and fills ``.grad`` of the leaves.
 
 In-place changes are tracked by an epoch counter: every in-place change of a tensor advances the
 epoch and stamps the changed tensor with it (``_version``); every recorded op is stamped with the
-epoch it was made in (its node's ``stamp``). Backward refuses to use a tensor changed after an op
-that saved it, instead of returning a wrong gradient; a node made after the latest change needs no
-check.
+epoch it was made in (``_stamp``). Backward refuses to use a tensor changed after an op that saved
+it, instead of returning a wrong gradient; a node made after the latest change needs no check.
 
 The operators (``+ - * / @``, unary ``-``) have a fast path for the common case (tensors of one
 level holding plain arrays, or a tensor and a plain constant, no observer or anomaly mode): they
@@ -83,17 +82,33 @@ def _binary_operator(prim, reflected=False):
             out = forward(other_value, self.data) if reflected else forward(self.data, other_value)
         except Exception:
             return general(self, other)
+        result = _new(Tensor)
+        result.data = out
+        result.grad = None
+        result._level = self._level
         if record and state.grad_enabled:
-            args = (other, self) if reflected else (self, other)
-            return _result(out, self._level, (prim, args, _NO_PARAMS, _epoch))
-        return _result(out, self._level, None)
+            result.requires_grad = True
+            result._prim = prim
+            result._args = (other, self) if reflected else (self, other)
+            result._params = _NO_PARAMS
+            result._stamp = _epoch
+        else:
+            result.requires_grad = False
+            result._prim = None
+            result._args = None
+            result._params = None
+        return result
 
     operator.__name__ = f"__{'r' if reflected else ''}{prim.name}__"
     return operator
 
 
 def _unary_operator(prim):
-    """``(op) tensor`` for primitive ``prim``, with the fast path of :func:`_binary_operator`."""
+    """``(op) tensor`` for primitive ``prim``, with the same fast path as :func:`_binary_operator`.
+
+    The lines that build the result repeat the binary operator's on purpose: a shared helper
+    would add a Python call to every recorded op, the engine's most measured cost.
+    """
     forward = prim.forward
 
     def operator(self):
@@ -103,24 +118,25 @@ def _unary_operator(prim):
             out = forward(self.data)
         except Exception:
             return apply(prim, self)
+        result = _new(Tensor)
+        result.data = out
+        result.grad = None
+        result._level = self._level
         if self.requires_grad and state.grad_enabled:
-            return _result(out, self._level, (prim, (self,), _NO_PARAMS, _epoch))
-        return _result(out, self._level, None)
+            result.requires_grad = True
+            result._prim = prim
+            result._args = (self,)
+            result._params = _NO_PARAMS
+            result._stamp = _epoch
+        else:
+            result.requires_grad = False
+            result._prim = None
+            result._args = None
+            result._params = None
+        return result
 
     operator.__name__ = f"__{prim.name}__"
     return operator
-
-
-def _result(out, level, node):
-    """The result tensor of an op: ``node`` is its record ``(prim, args, params, stamp)``, or
-    ``None`` when the op is not recorded (no input requires grad, or under ``no_grad``)."""
-    result = _new(Tensor)
-    result.data = out
-    result.grad = None
-    result._level = level
-    result.requires_grad = node is not None
-    result._node = node
-    return result
 
 
 class Tensor(ArrayOperators, Tracer):
@@ -140,12 +156,16 @@ class Tensor(ArrayOperators, Tracer):
         "grad",
         "requires_grad",
         "_level",
-        "_node",
+        "_prim",
+        "_args",
+        "_params",
+        "_stamp",
         "_version",
         "__weakref__",
     )
     data: Any
-    _node: tuple | None  # (prim, args, params, stamp) of a recorded result; None for a leaf
+    _args: tuple | None
+    _params: dict | None
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
         if isinstance(data, Tensor):
@@ -160,7 +180,10 @@ class Tensor(ArrayOperators, Tracer):
         self.grad = None
         self.requires_grad = bool(requires_grad)
         self._level = 0
-        self._node = None
+        self._prim = None
+        self._args = None
+        self._params = None
+        self._stamp = _epoch
 
     # -- tracer protocol -------------------------------------------------------------------------
     def _unwrap(self):
@@ -192,9 +215,22 @@ class Tensor(ArrayOperators, Tracer):
                     raise _named_error(error, prim, values, params) from error
         else:
             out = apply(prim, *values, **params)
-        return _result(
-            out, level, (prim, args, params, _epoch) if record and state.grad_enabled else None
-        )
+        result = _new(Tensor)
+        result.data = out
+        result.grad = None
+        result._level = level
+        if record and state.grad_enabled:
+            result.requires_grad = True
+            result._prim = prim
+            result._args = args
+            result._params = params
+            result._stamp = _epoch
+        else:
+            result.requires_grad = False
+            result._prim = None
+            result._args = None
+            result._params = None
+        return result
 
     # -- array-like attributes -------------------------------------------------------------------
     @property
@@ -215,20 +251,7 @@ class Tensor(ArrayOperators, Tracer):
 
     @property
     def is_leaf(self) -> bool:
-        return self._node is None
-
-    # The record's fields, for the tools that read a graph (tracing, linearize, viz, cost).
-    @property
-    def _prim(self):
-        return None if self._node is None else self._node[0]
-
-    @property
-    def _args(self):
-        return None if self._node is None else self._node[1]
-
-    @property
-    def _params(self):
-        return None if self._node is None else self._node[2]
+        return self._prim is None
 
     def __len__(self):
         return len(self.data)
@@ -260,10 +283,11 @@ class Tensor(ArrayOperators, Tracer):
         data = raw(self.data)
         if arraylib.device_of(data) == arraylib.device_name(*arraylib.parse_device(name)):
             return self
-        if self._node is not None and self.requires_grad:
+        if self._prim is not None and self.requires_grad:
             raise RuntimeError(
                 f"Tensor.to({name!r}): a recorded result (shape {self.shape}) would lose its "
-                "graph; move the leaves (inputs, parameters) before computing"
+                "graph; "
+                "move the leaves (inputs, parameters) before computing"
             )
         return Tensor(arraylib.to_device(data, name), requires_grad=self.requires_grad)
 
@@ -289,7 +313,8 @@ class Tensor(ArrayOperators, Tracer):
             # As CuPy does for its arrays: no silent device-to-host copy.
             raise TypeError(
                 f"cannot convert a Tensor on {arraylib.device_of(data)!r} (shape {self.shape}) to "
-                "a NumPy array implicitly; use Tensor.to_numpy() or Tensor.to('cpu')"
+                "a "
+                "NumPy array implicitly; use Tensor.to_numpy() or Tensor.to('cpu')"
             )
         array = arraylib.asarray(data)  # 0-d results are NumPy scalars: make them arrays
         return array if dtype is None else array.astype(dtype)
@@ -318,14 +343,16 @@ class Tensor(ArrayOperators, Tracer):
         """
         backward([self], [cotangent], retain_graph=retain_graph, create_graph=create_graph)
 
-    # -- in-place changes ------------------------------------------------------------------------
+    # -- in-place changes
+    # ---------------------------------------------------------------------------
     def _check_inplace(self, what):
         if state.grad_enabled and self.requires_grad:
-            kind = "a leaf that requires grad" if self._node is None else "a recorded result"
+            kind = "a leaf that requires grad" if self._prim is None else "a recorded result"
             raise RuntimeError(
                 f"{what}: in-place change of {kind} (shape {self.shape}) would corrupt its "
-                "gradient; for parameter updates wrap it in `with chainrule.no_grad():`, "
-                "otherwise write the out-of-place form (x = x + y, cnp.where, cnp.concatenate)"
+                "gradient; "
+                "for parameter updates wrap it in `with chainrule.no_grad():`, otherwise write "
+                "the out-of-place form (x = x + y, cnp.where, cnp.concatenate)"
             )
         if isinstance(self.data, Tracer):  # (a GPU array is changed in place like a NumPy one)
             raise RuntimeError(f"{what}: in-place change of a tensor traced by a transformation")
@@ -414,9 +441,11 @@ def _seed(root, cotangent, create_graph):
             f"backward: cotangent of shape {getattr(cotangent, 'shape', ())} does not match the "
             f"tensor's shape {root.shape}"
         )
-    if isinstance(cotangent, Tracer):
-        return cotangent
-    return ops.astype(ops.asarray(cotangent), root.dtype)
+    return (
+        ops.astype(ops.asarray(cotangent), root.dtype)
+        if not isinstance(cotangent, Tracer)
+        else cotangent
+    )
 
 
 def backward(roots, cotangents, *, retain_graph=False, create_graph=False):

@@ -40,7 +40,10 @@ def _lift_tensor(leaf, level, transform):
     tensor.grad = None
     tensor.requires_grad = True
     tensor._level = level
-    tensor._node = None  # a leaf
+    tensor._prim = None
+    tensor._args = None
+    tensor._params = None
+    tensor._stamp = current_epoch()  # as Tensor() stamps a leaf; a leaf's stamp is never compared
     return tensor
 
 
