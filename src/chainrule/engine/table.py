@@ -135,11 +135,17 @@ def elementwise_flops(per_element=1):
 
 
 def _unary_function(prim):
-    return lambda x: apply(prim, x)
+    def function(x):
+        return apply(prim, x)
+
+    return function
 
 
 def _binary_function(prim):
-    return lambda x, y: apply(prim, x, y)
+    def function(x, y):
+        return apply(prim, x, y)
+
+    return function
 
 
 def _generated_function(prim, name, arity, doc):
