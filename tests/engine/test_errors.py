@@ -342,18 +342,62 @@ def test_without_anomaly_mode_nan_flows_through_and_the_mode_is_restored():
     assert x.grad == pytest.approx(-1.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known limitation: only Tensors carry a version counter; a plain NumPy array that an op "
-    "saved and that is then changed in place goes unnoticed and backward uses the new values",
-)
-def test_in_place_change_of_a_saved_plain_array_raises_at_backward():
+def test_in_place_change_of_a_saved_plain_array_raises_at_backward_in_anomaly_mode():
+    x = leaf([1.0, 2.0])
+    constant = np.array([3.0, 4.0])
+    with cr.detect_anomaly():
+        y = cnp.sum(x * constant)
+        constant[0] = 10.0
+        with pytest.raises(RuntimeError) as error:
+            y.backward()
+    _names(str(error.value), "backward of multiply", "argument 1", "plain array", "(2,)")
+    assert "changed in place" in str(error.value)
+    assert x.grad is None  # nothing wrong was accumulated
+
+
+def test_anomaly_mode_catches_a_write_to_a_saved_tensors_data_and_in_transforms():
+    x = leaf([1.0, 2.0])
+    with cr.detect_anomaly():
+        e = cnp.exp(x)
+        y = cnp.sum(e)
+        e.data[0] = 0.0  # bypasses the version counter
+        with pytest.raises(RuntimeError, match="backward of sum: argument 0 .*changed in place"):
+            y.backward()
+        weights = np.array([3.0, 4.0])
+
+        def loss(v):
+            out = cnp.sum(v * weights)
+            weights[1] = -1.0  # changed after use, before grad's backward pass
+            return out
+
+        with pytest.raises(RuntimeError, match="backward of multiply: argument 1"):
+            cr.grad(loss)(np.ones(2))
+
+
+def test_anomaly_mode_passes_unchanged_arrays_and_keeps_no_entry_alive():
+    from chainrule.engine import core
+
+    x = leaf([1.0, 2.0])
+    constant = np.array([3.0, 4.0])
+    with cr.detect_anomaly():
+        cnp.sum(cnp.exp(x) * constant).backward()
+        hess = cr.hessian(lambda v: cnp.sum(cnp.sin(v) * constant))(np.ones(2))
+    np.testing.assert_allclose(x.grad, np.exp([1.0, 2.0]) * constant)
+    np.testing.assert_allclose(hess, np.diag(-np.sin(np.ones(2)) * constant))
+    del x
+    import gc
+
+    gc.collect()
+    assert not core._saved_digests  # entries die with their nodes
+
+
+def test_without_anomaly_mode_a_changed_plain_array_goes_unnoticed_as_documented():
     x = leaf([1.0, 2.0])
     constant = np.array([3.0, 4.0])
     y = cnp.sum(x * constant)
     constant[0] = 10.0
-    with pytest.raises(RuntimeError, match="changed in place"):
-        y.backward()
+    y.backward()  # the README says so: only anomaly mode hashes plain arrays
+    np.testing.assert_array_equal(x.grad, [10.0, 4.0])
 
 
 @pytest.mark.parametrize("bad_label", [-1, 3])

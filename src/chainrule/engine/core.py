@@ -16,7 +16,9 @@ path and is recorded when a higher-order derivative is wanted.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import weakref
 from contextlib import ContextDecorator, contextmanager
 
 from . import arraylib
@@ -174,6 +176,48 @@ def check_finite(value, where, args=()):
     if not xp.all(xp.isfinite(value)):
         shapes = ", ".join(str(_shape_of(raw(a))) for a in args)
         raise AnomalyError(f"{where} produced NaN/Inf (operand shapes: {shapes})")
+
+
+#: Under ``detect_anomaly()``: id of a recorded node -> (a weak reference to it, digests of the
+#: arrays its backward will read: its operands and its own value). Tensors count their in-place
+#: changes (``_version``), but a plain NumPy array cannot, and ``tensor.data[...] = v`` bypasses
+#: the count: hashing catches both. (Keyed by id: a Tensor's ``==`` is elementwise.)
+_saved_digests: dict = {}
+
+
+def _digest(value):
+    data = getattr(value, "data", value) if isinstance(value, Tracer) else value
+    if not is_array(data):
+        return None  # a number (immutable) or a lower-level tracer (checked at its own level)
+    host = arraylib.to_numpy(data)
+    return hashlib.blake2b(host.tobytes(), digest_size=16).digest(), host.shape
+
+
+def remember_saved(node):
+    """Hash what ``node``'s backward will read (called as it is recorded, in anomaly mode)."""
+    key = id(node)
+
+    def forget(_ref, key=key):
+        _saved_digests.pop(key, None)
+
+    _saved_digests[key] = (weakref.ref(node, forget), [_digest(a) for a in (node, *node._args)])
+
+
+def check_saved(node):
+    """Raise if an array that ``node`` saved was changed in place after ``node`` was recorded."""
+    entry = _saved_digests.get(id(node))
+    if entry is None or entry[0]() is not node:
+        return
+    digests = entry[1]
+    for position, (arg, before) in enumerate(zip((node, *node._args), digests, strict=True)):
+        if before is not None and _digest(arg) != before:
+            which = "its own output" if position == 0 else f"argument {position - 1}"
+            kind = type(arg).__name__ if isinstance(arg, Tracer) else "plain array"
+            raise RuntimeError(
+                f"backward of {node._prim.name}: {which} ({kind} of shape {before[1]}) was "
+                "changed in place after the op was recorded, so its gradient would be wrong; "
+                "change a copy, or recompute the forward pass after the change"
+            )
 
 
 # ------------------------------------------------------------------------------------------------

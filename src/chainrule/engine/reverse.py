@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from . import arraylib, ops
 from .arraylib import ndarray, xp
-from .core import Tracer, apply, check_finite, state
+from .core import Tracer, apply, check_finite, check_saved, state
 from .primitives import SUM
 
 
@@ -141,6 +141,8 @@ def backward_pass(roots, cotangents, *, epoch, retain_graph=False, create_graph=
             continue
         if node._stamp != epoch:  # some tensor was changed in place since this op was recorded
             _check_versions(node)
+        if check_nan:
+            check_saved(node)
         args = node._args
         params = node._params
         if not retain_graph:  # release the saved inputs now: memory falls during the sweep

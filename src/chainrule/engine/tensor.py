@@ -24,7 +24,16 @@ from typing import Any
 from . import arraylib
 from .array_methods import ArrayOperators
 from .arraylib import ndarray, xp
-from .core import Tracer, _named_error, apply, enable_grad, evaluate_hooked, raw, state
+from .core import (
+    Tracer,
+    _named_error,
+    apply,
+    enable_grad,
+    evaluate_hooked,
+    raw,
+    remember_saved,
+    state,
+)
 from .reverse import backward_pass
 from .reverse import constant_data as _constant_data
 from .reverse import lift_constant as _lift_constant
@@ -225,6 +234,8 @@ class Tensor(ArrayOperators, Tracer):
             result._args = args
             result._params = params
             result._stamp = _epoch
+            if state.anomaly:
+                remember_saved(result)
         else:
             result.requires_grad = False
             result._prim = None

@@ -12,6 +12,7 @@ Each call opens a fresh level (see :mod:`chainrule.engine.core`), which is why t
 from __future__ import annotations
 
 import functools
+import numbers
 
 from ..engine import arraylib, ops
 from ..engine.arraylib import ndarray, xp
@@ -45,6 +46,31 @@ def _lift_tensor(leaf, level, transform):
     tensor._params = None
     tensor._stamp = current_epoch()  # as Tensor() stamps a leaf; a leaf's stamp is never compared
     return tensor
+
+
+def _is_array_like(value) -> bool:
+    """An array, a tracer or a number: the outputs a transform can differentiate."""
+    if isinstance(value, (Tracer, numbers.Number)):
+        return not isinstance(value, bool)
+    return hasattr(value, "dtype") and hasattr(value, "shape")
+
+
+def check_outputs(out, leaves, transform):
+    """Refuse an output that is not an array (or a pytree of arrays, where ``leaves`` has more
+    than one), naming the type. Without this check ``None``, a string or a list of numbers would
+    differentiate to silent zeros, since nothing in them was recorded."""
+    if not leaves:
+        raise TypeError(
+            f"{transform}: fun must return an array or a Tensor, got {type(out).__name__} "
+            f"({out!r:.60})"
+        )
+    for leaf in leaves:
+        if not _is_array_like(leaf):
+            where = "" if leaf is out else f" inside its {type(out).__name__} output"
+            raise TypeError(
+                f"{transform}: fun must return arrays or Tensors, got {type(leaf).__name__} "
+                f"({leaf!r:.60}){where}"
+            )
 
 
 def _argnums_tuple(argnums, nargs, transform):
@@ -109,6 +135,8 @@ def value_and_grad(fun, argnums=0, has_aux=False):
             out, aux = result
         else:
             out = result
+        if not _is_array_like(out):
+            check_outputs(out, [], "grad")
         out_shape = ops.shape(out)
         if out_shape != ():
             raise TypeError(
@@ -185,6 +213,7 @@ def vjp(fun, *primals, has_aux=False):
     else:
         out = result
     out_leaves, out_treedef = tree_flatten(out)
+    check_outputs(out, out_leaves, "vjp")
     all_inputs = [t for _, lifted in inputs for t in lifted]
 
     def vjp_fun(cotangent):

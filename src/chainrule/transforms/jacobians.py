@@ -35,7 +35,7 @@ from ..engine.arraylib import xp
 from ..engine.batching import Batched, unbatch
 from ..engine.core import new_level, raw, state
 from ..engine.forward import Dual
-from .api import _as_value, grad, jvp
+from .api import _as_value, check_outputs, grad, jvp
 from .counting import note_pass
 from .pytree import tree_flatten, tree_unflatten
 from .tracing import ReverseTrace, argnums_tuple, plain
@@ -164,7 +164,9 @@ def _push_chunk(fun, args, nums, arg_defs, leaves, offsets, start, stop):
         new_args[n] = tree_unflatten(treedef, lifted)
     note_pass("forward")
     note_pass("jvp", width)
-    out_leaves, out_def = tree_flatten(fun(*new_args))
+    out = fun(*new_args)
+    out_leaves, out_def = tree_flatten(out)
+    check_outputs(out, out_leaves, "jacfwd")
     values, stacks = [], []
     for leaf in out_leaves:
         if type(leaf) is Dual and leaf._level == dual_level:

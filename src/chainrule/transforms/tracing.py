@@ -20,6 +20,7 @@ from ..engine.tensor import Tensor, current_epoch
 from .api import _argnums_tuple as argnums_tuple
 from .api import _lift_tensor as lift
 from .api import _plain as plain
+from .api import check_outputs
 from .counting import note_pass
 from .pytree import tree_flatten, tree_unflatten
 
@@ -44,6 +45,7 @@ class ReverseTrace:
         with enable_grad():
             result = fun(*args)
         self.out_leaves, self.out_def = tree_flatten(result)
+        check_outputs(result, self.out_leaves, transform)
 
     # -- shapes ---------------------------------------------------------------------------------
     @property
