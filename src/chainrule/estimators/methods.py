@@ -48,6 +48,7 @@ from ..transforms.pytree import (
     tree_map,
     tree_unflatten,
 )
+from ..util.lookup import look_up
 from .cost import Cost, measuring
 from .seeded import SeededGradient, add_direction_, direction, direction_leaf
 
@@ -567,12 +568,8 @@ def get_method(name, **options) -> Method:
                 "get_method: options are given with a method name, not with a Method instance"
             )
         return name
-    key = ALIASES.get(name, name)
-    if key not in METHODS:
-        raise ValueError(
-            f"unknown gradient method {name!r}; choose from {sorted(METHODS)} (or es, fd)"
-        )
+    factory = look_up(METHODS, name, "gradient method", ALIASES)
     try:
-        return METHODS[key](**options)
+        return factory(**options)
     except TypeError as error:
-        raise TypeError(f"{key}: {error}") from None
+        raise TypeError(f"{ALIASES.get(name, name)}: {error}") from None

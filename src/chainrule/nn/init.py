@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 
 from ..engine.arraylib import xp
-from .module import look_up
+from ..util.lookup import look_up
 
 
 def _fans(shape) -> tuple[int, int]:

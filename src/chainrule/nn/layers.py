@@ -14,8 +14,9 @@ from .. import numpy as cnp
 from ..engine import arraylib
 from ..engine.arraylib import xp
 from ..engine.core import raw, state
+from ..util.lookup import look_up
 from .init import get_initialiser
-from .module import Module, Parameter, look_up, shape_of
+from .module import Module, Parameter, shape_of
 
 
 def _rng(seed_or_rng):

@@ -23,7 +23,8 @@ from .. import numpy as cnp
 from ..engine import arraylib
 from ..engine.arraylib import asarray, xp
 from ..engine.core import raw, state
-from .module import look_up, shape_of
+from ..util.lookup import look_up
+from .module import shape_of
 
 REDUCTIONS = ("mean", "sum", "none")
 

@@ -43,22 +43,6 @@ def shape_of(value) -> tuple:
     return tuple(getattr(value, "shape", ()))
 
 
-def look_up(table: dict, name, kind: str):
-    """``table[name]``, or a ValueError that says which ``kind`` of thing was asked for and lists
-    the names there are: the one message of every by-name table in ``nn`` (activations,
-    initialisers, losses).
-
-    >>> look_up({"relu": 1}, "rleu", "activation")
-    Traceback (most recent call last):
-    ...
-    ValueError: unknown activation 'rleu'; choose from ['relu']
-    """
-    try:
-        return table[name]
-    except KeyError:
-        raise ValueError(f"unknown {kind} {name!r}; choose from {sorted(table)}") from None
-
-
 def _new_array(value, dtype=None):
     """A copy of ``value`` for a module to own. A GPU array stays on its device; host values
     (NumPy arrays, lists, numbers) go to the default device (``with chainrule.device("cuda"):``

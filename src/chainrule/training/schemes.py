@@ -41,6 +41,7 @@ from ..nn.module import Context
 from ..optim.optimizers import SGD
 from ..transforms.api import grad, value_and_grad
 from ..transforms.pytree import ravel_pytree, tree_leaves, tree_map
+from ..util.lookup import look_up
 
 
 @dataclass
@@ -609,7 +610,4 @@ def get_scheme(name, **options) -> Scheme:
     holds per-run state once a Trainer has called ``init``: give each Trainer its own."""
     if isinstance(name, Scheme):
         return name
-    key = SCHEME_ALIASES.get(str(name), str(name))
-    if key not in SCHEMES:
-        raise ValueError(f"unknown update scheme {name!r}; choose from {sorted(SCHEMES)}")
-    return SCHEMES[key](**options)
+    return look_up(SCHEMES, str(name), "update scheme", SCHEME_ALIASES)(**options)
