@@ -110,6 +110,21 @@ def _batch_size(tree) -> int:
     return 1
 
 
+def _rebuild(inputs, cotangents):
+    """One pytree per lifted argument in ``inputs`` ((treedef, tensors) pairs), holding the
+    cotangents in order: zeros where a leaf was never reached, plain arrays elsewhere."""
+    trees = []
+    position = 0
+    for treedef, lifted in inputs:
+        pieces = []
+        for tensor in lifted:
+            ct = cotangents[position]
+            pieces.append(ops.zeros_like(tensor.data) if ct is None else _plain(ct))
+            position += 1
+        trees.append(tree_unflatten(treedef, pieces))
+    return trees
+
+
 def value_and_grad(fun, argnums=0, has_aux=False):
     """``fun``'s value and its gradient with respect to the arguments ``argnums`` (reverse mode).
 
@@ -152,15 +167,7 @@ def value_and_grad(fun, argnums=0, has_aux=False):
             cotangents = backward_pass([out], [seed], epoch=current_epoch(), leaves=all_leaves)
         else:
             cotangents = [None] * len(all_leaves)
-        grads = []
-        position = 0
-        for treedef, lifted in inputs:
-            pieces = []
-            for tensor in lifted:
-                ct = cotangents[position]
-                pieces.append(ops.zeros_like(tensor.data) if ct is None else _plain(ct))
-                position += 1
-            grads.append(tree_unflatten(treedef, pieces))
+        grads = _rebuild(inputs, cotangents)
         grad_out = grads[0] if isinstance(argnums, int) else tuple(grads)
         value = _lower(out, level)
         if has_aux:
@@ -241,16 +248,7 @@ def vjp(fun, *primals, has_aux=False):
             if roots
             else [None] * len(all_inputs)
         )
-        results = []
-        position = 0
-        for treedef, lifted in inputs:
-            pieces = []
-            for tensor in lifted:
-                ct = cotangents[position]
-                pieces.append(ops.zeros_like(tensor.data) if ct is None else _plain(ct))
-                position += 1
-            results.append(tree_unflatten(treedef, pieces))
-        return tuple(results)
+        return tuple(_rebuild(inputs, cotangents))
 
     out_value = tree_unflatten(out_treedef, [_lower(leaf, level) for leaf in out_leaves])
     if has_aux:
