@@ -222,9 +222,54 @@ def _einsum_flops(out, *operands, subscripts):
     return 2 * math.prod(sizes.values()) if len(operands) > 1 else int(operands[0].size)
 
 
+#: Below about this many loop iterations NumPy's plain einsum loop beats ``optimize=True``, whose
+#: planning and BLAS call cost about 10 µs (about 36,000 iterations of the loop) on this machine.
+_OPTIMIZE_FROM = 32_768
+_optimize_cache: dict = {}
+
+
+def _letter_sizes(spec, shape):
+    """{letter: size} of one operand's subscripts, and the size of its ``...`` axes."""
+    if "..." not in spec:
+        return dict(zip(spec, shape, strict=True)), 1
+    left, right = spec.split("...")
+    middle = shape[len(left) : len(shape) - len(right)]
+    sizes = dict(zip(left, shape[: len(left)], strict=True))
+    sizes.update(zip(right, shape[len(shape) - len(right) :], strict=True))
+    return sizes, math.prod(middle)
+
+
+def _pays_to_optimize(subscripts, operands):
+    """Whether ``np.einsum(..., optimize=True)`` is faster: always for three or more operands
+    (contraction order matters); for two, when the contraction is a matrix product (an index
+    summed over, and each operand with an index of its own, so BLAS can take it) big enough to
+    repay the planning. ``ij,ij->i`` or a tiny product stay on the plain loop (3-10x faster
+    there); a (64, 64) matmul goes to BLAS (3.5x faster)."""
+    if len(operands) != 2:
+        return len(operands) > 2
+    key = (subscripts, operands[0].shape, operands[1].shape)
+    decision = _optimize_cache.get(key)
+    if decision is None:
+        (first, second), output = _parse_einsum(subscripts, 2)
+        first_sizes, first_batch = _letter_sizes(first, operands[0].shape)
+        second_sizes, second_batch = _letter_sizes(second, operands[1].shape)
+        a, b = set(first_sizes), set(second_sizes)
+        summed = (a & b) - set(output)
+        loop = math.prod({**first_sizes, **second_sizes}.values()) * max(first_batch, second_batch)
+        decision = bool(summed) and bool(a - b) and bool(b - a) and loop >= _OPTIMIZE_FROM
+        if len(_optimize_cache) > 4096:  # bounded: a long run of new shapes cannot grow it
+            _optimize_cache.clear()
+        _optimize_cache[key] = decision
+    return decision
+
+
+def _einsum(*operands, subscripts):
+    return xp.einsum(subscripts, *operands, optimize=_pays_to_optimize(subscripts, operands))
+
+
 EINSUM = defprim(
     "einsum",
-    lambda *operands, subscripts: xp.einsum(subscripts, *operands, optimize=len(operands) > 2),
+    _einsum,
     _einsum_vjp,
     _einsum_jvp,
     _einsum_flops,
