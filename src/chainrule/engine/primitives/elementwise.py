@@ -287,16 +287,20 @@ def power(x, y):
     return apply(POW, x, y)
 
 
-def _tie_split(first, second):
-    """Share of the cotangent going to ``first`` in max(first, second): 1, 0, or 1/2 at a tie.
-    NumPy adds the boolean masks (its fastest form); the array API mixes no booleans into float
+def _tie_share(g, first, second):
+    """The part of cotangent ``g`` that goes to ``first`` in max(first, second): all of it where
+    ``first`` is larger, none where smaller, half at a tie. With NumPy, ``g`` times the boolean
+    mask keeps ``g``'s dtype (a float32 step stays float32), and the ties, rare in practice, cost
+    a second pass only where there are some; the array API mixes no booleans into float
     arithmetic, so other namespaces select with where."""
     a, b = raw(first), raw(second)
     if arraylib.ns is xp:
-        return (a > b) + 0.5 * (a == b)
+        share = g * (a > b)
+        tie = a == b
+        return share + (g * 0.5) * tie if tie.any() else share
     larger, tie = a > b, a == b
     one = arraylib.ns.ones_like(larger, dtype=_float_dtype_of(a, b))
-    return arraylib.ns.where(larger, one, arraylib.ns.where(tie, 0.5 * one, 0 * one))
+    return g * arraylib.ns.where(larger, one, arraylib.ns.where(tie, 0.5 * one, 0 * one))
 
 
 def _float_dtype_of(*values):
@@ -311,13 +315,13 @@ def _float_dtype_of(*values):
 MAXIMUM = _binary(
     "maximum",
     xp.maximum,
-    (lambda g, out, x, y: g * _tie_split(x, y), lambda g, out, x, y: g * _tie_split(y, x)),
+    (lambda g, out, x, y: _tie_share(g, x, y), lambda g, out, x, y: _tie_share(g, y, x)),
     array_api="maximum",
 )
 MINIMUM = _binary(
     "minimum",
     xp.minimum,
-    (lambda g, out, x, y: g * _tie_split(y, x), lambda g, out, x, y: g * _tie_split(x, y)),
+    (lambda g, out, x, y: _tie_share(g, y, x), lambda g, out, x, y: _tie_share(g, x, y)),
     array_api="minimum",
 )
 # The condition is a static parameter: it has no derivative.
