@@ -74,7 +74,7 @@ bench-gpu: $(STAMP)
 	@$(PY) benchmarks/bench_gpu.py
 
 bench-peers: $(STAMP)
-	@$(PY) -m pip install --quiet 'torch==2.13.0'
+	@$(PY) -m pip install --quiet 'torch==2.13.0' 'jax[cpu]==0.10.2'
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache

@@ -1,0 +1,181 @@
+"""What does one backward pass cost in nested AD, next to PyTorch and JAX?
+
+Run with ``python benchmarks/bench_nested.py [--quick]``. gradbench's saddle and particle evals
+take tens of thousands of small gradients inside gradients; there the arithmetic is nothing and
+the bookkeeping of each pass (recording, the reverse sweep, the rules' dispatch) is everything.
+For a small function f(x) = sum(sin(x) * x + x * x), x of shape (4,), float64, this prints the
+time per call of
+
+* ``grad``: one reverse pass;
+* ``grad of grad`` (the gradient of sum(grad f)): the inner pass is recorded, then pulled back
+  through, so two passes;
+* ``hvp``: forward over reverse, the JVP of grad f along v: one reverse pass carrying tangents;
+* ``hessian``: ``jacfwd(jacrev(f))``, one reverse pass pushing all 4 directions at once;
+
+for chainrule, hand-written NumPy (the arithmetic floor: the same derivatives written out), and,
+when installed (``make bench-peers``), PyTorch eager (``create_graph=True`` double backward,
+``torch.func``) and JAX eager and ``jax.jit``. The bookkeeping per pass is
+(time - hand time) / passes.
+
+Method: one thread, pinned to one core; the contenders interleaved (A, B, C, A, B, C, ...);
+each figure the median over repetitions, each ratio the median of the per-repetition ratios.
+Every contender's result is checked against the hand-written one before timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+# isort: off
+import bench_engine  # noqa: F401  (first: it sets one thread and pins a core before NumPy loads)
+
+# isort: on
+import numpy as np
+
+import chainrule as cr
+import chainrule.numpy as cnp
+from bench_engine import measure, median, paired_ratio, print_table, torch, us
+
+try:  # JAX is an optional peer, like PyTorch
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", True)
+except ImportError:
+    jax = None
+
+SIZE = 4
+#: Reverse passes per call of each case (the hessian's one pass carries SIZE directions).
+PASSES = {"grad": 1, "grad of grad": 2, "hvp": 1, "hessian": 1}
+
+
+def chainrule_cases(x, v):
+    def f(a):
+        return cnp.sum(cnp.sin(a) * a + a * a)
+
+    grad_f = cr.grad(f)
+    grad_of_grad = cr.grad(lambda a: cnp.sum(grad_f(a)))
+    hessian = cr.hessian(f)
+    return {
+        "grad": lambda: grad_f(x),
+        "grad of grad": lambda: grad_of_grad(x),
+        "hvp": lambda: cr.jvp(grad_f, (x,), (v,))[1],
+        "hessian": lambda: hessian(x),
+    }
+
+
+def hand_cases(x, v):
+    """f' = sin x + x cos x + 2x; f'' = diag(2 cos x - x sin x + 2); f''' on the diagonal."""
+
+    def first(a):
+        return np.sin(a) + a * np.cos(a) + 2 * a
+
+    def second(a):
+        return 2 * np.cos(a) - a * np.sin(a) + 2
+
+    return {
+        "grad": lambda: first(x),
+        "grad of grad": lambda: second(x),
+        "hvp": lambda: second(x) * v,
+        "hessian": lambda: np.diag(second(x)),
+    }
+
+
+def torch_cases(x, v):
+    tx, tv = torch.tensor(x), torch.tensor(v)
+
+    def f(a):
+        return (torch.sin(a) * a + a * a).sum()
+
+    def grad_f(a, create_graph=False):
+        a = a.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(f(a), a, create_graph=create_graph)
+        return g, a
+
+    def grad_of_grad():
+        g, a = grad_f(tx, create_graph=True)
+        return torch.autograd.grad(g.sum(), a)[0]
+
+    def hvp():
+        g, a = grad_f(tx, create_graph=True)
+        return torch.autograd.grad(g, a, grad_outputs=tv)[0]
+
+    return {
+        "grad": lambda: grad_f(tx)[0],
+        "grad of grad": grad_of_grad,
+        "hvp": hvp,
+        "hessian": lambda: torch.func.hessian(f)(tx),
+    }
+
+
+def jax_cases(x, v, jit):
+    jx, jv = jnp.asarray(x), jnp.asarray(v)
+
+    def f(a):
+        return jnp.sum(jnp.sin(a) * a + a * a)
+
+    grad_f = jax.grad(f)
+    functions = {
+        "grad": grad_f,
+        "grad of grad": jax.grad(lambda a: jnp.sum(grad_f(a))),
+        "hvp": lambda a: jax.jvp(grad_f, (a,), (jv,))[1],
+        "hessian": jax.hessian(f),
+    }
+    if jit:
+        functions = {name: jax.jit(fn) for name, fn in functions.items()}
+    return {name: (lambda fn=fn: fn(jx).block_until_ready()) for name, fn in functions.items()}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter repetitions")
+    args = parser.parse_args(argv)
+    repeats, budget = (3, 0.05) if args.quick else (9, 0.2)
+    rng = np.random.default_rng(0)
+    x, v = rng.standard_normal(SIZE), rng.standard_normal(SIZE)
+
+    contenders = {"chainrule": chainrule_cases(x, v), "hand NumPy": hand_cases(x, v)}
+    if torch is not None:
+        contenders["PyTorch eager"] = torch_cases(x, v)
+    if jax is not None:
+        contenders["JAX eager"] = jax_cases(x, v, jit=False)
+        contenders["JAX jit"] = jax_cases(x, v, jit=True)
+    for case in PASSES:
+        expected = contenders["hand NumPy"][case]()
+        for name, cases in contenders.items():
+            np.testing.assert_allclose(
+                np.asarray(cases[case]()), expected, rtol=1e-10, atol=1e-12, err_msg=name
+            )
+
+    peers = [name for name in contenders if name not in ("chainrule", "hand NumPy")]
+    rows = []
+    for case, passes in PASSES.items():
+        samples = measure(
+            {name: cases[case] for name, cases in contenders.items()}, repeats, budget
+        )
+        chainrule_time = median(samples["chainrule"])
+        bookkeeping = (chainrule_time - median(samples["hand NumPy"])) / passes
+        row = [case, us(chainrule_time), us(bookkeeping)]
+        for peer in peers:
+            row += [us(median(samples[peer])), f"{paired_ratio(samples, 'chainrule', peer):.2f}"]
+        rows.append(row)
+    header = ["case", "chainrule µs", "bookkeeping µs/pass"]
+    for peer in peers:
+        header += [f"{peer} µs", f"÷ {peer}"]
+    print_table(
+        f"Nested AD on f(x) = sum(sin(x)·x + x·x), x of shape ({SIZE},), float64, one thread "
+        f"(medians of {repeats} interleaved repetitions)",
+        header,
+        rows,
+    )
+    print("\ntarget: at most 8 µs of bookkeeping per reverse pass in grad of grad, hvp, hessian")
+    if torch is None or jax is None:
+        print("(PyTorch or JAX not installed: `make bench-peers` adds them)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
