@@ -25,17 +25,7 @@ from ...transforms.chain import (
     optimal_bracketing,
     reverse_bracketing,
 )
-from .common import (
-    Check,
-    ExperimentResult,
-    ExperimentRun,
-    Figure,
-    Table,
-    interleaved_medians,
-    loglog_slope,
-    render_png,
-    rounding_check,
-)
+from . import common as lab
 
 NAME = "chain-order"
 QUESTION = "Why multiply from the output back?"
@@ -70,7 +60,7 @@ def measure_width(depth: int, width: int, seed: int, repeats: int) -> dict:
     agree = max(
         float(np.max(np.abs(products[order] - products["reverse"]))) for order in ORDERS
     ) / max(float(np.max(np.abs(products["reverse"]))), 1e-300)
-    seconds = interleaved_medians(
+    seconds = lab.interleaved_medians(
         {
             order: (lambda tree=tree: multiply_in_order(factors, tree))
             for order, tree in trees.items()
@@ -89,8 +79,8 @@ def measure_width(depth: int, width: int, seed: int, repeats: int) -> dict:
     }
 
 
-def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
-    this_run = ExperimentRun(NAME, QUESTION, quick, seed)
+def run(quick: bool = False, seed: int = 0) -> lab.ExperimentResult:
+    this_run = lab.ExperimentRun(NAME, QUESTION, quick, seed)
     depth = 6 if quick else 8
     widths = [8, 16, 32, 64, 128] if quick else [8, 16, 32, 64, 128, 256, 512, 1024]
     repeats = 3 if quick else 5
@@ -98,13 +88,13 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
 
     flop_ratio = [r["flops"]["forward"] / r["flops"]["reverse"] for r in rows]
     time_ratio = [r["seconds"]["forward"] / r["seconds"]["reverse"] for r in rows]
-    flop_slope = loglog_slope(widths, flop_ratio)
+    flop_slope = lab.loglog_slope(widths, flop_ratio)
     upper = max(2, len(widths) // 2)
-    time_slope = loglog_slope(widths[-upper:], time_ratio[-upper:])
-    time_slope_all = loglog_slope(widths, time_ratio)
+    time_slope = lab.loglog_slope(widths[-upper:], time_ratio[-upper:])
+    time_slope_all = lab.loglog_slope(widths, time_ratio)
     rates = {order: rows[-1]["flops"][order] / rows[-1]["seconds"][order] / 1e9 for order in ORDERS}
 
-    table = Table(
+    table = lab.Table(
         f"Accumulating the gradient of a chain of {depth} tanh layers of width D, three orders",
         [
             "D",
@@ -147,16 +137,16 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
         right.set_title("forward / reverse")
         right.legend(fontsize=8)
 
-    figure = Figure(
+    figure = lab.Figure(
         "chain-order",
         "Left: FLOPs of the three orders. Right: forward/reverse ratios with fitted "
         "slopes; "
         "the dotted line has slope 1.",
-        png=render_png(draw, 11, 4.2),
+        png=lab.render_png(draw, 11, 4.2),
     )
 
     checks = [
-        Check(
+        lab.Check(
             "slope of the FLOP ratio forward/reverse against D",
             flop_slope,
             "1 (ratio ~D)",
@@ -164,7 +154,7 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
             1.1,
             why_not="the counted FLOPs are exact, so a miss here would be a bug in the cost model",
         ),
-        Check(
+        lab.Check(
             "slope of the time ratio forward/reverse against D (upper half of the widths)",
             time_slope,
             "1 (ratio ~D)",
@@ -184,14 +174,14 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
                 "and stays flat. The counted FLOPs, free of both effects, follow the theory"
             ),
         ),
-        Check(
+        lab.Check(
             "the optimal bracketing costs the same as the reverse order at every width",
             float(all(r["optimal_is_reverse"] for r in rows)),
             "1 (true): a chain ending in one number is cheapest from the output",
             1.0,
             1.0,
         ),
-        rounding_check(
+        lab.rounding_check(
             "largest relative difference between the three products",
             max(r["relative_difference"] for r in rows),
             "0 (the product does not depend on the order), up to rounding",

@@ -40,17 +40,7 @@ from ...transforms.counting import count
 from ...transforms.numerical import numerical_grad
 from ...transforms.pytree import ravel_pytree, tree_map
 from ..demo import init_mlp, mlp_loss
-from .common import (
-    Check,
-    ExperimentResult,
-    ExperimentRun,
-    Figure,
-    Table,
-    interleaved_medians,
-    loglog_slope,
-    render_png,
-    rounding_check,
-)
+from . import common as lab
 
 NAME = "cost"
 QUESTION = (
@@ -138,7 +128,7 @@ def measure(weights, seed, budget, minimum_sample, repeats, batched_limit=0):
         jvp(loss, (params,), (unravel(_basis(size, 0)),))
     reverse_vector, _ = ravel_pytree(reverse_grads)
 
-    medians = interleaved_medians(
+    medians = lab.interleaved_medians(
         {"loss": lambda: loss(params), "reverse": lambda: grad_fn(params)},
         repeats=repeats,
         min_seconds=0.02,
@@ -221,8 +211,8 @@ def measure(weights, seed, budget, minimum_sample, repeats, batched_limit=0):
     }
 
 
-def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
-    this_run = ExperimentRun(NAME, QUESTION, quick, seed)
+def run(quick: bool = False, seed: int = 0) -> lab.ExperimentResult:
+    this_run = lab.ExperimentRun(NAME, QUESTION, quick, seed)
     targets = [1e2, 1e3, 1e4, 1e5] if quick else [1e2, 1e3, 1e4, 1e5, 1e6]
     budget = 0.15 if quick else 1.5
     batched_limit = 10_000 if quick else 20_000
@@ -234,12 +224,12 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
 
     time_ratio = {m: [r["seconds"][m] / r["loss_seconds"] for r in rows] for m in METHODS}
     flop_ratio = {m: [r["flops"][m] / r["loss_flops"] for r in rows] for m in METHODS}
-    time_slope = {m: loglog_slope(weights, time_ratio[m]) for m in METHODS}
-    flop_slope = {m: loglog_slope(weights, flop_ratio[m]) for m in METHODS}
+    time_slope = {m: lab.loglog_slope(weights, time_ratio[m]) for m in METHODS}
+    flop_slope = {m: lab.loglog_slope(weights, flop_ratio[m]) for m in METHODS}
     reverse_time_ratio = time_ratio["reverse mode"]
     reverse_flop_ratio = flop_ratio["reverse mode"]
 
-    table = Table(
+    table = lab.Table(
         "One full gradient of the MLP loss (8-H-H-4, batch 64): time and FLOPs; * = extrapolated "
         "from a timed sample",
         [
@@ -276,7 +266,7 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
             for i, r in enumerate(rows)
         ],
     )
-    errors = Table(
+    errors = lab.Table(
         "Agreement with reverse mode (largest error on sampled weights / largest |gradient|)",
         ["P", "finite differences", "forward mode"],
         [
@@ -289,7 +279,7 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
         ],
     )
     batched_rows = [r for r in rows if r["batched_forward"] is not None]
-    at_once = Table(
+    at_once = lab.Table(
         f"The whole gradient at once in forward mode ({BATCHED_DIRECTIONS} directions per sweep) "
         "against reverse mode: time, FLOPs and peak memory (measured)",
         [
@@ -319,7 +309,7 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
         ],
     )
     batched_weights = [r["weights"] for r in batched_rows]
-    batched_slope = loglog_slope(
+    batched_slope = lab.loglog_slope(
         batched_weights, [r["batched_forward"]["flops"] / r["loss_flops"] for r in batched_rows]
     )
 
@@ -378,18 +368,18 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
         right.set_title("FLOPs (and reverse mode's time) relative to one loss")
         right.legend(fontsize=7)
 
-    figure = Figure(
+    figure = lab.Figure(
         "cost",
         "Left: seconds for one full gradient by each method (dotted: one loss evaluation; "
         "open markers extrapolated from a timed sample). Right: FLOPs relative to one loss "
         "evaluation, counted by chainrule.count(), and reverse mode's measured time ratio "
         "(dotted, open triangles); the dashed line is the cheap-gradient bound.",
-        png=render_png(draw, 11.5, 4.6),
+        png=lab.render_png(draw, 11.5, 4.6),
     )
 
     largest = rows[-1]
     checks = [
-        Check(
+        lab.Check(
             "slope of finite differences' time / loss time against P",
             time_slope["finite differences"],
             "1",
@@ -400,7 +390,7 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
                 "and unravel of the nudged weight vector do not share"
             ),
         ),
-        Check(
+        lab.Check(
             "slope of forward mode's time / loss time against P",
             time_slope["forward mode"],
             "1",
@@ -412,7 +402,7 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
                 "constant"
             ),
         ),
-        Check(
+        lab.Check(
             "slope of reverse mode's time / loss time against P",
             time_slope["reverse mode"],
             "0",
@@ -423,35 +413,35 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
                 "twice as many ops; as P grows the matrix products take over and the ratio settles"
             ),
         ),
-        Check(
+        lab.Check(
             "slope of finite differences' FLOPs / loss FLOPs against P",
             flop_slope["finite differences"],
             "1",
             0.95,
             1.05,
         ),
-        Check(
+        lab.Check(
             "slope of forward mode's FLOPs / loss FLOPs against P",
             flop_slope["forward mode"],
             "1",
             0.95,
             1.05,
         ),
-        Check(
+        lab.Check(
             "slope of reverse mode's FLOPs / loss FLOPs against P",
             flop_slope["reverse mode"],
             "0",
             -0.05,
             0.05,
         ),
-        Check(
+        lab.Check(
             f"reverse mode's FLOPs / loss FLOPs at P={largest['weights']:,}",
             reverse_flop_ratio[-1],
             f"a small constant: about 3, at most {REVERSE_BOUND:g}",
             1.0,
             REVERSE_BOUND,
         ),
-        Check(
+        lab.Check(
             f"reverse mode's time / loss time at P={largest['weights']:,}",
             reverse_time_ratio[-1],
             f"a small constant, at most {REVERSE_BOUND:g}",
@@ -460,7 +450,7 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
             why_not="the measured time includes recording the graph and NumPy's temporaries, which "
             "the FLOP bound does not count; on a busy shared machine the noise adds to it",
         ),
-        Check(
+        lab.Check(
             "slope of batched forward mode's FLOPs / loss FLOPs against P (P <= "
             f"{batched_limit:,})",
             batched_slope,
@@ -473,14 +463,14 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
                 "widen; the slope approaches 1 once the matrix products dominate"
             ),
         ),
-        Check(
+        lab.Check(
             "largest relative error of finite differences vs reverse mode",
             max(r["relative_error_vs_reverse"]["finite differences"] for r in rows),
             "~1e-9 (central differences: truncation + rounding)",
             0.0,
             1e-6,
         ),
-        rounding_check(
+        lab.rounding_check(
             "largest relative error of forward mode vs reverse mode",
             max(r["relative_error_vs_reverse"]["forward mode"] for r in rows),
         ),

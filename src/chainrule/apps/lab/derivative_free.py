@@ -32,15 +32,7 @@ from ...estimators import get_method
 from ...nn.losses import softmax_cross_entropy
 from ...training import Trainer, TrainingDiverged
 from ...transforms.pytree import ravel_pytree
-from .common import (
-    Check,
-    ExperimentResult,
-    ExperimentRun,
-    Figure,
-    Table,
-    loglog_slope,
-    render_png,
-)
+from . import common as lab
 
 NAME = "derivative-free"
 QUESTION = "Why not gradient-free optimisation?"
@@ -191,8 +183,8 @@ def _wall_time_sentence(runs) -> str:
     return "in wall time, " + "; ".join(parts) + "."
 
 
-def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
-    this_run = ExperimentRun(NAME, QUESTION, quick, seed)
+def run(quick: bool = False, seed: int = 0) -> lab.ExperimentResult:
+    this_run = lab.ExperimentRun(NAME, QUESTION, quick, seed)
     examples = 128 if quick else 256
     cosine_widths = [1, 4, 16] if quick else [1, 4, 16, 64, 256]
     keys = 8 if quick else 48
@@ -203,11 +195,11 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
     cos_rows = [cosines(h, examples, keys, seed) for h in cosine_widths]
     weights = [r["weights"] for r in cos_rows]
     cos_slopes = {
-        name: loglog_slope(weights, [r[name]["mean"] for r in cos_rows]) for name in ESTIMATORS
+        name: lab.loglog_slope(weights, [r[name]["mean"] for r in cos_rows]) for name in ESTIMATORS
     }
     big = [r for r in cos_rows if r["weights"] >= 10 * POPULATION]
     es_slope = (
-        loglog_slope([r["weights"] for r in big], [r["es"]["mean"] for r in big])
+        lab.loglog_slope([r["weights"] for r in big], [r["es"]["mean"] for r in big])
         if len(big) >= 2
         else math.nan
     )
@@ -240,11 +232,11 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
     for name in TRAINED:
         values = steps_of(name)
         if values and all(v is not None for v in values):
-            step_slopes[name] = loglog_slope(train_weights, values)
+            step_slopes[name] = lab.loglog_slope(train_weights, values)
         else:
             step_slopes[name] = math.nan
 
-    cos_table = Table(
+    cos_table = lab.Table(
         f"Cosine between each estimate and the true gradient (mean over {keys} keys), "
         f"MLP 64-H-10 on {examples} digits",
         ["H", "P"] + [f"{n} (theory)" for n in ESTIMATORS],
@@ -254,7 +246,7 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
             for r in cos_rows
         ],
     )
-    train_table = Table(
+    train_table = lab.Table(
         f"Training to the target loss (halfway to backprop's loss after {BACKPROP_STEPS} steps), "
         f"{budget:g} s budget per run; '-' = not reached",
         [
@@ -324,16 +316,16 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
     fg_ratio = cos_rows[-1]["forward_gradient"]["mean"] / theory_cosine(
         "forward_gradient", cos_rows[-1]["weights"]
     )
-    figure = Figure(
+    figure = lab.Figure(
         "derivative-free",
         "Left: cosine between each estimate and the true gradient against P (dotted: "
         "theory). Middle: steps to the target loss. Right: training loss against wall time "
         "at the largest P.",
-        png=render_png(draw, 13, 4.4),
+        png=lab.render_png(draw, 13, 4.4),
     )
 
     checks = [
-        Check(
+        lab.Check(
             "backprop's cosine with the true gradient",
             min(r["backprop"]["mean"] for r in cos_rows),
             "1",
@@ -343,7 +335,7 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
     ]
     for name in ("forward_gradient", "spsa", "mezo"):
         checks.append(
-            Check(
+            lab.Check(
                 f"slope of {name}'s cosine against P",
                 cos_slopes[name],
                 "-0.5 (cosine ~ 1/sqrt(P))",
@@ -356,7 +348,7 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
             )
         )
     checks.append(
-        Check(
+        lab.Check(
             f"slope of ES's cosine against P (P >= {10 * POPULATION}, n = {POPULATION} directions)",
             es_slope,
             "-0.5 once P >> n",
@@ -366,7 +358,7 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
         )
     )
     checks.append(
-        Check(
+        lab.Check(
             f"forward gradient's cosine / sqrt(2/(pi P)) at P={cos_rows[-1]['weights']}",
             fg_ratio,
             "1",
@@ -376,7 +368,7 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
         )
     )
     checks.append(
-        Check(
+        lab.Check(
             "slope of forward gradient's steps to target against P",
             step_slopes["forward_gradient"],
             "~1 (the stable step is 1/(P+2) of backprop's)",
@@ -388,7 +380,7 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
         )
     )
     checks.append(
-        Check(
+        lab.Check(
             "slope of backprop's steps to target against P",
             step_slopes["backprop"],
             "~0 (independent of P)",

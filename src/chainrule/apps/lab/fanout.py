@@ -19,17 +19,7 @@ from ...transforms.counting import count
 from ...transforms.pytree import ravel_pytree
 from ..demo import init_mlp, mlp_loss
 from ..viz import draw
-from .common import (
-    Check,
-    ExperimentResult,
-    ExperimentRun,
-    Figure,
-    Table,
-    interleaved_medians,
-    loglog_slope,
-    render_png,
-    rounding_check,
-)
+from . import common as lab
 
 NAME = "fanout"
 QUESTION = "Why can't the derivatives be computed during the forward pass?"
@@ -103,7 +93,7 @@ def _passes_part(sizes, seed, repeats):
             forward = forward_mode_all_weights(loss, params)
         with count() as reverse_count:
             reverse, _ = ravel_pytree(grad(loss)(params))
-        seconds = interleaved_medians(
+        seconds = lab.interleaved_medians(
             {
                 "forward": lambda params=params, loss=loss: forward_mode_all_weights(loss, params),
                 "reverse": lambda params=params, loss=loss: grad(loss)(params),
@@ -128,19 +118,21 @@ def _passes_part(sizes, seed, repeats):
     return rows
 
 
-def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
-    this_run = ExperimentRun(NAME, QUESTION, quick, seed)
+def run(quick: bool = False, seed: int = 0) -> lab.ExperimentResult:
+    this_run = lab.ExperimentRun(NAME, QUESTION, quick, seed)
     graph = _draw_part(seed)
     sizes = [2, 4, 8] if quick else [2, 4, 8, 16, 32]
     rows = _passes_part(sizes, seed, repeats=1 if quick else 5)
     weights = [r["weights"] for r in rows]
-    pass_slope = loglog_slope(weights, [r["forward_jvp_passes"] for r in rows])
-    time_slope = loglog_slope(weights, [r["forward_seconds"] / r["reverse_seconds"] for r in rows])
+    pass_slope = lab.loglog_slope(weights, [r["forward_jvp_passes"] for r in rows])
+    time_slope = lab.loglog_slope(
+        weights, [r["forward_seconds"] / r["reverse_seconds"] for r in rows]
+    )
     contribution_sum = sum(graph["contributions"])
 
     drawing = graph["drawing"]
     figures = [
-        Figure(
+        lab.Figure(
             "fanout-graph",
             "The recorded graph of sin(h) + w2 h + exp(-h) with h = tanh(w1 x). Each box: op, "
             "shape, "
@@ -184,15 +176,15 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
         )
 
     figures.append(
-        Figure(
+        lab.Figure(
             "fanout-passes",
             "Left: passes counted by chainrule.count() for every weight derivative of an MLP. "
             "Right: the time of the two ways.",
-            png=render_png(draw_passes, 11, 4.2),
+            png=lab.render_png(draw_passes, 11, 4.2),
         )
     )
     tables = [
-        Table(
+        lab.Table(
             f"Gradient of the fan-out node h (= {graph['grad_h']:.6g}) "
             "as the sum of its consumers' contributions",
             ["consumer", "contribution to dL/dh"],
@@ -202,7 +194,7 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
                 ["cos h + w2 - exp(-h) (by hand)", f"{graph['grad_h_analytic']:.6g}"],
             ],
         ),
-        Table(
+        lab.Table(
             "Passes for all weight derivatives of an MLP 4-H-H-3 (batch 16), counted",
             [
                 "H",
@@ -232,42 +224,42 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
         ),
     ]
     checks = [
-        Check(
+        lab.Check(
             "consumers of the fan-out node h",
             graph["consumers"],
             "3",
             3,
             3,
         ),
-        Check(
+        lab.Check(
             "|sum of the consumers' contributions - dL/dh by hand|",
             abs(contribution_sum - graph["grad_h_analytic"]),
             "0 (fan-out is a sum)",
             0.0,
             1e-12,
         ),
-        Check(
+        lab.Check(
             "|dL/dh drawn - dL/dh by hand|",
             abs(graph["grad_h"] - graph["grad_h_analytic"]),
             "0",
             0.0,
             1e-12,
         ),
-        Check(
+        lab.Check(
             "slope of forward-mode passes against P",
             pass_slope,
             "1 (one pass per weight)",
             0.999,
             1.001,
         ),
-        Check(
+        lab.Check(
             "reverse-mode VJP passes, at every P",
             float(max(r["reverse_vjp_passes"] for r in rows)),
             "1",
             1,
             1,
         ),
-        Check(
+        lab.Check(
             "slope of the time ratio forward mode / reverse mode against P",
             time_slope,
             "1",
@@ -282,7 +274,7 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
                 "the counted passes, free of both, follow the theory"
             ),
         ),
-        rounding_check(
+        lab.rounding_check(
             "largest |forward mode - reverse mode| over all weights",
             max(r["max_difference"] for r in rows),
         ),
