@@ -61,13 +61,10 @@ class _SimulatedDevice:
 def _host_operand_error(where, value):
     return TypeError(
         f"{where}: unsupported operand of type {type(value).__module__}.{type(value).__name__} "
-        "with "
-        f"shape {getattr(value, 'shape', ())} on a CUDA device: a host (NumPy) array cannot be "
-        "mixed "
-        "with device arrays (CuPy raises here too); build it on the device, e.g. with the "
-        "namespace "
-        "of the other operand (chainrule.engine.arraylib.namespace_of) or "
-        "chainrule.backend.device.array"
+        f"with shape {getattr(value, 'shape', ())} on a CUDA device: a host (NumPy) array "
+        "cannot be mixed with device arrays (CuPy raises here too); build it on the device, "
+        "e.g. with the namespace of the other operand (chainrule.engine.arraylib.namespace_of) "
+        "or chainrule.backend.device.array"
     )
 
 
@@ -131,8 +128,7 @@ def _check_ufunc_method(ufunc, method, kwargs, where):
         raise NotImplementedError(
             f"{where}: CuPy does not implement `{ufunc.__name__}.{method}` (only for "
             f"{', '.join(sorted(supported))}); use the named function instead (numpy.max, "
-            "numpy.min, "
-            "numpy.cumsum, ...), which dispatches to CuPy"
+            "numpy.min, numpy.cumsum, ...), which dispatches to CuPy"
         )
     if method == "reduce" and ({"initial", "where"} & kwargs.keys()):
         raise TypeError(f"{where}: CuPy's reduce takes no `initial` or `where` argument")

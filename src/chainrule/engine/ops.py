@@ -307,8 +307,7 @@ def norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002 - NumPy's name
         if rank not in (1, 2):
             raise ValueError(
                 f"chainrule.linalg.norm: ord={ord!r} needs a 1-d or 2-d array or an explicit "
-                "axis, "
-                f"got shape {shape(x)}"
+                f"axis, got shape {shape(x)}"
             )
         axis = tuple(range(rank))
     axes = (axis,) if isinstance(axis, int) else tuple(axis)

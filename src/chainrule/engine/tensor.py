@@ -297,8 +297,7 @@ class Tensor(ArrayOperators, Tracer):
         if self._prim is not None and self.requires_grad:
             raise RuntimeError(
                 f"Tensor.to({name!r}): a recorded result (shape {self.shape}) would lose its "
-                "graph; "
-                "move the leaves (inputs, parameters) before computing"
+                "graph; move the leaves (inputs, parameters) before computing"
             )
         return Tensor(arraylib.to_device(data, name), requires_grad=self.requires_grad)
 
@@ -324,8 +323,7 @@ class Tensor(ArrayOperators, Tracer):
             # As CuPy does for its arrays: no silent device-to-host copy.
             raise TypeError(
                 f"cannot convert a Tensor on {arraylib.device_of(data)!r} (shape {self.shape}) to "
-                "a "
-                "NumPy array implicitly; use Tensor.to_numpy() or Tensor.to('cpu')"
+                "a NumPy array implicitly; use Tensor.to_numpy() or Tensor.to('cpu')"
             )
         array = arraylib.asarray(data)  # 0-d results are NumPy scalars: make them arrays
         return array if dtype is None else array.astype(dtype)
@@ -361,9 +359,8 @@ class Tensor(ArrayOperators, Tracer):
             kind = "a leaf that requires grad" if self._prim is None else "a recorded result"
             raise RuntimeError(
                 f"{what}: in-place change of {kind} (shape {self.shape}) would corrupt its "
-                "gradient; "
-                "for parameter updates wrap it in `with chainrule.no_grad():`, otherwise write "
-                "the out-of-place form (x = x + y, cnp.where, cnp.concatenate)"
+                "gradient; for parameter updates wrap it in `with chainrule.no_grad():`, "
+                "otherwise write the out-of-place form (x = x + y, cnp.where, cnp.concatenate)"
             )
         if isinstance(self.data, Tracer):  # (a GPU array is changed in place like a NumPy one)
             raise RuntimeError(f"{what}: in-place change of a tensor traced by a transformation")
