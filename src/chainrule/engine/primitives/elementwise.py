@@ -289,17 +289,16 @@ def power(x, y):
 
 def _tie_share(g, first, second):
     """The part of cotangent ``g`` that goes to ``first`` in max(first, second): all of it where
-    ``first`` is larger, none where smaller, half at a tie. With NumPy, ``g`` times the boolean
-    mask keeps ``g``'s dtype (a float32 step stays float32), and the ties, rare in practice, cost
-    a second pass only where there are some; the array API mixes no booleans into float
-    arithmetic, so other namespaces select with where."""
+    ``first`` is larger, none where smaller, half at a tie. With NumPy the share is built in
+    ``g``'s dtype (a scalar half of that dtype times the tie mask), so a float32 step stays
+    float32, and without a data-dependent branch, which a captured step could not replay; the
+    array API mixes no booleans into float arithmetic, so other namespaces select with where."""
     a, b = raw(first), raw(second)
+    dtype = _float_dtype_of(g, a, b)
     if arraylib.ns is xp:
-        share = g * (a > b)
-        tie = a == b
-        return share + (g * 0.5) * tie if tie.any() else share
+        return g * ((a > b) + (a == b) * xp.dtype(dtype).type(0.5))
     larger, tie = a > b, a == b
-    one = arraylib.ns.ones_like(larger, dtype=_float_dtype_of(a, b))
+    one = arraylib.ns.ones_like(larger, dtype=dtype)
     return g * arraylib.ns.where(larger, one, arraylib.ns.where(tie, 0.5 * one, 0 * one))
 
 
