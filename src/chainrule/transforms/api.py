@@ -162,7 +162,9 @@ def value_and_grad(fun, argnums=0, has_aux=False):
         if isinstance(out, Tensor) and out._level == level and out.requires_grad:
             if not arraylib.is_float_dtype(out.dtype):
                 raise TypeError(f"grad needs a floating-point output, got dtype {out.dtype}")
-            seed = ops.ones_like(out.data)
+            data = out.data  # a NumPy scalar output: ones() costs half of ones_like()
+            scalar = isinstance(data, (ndarray, xp.generic))
+            seed = xp.ones((), data.dtype) if scalar else ops.ones_like(data)
             note_pass("vjp")
             cotangents = backward_pass([out], [seed], epoch=current_epoch(), leaves=all_leaves)
         else:
