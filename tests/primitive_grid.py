@@ -443,6 +443,70 @@ for _shape in ((2, 2), (3, 3), (2, 3, 3)):
 for _sa, _sb in (((3, 3), (3,)), ((3, 3), (3, 2)), ((2, 3, 3), (2, 3, 2)), ((2, 3, 3), (3,))):
     case("linalg.solve", lambda xp, a, b: xp.linalg.solve(a, b), (_sa, "matrix"), (_sb, "real"))
 
+# ---- decompositions: only basis-independent results (eigenvector and singular-vector signs are
+# arbitrary, so the grid takes squares of their entries, or the factors that are unique) ---------
+_SPREAD = np.diag([0.0, 1.5, 3.0])  # keeps the eigenvalues of sym(x) apart
+
+
+def _sym(xp, x):  # the cases add _SPREAD themselves: their module arrays are converted
+    return 0.5 * (x + xp.swapaxes(x, -1, -2))
+
+
+def _gram(xp, x):
+    return xp.matmul(x, xp.swapaxes(x, -1, -2))
+
+
+for _shape in ((3, 3), (2, 3, 3)):
+    case("linalg.cholesky", lambda xp, x: xp.linalg.cholesky(_gram(xp, x)), (_shape, "matrix"))
+    case("linalg.slogdet", lambda xp, x: tuple(xp.linalg.slogdet(x)), (_shape, "matrix"))
+    case(
+        "linalg.eigvalsh",
+        lambda xp, x: xp.linalg.eigvalsh(_sym(xp, x) + _SPREAD),
+        (_shape, "matrix"),
+    )
+    case(
+        "linalg.eigh",
+        lambda xp, x: (lambda w, v: (w, v * v))(*xp.linalg.eigh(_sym(xp, x) + _SPREAD)),
+        (_shape, "matrix"),
+    )
+    case("linalg.qr", lambda xp, x: tuple(xp.linalg.qr(x)), (_shape, "matrix"))
+case(
+    "linalg.cholesky",
+    lambda xp, x: xp.linalg.cholesky(_gram(xp, x), upper=True),
+    ((3, 3), "matrix"),
+    tag="upper",
+)
+case(
+    "linalg.slogdet", lambda xp, x: tuple(xp.linalg.slogdet(-x)), ((3, 3), "matrix"), tag="sign -1"
+)
+case("linalg.qr", lambda xp, x: tuple(xp.linalg.qr(x)), ((4, 3), "real"), tag="tall")
+case("linalg.qr", lambda xp, x: tuple(xp.linalg.qr(x)), ((2, 3, 4), "real"), tag="wide")
+case("linalg.qr", lambda xp, x: xp.linalg.qr(x, mode="r"), ((4, 3), "real"), tag="r")
+for _shape in ((4, 3), (2, 3, 4)):
+    case("linalg.svdvals", lambda xp, x: xp.linalg.svdvals(x), (_shape, "real"))
+    case("linalg.pinv", lambda xp, x: xp.linalg.pinv(x), (_shape, "real"))
+    case(
+        "linalg.svd",
+        lambda xp, x: (lambda u, s, vh: (u * u, s, vh * vh))(
+            *xp.linalg.svd(x, full_matrices=False)
+        ),
+        (_shape, "real"),
+    )
+case(
+    "linalg.svd",
+    lambda xp, x: (lambda u, s, vh: (u[:, :3] ** 2, s, vh * vh))(*xp.linalg.svd(x)),
+    ((4, 3), "real"),
+    tag="full_matrices",
+)
+case("linalg.svd", lambda xp, x: xp.linalg.svd(x, compute_uv=False), ((3, 4), "real"), tag="S")
+for _sb in ((4,), (4, 2)):
+    case(
+        "linalg.lstsq",
+        lambda xp, a, b: (lambda x, res, rank, s: (x, res, s))(*xp.linalg.lstsq(a, b)),
+        ((4, 3), "real"),
+        (_sb, "real"),
+    )
+
 # ---- constants: zero derivative, checked as such ------------------------------------------------
 case("zeros_like", lambda xp, x: xp.zeros_like(x), ((3, 4), "real"))
 case("ones_like", lambda xp, x: xp.ones_like(x) * x, ((3, 4), "real"))

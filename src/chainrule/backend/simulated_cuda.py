@@ -105,6 +105,8 @@ def _wrap(value, device):
         return SimulatedArray(np.asarray(value), device)
     if type(value) in (list, tuple):
         return type(value)(_wrap(item, device) for item in value)
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # linalg's named results
+        return type(value)(*(_wrap(item, device) for item in value))
     return value
 
 
