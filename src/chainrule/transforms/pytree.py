@@ -84,12 +84,32 @@ def _children(node):
     return None
 
 
+def _flat(kind, keys, kids):
+    """The (leaves, treedef) of a container whose children are all leaves, or None: the common
+    case (a list or dict of parameter arrays) without the general walk's stack."""
+    for kid in kids:
+        if kid is None or isinstance(kid, (dict, list, tuple)):
+            return None
+    return kids, TreeDef(kind, keys, (_LEAF,) * len(kids), len(kids))
+
+
 def tree_flatten(tree) -> tuple[list, TreeDef]:
     """Leaves in a fixed order (dict keys sorted) and the structure to rebuild the tree."""
+    if tree is None:
+        return [], _NONE
+    split = _children(tree)
+    if split is None:
+        return [tree], _LEAF
+    flat = _flat(*split)
+    if flat is not None:
+        return flat
     leaves: list = []
-    # Post-order with an explicit stack: (node, built children or None).
+    # Post-order with an explicit stack: (node, built children or None), the root already split.
     root_box: list = []
-    stack: list = [(tree, None, root_box)]
+    kind, keys, kids = split
+    built: list = []
+    stack: list = [(tree, (kind, keys, built), root_box)]
+    stack.extend((child, None, built) for child in reversed(kids))
     while stack:
         node, built, parent_box = stack.pop()
         if built is None:
@@ -119,6 +139,14 @@ def tree_unflatten(treedef: TreeDef, leaves) -> Any:
         raise ValueError(
             f"tree_unflatten: structure {treedef} needs {treedef.count} leaves, got {len(leaves)}"
         )
+    kind = treedef.kind
+    if kind == "leaf":
+        return leaves[0]
+    if all(child.kind == "leaf" for child in treedef.children):  # a flat container: directly
+        if kind is dict:
+            return dict(zip(treedef.keys, leaves, strict=True))
+        if kind in (list, tuple):
+            return kind(leaves)
     position = 0
     # Iterative build: stack of (treedef, children collected so far)
     result_box: list = []
