@@ -235,6 +235,8 @@ def reverse_jacobian(trace, argnums=0, chunk_size=None):
     out_shapes = trace.output_shapes
     out_sizes, out_offsets, total = _layout(out_shapes)
     in_shapes = trace.input_shapes
+    if total == 1 and len(out_shapes) == 1:
+        return _one_direction_jacobian(trace, argnums, out_shapes[0], in_shapes)
     chunks = _chunks(total, chunk_size)
     per_chunk = []
     for number, (start, stop) in enumerate(chunks):
@@ -268,6 +270,23 @@ def reverse_jacobian(trace, argnums=0, chunk_size=None):
                 blocks.append(plain(ops.reshape(piece, shape + in_shape)))
         per_output.append(_group(blocks, trace.arg_defs, isinstance(argnums, int)))
     return trace.output_value(), tree_unflatten(trace.out_def, per_output)
+
+
+def _one_direction_jacobian(trace, argnums, out_shape, in_shapes):
+    """``reverse_jacobian`` for a function with one output value (a scalar loss, the inner
+    ``jacrev`` of a Hessian): one plain seed of ones, as ``grad`` pulls back, instead of a batch
+    of one direction, whose batching level would cost more than the sweep itself."""
+    (leaf,) = trace.out_leaves
+    note_pass("vjp", 1)
+    cotangents = trace.pull([ops.ones_like(leaf, dtype=_float_dtype(leaf))])
+    blocks = []
+    for in_shape, ct, tensor in zip(in_shapes, cotangents, trace.inputs, strict=True):
+        if ct is None:
+            blocks.append(_zeros(tensor.data, out_shape + in_shape, _float_dtype(tensor)))
+        else:
+            blocks.append(plain(ops.reshape(ct, out_shape + in_shape)))
+    jacobian = _group(blocks, trace.arg_defs, isinstance(argnums, int))
+    return trace.output_value(), tree_unflatten(trace.out_def, [jacobian])
 
 
 def jacrev(fun, argnums=0, *, chunk_size=None):
