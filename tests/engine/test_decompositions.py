@@ -448,3 +448,13 @@ def test_gradients_equal_pytorchs(name):
     np.testing.assert_allclose(
         cr.grad(lambda a: cnp.sum(ours(a)))(a), tensor.grad.numpy(), rtol=1e-9, atol=1e-10
     )
+
+
+def test_pinv_takes_numpys_rcond_rtol_and_hermitian():
+    a = np.diag([1.0, 1e-9, 0.0])
+    np.testing.assert_allclose(cnp.linalg.pinv(a), np.linalg.pinv(a))
+    np.testing.assert_allclose(cnp.linalg.pinv(a, rtol=None), np.linalg.pinv(a, rtol=None))
+    np.testing.assert_allclose(cnp.linalg.pinv(a, rtol=1e-12), np.linalg.pinv(a, rtol=1e-12))
+    np.testing.assert_allclose(cnp.linalg.pinv(a, 1e-6, hermitian=True), np.diag([1.0, 0, 0]))
+    with pytest.raises(ValueError, match=r"linalg\.pinv.*'rcond' or 'rtol'"):
+        cnp.linalg.pinv(a, rcond=1e-3, rtol=1e-3)

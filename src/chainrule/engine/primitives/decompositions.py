@@ -34,7 +34,7 @@ from .. import arraylib
 from ..arraylib import xp
 from ..core import Tracer, apply, raw, shape
 from ..table import defprim, public
-from .linalg import diagonal, matmul, solve
+from .linalg import matmul, solve
 from .reductions import sum
 from .shapes import concatenate, expand_dims, reshape, swapaxes
 
@@ -104,7 +104,9 @@ def _sym(a):
 
 
 def _diag(a):
-    return diagonal(a, 0, -2, -1)
+    """The diagonal of each matrix (..., n, n) as (..., n): a masked sum, where ``diagonal``'s
+    integer-array index would leave the array-API standard."""
+    return sum(a * _eye(a, shape(a)[-1]), axis=-1)
 
 
 def _diag_embed(v):
@@ -116,7 +118,7 @@ def _gap_reciprocals(values):
     """``F[i, j] = 1 / (values[j] - values[i])`` off the diagonal, 0 on it; ``inf`` where two
     values are equal (the derivative of the vectors does not exist there)."""
     eye = _eye(values, shape(values)[-1])
-    return 1.0 / (eye + (expand_dims(values, -2) - expand_dims(values, -1))) - eye
+    return 1.0 / ((expand_dims(values, -2) - expand_dims(values, -1)) + eye) - eye  # traced first
 
 
 def _known_zero(cotangent):
@@ -148,11 +150,26 @@ def _cubic_flops(factor):
     return flops
 
 
+def _eps(x):
+    """The machine epsilon of ``x``'s dtype, in its own namespace."""
+    plain = raw(x)
+    return float(arraylib.namespace_beside(plain).finfo(plain.dtype).eps)
+
+
 def _require_matrices(op, name, x, square=False):
     s = shape(x)
     if len(s) < 2 or (square and s[-1] != s[-2]):
         kind = "square matrices (..., n, n)" if square else "matrices (..., m, n)"
         raise ValueError(f"chainrule.linalg.{op}: argument {name!r} must be {kind}, got shape {s}")
+
+
+def _pad_in(namespace, array, width):
+    """``array`` with zero columns appended up to ``width``, in an array-API ``namespace``."""
+    extra = width - array.shape[-1]
+    if extra == 0:
+        return array
+    zeros = namespace.zeros((*array.shape[:-1], extra), dtype=array.dtype)
+    return namespace.concat([array, zeros], axis=-1)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -193,6 +210,7 @@ CHOLESKY = defprim(
     _cholesky_jvp,
     _cubic_flops(1 / 3),
     batching="stacked",
+    array_api=lambda ns: lambda x: ns.linalg.cholesky(x),
     matmul_like=True,
     names=(),
     gpu="CuPy's cuSOLVER Cholesky does not raise on a matrix that is not positive definite: "
@@ -251,9 +269,11 @@ SLOGDET = defprim(
     (_slogdet_vjp,),
     _slogdet_jvp,
     _cubic_flops(2 / 3),
+    array_api=lambda ns: lambda x: ns.stack(list(ns.linalg.slogdet(x)), axis=-1),
     batching="stacked",
     matmul_like=True,
     names=(),
+    gpu="One LU factorisation per matrix (cuSOLVER getrf under CuPy); the VJP solves with it.",
 )
 
 
@@ -285,6 +305,19 @@ def _eigh_forward(x, uplo):
     return xp.concatenate([values[..., None, :], vectors], axis=-2)
 
 
+def _eigh_in(namespace):
+    """eigh's packed forward in an array-API namespace, whose ``eigh`` has no ``UPLO``: the
+    symmetric matrix is first rebuilt from the triangle ``uplo`` names."""
+
+    def forward(x, uplo):
+        lower = namespace.tril(x) if uplo == "L" else namespace.matrix_transpose(namespace.triu(x))
+        full = lower + namespace.matrix_transpose(namespace.tril(lower, k=-1))
+        values, vectors = namespace.linalg.eigh(full)
+        return namespace.concat([namespace.expand_dims(values, axis=-2), vectors], axis=-2)
+
+    return forward
+
+
 def _eigh_vjp(g, out, x, uplo):
     # Abar = sym(V (diag(wbar) + F o (V^T Vbar)) V^T), F[i, j] = 1 / (w[j] - w[i])
     values, vectors = out[..., 0, :], out[..., 1:, :]
@@ -309,9 +342,12 @@ EIGH = defprim(
     (_eigh_vjp,),
     _eigh_jvp,
     _cubic_flops(9),
+    array_api=_eigh_in,
     batching="stacked",
     matmul_like=True,
     names=(),
+    gpu="cuSOLVER syevd under CuPy, one call per matrix of a stack (batched syevj for small "
+    "ones); the rules are matrix products only.",
 )
 
 
@@ -379,6 +415,17 @@ def _svd_forward(x, full_matrices):
     width = builtins.max(m, n) if full_matrices else builtins.min(m, n)
     parts = (u, s[..., None, :], xp.matrix_transpose(vh))
     return xp.concatenate([_pad_columns(part, width) for part in parts], axis=-2)
+
+
+def _svd_in(namespace):
+    def forward(x, full_matrices):
+        u, s, vh = namespace.linalg.svd(x, full_matrices=full_matrices)
+        m, n = x.shape[-2:]
+        width = builtins.max(m, n) if full_matrices else builtins.min(m, n)
+        parts = (u, namespace.expand_dims(s, axis=-2), namespace.matrix_transpose(vh))
+        return namespace.concat([_pad_in(namespace, part, width) for part in parts], axis=-2)
+
+    return forward
 
 
 def _svd_parts(packed, x):
@@ -455,19 +502,23 @@ SVD = defprim(
     (_svd_vjp,),
     _svd_jvp,
     _svd_flops,
+    array_api=_svd_in,
     batching="stacked",
     matmul_like=True,
     names=(),
+    gpu="cuSOLVER gesvd under CuPy (batched gesvdj for small matrices); the rules are matrix "
+    "products only.",
 )
 
 
 @public(SVD, names=("linalg.svd",))
-def svd(x, full_matrices=True, compute_uv=True):
+def svd(x, full_matrices=True, compute_uv=True, hermitian=False):
     """The singular value decomposition ``x = U @ diag(S) @ Vh`` of each matrix of ``x``
     (..., m, n), as NumPy's: ``(U, S, Vh)`` with descending ``S``, or ``S`` alone when
     ``compute_uv`` is false. ``full_matrices`` (NumPy's default) completes ``U`` and ``Vh`` to
     square orthogonal matrices; the extra columns are any basis of the complement, so their
-    cotangents are ignored (as in PyTorch).
+    cotangents are ignored (as in PyTorch). ``hermitian`` is accepted and changes nothing: the
+    general SVD runs (the same factorisation, up to the signs of the vectors).
 
     Derivatives through ``U`` and ``Vh`` need distinct, non-zero singular values (see the
     module notes); those of ``S`` alone, and of gauge-invariant losses such as
@@ -519,6 +570,14 @@ def svdvals(x):
 def _qr_forward(x):
     q, r = xp.linalg.qr(x)
     return xp.concatenate([_pad_columns(q, x.shape[-1]), r], axis=-2)
+
+
+def _qr_in(namespace):
+    def forward(x):
+        q, r = namespace.linalg.qr(x)
+        return namespace.concat([_pad_in(namespace, q, x.shape[-1]), r], axis=-2)
+
+    return forward
 
 
 def _qr_parts(packed, x):
@@ -584,9 +643,12 @@ QR = defprim(
     (_qr_vjp,),
     _qr_jvp,
     _qr_flops,
+    array_api=_qr_in,
     batching="stacked",
     matmul_like=True,
     names=(),
+    gpu="cuSOLVER geqrf/orgqr under CuPy; the rules solve with R (a general solve: there is no "
+    "triangular-solve primitive yet).",
 )
 
 
@@ -660,22 +722,30 @@ def _pinv_jvp(ts, out, x, rcond):
 
 PINV = defprim(
     "pinv",
-    lambda x, rcond: xp.linalg.pinv(x) if rcond is None else xp.linalg.pinv(x, rcond=rcond),
+    lambda x, rcond: xp.linalg.pinv(x, rcond=rcond),
     (_pinv_vjp,),
     _pinv_jvp,
     _cubic_flops(12),
+    array_api=lambda ns: lambda x, rcond: ns.linalg.pinv(x, rtol=rcond),
     batching="stacked",
     matmul_like=True,
     names=(),
+    gpu="One SVD (cuSOLVER under CuPy); the rules are matrix products only.",
 )
 
 
+#: ``pinv``'s ``rtol`` when the caller gives none (NumPy's sentinel, which None is not).
+_UNSET = object()
+
+
 @public(PINV, names=("linalg.pinv",))
-def pinv(x, rcond=None):
+def pinv(x, rcond=None, hermitian=False, *, rtol=_UNSET):
     """The Moore-Penrose pseudo-inverse of each matrix of ``x`` (..., m, n), as NumPy's:
-    singular values at most ``rcond`` times the largest count as zero (NumPy's default when
-    None). The derivative (Golub & Pereyra) is exact wherever the rank is locally constant,
-    whatever the singular values, repeated ones included.
+    singular values at most ``rcond`` (or ``rtol``, the array API's name) times the largest count
+    as zero; NumPy's defaults: 1e-15 when neither is given, ``max(m, n) * eps`` for
+    ``rtol=None``. ``hermitian`` is accepted and changes nothing (the general SVD gives the same
+    pseudo-inverse). The derivative (Golub & Pereyra) is exact wherever the rank is locally
+    constant, whatever the singular values, repeated ones included.
 
     >>> import numpy as np, chainrule as cr, chainrule.numpy as cnp
     >>> a = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
@@ -686,7 +756,16 @@ def pinv(x, rcond=None):
     True
     """
     _require_matrices("pinv", "x", x)
-    return apply(PINV, x, rcond=None if rcond is None else float(rcond))
+    if rcond is not None and rtol is not _UNSET:
+        raise ValueError("chainrule.linalg.pinv: give 'rcond' or 'rtol', not both")
+    if rcond is None:
+        if rtol is _UNSET:
+            rcond = 1e-15
+        elif rtol is None:
+            rcond = builtins.max(shape(x)[-2:]) * _eps(x)
+        else:
+            rcond = rtol
+    return apply(PINV, x, rcond=float(rcond))
 
 
 @public(PINV, names=("linalg.lstsq",))
@@ -723,7 +802,7 @@ def lstsq(a, b, rcond=None):
     plain = raw(singular_values)
     namespace = arraylib.namespace_beside(plain)  # NumPy, CuPy or the active array-API one
     if rcond is None:
-        rcond = float(namespace.finfo(plain.dtype).eps) * builtins.max(m, n)
+        rcond = _eps(plain) * builtins.max(m, n)
     solution = matmul(apply(PINV, a, rcond=float(rcond)), b)
     cutoff = rcond * float(plain[0]) if plain.shape[0] else 0.0
     rank = int(namespace.count_nonzero(plain > cutoff))
