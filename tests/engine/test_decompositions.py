@@ -458,3 +458,13 @@ def test_pinv_takes_numpys_rcond_rtol_and_hermitian():
     np.testing.assert_allclose(cnp.linalg.pinv(a, 1e-6, hermitian=True), np.diag([1.0, 0, 0]))
     with pytest.raises(ValueError, match=r"linalg\.pinv.*'rcond' or 'rtol'"):
         cnp.linalg.pinv(a, rcond=1e-3, rtol=1e-3)
+
+
+def test_spectral_and_nuclear_norms_come_from_the_singular_values():
+    a = _spread(np.random.default_rng(15), (4, 3))
+    for ord in (2, -2, "nuc"):
+        assert cnp.linalg.norm(a, ord) == pytest.approx(np.linalg.norm(a, ord), rel=1e-12)
+    u, _, vh = np.linalg.svd(a)
+    spectral = cr.grad(lambda a: cnp.linalg.norm(a, 2))(a)
+    np.testing.assert_allclose(spectral, np.outer(u[:, 0], vh[0]), atol=1e-12)
+    np.testing.assert_allclose(cr.grad(lambda a: cnp.linalg.norm(a, "nuc"))(np.eye(3)), np.eye(3))
