@@ -468,3 +468,12 @@ def test_spectral_and_nuclear_norms_come_from_the_singular_values():
     spectral = cr.grad(lambda a: cnp.linalg.norm(a, 2))(a)
     np.testing.assert_allclose(spectral, np.outer(u[:, 0], vh[0]), atol=1e-12)
     np.testing.assert_allclose(cr.grad(lambda a: cnp.linalg.norm(a, "nuc"))(np.eye(3)), np.eye(3))
+
+
+def test_jacobians_of_the_values_stay_finite_at_repeated_values():
+    # jacrev pulls back many cotangents at once (a batch): the zero vector part is still skipped.
+    for fun in (cnp.linalg.eigvalsh, cnp.linalg.svdvals):
+        reverse, forward = cr.jacrev(fun)(np.eye(3)), cr.jacfwd(fun)(np.eye(3))
+        assert np.all(np.isfinite(reverse))
+        np.testing.assert_allclose(np.sum(reverse, axis=0), np.eye(3), atol=1e-14)  # the trace
+        np.testing.assert_allclose(np.sum(forward, axis=0), np.eye(3), atol=1e-14)

@@ -18,9 +18,14 @@ vectors) contains ``1 / (λj - λi)`` (``1 / (sj² - si²)``), which diverges wh
 there the vectors are not unique, and only losses that do not depend on the choice of basis
 (gauge-invariant losses: the eigenvalues, ``U diag(s) V^T``, projectors ``U U^T`` onto a whole
 eigenspace) have a derivative. As in JAX and PyTorch, the rules then give ``inf`` or ``NaN``
-where the vectors are used; a loss of the eigenvalues or singular values alone (``eigvalsh``,
-``svdvals``, ``eigh(a)[0]``) never touches that term and gets its exact gradient at any input.
-The SVD's vector terms also divide by the singular values, so they need ``s > 0``. With
+where the vectors are used. A loss of the eigenvalues or singular values alone (``eigvalsh``,
+``svdvals``, ``eigh(a)[0]``) never touches that term: its gradient ``V diag(wbar) V^T`` is
+always finite, exact for every loss differentiable there (symmetric in the repeated values:
+their sum, ``sum(f(w))``, a norm), and for one repeated value alone (not differentiable there)
+one element of its subdifferential, as in JAX and PyTorch. The skipped term is recognised by a
+cotangent of plain zeros (one, or a batch of them under ``jacrev``); second derivatives trace
+the term and are ``NaN`` at repeated values. The SVD's vector terms also divide by the singular
+values, so they need ``s > 0``. With
 ``full_matrices=True`` the extra columns of ``U`` and rows of ``Vh`` are any basis of the
 complement, so their cotangents are ignored and their tangents are zero (PyTorch's rule).
 """
@@ -122,8 +127,13 @@ def _gap_reciprocals(values):
 
 
 def _known_zero(cotangent):
-    """Whether ``cotangent`` is a plain array of zeros: the part of a packed cotangent that
-    belongs to results the loss does not use (PyTorch skips those terms the same way)."""
+    """Whether ``cotangent`` is known to be zeros: a plain array of zeros, or a batch of them (the
+    part of a packed cotangent that belongs to results the loss does not use, which PyTorch skips
+    the same way). A traced cotangent may be zero now and not nearby: never skipped."""
+    from ..batching import Batched  # noqa: PLC0415 - batching imports the table's modules
+
+    while type(cotangent) is Batched:  # many cotangents at once (jacrev): skip when all are zero
+        cotangent = cotangent.value
     if isinstance(cotangent, Tracer):
         return False
     array = raw(cotangent)
@@ -380,7 +390,8 @@ def eigh(x, UPLO="L"):  # noqa: N803 - NumPy's name
 @public(EIGH, names=("linalg.eigvalsh",))
 def eigvalsh(x, UPLO="L"):  # noqa: N803 - NumPy's name
     """The ascending eigenvalues of each symmetric matrix of ``x`` (..., n, n): ``eigh``'s
-    first result. Its gradient ``V diag(wbar) V^T`` is exact even where eigenvalues repeat.
+    first result. Its gradient ``V diag(wbar) V^T`` stays finite where eigenvalues repeat (exact
+    for losses symmetric in the repeated ones, such as their sum).
 
     >>> import numpy as np, chainrule as cr, chainrule.numpy as cnp
     >>> cr.grad(lambda a: cnp.sum(cnp.linalg.eigvalsh(a)))(np.eye(3))  # the trace's gradient
@@ -548,7 +559,8 @@ def svd(x, full_matrices=True, compute_uv=True, hermitian=False):
 @public(SVD, names=("linalg.svdvals",))
 def svdvals(x):
     """The singular values of each matrix of ``x`` (..., m, n), descending. Their gradient
-    ``U diag(sbar) V^T`` is exact even where singular values repeat.
+    ``U diag(sbar) V^T`` stays finite where singular values repeat (exact for losses symmetric in
+    the repeated ones, such as the nuclear norm).
 
     >>> import numpy as np, chainrule as cr, chainrule.numpy as cnp
     >>> cnp.linalg.svdvals(np.array([[0.0, 2.0], [1.0, 0.0]]))
