@@ -223,8 +223,9 @@ CHOLESKY = defprim(
     array_api=lambda ns: lambda x: ns.linalg.cholesky(x),
     matmul_like=True,
     names=(),
-    gpu="CuPy's cuSOLVER Cholesky does not raise on a matrix that is not positive definite: "
-    "its factor holds NaN instead (check ``isfinite`` there).",
+    gpu="cupy.linalg.cholesky (cuSOLVER) does not raise on a matrix that is not positive "
+    "definite unless ``cupyx.errstate(linalg='raise')`` is set: check the factor with "
+    "``isfinite``. The rules solve with L (a general solve: no triangular-solve primitive yet).",
 )
 
 
@@ -283,7 +284,7 @@ SLOGDET = defprim(
     batching="stacked",
     matmul_like=True,
     names=(),
-    gpu="One LU factorisation per matrix (cuSOLVER getrf under CuPy); the VJP solves with it.",
+    gpu="cupy.linalg.slogdet (an LU factorisation, cuSOLVER); the VJP is a solve.",
 )
 
 
@@ -356,8 +357,8 @@ EIGH = defprim(
     batching="stacked",
     matmul_like=True,
     names=(),
-    gpu="cuSOLVER syevd under CuPy, one call per matrix of a stack (batched syevj for small "
-    "ones); the rules are matrix products only.",
+    gpu="cupy.linalg.eigh (cuSOLVER); the rules are matrix products only. Not yet measured on "
+    "a GPU.",
 )
 
 
@@ -517,8 +518,8 @@ SVD = defprim(
     batching="stacked",
     matmul_like=True,
     names=(),
-    gpu="cuSOLVER gesvd under CuPy (batched gesvdj for small matrices); the rules are matrix "
-    "products only.",
+    gpu="cupy.linalg.svd (cuSOLVER); the rules are matrix products only. Not yet measured on "
+    "a GPU.",
 )
 
 
@@ -659,7 +660,7 @@ QR = defprim(
     batching="stacked",
     matmul_like=True,
     names=(),
-    gpu="cuSOLVER geqrf/orgqr under CuPy; the rules solve with R (a general solve: there is no "
+    gpu="cupy.linalg.qr (cuSOLVER); the rules solve with R (a general solve: no "
     "triangular-solve primitive yet).",
 )
 
@@ -742,7 +743,7 @@ PINV = defprim(
     batching="stacked",
     matmul_like=True,
     names=(),
-    gpu="One SVD (cuSOLVER under CuPy); the rules are matrix products only.",
+    gpu="cupy.linalg.pinv (one SVD, cuSOLVER); the rules are matrix products only.",
 )
 
 
