@@ -477,3 +477,8 @@ def test_jacobians_of_the_values_stay_finite_at_repeated_values():
         assert np.all(np.isfinite(reverse))
         np.testing.assert_allclose(np.sum(reverse, axis=0), np.eye(3), atol=1e-14)  # the trace
         np.testing.assert_allclose(np.sum(forward, axis=0), np.eye(3), atol=1e-14)
+
+
+def test_complex_matrices_are_refused_by_name():
+    with pytest.raises(TypeError, match=r"linalg\.eigh.*'x'.*complex.*\(2, 2\)"):
+        cnp.linalg.eigh(np.eye(2, dtype=complex))

@@ -171,6 +171,14 @@ def _require_matrices(op, name, x, square=False):
     if len(s) < 2 or (square and s[-1] != s[-2]):
         kind = "square matrices (..., n, n)" if square else "matrices (..., m, n)"
         raise ValueError(f"chainrule.linalg.{op}: argument {name!r} must be {kind}, got shape {s}")
+    dtype = getattr(raw(x), "dtype", None)
+    if (
+        dtype is not None and getattr(dtype, "kind", "") == "c"
+    ):  # the rules transpose, never conjugate
+        raise TypeError(
+            f"chainrule.linalg.{op}: argument {name!r} is complex ({dtype}, shape {s}); the "
+            "decompositions' derivatives are for real matrices only"
+        )
 
 
 def _pad_in(namespace, array, width):
@@ -800,6 +808,7 @@ def lstsq(a, b, rcond=None):
     >>> np.allclose(cr.grad(slope)(b), [-0.5, 0.0, 0.5])  # the fitted slope's weights
     True
     """
+    _require_matrices("lstsq", "a", a)
     shape_a, shape_b = shape(a), shape(b)
     if len(shape_a) != 2:
         raise ValueError(
