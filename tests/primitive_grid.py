@@ -437,6 +437,14 @@ case(
     ((2, 3, 4), "distinct"),
     tag="matrix ord=-1",
 )
+case("linalg.norm", lambda xp, x: xp.linalg.norm(x, 2), ((4, 3), "real"), tag="spectral")
+case("linalg.norm", lambda xp, x: xp.linalg.norm(x, -2), ((3, 4), "real"), tag="ord=-2")
+case(
+    "linalg.norm",
+    lambda xp, x: xp.linalg.norm(x, "nuc", axis=(2, 0), keepdims=True),
+    ((3, 2, 4), "real"),
+    tag="nuclear",
+)
 for _shape in ((2, 2), (3, 3), (2, 3, 3)):
     case("linalg.det", lambda xp, x: xp.linalg.det(x), (_shape, "matrix"))
     case("linalg.inv", lambda xp, x: xp.linalg.inv(x), (_shape, "matrix"))

@@ -426,19 +426,7 @@ def _uncovered_primitive(error):
 #: takes no ``None``), and a plain strict array left of a traced operand (``ones_like(x) * x``:
 #: strict operators raise instead of deferring, see the limits in docs/gpu.md).
 #: The uncovered primitives some grid case reaches: those cases stop there, naming it.
-STOPS_AT = {
-    "cholesky",
-    "det",
-    "eigh",
-    "einsum",
-    "inv",
-    "pinv",
-    "qr",
-    "sign",
-    "slogdet",
-    "solve",
-    "svd",
-}
+STOPS_AT = {"det", "einsum", "inv", "sign", "solve"}
 
 OUTSIDE_THE_STANDARD = {
     "getitem[newaxis](3x4)": "None in the scatter-add's __setitem__",

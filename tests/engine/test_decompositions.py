@@ -448,3 +448,37 @@ def test_gradients_equal_pytorchs(name):
     np.testing.assert_allclose(
         cr.grad(lambda a: cnp.sum(ours(a)))(a), tensor.grad.numpy(), rtol=1e-9, atol=1e-10
     )
+
+
+def test_pinv_takes_numpys_rcond_rtol_and_hermitian():
+    a = np.diag([1.0, 1e-9, 0.0])
+    np.testing.assert_allclose(cnp.linalg.pinv(a), np.linalg.pinv(a))
+    np.testing.assert_allclose(cnp.linalg.pinv(a, rtol=None), np.linalg.pinv(a, rtol=None))
+    np.testing.assert_allclose(cnp.linalg.pinv(a, rtol=1e-12), np.linalg.pinv(a, rtol=1e-12))
+    np.testing.assert_allclose(cnp.linalg.pinv(a, 1e-6, hermitian=True), np.diag([1.0, 0, 0]))
+    with pytest.raises(ValueError, match=r"linalg\.pinv.*'rcond' or 'rtol'"):
+        cnp.linalg.pinv(a, rcond=1e-3, rtol=1e-3)
+
+
+def test_spectral_and_nuclear_norms_come_from_the_singular_values():
+    a = _spread(np.random.default_rng(15), (4, 3))
+    for ord in (2, -2, "nuc"):
+        assert cnp.linalg.norm(a, ord) == pytest.approx(np.linalg.norm(a, ord), rel=1e-12)
+    u, _, vh = np.linalg.svd(a)
+    spectral = cr.grad(lambda a: cnp.linalg.norm(a, 2))(a)
+    np.testing.assert_allclose(spectral, np.outer(u[:, 0], vh[0]), atol=1e-12)
+    np.testing.assert_allclose(cr.grad(lambda a: cnp.linalg.norm(a, "nuc"))(np.eye(3)), np.eye(3))
+
+
+def test_jacobians_of_the_values_stay_finite_at_repeated_values():
+    # jacrev pulls back many cotangents at once (a batch): the zero vector part is still skipped.
+    for fun in (cnp.linalg.eigvalsh, cnp.linalg.svdvals):
+        reverse, forward = cr.jacrev(fun)(np.eye(3)), cr.jacfwd(fun)(np.eye(3))
+        assert np.all(np.isfinite(reverse))
+        np.testing.assert_allclose(np.sum(reverse, axis=0), np.eye(3), atol=1e-14)  # the trace
+        np.testing.assert_allclose(np.sum(forward, axis=0), np.eye(3), atol=1e-14)
+
+
+def test_complex_matrices_are_refused_by_name():
+    with pytest.raises(TypeError, match=r"linalg\.eigh.*'x'.*complex.*\(2, 2\)"):
+        cnp.linalg.eigh(np.eye(2, dtype=complex))

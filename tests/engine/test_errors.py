@@ -90,7 +90,7 @@ def test_shape_mismatch_inside_transforms_names_the_op_and_both_shapes():
         (lambda x: cnp.transpose(x, (0, 0)), ("chainrule.transpose", "permutation")),
         (lambda x: cnp.matmul(x, 2.0), ("chainrule.matmul", "(2, 3)", "()")),
         (lambda x: cnp.einsum("ij,jk", x, x), ("chainrule.einsum", "explicit output")),
-        (lambda x: cnp.linalg.norm(x, "nuc"), ("linalg.norm", "'nuc'")),
+        (lambda x: cnp.linalg.norm(x, 3), ("linalg.norm", "order 3", "matrices")),
         (lambda x: cnp.linalg.norm(x[0], "fro"), ("linalg.norm", "'fro'", "vectors")),
     ],
     ids=[
@@ -107,7 +107,7 @@ def test_shape_mismatch_inside_transforms_names_the_op_and_both_shapes():
         "transpose",
         "matmul scalar",
         "einsum implicit",
-        "norm nuc",
+        "norm ord 3 matrix",
         "norm fro vector",
     ],
 )

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from . import arraylib
 from .arraylib import xp
 from .core import Tracer, apply, ndim, ones_like, raw, shape, zeros_like
+from .primitives.decompositions import svdvals
 from .primitives.elementwise import (
     ABS,
     EXP,
@@ -293,9 +294,11 @@ def cross(x, y, axis=-1):
 
 
 def norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002 - NumPy's name
-    """NumPy's ``linalg.norm``: vector norms (ord None/2, 1, inf, -inf, 0, any other p) and the
-    matrix norms that need no SVD (Frobenius, 1, -1, inf, -inf). A matrix norm is taken when
-    ``x`` is 2-d and ``axis`` is None, or when ``axis`` names two axes.
+    """NumPy's ``linalg.norm``: vector norms (ord None/2, 1, inf, -inf, 0, any other p) and
+    matrix norms (Frobenius, 1, -1, inf, -inf, and through the singular values 2, -2 and
+    ``"nuc"``). A matrix norm is taken when ``x`` is 2-d and ``axis`` is None, or when ``axis``
+    names two axes. The spectral norm's gradient at a repeated largest singular value is the mean
+    of the tied ones' (as ``max`` splits ties).
 
     The gradient of the 2-norm and of the Frobenius norm at 0 is 0, as in PyTorch (the
     derivative itself is undefined there).
@@ -348,11 +351,12 @@ def _matrix_norm(x, ord, axes, keepdims):
             extreme_axis -= 1
         sums = sum(ABS(x), axis=summed_axis)
         result = max(sums, axis=extreme_axis) if ord > 0 else min(sums, axis=extreme_axis)
-    elif ord in (2, -2, "nuc"):
-        raise NotImplementedError(
-            f"chainrule.linalg.norm: the matrix norm ord={ord!r} needs singular values, which "
-            "chainrule has no primitive for; use the Frobenius norm (ord='fro') or ord=1/inf"
-        )
+    elif ord in (2, -2, "nuc"):  # the largest, the smallest or the sum of the singular values
+        values = svdvals(moveaxis(x, axes, (-2, -1)))
+        if ord == "nuc":
+            result = sum(values, axis=-1)
+        else:
+            result = max(values, axis=-1) if ord == 2 else min(values, axis=-1)
     else:
         raise ValueError(f"chainrule.linalg.norm: invalid norm order {ord!r} for matrices")
     if keepdims:

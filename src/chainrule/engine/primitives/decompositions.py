@@ -18,9 +18,14 @@ vectors) contains ``1 / (λj - λi)`` (``1 / (sj² - si²)``), which diverges wh
 there the vectors are not unique, and only losses that do not depend on the choice of basis
 (gauge-invariant losses: the eigenvalues, ``U diag(s) V^T``, projectors ``U U^T`` onto a whole
 eigenspace) have a derivative. As in JAX and PyTorch, the rules then give ``inf`` or ``NaN``
-where the vectors are used; a loss of the eigenvalues or singular values alone (``eigvalsh``,
-``svdvals``, ``eigh(a)[0]``) never touches that term and gets its exact gradient at any input.
-The SVD's vector terms also divide by the singular values, so they need ``s > 0``. With
+where the vectors are used. A loss of the eigenvalues or singular values alone (``eigvalsh``,
+``svdvals``, ``eigh(a)[0]``) never touches that term: its gradient ``V diag(wbar) V^T`` is
+always finite, exact for every loss differentiable there (symmetric in the repeated values:
+their sum, ``sum(f(w))``, a norm), and for one repeated value alone (not differentiable there)
+one element of its subdifferential, as in JAX and PyTorch. The skipped term is recognised by a
+cotangent of plain zeros (one, or a batch of them under ``jacrev``); second derivatives trace
+the term and are ``NaN`` at repeated values. The SVD's vector terms also divide by the singular
+values, so they need ``s > 0``. With
 ``full_matrices=True`` the extra columns of ``U`` and rows of ``Vh`` are any basis of the
 complement, so their cotangents are ignored and their tangents are zero (PyTorch's rule).
 """
@@ -34,7 +39,7 @@ from .. import arraylib
 from ..arraylib import xp
 from ..core import Tracer, apply, raw, shape
 from ..table import defprim, public
-from .linalg import diagonal, matmul, solve
+from .linalg import matmul, solve
 from .reductions import sum
 from .shapes import concatenate, expand_dims, reshape, swapaxes
 
@@ -104,7 +109,9 @@ def _sym(a):
 
 
 def _diag(a):
-    return diagonal(a, 0, -2, -1)
+    """The diagonal of each matrix (..., n, n) as (..., n): a masked sum, where ``diagonal``'s
+    integer-array index would leave the array-API standard."""
+    return sum(a * _eye(a, shape(a)[-1]), axis=-1)
 
 
 def _diag_embed(v):
@@ -116,12 +123,17 @@ def _gap_reciprocals(values):
     """``F[i, j] = 1 / (values[j] - values[i])`` off the diagonal, 0 on it; ``inf`` where two
     values are equal (the derivative of the vectors does not exist there)."""
     eye = _eye(values, shape(values)[-1])
-    return 1.0 / (eye + (expand_dims(values, -2) - expand_dims(values, -1))) - eye
+    return 1.0 / ((expand_dims(values, -2) - expand_dims(values, -1)) + eye) - eye  # traced first
 
 
 def _known_zero(cotangent):
-    """Whether ``cotangent`` is a plain array of zeros: the part of a packed cotangent that
-    belongs to results the loss does not use (PyTorch skips those terms the same way)."""
+    """Whether ``cotangent`` is known to be zeros: a plain array of zeros, or a batch of them (the
+    part of a packed cotangent that belongs to results the loss does not use, which PyTorch skips
+    the same way). A traced cotangent may be zero now and not nearby: never skipped."""
+    from ..batching import Batched  # noqa: PLC0415 - batching imports the table's modules
+
+    while type(cotangent) is Batched:  # many cotangents at once (jacrev): skip when all are zero
+        cotangent = cotangent.value
     if isinstance(cotangent, Tracer):
         return False
     array = raw(cotangent)
@@ -148,11 +160,34 @@ def _cubic_flops(factor):
     return flops
 
 
+def _eps(x):
+    """The machine epsilon of ``x``'s dtype, in its own namespace."""
+    plain = raw(x)
+    return float(arraylib.namespace_beside(plain).finfo(plain.dtype).eps)
+
+
 def _require_matrices(op, name, x, square=False):
     s = shape(x)
     if len(s) < 2 or (square and s[-1] != s[-2]):
         kind = "square matrices (..., n, n)" if square else "matrices (..., m, n)"
         raise ValueError(f"chainrule.linalg.{op}: argument {name!r} must be {kind}, got shape {s}")
+    dtype = getattr(raw(x), "dtype", None)
+    if (
+        dtype is not None and getattr(dtype, "kind", "") == "c"
+    ):  # the rules transpose, never conjugate
+        raise TypeError(
+            f"chainrule.linalg.{op}: argument {name!r} is complex ({dtype}, shape {s}); the "
+            "decompositions' derivatives are for real matrices only"
+        )
+
+
+def _pad_in(namespace, array, width):
+    """``array`` with zero columns appended up to ``width``, in an array-API ``namespace``."""
+    extra = width - array.shape[-1]
+    if extra == 0:
+        return array
+    zeros = namespace.zeros((*array.shape[:-1], extra), dtype=array.dtype)
+    return namespace.concat([array, zeros], axis=-1)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -193,10 +228,12 @@ CHOLESKY = defprim(
     _cholesky_jvp,
     _cubic_flops(1 / 3),
     batching="stacked",
+    array_api=lambda ns: lambda x: ns.linalg.cholesky(x),
     matmul_like=True,
     names=(),
-    gpu="CuPy's cuSOLVER Cholesky does not raise on a matrix that is not positive definite: "
-    "its factor holds NaN instead (check ``isfinite`` there).",
+    gpu="cupy.linalg.cholesky (cuSOLVER) does not raise on a matrix that is not positive "
+    "definite unless ``cupyx.errstate(linalg='raise')`` is set: check the factor with "
+    "``isfinite``. The rules solve with L (a general solve: no triangular-solve primitive yet).",
 )
 
 
@@ -251,9 +288,11 @@ SLOGDET = defprim(
     (_slogdet_vjp,),
     _slogdet_jvp,
     _cubic_flops(2 / 3),
+    array_api=lambda ns: lambda x: ns.stack(list(ns.linalg.slogdet(x)), axis=-1),
     batching="stacked",
     matmul_like=True,
     names=(),
+    gpu="cupy.linalg.slogdet (an LU factorisation, cuSOLVER); the VJP is a solve.",
 )
 
 
@@ -285,6 +324,19 @@ def _eigh_forward(x, uplo):
     return xp.concatenate([values[..., None, :], vectors], axis=-2)
 
 
+def _eigh_in(namespace):
+    """eigh's packed forward in an array-API namespace, whose ``eigh`` has no ``UPLO``: the
+    symmetric matrix is first rebuilt from the triangle ``uplo`` names."""
+
+    def forward(x, uplo):
+        lower = namespace.tril(x) if uplo == "L" else namespace.matrix_transpose(namespace.triu(x))
+        full = lower + namespace.matrix_transpose(namespace.tril(lower, k=-1))
+        values, vectors = namespace.linalg.eigh(full)
+        return namespace.concat([namespace.expand_dims(values, axis=-2), vectors], axis=-2)
+
+    return forward
+
+
 def _eigh_vjp(g, out, x, uplo):
     # Abar = sym(V (diag(wbar) + F o (V^T Vbar)) V^T), F[i, j] = 1 / (w[j] - w[i])
     values, vectors = out[..., 0, :], out[..., 1:, :]
@@ -309,9 +361,12 @@ EIGH = defprim(
     (_eigh_vjp,),
     _eigh_jvp,
     _cubic_flops(9),
+    array_api=_eigh_in,
     batching="stacked",
     matmul_like=True,
     names=(),
+    gpu="cupy.linalg.eigh (cuSOLVER); the rules are matrix products only. Not yet measured on "
+    "a GPU.",
 )
 
 
@@ -344,7 +399,8 @@ def eigh(x, UPLO="L"):  # noqa: N803 - NumPy's name
 @public(EIGH, names=("linalg.eigvalsh",))
 def eigvalsh(x, UPLO="L"):  # noqa: N803 - NumPy's name
     """The ascending eigenvalues of each symmetric matrix of ``x`` (..., n, n): ``eigh``'s
-    first result. Its gradient ``V diag(wbar) V^T`` is exact even where eigenvalues repeat.
+    first result. Its gradient ``V diag(wbar) V^T`` stays finite where eigenvalues repeat (exact
+    for losses symmetric in the repeated ones, such as their sum).
 
     >>> import numpy as np, chainrule as cr, chainrule.numpy as cnp
     >>> cr.grad(lambda a: cnp.sum(cnp.linalg.eigvalsh(a)))(np.eye(3))  # the trace's gradient
@@ -379,6 +435,17 @@ def _svd_forward(x, full_matrices):
     width = builtins.max(m, n) if full_matrices else builtins.min(m, n)
     parts = (u, s[..., None, :], xp.matrix_transpose(vh))
     return xp.concatenate([_pad_columns(part, width) for part in parts], axis=-2)
+
+
+def _svd_in(namespace):
+    def forward(x, full_matrices):
+        u, s, vh = namespace.linalg.svd(x, full_matrices=full_matrices)
+        m, n = x.shape[-2:]
+        width = builtins.max(m, n) if full_matrices else builtins.min(m, n)
+        parts = (u, namespace.expand_dims(s, axis=-2), namespace.matrix_transpose(vh))
+        return namespace.concat([_pad_in(namespace, part, width) for part in parts], axis=-2)
+
+    return forward
 
 
 def _svd_parts(packed, x):
@@ -455,19 +522,23 @@ SVD = defprim(
     (_svd_vjp,),
     _svd_jvp,
     _svd_flops,
+    array_api=_svd_in,
     batching="stacked",
     matmul_like=True,
     names=(),
+    gpu="cupy.linalg.svd (cuSOLVER); the rules are matrix products only. Not yet measured on "
+    "a GPU.",
 )
 
 
 @public(SVD, names=("linalg.svd",))
-def svd(x, full_matrices=True, compute_uv=True):
+def svd(x, full_matrices=True, compute_uv=True, hermitian=False):
     """The singular value decomposition ``x = U @ diag(S) @ Vh`` of each matrix of ``x``
     (..., m, n), as NumPy's: ``(U, S, Vh)`` with descending ``S``, or ``S`` alone when
     ``compute_uv`` is false. ``full_matrices`` (NumPy's default) completes ``U`` and ``Vh`` to
     square orthogonal matrices; the extra columns are any basis of the complement, so their
-    cotangents are ignored (as in PyTorch).
+    cotangents are ignored (as in PyTorch). ``hermitian`` is accepted and changes nothing: the
+    general SVD runs (the same factorisation, up to the signs of the vectors).
 
     Derivatives through ``U`` and ``Vh`` need distinct, non-zero singular values (see the
     module notes); those of ``S`` alone, and of gauge-invariant losses such as
@@ -497,7 +568,8 @@ def svd(x, full_matrices=True, compute_uv=True):
 @public(SVD, names=("linalg.svdvals",))
 def svdvals(x):
     """The singular values of each matrix of ``x`` (..., m, n), descending. Their gradient
-    ``U diag(sbar) V^T`` is exact even where singular values repeat.
+    ``U diag(sbar) V^T`` stays finite where singular values repeat (exact for losses symmetric in
+    the repeated ones, such as the nuclear norm).
 
     >>> import numpy as np, chainrule as cr, chainrule.numpy as cnp
     >>> cnp.linalg.svdvals(np.array([[0.0, 2.0], [1.0, 0.0]]))
@@ -519,6 +591,14 @@ def svdvals(x):
 def _qr_forward(x):
     q, r = xp.linalg.qr(x)
     return xp.concatenate([_pad_columns(q, x.shape[-1]), r], axis=-2)
+
+
+def _qr_in(namespace):
+    def forward(x):
+        q, r = namespace.linalg.qr(x)
+        return namespace.concat([_pad_in(namespace, q, x.shape[-1]), r], axis=-2)
+
+    return forward
 
 
 def _qr_parts(packed, x):
@@ -584,9 +664,12 @@ QR = defprim(
     (_qr_vjp,),
     _qr_jvp,
     _qr_flops,
+    array_api=_qr_in,
     batching="stacked",
     matmul_like=True,
     names=(),
+    gpu="cupy.linalg.qr (cuSOLVER); the rules solve with R (a general solve: no "
+    "triangular-solve primitive yet).",
 )
 
 
@@ -660,22 +743,30 @@ def _pinv_jvp(ts, out, x, rcond):
 
 PINV = defprim(
     "pinv",
-    lambda x, rcond: xp.linalg.pinv(x) if rcond is None else xp.linalg.pinv(x, rcond=rcond),
+    lambda x, rcond: xp.linalg.pinv(x, rcond=rcond),
     (_pinv_vjp,),
     _pinv_jvp,
     _cubic_flops(12),
+    array_api=lambda ns: lambda x, rcond: ns.linalg.pinv(x, rtol=rcond),
     batching="stacked",
     matmul_like=True,
     names=(),
+    gpu="cupy.linalg.pinv (one SVD, cuSOLVER); the rules are matrix products only.",
 )
 
 
+#: ``pinv``'s ``rtol`` when the caller gives none (NumPy's sentinel, which None is not).
+_UNSET = object()
+
+
 @public(PINV, names=("linalg.pinv",))
-def pinv(x, rcond=None):
+def pinv(x, rcond=None, hermitian=False, *, rtol=_UNSET):
     """The Moore-Penrose pseudo-inverse of each matrix of ``x`` (..., m, n), as NumPy's:
-    singular values at most ``rcond`` times the largest count as zero (NumPy's default when
-    None). The derivative (Golub & Pereyra) is exact wherever the rank is locally constant,
-    whatever the singular values, repeated ones included.
+    singular values at most ``rcond`` (or ``rtol``, the array API's name) times the largest count
+    as zero; NumPy's defaults: 1e-15 when neither is given, ``max(m, n) * eps`` for
+    ``rtol=None``. ``hermitian`` is accepted and changes nothing (the general SVD gives the same
+    pseudo-inverse). The derivative (Golub & Pereyra) is exact wherever the rank is locally
+    constant, whatever the singular values, repeated ones included.
 
     >>> import numpy as np, chainrule as cr, chainrule.numpy as cnp
     >>> a = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
@@ -686,7 +777,16 @@ def pinv(x, rcond=None):
     True
     """
     _require_matrices("pinv", "x", x)
-    return apply(PINV, x, rcond=None if rcond is None else float(rcond))
+    if rcond is not None and rtol is not _UNSET:
+        raise ValueError("chainrule.linalg.pinv: give 'rcond' or 'rtol', not both")
+    if rcond is None:
+        if rtol is _UNSET:
+            rcond = 1e-15
+        elif rtol is None:
+            rcond = builtins.max(shape(x)[-2:]) * _eps(x)
+        else:
+            rcond = rtol
+    return apply(PINV, x, rcond=float(rcond))
 
 
 @public(PINV, names=("linalg.lstsq",))
@@ -708,6 +808,7 @@ def lstsq(a, b, rcond=None):
     >>> np.allclose(cr.grad(slope)(b), [-0.5, 0.0, 0.5])  # the fitted slope's weights
     True
     """
+    _require_matrices("lstsq", "a", a)
     shape_a, shape_b = shape(a), shape(b)
     if len(shape_a) != 2:
         raise ValueError(
@@ -723,7 +824,7 @@ def lstsq(a, b, rcond=None):
     plain = raw(singular_values)
     namespace = arraylib.namespace_beside(plain)  # NumPy, CuPy or the active array-API one
     if rcond is None:
-        rcond = float(namespace.finfo(plain.dtype).eps) * builtins.max(m, n)
+        rcond = _eps(plain) * builtins.max(m, n)
     solution = matmul(apply(PINV, a, rcond=float(rcond)), b)
     cutoff = rcond * float(plain[0]) if plain.shape[0] else 0.0
     rank = int(namespace.count_nonzero(plain > cutoff))
