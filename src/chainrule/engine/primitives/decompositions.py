@@ -130,10 +130,10 @@ def _known_zero(cotangent):
     """Whether ``cotangent`` is known to be zeros: a plain array of zeros, or a batch of them (the
     part of a packed cotangent that belongs to results the loss does not use, which PyTorch skips
     the same way). A traced cotangent may be zero now and not nearby: never skipped."""
-    from ..batching import Batched  # noqa: PLC0415 - batching imports the table's modules
-
-    while type(cotangent) is Batched:  # many cotangents at once (jacrev): skip when all are zero
-        cotangent = cotangent.value
+    # Many cotangents at once (jacrev's batching.Batched, known by its batch_size, as importing
+    # it here would make a cycle): skip when all of them are zero.
+    while isinstance(cotangent, Tracer) and hasattr(type(cotangent), "batch_size"):
+        cotangent = getattr(cotangent, "value")  # noqa: B009 - Tracer itself has no value
     if isinstance(cotangent, Tracer):
         return False
     array = raw(cotangent)
