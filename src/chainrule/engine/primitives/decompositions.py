@@ -123,7 +123,8 @@ def _gap_reciprocals(values):
     """``F[i, j] = 1 / (values[j] - values[i])`` off the diagonal, 0 on it; ``inf`` where two
     values are equal (the derivative of the vectors does not exist there)."""
     eye = _eye(values, shape(values)[-1])
-    return 1.0 / ((expand_dims(values, -2) - expand_dims(values, -1)) + eye) - eye  # traced first
+    # The traced operand first: a strict array-API array refuses a tracer on its right.
+    return 1.0 / ((expand_dims(values, -2) - expand_dims(values, -1)) + eye) - eye
 
 
 def _known_zero(cotangent):
@@ -172,9 +173,7 @@ def _require_matrices(op, name, x, square=False):
         kind = "square matrices (..., n, n)" if square else "matrices (..., m, n)"
         raise ValueError(f"chainrule.linalg.{op}: argument {name!r} must be {kind}, got shape {s}")
     dtype = getattr(raw(x), "dtype", None)
-    if (
-        dtype is not None and getattr(dtype, "kind", "") == "c"
-    ):  # the rules transpose, never conjugate
+    if getattr(dtype, "kind", "") == "c":  # the rules transpose, they never conjugate
         raise TypeError(
             f"chainrule.linalg.{op}: argument {name!r} is complex ({dtype}, shape {s}); the "
             "decompositions' derivatives are for real matrices only"
