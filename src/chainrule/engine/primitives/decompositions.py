@@ -374,9 +374,10 @@ def eigh(x, UPLO="L"):  # noqa: N803 - NumPy's name
     """``(eigenvalues, eigenvectors)`` of each symmetric matrix of ``x`` (..., n, n): ascending
     eigenvalues ``w`` and orthonormal eigenvectors as the columns of ``V``, ``x = V diag(w) V^T``.
 
-    Only the triangle ``UPLO`` ("L" or "U") is read; derivatives are those of ``eigh((x + x.T)
-    / 2)``. The eigenvectors' derivative diverges where eigenvalues repeat (see the module
-    notes): use gauge-invariant losses there; the eigenvalues' derivative is always exact.
+    Only the triangle ``UPLO`` ("L" or "U") is read; derivatives treat ``x`` as symmetric: they
+    are those of ``eigh((x + x.T) / 2)``, as in JAX and PyTorch. The eigenvectors' derivative
+    diverges where eigenvalues repeat (inf/NaN, see docs/linalg.md); the eigenvalues' stays
+    finite there.
 
     >>> import numpy as np, chainrule as cr, chainrule.numpy as cnp
     >>> a = np.array([[2.0, 1.0], [1.0, 2.0]])
