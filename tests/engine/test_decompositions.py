@@ -425,6 +425,21 @@ PEER = {  # name: (chainrule loss, torch loss, shape)
         ).sum(),
         (4, 3),
     ),
+    "qr wide": (
+        lambda a: cnp.sum(cnp.linalg.qr(a)[0] * cnp.linalg.qr(a)[1][..., :, :3]),
+        lambda torch, a: (torch.linalg.qr(a)[0] * torch.linalg.qr(a)[1][..., :, :3]).sum(),
+        (3, 5),
+    ),
+    "eigvalsh": (
+        lambda a: cnp.linalg.eigvalsh(_sym(a)) ** 2,
+        lambda torch, a: torch.linalg.eigvalsh(0.5 * (a + a.mT)) ** 2,
+        (4, 4),
+    ),
+    "svdvals": (
+        lambda a: cnp.exp(cnp.linalg.svdvals(a)),
+        lambda torch, a: torch.exp(torch.linalg.svdvals(a)),
+        (3, 5),
+    ),
     "slogdet": (
         lambda a: cnp.linalg.slogdet(a)[1],
         lambda torch, a: torch.linalg.slogdet(a)[1],
@@ -482,3 +497,19 @@ def test_jacobians_of_the_values_stay_finite_at_repeated_values():
 def test_complex_matrices_are_refused_by_name():
     with pytest.raises(TypeError, match=r"linalg\.eigh.*'x'.*complex.*\(2, 2\)"):
         cnp.linalg.eigh(np.eye(2, dtype=complex))
+
+
+@pytest.mark.parametrize("name", sorted(PEER))
+def test_forward_mode_equals_pytorchs(name):
+    torch = pytest.importorskip("torch")
+    ours, theirs, shape = PEER[name]
+    rng = np.random.default_rng(16)
+    a = _spread(rng, (2, *shape))
+    tangent = rng.standard_normal(a.shape)
+    _, expected = torch.func.jvp(
+        lambda t: theirs(torch, t).sum(),
+        (torch.tensor(a, dtype=torch.float64),),
+        (torch.tensor(tangent, dtype=torch.float64),),
+    )
+    _, got = cr.jvp(lambda a: cnp.sum(ours(a)), (a,), (tangent,))
+    assert float(got) == pytest.approx(float(expected), rel=1e-9, abs=1e-10)

@@ -123,17 +123,18 @@ def _gap_reciprocals(values):
     """``F[i, j] = 1 / (values[j] - values[i])`` off the diagonal, 0 on it; ``inf`` where two
     values are equal (the derivative of the vectors does not exist there)."""
     eye = _eye(values, shape(values)[-1])
-    return 1.0 / ((expand_dims(values, -2) - expand_dims(values, -1)) + eye) - eye  # traced first
+    # The traced operand first: a strict array-API array refuses a tracer on its right.
+    return 1.0 / ((expand_dims(values, -2) - expand_dims(values, -1)) + eye) - eye
 
 
 def _known_zero(cotangent):
     """Whether ``cotangent`` is known to be zeros: a plain array of zeros, or a batch of them (the
     part of a packed cotangent that belongs to results the loss does not use, which PyTorch skips
     the same way). A traced cotangent may be zero now and not nearby: never skipped."""
-    # A batch of cotangents (jacrev's Batched, known by its batch_size: importing the batching
-    # interpreter here would close an import cycle through ops): skip when all are zero.
+    # Many cotangents at once (jacrev's batching.Batched, known by its batch_size, as importing
+    # it here would make a cycle): skip when all of them are zero.
     while isinstance(cotangent, Tracer) and hasattr(type(cotangent), "batch_size"):
-        cotangent = cotangent.value
+        cotangent = getattr(cotangent, "value")  # noqa: B009 - Tracer itself has no value
     if isinstance(cotangent, Tracer):
         return False
     array = raw(cotangent)
@@ -172,9 +173,7 @@ def _require_matrices(op, name, x, square=False):
         kind = "square matrices (..., n, n)" if square else "matrices (..., m, n)"
         raise ValueError(f"chainrule.linalg.{op}: argument {name!r} must be {kind}, got shape {s}")
     dtype = getattr(raw(x), "dtype", None)
-    if (
-        dtype is not None and getattr(dtype, "kind", "") == "c"
-    ):  # the rules transpose, never conjugate
+    if getattr(dtype, "kind", "") == "c":  # the rules transpose, they never conjugate
         raise TypeError(
             f"chainrule.linalg.{op}: argument {name!r} is complex ({dtype}, shape {s}); the "
             "decompositions' derivatives are for real matrices only"
@@ -375,9 +374,10 @@ def eigh(x, UPLO="L"):  # noqa: N803 - NumPy's name
     """``(eigenvalues, eigenvectors)`` of each symmetric matrix of ``x`` (..., n, n): ascending
     eigenvalues ``w`` and orthonormal eigenvectors as the columns of ``V``, ``x = V diag(w) V^T``.
 
-    Only the triangle ``UPLO`` ("L" or "U") is read; derivatives are those of ``eigh((x + x.T)
-    / 2)``. The eigenvectors' derivative diverges where eigenvalues repeat (see the module
-    notes): use gauge-invariant losses there; the eigenvalues' derivative is always exact.
+    Only the triangle ``UPLO`` ("L" or "U") is read; derivatives treat ``x`` as symmetric: they
+    are those of ``eigh((x + x.T) / 2)``, as in JAX and PyTorch. The eigenvectors' derivative
+    diverges where eigenvalues repeat (inf/NaN, see docs/linalg.md); the eigenvalues' stays
+    finite there.
 
     >>> import numpy as np, chainrule as cr, chainrule.numpy as cnp
     >>> a = np.array([[2.0, 1.0], [1.0, 2.0]])
