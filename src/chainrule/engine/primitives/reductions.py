@@ -97,8 +97,12 @@ def _weighted_reduction_rules(weights):
 def _max_share(out, x, axis, keepdims):
     """Which entries attain the maximum, each weighted 1/(number of ties)."""
     x_raw = raw(x)
+    hit = x_raw == _keep(raw(out), x_raw.ndim, axis, keepdims)
+    if arraylib.ns is xp and isinstance(x_raw, xp.ndarray):
+        # NumPy counts and divides the booleans directly: no float copy of the mask.
+        return xp.divide(hit, xp.add.reduce(hit, axis=axis, keepdims=True), dtype=x_raw.dtype)
     # In x's dtype: the array API neither sums nor divides booleans.
-    hit = astype(x_raw == _keep(raw(out), x_raw.ndim, axis, keepdims), x_raw.dtype)
+    hit = astype(hit, x_raw.dtype)
     return hit / arraylib.ns.sum(hit, axis=axis, keepdims=True)
 
 
