@@ -374,6 +374,21 @@ def test_anomaly_mode_catches_a_write_to_a_saved_tensors_data_and_in_transforms(
             cr.grad(loss)(np.ones(2))
 
 
+def test_anomaly_mode_catches_a_changed_condition_or_index_array():
+    x = leaf([1.0, 2.0, 3.0])
+    condition = np.array([True, False, True])
+    rows = np.array([0, 2])
+    with cr.detect_anomaly():
+        y = cnp.sum(cnp.where(condition, x, 0.0))
+        condition[1] = True
+        with pytest.raises(RuntimeError, match="backward of where: parameter 'condition'"):
+            y.backward()
+        z = cnp.sum(cnp.reshape(x, (3, 1))[rows, :])
+        rows[0] = 1
+        with pytest.raises(RuntimeError, match=r"backward of getitem: parameter 'index'\[0\]"):
+            z.backward()
+
+
 def test_anomaly_mode_passes_unchanged_arrays_and_keeps_no_entry_alive():
     from chainrule.engine import core
 

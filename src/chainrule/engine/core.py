@@ -193,6 +193,19 @@ def _digest(value):
     return hashlib.blake2b(host.tobytes(), digest_size=16).digest(), host.shape
 
 
+def _saved(node):
+    """(name, value) of everything ``node``'s backward reads: its value, its operands, and its
+    array-valued parameters (a ``where`` condition, an index array)."""
+    saved = [("its own output", node)]
+    saved += [(f"argument {i}", arg) for i, arg in enumerate(node._args)]
+    for key, value in node._params.items():
+        if is_array(value):
+            saved.append((f"parameter {key!r}", value))
+        elif type(value) is tuple:  # an index such as (rows, slice(None))
+            saved += [(f"parameter {key!r}[{i}]", v) for i, v in enumerate(value) if is_array(v)]
+    return saved
+
+
 def remember_saved(node):
     """Hash what ``node``'s backward will read (called as it is recorded, in anomaly mode)."""
     key = id(node)
@@ -200,7 +213,8 @@ def remember_saved(node):
     def forget(_ref, key=key):
         _saved_digests.pop(key, None)
 
-    _saved_digests[key] = (weakref.ref(node, forget), [_digest(a) for a in (node, *node._args)])
+    digests = [_digest(value) for _, value in _saved(node)]
+    _saved_digests[key] = (weakref.ref(node, forget), digests)
 
 
 def check_saved(node):
@@ -208,11 +222,9 @@ def check_saved(node):
     entry = _saved_digests.get(id(node))
     if entry is None or entry[0]() is not node:
         return
-    digests = entry[1]
-    for position, (arg, before) in enumerate(zip((node, *node._args), digests, strict=True)):
-        if before is not None and _digest(arg) != before:
-            which = "its own output" if position == 0 else f"argument {position - 1}"
-            kind = type(arg).__name__ if isinstance(arg, Tracer) else "plain array"
+    for (which, value), before in zip(_saved(node), entry[1], strict=True):
+        if before is not None and _digest(value) != before:
+            kind = type(value).__name__ if isinstance(value, Tracer) else "plain array"
             raise RuntimeError(
                 f"backward of {node._prim.name}: {which} ({kind} of shape {before[1]}) was "
                 "changed in place after the op was recorded, so its gradient would be wrong; "
