@@ -157,7 +157,7 @@ def save_checkpoint(directory, step: int, arrays: dict, meta: dict) -> Path:
 
 
 def _is_count(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
 
 
 def _listed_arrays(meta, path, expected) -> dict:
@@ -238,7 +238,10 @@ def load_checkpoint(path, expected: dict | None = None) -> tuple[dict, dict]:
     path = Path(path)
     if path.suffix in _SUFFIXES:
         path = path.with_suffix(".json")
-    meta = read_json(path, "checkpoint")
+    # NaN and Infinity parse here so that check_training_state can name the field that has one.
+    meta = _read_json(
+        path, "checkpoint", error=CheckpointError, max_bytes=SIDECAR_LIMIT, constants=True
+    )
     if not isinstance(meta, dict) or meta.get("format") not in (FORMAT, NPZ_FORMAT):
         raise CheckpointError(
             f"{str(path)!r} is not a chainrule checkpoint (format {FORMAT!r} expected)"
@@ -450,6 +453,10 @@ def check_training_state(meta: dict, path) -> None:
         type(history).__name__,
         "a list of objects",
     )
+    for index, record in enumerate(history):
+        for field, value in record.items():
+            ok = value is None or isinstance(value, (bool, str)) or _is_number(value)
+            _check(ok, path, f"history[{index}].{field}", value, "a finite number")
 
 
 def list_checkpoints(directory) -> list[Path]:

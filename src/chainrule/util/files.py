@@ -143,14 +143,16 @@ def parse_json(
     what: str = "JSON",
     error: type[Exception] = ValueError,
     max_depth: int = JSON_DEPTH_LIMIT,
+    constants: bool = False,
 ):
-    """``json.loads(text)``, with nesting deeper than ``max_depth`` and the constants NaN and
-    Infinity refused as ``error`` (one line naming ``what``), never a RecursionError."""
+    """``json.loads(text)``, with nesting deeper than ``max_depth`` refused as ``error`` (one line
+    naming ``what``), never a RecursionError; so are the constants NaN and Infinity, unless
+    ``constants`` (for a caller that checks every number itself and names the field)."""
     depth = json_depth(text)
     if depth > max_depth:
         raise error(f"{what} is nested {depth} deep (at most {max_depth})")
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        return json.loads(text, parse_constant=None if constants else _refuse_constant)
     except json.JSONDecodeError as reason:
         raise error(
             f"{what} is corrupted (invalid JSON: {reason.msg} at line {reason.lineno})"
@@ -165,15 +167,17 @@ def read_json(
     error: type[Exception] = ValueError,
     max_bytes: int = JSON_SIZE_LIMIT,
     max_depth: int = JSON_DEPTH_LIMIT,
+    constants: bool = False,
 ):
     """The JSON value in ``path``. A missing, unreadable, oversized (over ``max_bytes``), too
     deeply nested (over ``max_depth``) or invalid file, or one that is not a regular file, raises
     ``error`` (the caller's own exception class, so that its callers catch one type) with one line
-    naming ``what`` and the path, not a traceback from deep inside :mod:`json`."""
+    naming ``what`` and the path, not a traceback from deep inside :mod:`json`. NaN and Infinity
+    are refused unless ``constants`` (see :func:`parse_json`)."""
     path = Path(path)
     data = read_bounded(path, max_bytes, what, error)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as reason:
         raise error(f"cannot read {what} {str(path)!r}: {reason}") from None
-    return parse_json(text, f"{what} {str(path)!r}", error, max_depth)
+    return parse_json(text, f"{what} {str(path)!r}", error, max_depth, constants)
