@@ -29,7 +29,7 @@ import argparse
 import sys
 
 from . import compare, datasets, demo, evaluate, lab, train
-from .common import Parser, add_debug_argument
+from .common import Parser, add_debug_argument, one_line
 
 __all__ = ["build_parser", "main"]
 
@@ -83,9 +83,8 @@ COMMANDS = {
 
 
 def _say_error(args, message: str) -> None:
-    """The one line of an error: its first line, without the rest of a long message."""
-    lines = str(message).strip().splitlines() or [""]
-    print(f"chainrule {args.command}: error: {lines[0]}", file=sys.stderr, flush=True)
+    """The one line of an error (a line break in it written as ``\\n``)."""
+    print(f"chainrule {args.command}: error: {one_line(message)}", file=sys.stderr, flush=True)
 
 
 def _run_command(args, command=None) -> int:

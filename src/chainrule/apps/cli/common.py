@@ -14,7 +14,13 @@ class Parser(argparse.ArgumentParser):
     def error(self, message):
         # "argument --lr: must be ..." reads "--lr must be ..." (the option, then its range).
         message = re.sub(r"^argument ([-\w/]+): must ", r"\1 must ", message)
+        message = one_line(message)
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def one_line(message) -> str:
+    """``message`` on one line: line breaks (a value typed with one, say) written as ``\\n``."""
+    return str(message).strip().replace("\r", "\\r").replace("\n", "\\n")
 
 
 def add_debug_argument(parser, top=False):
