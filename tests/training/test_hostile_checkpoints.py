@@ -243,6 +243,13 @@ def test_wrong_names_shapes_and_dtypes_are_refused_before_the_data_are_read(run)
     refused(run_dir, "is a symbolic link")  # the sidecar is fine: now the file is opened
 
 
+def test_without_a_model_a_sidecar_listing_more_than_memory_is_refused(run):
+    _, path = run
+    edit_meta(path, lambda meta: meta["arrays"]["params.0.weight"].update(shape=[2**40, 2**20]))
+    with pytest.raises(CheckpointError, match="more than this machine's memory"):
+        load_checkpoint(path)
+
+
 # ------------------------------------------------------------------------------------------------
 # The sidecar: bounded JSON, every counter and the seed validated by name
 # ------------------------------------------------------------------------------------------------

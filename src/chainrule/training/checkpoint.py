@@ -226,6 +226,14 @@ def _mismatches(found: dict, expected: dict) -> list:
     return problems
 
 
+def _memory_bytes() -> int | None:
+    """Physical memory in bytes, where the system says."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
 def _nbytes(shape, dtype) -> int:
     return math.prod(shape) * xp.dtype(dtype).itemsize
 
@@ -259,6 +267,12 @@ def load_checkpoint(path, expected: dict | None = None) -> tuple[dict, dict]:
     if not isinstance(meta.get("sha256"), str):
         raise CheckpointError(f"checkpoint {str(path)!r} has no valid sha256")
     listed = _listed_arrays(meta, path, expected)
+    needed, memory = sum(_nbytes(*info) for info in listed.values()), _memory_bytes()
+    if memory is not None and needed > memory:  # (without ``expected``, the .json's word only)
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} lists {needed:,} bytes of arrays, more than this "
+            f"machine's memory ({memory:,} bytes)"
+        )
     arrays_path = path.parent / arrays_file
     stream, size = open_regular(arrays_path, "checkpoint arrays", CheckpointError)
     with stream:
