@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors.numpy import load_file
 
 from chainrule.apps.cli import main
 
@@ -290,13 +291,15 @@ def test_missing_and_corrupted_checkpoints_exit_2_and_stay_as_they_are(capsys, t
     )
     assert_one_line_error(code, err, "checkpoint .*step-00000999.json' does not exist")
 
-    newest = run_dir / "checkpoints" / "step-00000030.npz"
+    newest = run_dir / "checkpoints" / "step-00000030.safetensors"
     damaged = bytearray(newest.read_bytes())
-    damaged[100] ^= 0x01
+    damaged[-100] ^= 0x01  # in the arrays' data (a damaged header is refused before, unread)
     newest.write_bytes(bytes(damaged))
     before = snapshot(run_dir)
     code, _, err = run_cli(capsys, "train", "--resume", run_dir, "--epochs", "5")
-    assert_one_line_error(code, err, "step-00000030.npz' is corrupted \\(SHA-256 does not match")
+    assert_one_line_error(
+        code, err, "step-00000030.safetensors' is corrupted \\(SHA-256 does not match"
+    )
     code, _, err = run_cli(capsys, "evaluate", run_dir)
     assert_one_line_error(code, err, "corrupted")
     assert snapshot(run_dir) == before
@@ -324,7 +327,8 @@ def test_checkpoint_from_another_architecture_exits_2(capsys, tmp_path):
         )[0]
         == 0
     )
-    for suffix in (".json", ".npz"):  # a newer checkpoint in the large run, made by the small model
+    # A newer checkpoint in the large run, made by the small model.
+    for suffix in (".json", ".safetensors"):
         source = small / "checkpoints" / f"step-00000030{suffix}"
         (large / "checkpoints" / source.name).write_bytes(source.read_bytes())
     before = snapshot(large)
@@ -388,13 +392,11 @@ def test_run_killed_mid_epoch_resumes_to_bit_identical_weights(tmp_path):
     want = json.loads((tmp_path / "reference" / "summary.json").read_text())
     got = json.loads((victim_dir / "summary.json").read_text())
     assert want["steps"] == got["steps"] == 4 * 292
-    with (
-        np.load(tmp_path / "reference" / want["checkpoint"].replace(".json", ".npz")) as a,
-        np.load(victim_dir / got["checkpoint"].replace(".json", ".npz")) as b,
-    ):
-        assert sorted(a.files) == sorted(b.files)
-        for name in a.files:
-            assert np.array_equal(a[name], b[name]), name
+    a = load_file(tmp_path / "reference" / want["checkpoint"].replace(".json", ".safetensors"))
+    b = load_file(victim_dir / got["checkpoint"].replace(".json", ".safetensors"))
+    assert sorted(a) == sorted(b)
+    for name in a:
+        assert np.array_equal(a[name], b[name]), name
     assert want["results"] == got["results"]
 
 
@@ -406,19 +408,19 @@ def test_resume_before_the_first_checkpoint_starts_over_and_matches(capsys, tmp_
         )[0]
         == 0
     )
-    with np.load(run_dir / "checkpoints" / "step-00000030.npz") as stored:
-        first = {name: stored[name] for name in stored.files}
+    first = load_file(run_dir / "checkpoints" / "step-00000030.safetensors")
     # As if killed after writing config.json but before any checkpoint (plus a stray temporary).
     for path in list((run_dir / "checkpoints").iterdir()) + [
         run_dir / "metrics.jsonl",
         run_dir / "summary.json",
     ]:
         path.unlink()
-    (run_dir / "checkpoints" / ".step-00000010.npz.abc.tmp").write_bytes(b"half written")
+    (run_dir / "checkpoints" / ".step-00000010.safetensors.abc.tmp").write_bytes(b"half written")
     code, out, err = run_cli(capsys, "train", "--resume", run_dir, "--no-plot")
     assert code == 0, err
     assert "resuming from the start" in out
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir())[-1] == "step-00000030.npz"
+    names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert names[-1] == "step-00000030.safetensors"
     assert not any(p.name.endswith(".tmp") for p in (run_dir / "checkpoints").iterdir())
-    with np.load(run_dir / "checkpoints" / "step-00000030.npz") as stored:
-        assert all(np.array_equal(stored[name], first[name]) for name in first)
+    stored = load_file(run_dir / "checkpoints" / "step-00000030.safetensors")
+    assert all(np.array_equal(stored[name], first[name]) for name in first)

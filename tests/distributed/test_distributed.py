@@ -449,9 +449,8 @@ def test_a_failed_job_resumes_from_the_last_checkpoint(tmp_path):
         np.testing.assert_allclose(resumed["theta"], expected["theta"], rtol=1e-9, atol=1e-12)
     # Rank 0 alone wrote the run directory: no temporary or duplicate files were left behind.
     names = sorted(path.name for path in (run_dir / "checkpoints").iterdir())
-    assert all(name.startswith("step-") and name.endswith((".json", ".npz")) for name in names), (
-        names
-    )
+    suffixes = (".json", ".safetensors")
+    assert all(name.startswith("step-") and name.endswith(suffixes) for name in names), names
 
 
 # ------------------------------------------------------------------------------------------------

@@ -386,7 +386,7 @@ def test_cmaes_refuses_checkpoints_and_methods(tmp_path):
             scheme="cmaes",
             run_dir=tmp_path,
         ).fit(train, epochs=1)
-    assert not list(tmp_path.rglob("*.npz"))
+    assert not list(tmp_path.rglob("*.npz")) and not list(tmp_path.rglob("*.safetensors"))
     with pytest.raises(ValueError, match="cmaes"):
         Trainer(nn.MLP([3, 2, 2]), optim.SGD(0.1), log=None, method="spsa", scheme="cmaes")
 

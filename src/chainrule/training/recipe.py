@@ -10,11 +10,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..backend.precision import MODES as PRECISION_MODES
 from ..data.datasets import SCALINGS, DataError, check_batch_size, num_batches
-from ..data.sources import load
+from ..data.sources import is_file_source, load
 from ..engine.arraylib import parse_device
 from ..estimators import ALIASES, METHODS, get_method
 from ..nn.layers import ACTIVATIONS, MLP
@@ -119,7 +120,64 @@ def _positive_int(config, key):
         raise ConfigError(f"--{key.replace('_', '-')} must be a positive integer, got {value}")
 
 
+#: The data sets whose number of examples ``--size`` sets; it is an error for the others.
+SIZED_DATA = ("mnist1d", "spirals", "moons", "teacher")
+#: Largest ``--size`` (examples of a generated data set).
+SIZE_LIMIT = 10**7
+#: Bytes held per parameter during training: the float64 parameters, their gradient, up to two
+#: optimizer moments and one temporary copy.
+BYTES_PER_PARAMETER = 5 * 8
+
+
+def memory_bytes() -> int | None:
+    """This machine's physical memory in bytes, where the system says (``None`` elsewhere)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_model_size(sizes) -> int:
+    """The parameter count of an MLP with layer sizes ``sizes``; a :class:`ConfigError` before
+    anything is allocated when training it (:data:`BYTES_PER_PARAMETER` bytes per parameter)
+    would need more than the machine's physical memory.
+
+    >>> check_model_size([64, 128, 10])
+    9610
+    """
+    count = sum(
+        (fan_in + 1) * fan_out for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True)
+    )
+    limit = memory_bytes()
+    if limit is not None and count * BYTES_PER_PARAMETER > limit:
+        raise ConfigError(
+            f"a model with {count:,} parameters needs about "
+            f"{count * BYTES_PER_PARAMETER / 2**30:,.1f} GiB to train, more than this machine's "
+            f"{limit / 2**30:,.1f} GiB; choose smaller --hidden widths"
+        )
+    return count
+
+
+def _count(config, key, low, what):
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value < 2**63:
+        raise ConfigError(f"--{key.replace('_', '-')} must be {what}, got {value!r}")
+
+
 def validate_config(config: dict) -> None:
+    _count(config, "seed", 0, "an integer >= 0")
+    if config["size"] is not None:
+        _count(config, "size", 1, "an integer >= 1")
+        if config["size"] > SIZE_LIMIT:
+            raise ConfigError(f"--size must be at most {SIZE_LIMIT:,}, got {config['size']}")
+        known = config["data"] == "digits" or is_file_source(config["data"])
+        if known and config["data"] not in SIZED_DATA:  # (an unknown name: a DataError later)
+            raise ConfigError(
+                f"--size applies to the generated data sets ({', '.join(SIZED_DATA)}), "
+                f"not to {config['data']!r}"
+            )
+    if config["classes"] is not None:
+        _count(config, "classes", 1, "an integer >= 1")
     _positive_number(config, "lr")
     _positive_int(config, "batch_size")
     _positive_int(config, "epochs")
@@ -177,6 +235,7 @@ def validate_config(config: dict) -> None:
         isinstance(h, bool) or not isinstance(h, int) or h <= 0 for h in hidden
     ):
         raise ConfigError(f"--hidden must be positive layer widths, got {hidden}")
+    check_model_size([1, *hidden, 1])
     for key in ("val_fraction", "test_fraction"):
         _non_negative(config, key, 1.0)
     if config["val_fraction"] + config["test_fraction"] >= 1.0:
@@ -225,6 +284,7 @@ def build_data(config: dict):
 
 def build_model(config: dict, splits) -> MLP:
     sizes = [splits.train.num_features, *config["hidden"], splits.train.num_outputs]
+    check_model_size(sizes)  # before anything is allocated
     return MLP(
         sizes,
         activation=config["activation"],

@@ -63,6 +63,7 @@ from ..nn.module import Context, flatten_names, unflatten_names
 from ..transforms.pytree import ravel_pytree, tree_leaves
 from .checkpoint import (
     CheckpointError,
+    check_training_state,
     latest_checkpoint,
     load_checkpoint,
     prune_checkpoints,
@@ -611,7 +612,13 @@ class Trainer:
             path = latest_checkpoint(self.checkpoint_dir)
             if path is None:
                 return None
-        arrays, meta = load_checkpoint(path)
+        # Every array's name, shape and dtype is checked against this model before any is read.
+        expected = {
+            name: (tuple(raw(value).shape), raw(value).dtype.newbyteorder("<").str)
+            for name, value in self.state_arrays().items()
+        }
+        arrays, meta = load_checkpoint(path, expected)
+        check_training_state(meta, path)
         for key, mine in (
             ("batch_size", self.batch_size),
             ("seed", self.seed),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import sys
 
 
@@ -10,16 +12,115 @@ class Parser(argparse.ArgumentParser):
     """argparse, with its errors on one line (and exit code 2)."""
 
     def error(self, message):
+        # "argument --lr: must be ..." reads "--lr must be ..." (the option, then its range).
+        message = re.sub(r"^argument ([-\w/]+): must ", r"\1 must ", message)
+        message = one_line(message)
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def widths(text: str) -> list[int]:
+def one_line(message) -> str:
+    """``message`` on one line: line breaks (a value typed with one, say) written as ``\\n``."""
+    return str(message).strip().replace("\r", "\\r").replace("\n", "\\n")
+
+
+def add_debug_argument(parser, top=False):
+    """``--debug`` (and its older name ``--traceback``): show the full Python traceback of an
+    error instead of its one line. On a subcommand its default is left unset, so that it does
+    not override the same option given before the subcommand."""
+    default = False if top else argparse.SUPPRESS
+    parser.add_argument(
+        "--debug",
+        "--traceback",
+        dest="debug",
+        action="store_true",
+        default=default,
+        help="show the full Python traceback on errors" if top else argparse.SUPPRESS,
+    )
+
+
+#: Largest integer an option takes (what NumPy's int64 holds).
+INT_LIMIT = 2**63 - 1
+
+
+def _integer(text: str, low: int, what: str) -> int:
     try:
-        return [int(part) for part in text.split(",") if part.strip()]
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if not low <= value <= INT_LIMIT:
+        bound = "" if value < low else f" (at most {INT_LIMIT})"
+        raise argparse.ArgumentTypeError(f"must be {what}{bound}, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0 (a seed, a count that may be zero), checked when the options are parsed."""
+    return _integer(text, 0, "a non-negative integer")
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (a size, a number of epochs or examples)."""
+    return _integer(text, 1, "a positive integer")
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (a learning rate, a step, a budget in seconds)."""
+    value = _number(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 (a penalty)."""
+    value = _number(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number in [0, 1) (a probability, a share of the data)."""
+    value = _number(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 0 and below 1, got {text}")
+    return value
+
+
+def widths(text: str) -> list[int]:
+    """Comma-separated layer widths, each an integer >= 1 (``64,,32`` and ``64,0`` are refused),
+    whose parameters fit in memory even with the smallest input and output
+    (:func:`chainrule.training.recipe.check_model_size`)."""
+    from ...training.recipe import ConfigError, check_model_size
+
+    parts = [part.strip() for part in text.split(",")]
+    if not text.strip() or any(not part for part in parts):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated layer widths such as 128,64, got {text!r}"
+        )
+    try:
+        sizes = [int(part) for part in parts]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated layer widths such as 128,64, got {text!r}"
         ) from None
+    if any(size < 1 for size in sizes):
+        raise argparse.ArgumentTypeError(f"layer widths must be >= 1, got {text!r}")
+    try:
+        check_model_size([1, *sizes, 1])
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return sizes
 
 
 def label_column(text: str):

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_device_arguments, run_device, say, widths
+from .common import (
+    add_device_arguments,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    run_device,
+    say,
+    widths,
+)
 
 COMPARE_METHODS = "backprop,forward_mode,finite_differences,forward_gradient,spsa,mezo,es"
 
@@ -56,13 +64,19 @@ def _add_run_arguments(compare):
         help="comma-separated update schemes",
     )
     compare.add_argument(
-        "--budget-seconds", type=float, metavar="S", help="training seconds per pair (default: 60)"
+        "--budget-seconds",
+        type=positive_float,
+        metavar="S",
+        help="training seconds per pair (default: 60)",
     )
     compare.add_argument(
-        "--budget-passes", type=int, metavar="N", help="network passes per pair instead of seconds"
+        "--budget-passes",
+        type=positive_int,
+        metavar="N",
+        help="network passes per pair instead of seconds",
     )
-    compare.add_argument("--batch-size", type=int, default=32, help="(default: 32)")
-    compare.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    compare.add_argument("--batch-size", type=positive_int, default=32, help="(default: 32)")
+    compare.add_argument("--seed", type=non_negative_int, default=0, help="(default: 0)")
     compare.add_argument(
         "--lr",
         action="append",
@@ -82,7 +96,10 @@ def _add_gradient_cost_arguments(compare):
         "--params", default="1e2,1e3,1e4,1e5", help="--gradient-cost: parameter counts"
     )
     compare.add_argument(
-        "--time-cap", type=float, default=3.0, help="--gradient-cost: seconds before extrapolating"
+        "--time-cap",
+        type=positive_float,
+        default=3.0,
+        help="--gradient-cost: seconds before extrapolating",
     )
 
 

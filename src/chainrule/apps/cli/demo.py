@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import widths
+from .common import non_negative_int, widths
 
 
 def add_parser(sub):
@@ -17,7 +17,7 @@ def add_parser(sub):
     demo.add_argument(
         "--hidden", default="32,16", help="hidden layer widths, comma-separated (default: 32,16)"
     )
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    demo.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: 0)")
     return demo
 
 

@@ -14,7 +14,18 @@ import argparse
 import time
 from pathlib import Path
 
-from .common import add_device_arguments, label_column, run_device, say, widths
+from .common import (
+    add_device_arguments,
+    fraction,
+    label_column,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    run_device,
+    say,
+    widths,
+)
 
 EXAMPLES = """examples:
   chainrule train --data digits --hidden 128,64 --activation relu --optimizer sgd --lr 0.1 \\
@@ -68,7 +79,10 @@ def _add_data_arguments(group, d):
         help="CSV label column: header name or 0-based index (default: last)",
     )
     group.add_argument(
-        "--classes", type=int, metavar="N", help="number of classes (default: largest label + 1)"
+        "--classes",
+        type=positive_int,
+        metavar="N",
+        help="number of classes (default: largest label + 1)",
     )
     group.add_argument(
         "--task",
@@ -76,17 +90,21 @@ def _add_data_arguments(group, d):
         help="default: regression for teacher, else classification",
     )
     group.add_argument(
-        "--size", type=int, metavar="N", help="number of examples of a generated data set"
+        "--size",
+        type=positive_int,
+        metavar="N",
+        help="number of examples of a generated data set (mnist1d, spirals, moons, "
+        "teacher); an error for digits and files",
     )
     group.add_argument(
         "--val-fraction",
-        type=float,
+        type=fraction,
         metavar="F",
         help=f"share of the data held out for validation (default: {d['val_fraction']})",
     )
     group.add_argument(
         "--test-fraction",
-        type=float,
+        type=fraction,
         metavar="F",
         help=f"share held out for the test (default: {d['test_fraction']})",
     )
@@ -117,7 +135,7 @@ def _add_model_arguments(group, d):
     )
     group.add_argument(
         "--dropout",
-        type=float,
+        type=fraction,
         metavar="P",
         help="dropout probability after each hidden activation (default: 0)",
     )
@@ -135,10 +153,15 @@ def _add_optimization_arguments(group, d):
         choices=("sgd", "adam", "adamw", "rmsprop"),
         help=f"(default: {d['optimizer']}, plain gradient descent)",
     )
-    group.add_argument("--lr", type=float, help=f"learning rate, > 0 (default: {d['lr']})")
+    group.add_argument(
+        "--lr",
+        type=positive_float,
+        help=f"learning rate, finite and > 0; a rate so large that the loss blows up stops the "
+        f"run at that step (default: {d['lr']})",
+    )
     group.add_argument(
         "--momentum",
-        type=float,
+        type=fraction,
         metavar="M",
         help="momentum for sgd/rmsprop, in [0, 1) (default: 0)",
     )
@@ -147,7 +170,7 @@ def _add_optimization_arguments(group, d):
     )
     group.add_argument(
         "--weight-decay",
-        type=float,
+        type=non_negative_float,
         metavar="L",
         help="L2 penalty (decoupled for adamw, default 0.01 there) (default: 0)",
     )
@@ -164,37 +187,37 @@ def _add_schedule_arguments(group, d):
     )
     group.add_argument(
         "--warmup-epochs",
-        type=int,
+        type=non_negative_int,
         metavar="N",
         help="linear warm-up over this many epochs (default: 0)",
     )
     group.add_argument(
         "--step-epochs",
-        type=int,
+        type=positive_int,
         metavar="N",
         help=f"step schedule: decay every this many epochs (default: {d['step_epochs']})",
     )
     group.add_argument(
         "--gamma",
-        type=float,
+        type=positive_float,
         metavar="G",
         help=f"step schedule: decay factor (default: {d['gamma']})",
     )
     group.add_argument(
         "--epochs",
-        type=int,
+        type=positive_int,
         metavar="N",
         help=f"epochs to train; may be raised on --resume (default: {d['epochs']})",
     )
     group.add_argument(
         "--batch-size",
-        type=int,
+        type=positive_int,
         metavar="N",
         help=f"examples per step, > 0 (default: {d['batch_size']})",
     )
     group.add_argument(
         "--seed",
-        type=int,
+        type=non_negative_int,
         metavar="N",
         help="seed of the split, the initial weights, the shuffling and dropout (default: 0)",
     )
@@ -219,27 +242,33 @@ def _add_method_arguments(group, d):
     )
     group.add_argument(
         "--directions",
-        type=int,
+        type=positive_int,
         metavar="K",
         help="forward_gradient: random directions averaged (default: 1)",
     )
     group.add_argument(
         "--perturbation",
-        type=float,
+        type=positive_float,
         metavar="H",
         help="perturbation size: spsa c, mezo eps, es sigma, finite-difference step, cmaes sigma",
     )
     group.add_argument(
-        "--population", type=int, metavar="N", help="es antithetic pairs / cmaes population"
+        "--population",
+        type=positive_int,
+        metavar="N",
+        help="es antithetic pairs / cmaes population",
     )
     group.add_argument(
         "--local-steps",
-        type=int,
+        type=positive_int,
         metavar="T",
         help="locoprop: local steps per layer and update (default: 10)",
     )
     group.add_argument(
-        "--target-step", type=float, metavar="G", help="locoprop: target step gamma (default: 1.0)"
+        "--target-step",
+        type=positive_float,
+        metavar="G",
+        help="locoprop: target step gamma (default: 1.0)",
     )
     return group
 
@@ -255,13 +284,13 @@ def _add_output_arguments(group, d):
     )
     group.add_argument(
         "--checkpoint-every",
-        type=int,
+        type=non_negative_int,
         metavar="STEPS",
         help="also checkpoint every N steps within an epoch (default: 0, epoch ends only)",
     )
     group.add_argument(
         "--keep-checkpoints",
-        type=int,
+        type=positive_int,
         metavar="N",
         help=f"newest checkpoints kept (default: {d['keep_checkpoints']})",
     )
