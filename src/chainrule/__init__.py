@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and
     from .backend.device import device
     from .transforms.chain import ChainJacobian, chain_jacobian
     from .transforms.cost import JacobianPlan, explain_jacobian
+    from .transforms.custom import custom_jvp, custom_vjp
     from .transforms.numerical import check_grads, numerical_grad
 
 __version__ = "0.1.0"
@@ -58,6 +59,8 @@ _LAZY_NAMES = {
     "JacobianPlan": ("chainrule.transforms.cost", "JacobianPlan"),
     "explain_jacobian": ("chainrule.transforms.cost", "explain_jacobian"),
     "check_grads": ("chainrule.transforms.numerical", "check_grads"),
+    "custom_jvp": ("chainrule.transforms.custom", "custom_jvp"),
+    "custom_vjp": ("chainrule.transforms.custom", "custom_vjp"),
     "numerical_grad": ("chainrule.transforms.numerical", "numerical_grad"),
 }
 
@@ -89,6 +92,8 @@ __all__ = [
     "chain_jacobian",
     "check_grads",
     "count",
+    "custom_jvp",
+    "custom_vjp",
     "detect_anomaly",
     "device",
     "enable_grad",
