@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and
     from .transforms.cost import JacobianPlan, explain_jacobian
     from .transforms.custom import custom_jvp, custom_vjp
     from .transforms.numerical import check_grads, numerical_grad
+    from .transforms.remat import checkpoint, remat
 
 __version__ = "0.1.0"
 
@@ -59,6 +60,8 @@ _LAZY_NAMES = {
     "JacobianPlan": ("chainrule.transforms.cost", "JacobianPlan"),
     "explain_jacobian": ("chainrule.transforms.cost", "explain_jacobian"),
     "check_grads": ("chainrule.transforms.numerical", "check_grads"),
+    "checkpoint": ("chainrule.transforms.remat", "checkpoint"),
+    "remat": ("chainrule.transforms.remat", "remat"),
     "custom_jvp": ("chainrule.transforms.custom", "custom_jvp"),
     "custom_vjp": ("chainrule.transforms.custom", "custom_vjp"),
     "numerical_grad": ("chainrule.transforms.numerical", "numerical_grad"),
@@ -91,6 +94,7 @@ __all__ = [
     "capture",
     "chain_jacobian",
     "check_grads",
+    "checkpoint",
     "count",
     "custom_jvp",
     "custom_vjp",
@@ -110,6 +114,7 @@ __all__ = [
     "numerical_grad",
     "primitives",
     "ravel_pytree",
+    "remat",
     "tensor",
     "tree_flatten",
     "tree_leaves",
