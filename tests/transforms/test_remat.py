@@ -76,3 +76,33 @@ def test_remat_is_checkpoint_and_policy_is_refused():
         cr.checkpoint(_block, policy=lambda *a: True)
     with pytest.raises(TypeError, match="static_argnums|nondiff|traced"):
         cr.grad(lambda x: cnp.sum(cr.checkpoint(_block, static_argnums=1)(WS, x)))(X)
+
+
+def test_checkpoint_sequential_functional_and_tensor_style():
+    from chainrule import nn
+
+    model = nn.MLP([4, 6, 6, 6, 3], activation="tanh", seed=0)
+    checked = nn.checkpoint_sequential(model, 2)
+    params = model.parameters()
+    x = RNG.normal(size=(5, 4))
+
+    def loss(m):
+        return lambda p: cnp.sum(m.apply(p, x) ** 2)
+
+    for a, b in zip(
+        cr.tree_leaves(cr.grad(loss(model))(params)),
+        cr.tree_leaves(cr.grad(loss(checked))(params)),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
+    cnp.sum(checked(x) ** 2).backward()
+    got = [t.grad.copy() for t in cr.tree_leaves(checked.named_tensors())]
+    model.zero_grad()
+    cnp.sum(model(x) ** 2).backward()
+    want = [t.grad for t in cr.tree_leaves(model.named_tensors())]
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="segments"):
+        nn.checkpoint_sequential(model, 0)
+    with pytest.raises(TypeError, match="Sequential"):
+        nn.checkpoint_sequential(nn.Tanh(), 2)
