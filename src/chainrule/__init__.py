@@ -38,7 +38,9 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and
     from .backend.device import device
     from .transforms.chain import ChainJacobian, chain_jacobian
     from .transforms.cost import JacobianPlan, explain_jacobian
+    from .transforms.custom import custom_jvp, custom_vjp
     from .transforms.numerical import check_grads, numerical_grad
+    from .transforms.remat import checkpoint, remat
 
 __version__ = "0.1.0"
 
@@ -58,6 +60,10 @@ _LAZY_NAMES = {
     "JacobianPlan": ("chainrule.transforms.cost", "JacobianPlan"),
     "explain_jacobian": ("chainrule.transforms.cost", "explain_jacobian"),
     "check_grads": ("chainrule.transforms.numerical", "check_grads"),
+    "checkpoint": ("chainrule.transforms.remat", "checkpoint"),
+    "remat": ("chainrule.transforms.remat", "remat"),
+    "custom_jvp": ("chainrule.transforms.custom", "custom_jvp"),
+    "custom_vjp": ("chainrule.transforms.custom", "custom_vjp"),
     "numerical_grad": ("chainrule.transforms.numerical", "numerical_grad"),
 }
 
@@ -88,7 +94,10 @@ __all__ = [
     "capture",
     "chain_jacobian",
     "check_grads",
+    "checkpoint",
     "count",
+    "custom_jvp",
+    "custom_vjp",
     "detect_anomaly",
     "device",
     "enable_grad",
@@ -105,6 +114,7 @@ __all__ = [
     "numerical_grad",
     "primitives",
     "ravel_pytree",
+    "remat",
     "tensor",
     "tree_flatten",
     "tree_leaves",

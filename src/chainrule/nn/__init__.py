@@ -11,6 +11,7 @@ from .layers import (
     GELU,
     MLP,
     BatchNorm1d,
+    CheckpointedSequential,
     Dropout,
     Identity,
     LayerNorm,
@@ -21,6 +22,7 @@ from .layers import (
     Softmax,
     Tanh,
     activation,
+    checkpoint_sequential,
 )
 from .losses import (
     LOSSES,
@@ -39,6 +41,7 @@ __all__ = [
     "LOSSES",
     "MLP",
     "BatchNorm1d",
+    "CheckpointedSequential",
     "Context",
     "Dropout",
     "Identity",
@@ -53,6 +56,7 @@ __all__ = [
     "Tanh",
     "activation",
     "binary_logistic",
+    "checkpoint_sequential",
     "check_labels",
     "cross_entropy",
     "flatten_names",

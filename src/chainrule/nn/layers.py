@@ -340,3 +340,54 @@ class MLP(Sequential):
 
     def extra_repr(self):
         return f"sizes={self.sizes}, activation={self.activation!r}"
+
+
+class CheckpointedSequential(Sequential):
+    """A :class:`Sequential` run as ``segments`` checkpointed pieces (see
+    :func:`checkpoint_sequential`): the same layers, the same parameter keys."""
+
+    def __init__(self, layers, segments: int):
+        super().__init__(*layers)
+        if not isinstance(segments, int) or not 1 <= segments:
+            raise ValueError(f"checkpoint_sequential: segments must be an int >= 1, got {segments}")
+        names = list(self._children)
+        size = -(-len(names) // segments) if names else 1
+        self.__dict__["_segments"] = [names[i : i + size] for i in range(0, len(names), size)]
+
+    def forward(self, params, x, ctx):
+        from ..transforms.remat import checkpoint  # noqa: PLC0415  (only checkpointed models pay)
+
+        for chunk in self.__dict__["_segments"]:
+
+            def run(chunk_params, x, chunk=chunk):
+                for name in chunk:
+                    x = self._children[name].forward(chunk_params[name], x, ctx)
+                return x
+
+            x = checkpoint(run)({name: params.get(name, {}) for name in chunk}, x)
+        return x
+
+
+def checkpoint_sequential(model: Sequential, segments: int) -> CheckpointedSequential:
+    """``model`` split into ``segments`` consecutive pieces, each run under
+    :func:`chainrule.checkpoint`: the backward pass keeps only the activations at segment
+    boundaries and recomputes each piece in turn (√L segments for L layers: O(√L) memory, one extra
+    forward pass). The layers (and so the parameters) are shared with ``model``; gradients are
+    those of ``model`` bit for bit. A layer that draws random numbers (Dropout in training) would
+    draw again in the recomputation: checkpoint only deterministic layers, or evaluate.
+
+    >>> import numpy as np, chainrule as cr
+    >>> from chainrule import nn
+    >>> model = nn.MLP([3, 8, 8, 2], activation="tanh", seed=0)
+    >>> checked = nn.checkpoint_sequential(model, 2)
+    >>> loss = lambda m: lambda p, x: cr.numpy.sum(m.apply(p, x) ** 2)
+    >>> x, p = np.ones((4, 3)), model.parameters()
+    >>> g, h = cr.grad(loss(model))(p, x), cr.grad(loss(checked))(p, x)
+    >>> all(np.array_equal(a, b) for a, b in zip(cr.tree_leaves(g), cr.tree_leaves(h)))
+    True
+    """
+    if not isinstance(model, Sequential):
+        raise TypeError(
+            f"checkpoint_sequential: needs an nn.Sequential, got {type(model).__name__}"
+        )
+    return CheckpointedSequential(list(model), segments)
