@@ -464,9 +464,7 @@ def test_operands_on_two_devices_name_the_op_and_both_devices(cuda):
         cnp.add(on_device, on_host)
     with pytest.raises(TypeError, match=pattern.format(op="matmul")):
         cr.grad(lambda w: cnp.sum(w @ np.ones((3, 2))))(on_device)
-    with pytest.raises(
-        TypeError, match=r"chainrule\.where: .*operand 0 on 'cuda'.*condition on 'cpu'"
-    ):
+    with pytest.raises(TypeError, match=r"chainrule\.where: .*condition on 'cpu'.*x on 'cuda'"):
         cnp.where(np.array([True, False, True]), on_device, on_device)
     labels_pattern = r"chainrule\.softmax_cross_entropy: .*operand 0 on 'cuda'.*labels on 'cpu'"
     with pytest.raises(TypeError, match=labels_pattern):

@@ -381,7 +381,7 @@ def test_anomaly_mode_catches_a_changed_condition_or_index_array():
     with cr.detect_anomaly():
         y = cnp.sum(cnp.where(condition, x, 0.0))
         condition[1] = True
-        with pytest.raises(RuntimeError, match="backward of where: parameter 'condition'"):
+        with pytest.raises(RuntimeError, match="backward of where: argument 'condition'"):
             y.backward()
         z = cnp.sum(cnp.reshape(x, (3, 1))[rows, :])
         rows[0] = 1

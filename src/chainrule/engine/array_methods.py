@@ -9,9 +9,11 @@ and ``methods``); the methods written here are compositions or take NumPy's meth
 
 from __future__ import annotations
 
+import operator
 from typing import TYPE_CHECKING, Any
 
 from . import ops
+from .core import compare
 from .table import REFLECTED_OPERATORS, TABLE
 
 
@@ -21,7 +23,7 @@ class ArrayOperators:
     They dispatch to :mod:`chainrule.engine.ops`, so functions written with ``+``, ``@``,
     ``x.sum()``... run unchanged under forward mode and under the batching of
     :mod:`chainrule.engine.batching`. Comparisons have no derivative: they return plain boolean
-    arrays.
+    arrays (a batch of them under ``vmap``, see :func:`chainrule.engine.core.compare`).
     """
 
     __slots__ = ()
@@ -36,22 +38,22 @@ class ArrayOperators:
         __neg__ = __abs__ = _unary
 
     def __lt__(self, other):
-        return ops.raw(self) < ops.raw(other)
+        return compare(operator.lt, self, other)
 
     def __le__(self, other):
-        return ops.raw(self) <= ops.raw(other)
+        return compare(operator.le, self, other)
 
     def __gt__(self, other):
-        return ops.raw(self) > ops.raw(other)
+        return compare(operator.gt, self, other)
 
     def __ge__(self, other):
-        return ops.raw(self) >= ops.raw(other)
+        return compare(operator.ge, self, other)
 
     def __eq__(self, other):
-        return ops.raw(self) == ops.raw(other)
+        return compare(operator.eq, self, other)
 
     def __ne__(self, other):
-        return ops.raw(self) != ops.raw(other)
+        return compare(operator.ne, self, other)
 
     __hash__ = object.__hash__
 

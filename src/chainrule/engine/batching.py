@@ -29,8 +29,10 @@ Worked example: let ``t`` be Batched with value shape (B, 3, 4), so ``t.shape ==
 A primitive without a rule still works, one example at a time (a loop inside that one
 primitive, not a loop of passes); the test suite checks that every primitive has a rule.
 
-The primal values a rule reads (``raw(x) > 0`` in the ReLU rule, for instance) are never batched
-by chainrule's transforms: only tangents and cotangents are.
+The same tracer is the public ``vmap`` (:mod:`chainrule.transforms.vmap`): there the *primal*
+values are batched too, so the derivative rules read primals with
+:func:`~chainrule.engine.core.strip`, which keeps a batch, and compare them with
+:func:`~chainrule.engine.core.compare`, which gives a batch of booleans.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class Batched(ArrayOperators, Tracer):
     docstring)."""
 
     __slots__ = ("value", "_level", "shape")
+    _is_batch = True  # core.strip keeps a batch of primals batched (vmap)
 
     def __init__(self, value, level):
         self.value = value
@@ -83,8 +86,31 @@ class Batched(ArrayOperators, Tracer):
         values = [
             arg.value if is_batched else arg for arg, is_batched in zip(args, batched, strict=True)
         ]
+        for name, param in params.items():
+            if type(param) is Batched and param._level == level:
+                # An array parameter batched by vmap (cross-entropy's labels): the rule gets its
+                # stacked values and sees the batch axis by rank.
+                params = {**params, name: param.value}
         rule = rule_of(prim)
         return Batched(rule(prim, values, batched, params, self.value.shape[0]), level)
+
+    def _compare(self, op, first, second):
+        """A comparison at this level: the operands' stacked values lined up as the elementwise
+        rule lines them up, compared one level down (see :func:`chainrule.engine.core.compare`)."""
+        level = self._level
+        pair = (first, second)
+        batched = [type(v) is Batched and v._level == level for v in pair]
+        values = [core.strip(v.value) if b else v for v, b in zip(pair, batched, strict=True)]
+        ranks = [ndim(v) - b for v, b in zip(values, batched, strict=True)]
+        rank = builtins.max(ranks)
+        values = [align(v, rank) if b else v for v, b in zip(values, batched, strict=True)]
+        return Batched(core.compare(op, *values), level)
+
+    def __bool__(self):
+        raise TypeError(
+            "a batched value (inside vmap) has no single truth value: Python control flow on it "
+            "would pick one branch for every example; use chainrule.numpy.where instead"
+        )
 
     def __repr__(self):
         return f"Batched(value={self.value!r}, level={self._level})"
@@ -99,9 +125,6 @@ def _elementwise(prim, values, batched, params, size):
     """Elementwise primitives: line up per-example ranks, then NumPy broadcasting does the rest."""
     ranks = [len(getattr(v, "shape", ())) - b for v, b in zip(values, batched, strict=True)]
     rank = builtins.max(ranks)
-    condition = params.get("condition")  # ``where``: a broadcasting operand held as a parameter
-    if condition is not None:
-        rank = builtins.max(rank, ndim(condition))
     for i, (own, is_batched) in enumerate(zip(ranks, batched, strict=True)):
         if is_batched and own < rank:
             values = list(values)

@@ -30,11 +30,17 @@ class Tracer:
 
     __slots__ = ()
     _level: int
+    #: Whether the tracer is a batch of values (``vmap``): :func:`strip` keeps it.
+    _is_batch = False
     # NumPy must hand ``ndarray (op) tracer`` to the tracer's reflected operator, not broadcast
     # the tracer as an object array.
     __array_ufunc__ = None
 
     def _process(self, prim, args, params):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _compare(self, op, first, second):  # pragma: no cover - only a batch compares
+        """``op`` on ``first`` and ``second`` at this tracer's level (see :func:`compare`)."""
         raise NotImplementedError
 
     def _unwrap(self):  # pragma: no cover - abstract
@@ -96,6 +102,32 @@ def raw(value):
     return value
 
 
+def strip(value):
+    """The primal value under the differentiation tracers (Tensor, Dual) of ``value``: a plain
+    array, or a batch of them (a ``Batched`` of ``vmap``), which stays batched.
+
+    Derivative rules read primals with this, not :func:`raw` (``strip(x) > 0`` in the ReLU rule):
+    under ``vmap(grad(f))`` the primals are batched, and :func:`raw` would hand the rule the
+    stacked array, whose leading batch axis the rule does not expect."""
+    while isinstance(value, Tracer) and not value._is_batch:
+        value = value._unwrap()
+    return value
+
+
+def compare(op, first, second):
+    """``op(first, second)`` for a comparison ``op`` (``operator.lt``...) on primal values: a
+    plain boolean array, or a batch of them when an operand is batched. Comparisons have no
+    derivative, so nothing is recorded."""
+    first, second = strip(first), strip(second)
+    top = None
+    for value in (first, second):
+        if isinstance(value, Tracer) and (top is None or value._level > top._level):
+            top = value
+    if top is None:
+        return op(first, second)
+    return top._compare(op, first, second)
+
+
 def shape(value) -> tuple:
     """The shape ``value`` shows (a tracer shows one example's shape; a number has ``()``)."""
     return tuple(getattr(value, "shape", ()))
@@ -139,7 +171,8 @@ def _named_error(error, prim, args, params):
     # cause of a TypeError from a ufunc, and the user needs to hear which devices met. Array
     # parameters count as operands (where's condition, cross-entropy's labels); an index does
     # not (host index arrays are fine on a GPU).
-    operands = [(f"operand {position}", raw(arg)) for position, arg in enumerate(args)]
+    names = prim.operands or [f"operand {position}" for position in range(len(args))]
+    operands = [(name, raw(arg)) for name, arg in zip(names, args, strict=False)]
     operands += [
         (name, value) for name, value in params.items() if name != "index" and is_array(value)
     ]
@@ -197,7 +230,11 @@ def _saved(node):
     """(name, value) of everything ``node``'s backward reads: its value, its operands, and its
     array-valued parameters (a ``where`` condition, an index array)."""
     saved = [("its own output", node)]
-    saved += [(f"argument {i}", arg) for i, arg in enumerate(node._args)]
+    names = node._prim.operands
+    saved += [
+        (f"argument {i}" if names is None else f"argument {names[i]!r}", arg)
+        for i, arg in enumerate(node._args)
+    ]
     for key, value in node._params.items():
         if is_array(value):
             saved.append((f"parameter {key!r}", value))

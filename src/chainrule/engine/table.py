@@ -63,6 +63,7 @@ class Primitive:
         "methods",
         "operator",
         "fast_operator",
+        "operands",
     )
 
     def __init__(self, name, forward, vjp, jvp, flops, **fields):
@@ -79,6 +80,7 @@ class Primitive:
         self.methods: tuple[str, ...] = tuple(fields.get("methods", ()))
         self.operator = fields.get("operator")  # "add" gives __add__ and __radd__
         self.fast_operator = bool(fields.get("fast_operator", False))
+        self.operands: tuple[str, ...] | None = fields.get("operands")  # names, for errors
 
     def __call__(self, *args, **params):
         """Apply the primitive (``apply(self, *args, **params)``): how rules call each other."""
@@ -176,6 +178,7 @@ def defprim(
     methods: tuple[str, ...] = (),
     operator: str | None = None,
     doc: str | None = None,
+    operands: tuple[str, ...] | None = None,
 ) -> Primitive:
     """Declare primitive ``name`` and enter it in :data:`TABLE`.
 
@@ -183,9 +186,10 @@ def defprim(
     array argument); ``jvp="from_vjp"`` from the single VJP rule of an elementwise unary one.
     ``names`` are its public ``chainrule.numpy`` names (default: ``name``), generated from the
     arity of its VJP rules when no written function is registered with :func:`public`;
-    ``names=()`` makes it internal. ``methods`` become Tensor methods of those functions, and
-    ``operator="add"`` makes it ``__add__``/``__radd__`` of every tracer (with the Tensor fast
-    path, since a generated function adds nothing to the primitive).
+    ``names=()`` makes it internal. ``operands`` names the array arguments in error messages
+    (default ``operand 0``, ``operand 1``...). ``methods`` become Tensor methods of those
+    functions, and ``operator="add"`` makes it ``__add__``/``__radd__`` of every tracer (with
+    the Tensor fast path, since a generated function adds nothing to the primitive).
     """
     if vjp is None or jvp is None:
         raise TypeError(f"primitive {name!r} needs both a VJP and a JVP rule")
@@ -205,6 +209,7 @@ def defprim(
         gpu=gpu,
         methods=methods,
         operator=operator,
+        operands=operands,
     )
     if jvp == "linear":
         prim.jvp = _linear_jvp(prim)

@@ -14,7 +14,7 @@ import math
 
 from .. import arraylib
 from ..arraylib import xp
-from ..core import apply, raw, zeros_like
+from ..core import Tracer, apply, strip, zeros_like
 from ..table import Primitive, defprim, elementwise_flops, public
 
 _NO_FLOPS = elementwise_flops(0)
@@ -93,11 +93,20 @@ CBRT = _unary(
 ABS = _unary(
     "abs",
     xp.abs,
-    lambda g, out, x: g * arraylib.ns.sign(raw(x)),
+    lambda g, out, x: g * _sign_of(x),
     array_api="abs",
     names=("abs", "absolute"),
     operator="abs",
 )
+
+
+def _sign_of(x):
+    """sign(x) of a primal, a plain array (the namespace's own sign, on the hot path), or a
+    batch of signs under ``vmap``."""
+    primal = strip(x)
+    return SIGN(primal) if isinstance(primal, Tracer) else arraylib.ns.sign(primal)
+
+
 # Piecewise constant: derivative zero everywhere it exists.
 SIGN = defprim(
     "sign",
@@ -134,7 +143,7 @@ def _relu_vjp(g, out, x):
     """g where x > 0, else 0 (relu'(0) = 0 by convention). NumPy multiplies by the boolean mask,
     its fastest form on the hot path (a ``where`` or ``g * sign(out)`` costs more there); the
     array API mixes no booleans into float arithmetic, so other namespaces select with where."""
-    positive = raw(x) > 0
+    positive = strip(x) > 0
     if arraylib.ns is xp:
         return g * positive
     return where(positive, g, 0)
@@ -217,7 +226,7 @@ DIV = _binary(
 def _where_nonzero(value):
     """``value`` with its zeros replaced by 1: a divisor that is safe where the quotient is
     defined as 0 (the numerator is 0 there too)."""
-    return where(raw(value) == 0, 1, value)
+    return where(strip(value) == 0, 1, value)
 
 
 # d hypot(x, y) = (x dx + y dy) / hypot(x, y); at the origin (0/0) the derivative is taken as 0,
@@ -241,7 +250,7 @@ def _log_where_positive(x):
         # A constant number (the 2 of 2**y) gives a number: NumPy's where would make it a host
         # array, which a GPU cotangent cannot be multiplied with.
         return math.log(x) if x > 0 else 0.0
-    positive = raw(x) > 0
+    positive = strip(x) > 0
     return where(positive, LOG(where(positive, x, 1)), 0)
 
 
@@ -293,7 +302,7 @@ def _tie_share(g, first, second):
     ``g``'s dtype (a scalar half of that dtype times the tie mask), so a float32 step stays
     float32, and without a data-dependent branch, which a captured step could not replay; the
     array API mixes no booleans into float arithmetic, so other namespaces select with where."""
-    a, b = raw(first), raw(second)
+    a, b = strip(first), strip(second)
     dtype = _float_dtype_of(g, a, b)
     if arraylib.ns is xp:
         return g * ((a > b) + (a == b) * xp.dtype(dtype).type(0.5))
@@ -323,24 +332,27 @@ MINIMUM = _binary(
     (lambda g, out, x, y: _tie_share(g, y, x), lambda g, out, x, y: _tie_share(g, x, y)),
     array_api="minimum",
 )
-# The condition is a static parameter: it has no derivative.
+# The condition is an operand without derivative (its VJP rule is None): an operand, not a
+# parameter, so that a batch of conditions under ``vmap`` reaches the batching rule.
 WHERE = defprim(
     "where",
-    lambda x, y, condition: xp.where(condition, x, y),
+    xp.where,
     (
-        lambda g, out, x, y, condition: where(condition, g, 0),
-        lambda g, out, x, y, condition: where(condition, 0, g),
+        None,
+        lambda g, out, condition, x, y: where(condition, g, 0),
+        lambda g, out, condition, x, y: where(condition, 0, g),
     ),
-    lambda ts, out, x, y, condition: where(
-        condition, 0 if ts[0] is None else ts[0], 0 if ts[1] is None else ts[1]
+    lambda ts, out, condition, x, y: where(
+        condition, 0 if ts[1] is None else ts[1], 0 if ts[2] is None else ts[2]
     ),
     _NO_FLOPS,
-    array_api=lambda ns: lambda x, y, condition: ns.where(condition, x, y),
+    array_api="where",
     batching="elementwise",
+    operands=("condition", "x", "y"),
 )
 
 
 @public(WHERE)
 def where(condition, x, y):
     """``x`` where ``condition`` else ``y``; the condition is not differentiated."""
-    return apply(WHERE, x, y, condition=raw(condition))
+    return apply(WHERE, strip(condition), x, y)

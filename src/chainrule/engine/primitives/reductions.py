@@ -9,10 +9,11 @@ softmax cross-entropy is fused for numerical stability, as logsumexp is.
 from __future__ import annotations
 
 import builtins
+import operator
 
 from .. import arraylib
 from ..arraylib import xp
-from ..core import apply, ndim, raw, shape
+from ..core import Tracer, apply, compare, ndim, raw, shape, strip
 from ..table import defprim, public
 from .elementwise import EXP, astype, where
 from .shapes import broadcast_to, getitem, input_flops, reshape
@@ -96,14 +97,14 @@ def _weighted_reduction_rules(weights):
 
 def _max_share(out, x, axis, keepdims):
     """Which entries attain the maximum, each weighted 1/(number of ties)."""
-    x_raw = raw(x)
-    hit = x_raw == _keep(raw(out), x_raw.ndim, axis, keepdims)
-    if arraylib.ns is xp and isinstance(x_raw, xp.ndarray):
+    x_primal = strip(x)  # a plain array, or a batch of them under vmap
+    hit = x_primal == _keep(strip(out), ndim(x_primal), axis, keepdims)
+    if arraylib.ns is xp and isinstance(x_primal, xp.ndarray):
         # NumPy counts and divides the booleans directly: no float copy of the mask.
-        return xp.divide(hit, xp.add.reduce(hit, axis=axis, keepdims=True), dtype=x_raw.dtype)
+        return xp.divide(hit, xp.add.reduce(hit, axis=axis, keepdims=True), dtype=x_primal.dtype)
     # In x's dtype: the array API neither sums nor divides booleans.
-    hit = astype(hit, x_raw.dtype)
-    return hit / arraylib.ns.sum(hit, axis=axis, keepdims=True)
+    hit = astype(hit, x_primal.dtype)
+    return hit / sum(hit, axis=axis, keepdims=True)
 
 
 _MAX_VJP, _MAX_JVP = _weighted_reduction_rules(_max_share)
@@ -127,14 +128,14 @@ def max(x, axis=None, keepdims=False):  # noqa: A001 - NumPy's name
 
 def _prod_partials(out, x, axis, keepdims):
     """d prod / d x_i = product of the others, exact also where x has zeros."""
-    x_raw = raw(x)
-    is_zero = x_raw == 0
+    x_primal = strip(x)
+    is_zero = x_primal == 0
     safe_x = where(is_zero, 1, x)
     # Counted in x's dtype: the array API sums no booleans.
-    zeros_in_slice = arraylib.ns.sum(astype(is_zero, x_raw.dtype), axis=axis, keepdims=True)
+    zeros_in_slice = sum(astype(is_zero, x_primal.dtype), axis=axis, keepdims=True)
     product_of_nonzero = prod(safe_x, axis=axis, keepdims=True)
     only_zero = where(zeros_in_slice == 1, product_of_nonzero, 0)
-    return where(is_zero, only_zero, _keep(out, x_raw.ndim, axis, keepdims) / safe_x)
+    return where(is_zero, only_zero, _keep(out, ndim(x_primal), axis, keepdims) / safe_x)
 
 
 PROD = defprim(
@@ -272,9 +273,13 @@ def _xent_dlogits(logits, labels):
     way (with a guard some of its entries would be 0, the others NaN; without, all are NaN), and
     leaving the guard out saves two operations (two kernel launches on a GPU) per training step.
     """
-    values = raw(logits)
+    values = strip(logits)
     classes = values.shape[-1]
-    if isinstance(values, xp.ndarray):  # NumPy, written out: this runs in every training step
+    if isinstance(values, Tracer) or isinstance(labels, Tracer):  # a batch of examples (vmap)
+        peak = max(values, axis=-1, keepdims=True)
+        onehot = compare(operator.eq, xp.arange(classes), reshape(labels, (*shape(labels), 1)))
+        onehot = astype(onehot, values.dtype)
+    elif isinstance(values, xp.ndarray):  # NumPy, written out: this runs in every training step
         peak = xp.maximum.reduce(values, axis=-1, keepdims=True)
         onehot = xp.arange(classes) == labels[..., None]
     else:  # a GPU array, or another namespace's
@@ -299,7 +304,10 @@ def _namespace_xent(namespace):
 
 
 def _batch_softmax_cross_entropy(prim, values, batched, params, size):
-    labels = arraylib.asarray(params["labels"])  # a GPU array stays on its device
+    labels = params["labels"]
+    if ndim(labels) == ndim(values[0]) - 1:  # labels batched as the logits are (vmap)
+        return prim(values[0], labels=labels)
+    labels = arraylib.asarray(labels)  # a GPU array stays on its device
     # NumPy's broadcast_to, or that of the namespace use_namespace made active.
     labels = arraylib.ns.broadcast_to(labels, (size, *labels.shape))
     return prim(values[0], labels=labels)
@@ -325,14 +333,17 @@ SOFTMAX_CROSS_ENTROPY = defprim(
 @public(SOFTMAX_CROSS_ENTROPY)
 def softmax_cross_entropy(logits, labels):
     """Per-example -log softmax(logits)[label] from integer ``labels`` (fused, stable)."""
+    batch = strip(labels)  # a batch of label arrays under vmap: checked on its stacked values
+    batch = batch if isinstance(batch, Tracer) else None
     labels = arraylib.asarray(raw(labels))  # a capture's recording array stays one
     # The range check reads values into Python: on a base-class view, so that a captured step
     # does not guard on it (a replay skips it; an out-of-range label still fails its indexing).
     is_subclass = type(labels) is not xp.ndarray and isinstance(labels, xp.ndarray)
     checked = labels.view(xp.ndarray) if is_subclass else labels
-    if labels.shape != shape(logits)[:-1]:
+    if shape(labels if batch is None else batch) != shape(logits)[:-1]:
         raise ValueError(
-            f"chainrule.softmax_cross_entropy: labels of shape {labels.shape} do not match "
+            f"chainrule.softmax_cross_entropy: labels of shape "
+            f"{shape(labels if batch is None else batch)} do not match "
             f"logits of shape {shape(logits)} (expected labels of shape {shape(logits)[:-1]})"
         )
     classes = shape(logits)[-1]
@@ -356,7 +367,7 @@ def softmax_cross_entropy(logits, labels):
             low, high = arraylib.ns.min(checked), arraylib.ns.max(checked)
             if int(low) < 0 or int(high) >= classes:
                 _raise_label_range(low, high, classes, logits)
-    return apply(SOFTMAX_CROSS_ENTROPY, logits, labels=labels)
+    return apply(SOFTMAX_CROSS_ENTROPY, logits, labels=labels if batch is None else batch)
 
 
 _NOT_INTEGER_LABELS = "chainrule.softmax_cross_entropy: labels must be integers, got {}"
