@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and
     from .transforms.custom import custom_jvp, custom_vjp
     from .transforms.numerical import check_grads, numerical_grad
     from .transforms.remat import checkpoint, remat
+    from .transforms.vmap import vmap
 
 __version__ = "0.1.0"
 
@@ -65,6 +66,7 @@ _LAZY_NAMES = {
     "custom_jvp": ("chainrule.transforms.custom", "custom_jvp"),
     "custom_vjp": ("chainrule.transforms.custom", "custom_vjp"),
     "numerical_grad": ("chainrule.transforms.numerical", "numerical_grad"),
+    "vmap": ("chainrule.transforms.vmap", "vmap"),
 }
 
 
@@ -122,4 +124,5 @@ __all__ = [
     "tree_unflatten",
     "value_and_grad",
     "vjp",
+    "vmap",
 ]
