@@ -92,11 +92,7 @@ def chainrule_loss(params, x, y):
 
 
 def chainrule_vmap():
-    """``vmap(grad(loss))``, or None while ``chainrule.vmap`` does not exist."""
-    vmap = getattr(cr, "vmap", None)
-    if vmap is None:
-        return None
-    return vmap(cr.grad(chainrule_loss), in_axes=(None, 0, 0))
+    return cr.vmap(cr.grad(chainrule_loss), in_axes=(None, 0, 0))
 
 
 def chainrule_loop():
@@ -136,11 +132,11 @@ def torch_vmap():
 
 def contenders_for(params, x, y):
     """{name: (per-example gradient function, its params, its x, its y)}."""
-    contenders = {"hand NumPy": (hand_per_example_grads, params, x, y)}
-    vmapped = chainrule_vmap()
-    if vmapped is not None:
-        contenders["chainrule vmap(grad)"] = (vmapped, params, x, y)
-    contenders["chainrule loop of grad"] = (chainrule_loop(), params, x, y)
+    contenders = {
+        "hand NumPy": (hand_per_example_grads, params, x, y),
+        "chainrule vmap(grad)": (chainrule_vmap(), params, x, y),
+        "chainrule loop of grad": (chainrule_loop(), params, x, y),
+    }
     if torch is not None:
         tp = {k: torch.tensor(v) for k, v in params.items()}
         contenders["torch.func vmap(grad)"] = (torch_vmap(), tp, torch.tensor(x), torch.tensor(y))
@@ -149,7 +145,7 @@ def contenders_for(params, x, y):
 
 def check(contenders):
     """Every contender's per-example gradients match the hand-written ones; vmap's match the
-    loop's to rounding (returns the largest difference between those two, or None)."""
+    loop's to rounding; returns the largest difference between those two."""
     got = {name: fn(p, cx, cy) for name, (fn, p, cx, cy) in contenders.items()}
     expected = got["hand NumPy"]
     for name, grads in got.items():
@@ -159,8 +155,6 @@ def check(contenders):
             np.testing.assert_allclose(
                 value, expected[key], rtol=RTOL, atol=ATOL, err_msg=f"{name}: {key}"
             )
-    if "chainrule vmap(grad)" not in got:
-        return None
     vmapped, looped = got["chainrule vmap(grad)"], got["chainrule loop of grad"]
     for key in expected:
         np.testing.assert_allclose(
@@ -179,10 +173,7 @@ def main(argv=None):
     params, x, y = make_problem()
     contenders = contenders_for(params, x, y)
     difference = check(contenders)
-    if difference is None:
-        print("chainrule.vmap: not available in this chainrule (its row is skipped)")
-    else:
-        print(f"vmap(grad) vs loop of grad: largest difference {difference:.3g} (allclose: yes)")
+    print(f"vmap(grad) vs loop of grad: largest difference {difference:.3g} (allclose: yes)")
     if torch is None:
         print("torch.func vmap(grad): PyTorch not installed (`make bench-peers`); row skipped")
     calls = {name: (lambda c=c: c[0](c[1], c[2], c[3])) for name, c in contenders.items()}
