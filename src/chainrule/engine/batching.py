@@ -86,11 +86,8 @@ class Batched(ArrayOperators, Tracer):
         values = [
             arg.value if is_batched else arg for arg, is_batched in zip(args, batched, strict=True)
         ]
-        for name, param in params.items():
-            if type(param) is Batched and param._level == level:
-                # An array parameter batched by vmap (cross-entropy's labels): the rule gets its
-                # stacked values and sees the batch axis by rank.
-                params = {**params, name: param.value}
+        if core.state.batching and params and core.batch_in_params(params) is not None:
+            params = _stacked_params(params, level)
         rule = rule_of(prim)
         return Batched(rule(prim, values, batched, params, self.value.shape[0]), level)
 
@@ -106,6 +103,17 @@ class Batched(ArrayOperators, Tracer):
         values = [align(v, rank) if b else v for v, b in zip(values, batched, strict=True)]
         return Batched(core.compare(op, *values), level)
 
+    def _on_stacked(self, function):
+        """``function`` (of a plain array with the batch axis first, such as an argsort along a
+        shifted axis) on the stacked values, as a batch again: for functions of primals without
+        derivative that the batching rules do not cover."""
+        value = core.strip(self.value)
+        if isinstance(value, Tracer):
+            raise NotImplementedError(
+                "this function of batched values is not supported under nested vmap"
+            )
+        return Batched(function(value), self._level)
+
     def __bool__(self):
         raise TypeError(
             "a batched value (inside vmap) has no single truth value: Python control flow on it "
@@ -114,6 +122,22 @@ class Batched(ArrayOperators, Tracer):
 
     def __repr__(self):
         return f"Batched(value={self.value!r}, level={self._level})"
+
+
+def _stacked_params(params, level):
+    """``params`` with each batch of ``level`` (a parameter, or a member of a tuple parameter)
+    replaced by :class:`~chainrule.engine.core.Stacked`: the rule of the primitive sees which
+    array parameters carry the batch axis."""
+
+    def unwrap(value):
+        if type(value) is Batched and value._level == level:
+            return core.Stacked(value.value)
+        return value
+
+    return {
+        name: tuple(unwrap(v) for v in value) if type(value) is tuple else unwrap(value)
+        for name, value in params.items()
+    }
 
 
 # ------------------------------------------------------------------------------------------------

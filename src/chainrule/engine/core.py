@@ -43,6 +43,10 @@ class Tracer:
         """``op`` on ``first`` and ``second`` at this tracer's level (see :func:`compare`)."""
         raise NotImplementedError
 
+    def _on_stacked(self, function):  # pragma: no cover - only a batch has stacked values
+        """``function`` of the stacked values, as a batch again (see ``Batched``)."""
+        raise NotImplementedError
+
     def _unwrap(self):  # pragma: no cover - abstract
         """The value one level down (an array or a lower-level tracer)."""
         raise NotImplementedError
@@ -73,15 +77,27 @@ class _State:
       (:func:`chainrule.backend.namespace.use_namespace`); code that builds arrays itself builds
       them with ``arraylib.ns`` then.
     * ``redirected``: some backend layer supplies forwards (:func:`set_forward_layer`).
+    * ``batching``: the number of ``vmap`` calls running. Only then may a parameter hold a
+      batch (cross-entropy's labels, an index array computed from batched values), which
+      :func:`apply` then finds.
     * ``hooked``: any of the four above: the one flag that the plain-value path of :func:`apply`
       and the fast paths of :class:`~chainrule.engine.tensor.Tensor` read before they call
       ``prim.forward`` themselves. Change the four with :meth:`switch`, which keeps it right.
     """
 
-    __slots__ = ("grad_enabled", "anomaly", "observers", "foreign", "redirected", "hooked")
+    __slots__ = (
+        "grad_enabled",
+        "anomaly",
+        "observers",
+        "foreign",
+        "redirected",
+        "hooked",
+        "batching",
+    )
 
     def __init__(self):
         self.grad_enabled = True
+        self.batching = 0  # how many vmap calls are running: parameters may hold batches then
         self.anomaly = self.foreign = self.redirected = self.hooked = False
         self.observers: tuple = ()
 
@@ -327,12 +343,39 @@ def evaluate_hooked(prim, values, params):
     return out
 
 
+class Stacked:
+    """A parameter's batch, unwrapped by the batching level now processing it: ``value`` holds
+    the stacked values (batch axis first). Batching rules that take array parameters
+    (cross-entropy's labels, an index) look for it; a batch of another level stays a tracer."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+
+def batch_in_params(params):
+    """The highest-level batch (a ``Batched`` of ``vmap``) held by a parameter, or None: a
+    parameter itself, or a member of a tuple parameter (an index)."""
+    top = None
+    for value in params.values():
+        for member in value if type(value) is tuple else (value,):
+            if isinstance(member, Tracer) and (top is None or member._level > top._level):
+                top = member
+    return top
+
+
 def apply(prim, *args, **params):
-    """Apply primitive ``prim`` to ``args``: the highest-level tracer among them takes charge."""
+    """Apply primitive ``prim`` to ``args``: the highest-level tracer among them (or, under
+    ``vmap``, among the parameters) takes charge."""
     top = None
     for arg in args:
         if isinstance(arg, Tracer) and (top is None or arg._level > top._level):
             top = arg
+    if state.batching and params:
+        batch = batch_in_params(params)
+        if batch is not None and (top is None or batch._level > top._level):
+            top = batch
     if top is not None:
         return top._process(prim, args, params)
     if state.hooked:

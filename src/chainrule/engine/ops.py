@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from . import arraylib
 from .arraylib import xp
-from .core import Tracer, apply, ndim, ones_like, raw, shape, zeros_like
+from .core import Tracer, apply, ndim, ones_like, raw, shape, strip, zeros_like
 from .primitives.decompositions import svdvals
 from .primitives.elementwise import (
     ABS,
@@ -109,7 +109,7 @@ def _sqrt_zero_at_zero(x):
     times a zero derivative of x, gives NaN): the gradient of a spread or a norm at zero, as
     PyTorch defines it. The inner ``where`` keeps the branch not taken finite, so that no NaN
     leaks into any derivative order."""
-    at_zero = raw(x) == 0
+    at_zero = strip(x) == 0
     return where(at_zero, 0, SQRT(where(at_zero, 1, x)))
 
 
@@ -170,14 +170,15 @@ def take(x, indices, axis=None):
 
 
 def take_along_axis(x, indices, axis):
-    indices = arraylib.asarray(raw(indices))  # a GPU array stays where it is
+    batch = strip(indices)  # a batch of index arrays under vmap
+    indices = batch if isinstance(batch, Tracer) else arraylib.asarray(raw(indices))
     rank = ndim(x)
     axis = axis % rank
     if indices.ndim != rank:
         raise ValueError(
             f"chainrule.take_along_axis: indices of rank {indices.ndim} for an array of rank {rank}"
         )
-    namespace = arraylib.namespace_beside(indices)
+    namespace = arraylib.namespace_beside(raw(indices))
     grids = []
     for ax in range(rank):
         if ax == axis:
@@ -186,6 +187,8 @@ def take_along_axis(x, indices, axis):
             size_shape = [1] * rank
             size_shape[ax] = shape(x)[ax]
             grids.append(namespace.reshape(namespace.arange(shape(x)[ax]), tuple(size_shape)))
+    if isinstance(indices, Tracer):  # the batching rule of getitem broadcasts them
+        return getitem(x, tuple(grids))
     return getitem(x, tuple(namespace.broadcast_arrays(*grids)))
 
 
@@ -222,7 +225,12 @@ def split(x, indices_or_sections, axis=0):
 def sort(x, axis=-1):
     if axis is None:  # NumPy: sort the flattened array
         x, axis = reshape(x, (-1,)), 0
-    order = xp.argsort(raw(x), axis=axis, kind="stable")
+    primal = strip(x)
+    if isinstance(primal, Tracer):  # a batch (vmap): argsort each example's values
+        shifted = axis % ndim(x) + 1
+        order = primal._on_stacked(lambda values: xp.argsort(values, axis=shifted, kind="stable"))
+    else:
+        order = xp.argsort(primal, axis=axis, kind="stable")
     return take_along_axis(x, order, axis)
 
 
@@ -334,7 +342,8 @@ def _vector_norm(x, ord, axis, keepdims):
     if ord == -math.inf:
         return min(ABS(x), axis=axis, keepdims=keepdims)
     if ord == 0:  # the number of non-zero entries: piecewise constant, no derivative
-        return xp.sum(raw(x) != 0, axis=axis, keepdims=keepdims).astype(raw(x).dtype)
+        nonzero = strip(x) != 0  # a batch of masks under vmap
+        return sum(astype(nonzero, x.dtype), axis=axis, keepdims=keepdims)
     if isinstance(ord, (int, float)) and not isinstance(ord, bool):
         return power(sum(power(ABS(x), ord), axis=axis, keepdims=keepdims), 1.0 / ord)
     raise ValueError(f"chainrule.linalg.norm: invalid norm order {ord!r} for vectors")

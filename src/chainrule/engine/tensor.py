@@ -28,6 +28,7 @@ from .core import (
     Tracer,
     _named_error,
     apply,
+    batch_in_params,
     enable_grad,
     evaluate_hooked,
     raw,
@@ -214,6 +215,8 @@ class Tensor(ArrayOperators, Tracer):
             if level and isinstance(value, Tracer):
                 plain = False
             values.append(value)
+        if plain and state.batching and params and batch_in_params(params) is not None:
+            plain = False  # a parameter holds a batch (vmap): core.apply hands it over
         if plain:  # as core.apply does on plain values: every non-operator op lands here
             if state.hooked:
                 out = evaluate_hooked(prim, values, params)

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..engine import arraylib
 from ..engine.batching import Batched, unbatch
-from ..engine.core import Tracer, new_level
+from ..engine.core import Tracer, new_level, state
 from ..engine.primitives.shapes import moveaxis
 from .pytree import tree_flatten, tree_unflatten
 
@@ -161,7 +161,11 @@ def vmap(
                 for leaf, axis in zip(leaves, axes, strict=True)
             ]
             batched_args.append(tree_unflatten(treedef, pieces))
-        out = fun(*batched_args)
+        state.batching += 1  # parameters may hold batches now (core.apply looks for them)
+        try:
+            out = fun(*batched_args)
+        finally:
+            state.batching -= 1
         out_leaves, out_treedef = tree_flatten(out)
         if isinstance(out_axes, tuple) and not isinstance(out, tuple):
             # A tuple of out_axes for a single output is a one-entry prefix.

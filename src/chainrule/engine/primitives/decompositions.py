@@ -37,7 +37,7 @@ from typing import NamedTuple
 
 from .. import arraylib
 from ..arraylib import xp
-from ..core import Tracer, apply, raw, shape
+from ..core import Tracer, apply, raw, shape, strip
 from ..table import defprim, public
 from .linalg import matmul, solve
 from .reductions import sum
@@ -818,6 +818,12 @@ def lstsq(a, b, rcond=None):
         raise ValueError(
             f"chainrule.linalg.lstsq: argument 'b' must have shape ({shape_a[0]},) or "
             f"({shape_a[0]}, k) for 'a' of shape {shape_a}, got shape {shape_b}"
+        )
+    if any(isinstance(strip(operand), Tracer) for operand in (a, b)):
+        raise ValueError(
+            f"chainrule.linalg.lstsq: not batched under vmap (a of shape {shape_a}, b of shape "
+            f"{shape_b}): the rank it returns, and so the residuals' shape, depend on each "
+            "example's values; batch pinv(a) @ b instead"
         )
     m, n = shape_a
     singular_values = svdvals(a)

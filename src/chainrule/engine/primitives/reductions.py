@@ -13,10 +13,10 @@ import operator
 
 from .. import arraylib
 from ..arraylib import xp
-from ..core import Tracer, apply, compare, ndim, raw, shape, strip
+from ..core import Stacked, Tracer, apply, compare, ndim, raw, shape, strip
 from ..table import defprim, public
 from .elementwise import EXP, astype, where
-from .shapes import broadcast_to, getitem, input_flops, reshape
+from .shapes import broadcast_to, getitem, input_flops, reshape, with_batch
 
 
 def normalize_axis(axis, rank, op):
@@ -305,8 +305,9 @@ def _namespace_xent(namespace):
 
 def _batch_softmax_cross_entropy(prim, values, batched, params, size):
     labels = params["labels"]
-    if ndim(labels) == ndim(values[0]) - 1:  # labels batched as the logits are (vmap)
-        return prim(values[0], labels=labels)
+    if isinstance(labels, Stacked):  # labels batched by vmap, as the logits may be
+        logits = values[0] if batched[0] else with_batch(values[0], size)
+        return prim(logits, labels=labels.value)
     labels = arraylib.asarray(labels)  # a GPU array stays on its device
     # NumPy's broadcast_to, or that of the namespace use_namespace made active.
     labels = arraylib.ns.broadcast_to(labels, (size, *labels.shape))

@@ -15,7 +15,7 @@ import math
 
 from .. import arraylib
 from ..arraylib import xp
-from ..core import apply, ndim, raw, shape, zeros_like
+from ..core import Stacked, apply, ndim, shape, strip, zeros_like
 from ..table import Primitive, defprim, elementwise_flops, public
 
 _NO_FLOPS = elementwise_flops(0)
@@ -389,9 +389,49 @@ def _expand_ellipsis(items, rank):
     return tuple(expanded)
 
 
+def _batched_items(items, size, what):
+    """An index holding integer arrays batched by ``vmap`` (``take_along_axis`` of a batched
+    order): the same index on the stacked array, with the batch as one more index array
+    (``arange(size)``) in front, every other array given a leading axis to broadcast against it.
+    NumPy places the broadcast shape of adjacent array indices where they stand, so this is
+    exact when every item is an array or an int; a mix with slices is refused."""
+    arrays = []
+    for item in items:
+        if isinstance(item, Stacked):
+            value = strip(item.value)  # the stacked indices (batch axis first)
+            if not hasattr(value, "__array_namespace__") and not isinstance(value, xp.ndarray):
+                raise NotImplementedError(
+                    f"chainrule.{what}: an index batched by two nested vmaps is not supported"
+                )
+        elif isinstance(item, (int, xp.integer)) or hasattr(item, "dtype"):
+            value = xp.asarray(item)[None]
+        else:
+            raise ValueError(
+                f"chainrule.{what}: an index that depends on the batch (vmap) must be made of "
+                f"integer arrays and ints only, got {type(item).__name__} beside it"
+            )
+        if value.dtype == bool:
+            raise ValueError(
+                f"chainrule.{what}: a boolean mask that depends on the batch (vmap) would give "
+                "examples of different sizes; select with chainrule.numpy.where instead"
+            )
+        arrays.append(value)
+    rank = builtins.max(a.ndim for a in arrays)
+    arrays = [a.reshape(a.shape[:1] + (1,) * (rank - a.ndim) + a.shape[1:]) for a in arrays]
+    batch = xp.arange(size).reshape((size,) + (1,) * (rank - 1))
+    return (batch, *arrays), rank - 1
+
+
+def _has_batched_item(items):
+    return any(isinstance(item, Stacked) for item in items)
+
+
 def _batch_getitem(prim, values, batched, params, size):
     x = values[0]
     items = _index_items(params["index"])
+    if _has_batched_item(items):
+        index, _ = _batched_items(items, size, "getitem")
+        return apply(prim, x, index=index)
     if _is_basic(items):  # slices, ints, None: a leading full slice keeps the batch axis in front
         return apply(prim, x, index=(slice(None), *items))
     # Integer or boolean arrays may move axes to the front (NumPy's rule for separated advanced
@@ -405,6 +445,11 @@ def _batch_scatter_add(prim, values, batched, params, size):
     update = values[0]
     target = tuple(params["shape"])
     items = _index_items(params["index"])
+    if _has_batched_item(items):
+        index, rank = _batched_items(items, size, "scatter_add")
+        if not batched[0]:
+            update = with_batch(update, size)
+        return apply(prim, align(update, rank), index=index, shape=(size, *target))
     if _is_basic(items):
         # ``update`` may broadcast into the indexed region: line its per-example rank up with it.
         target_rank = xp.broadcast_to(xp.zeros((), dtype=bool), target)[items].ndim
@@ -441,10 +486,11 @@ SCATTER_ADD: Primitive = defprim(
 
 
 def _plain_index(index):
-    """Indices that are tracers (e.g. Tensors of integers) become plain arrays."""
+    """Indices that are tracers (e.g. Tensors of integers) become plain arrays, or a batch of
+    them under vmap (:func:`~chainrule.engine.core.strip`)."""
     if isinstance(index, tuple):
-        return tuple(raw(i) for i in index)
-    return raw(index)
+        return tuple(strip(i) for i in index)
+    return strip(index)
 
 
 @public(GETITEM)
