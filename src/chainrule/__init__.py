@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from . import numpy  # noqa: F401  (chainrule.numpy, import as cnp)
 from .engine.core import AnomalyError, detect_anomaly, enable_grad, no_grad
 from .engine.primitives import TABLE as primitives
+from .engine.table import user_primitive as defprim
 from .engine.tensor import Tensor, tensor
 from .transforms.api import grad, jvp, value_and_grad, vjp
 from .transforms.counting import count
@@ -100,6 +101,7 @@ __all__ = [
     "count",
     "custom_jvp",
     "custom_vjp",
+    "defprim",
     "detect_anomaly",
     "device",
     "enable_grad",

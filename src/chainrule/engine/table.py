@@ -179,6 +179,7 @@ def defprim(
     operator: str | None = None,
     doc: str | None = None,
     operands: tuple[str, ...] | None = None,
+    in_table: bool = True,
 ) -> Primitive:
     """Declare primitive ``name`` and enter it in :data:`TABLE`.
 
@@ -195,6 +196,8 @@ def defprim(
         raise TypeError(f"primitive {name!r} needs both a VJP and a JVP rule")
     if name in TABLE:
         raise ValueError(f"primitive {name!r} is declared twice")
+    if not in_table and (names or methods or operator):
+        raise TypeError(f"primitive {name!r}: a user primitive has no public names or operators")
     if jvp == "from_vjp":
         jvp = _from_vjp(vjp[0])
     prim = Primitive(
@@ -218,8 +221,38 @@ def defprim(
         if arity in (1, 2):
             prim.functions[public_name] = _generated_function(prim, public_name, arity, doc)
     prim.fast_operator = bool(prim.functions)  # a generated function adds nothing to the call
-    TABLE[name] = prim
+    if in_table:
+        TABLE[name] = prim
     return prim
+
+
+def user_primitive(
+    name: str,
+    forward: Callable,
+    vjp,
+    jvp,
+    flops: Callable | None = None,
+    *,
+    batching=None,
+    doc: str | None = None,
+) -> Primitive:
+    """A primitive declared from user code (``chainrule.defprim``): the same fields as the
+    table's own entries (``forward``, one ``vjp`` rule per argument, ``jvp``, ``flops``,
+    ``batching``), and every interpreter treats it as one of them, but it stays out of
+    :data:`TABLE`, which lists the library's own primitives (``docs/primitives.md``). Call the
+    returned primitive like a function: ``prim(x, y, **params)``. Declaring the same name again
+    gives a new primitive (a notebook cell run twice); a name of the table is refused."""
+    return defprim(
+        name,
+        forward,
+        vjp if isinstance(vjp, tuple) or callable(vjp) else tuple(vjp),
+        jvp,
+        flops,
+        batching=batching,
+        names=(),
+        doc=doc,
+        in_table=False,
+    )
 
 
 def public(
