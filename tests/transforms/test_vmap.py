@@ -140,8 +140,11 @@ def test_batch_sizes_that_disagree_name_the_arguments_and_sizes():
 
 
 def test_bad_axis_specs_are_errors_naming_the_argument():
-    with pytest.raises(ValueError, match=r"argument 0 has 2 dimension\(s\), so in_axes 2"):
-        cr.vmap(lambda u: u, in_axes=2)(np.ones((3, 2)))
+    def per_row(u):
+        return u
+
+    with pytest.raises(ValueError, match=r"vmap of per_row: argument 0 has 2 dimension\(s\), so"):
+        cr.vmap(per_row, in_axes=2)(np.ones((3, 2)))
     with pytest.raises(ValueError, match=r"in_axes has 1 entries but the function got 2"):
         cr.vmap(lambda u, v: u, in_axes=(0,))(np.ones(3), np.ones(3))
     with pytest.raises(ValueError, match=r"argument 0 is a float without axes"):

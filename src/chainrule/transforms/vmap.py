@@ -33,7 +33,7 @@ def _is_axis(spec) -> bool:
     return spec is None or (isinstance(spec, numbers.Integral) and not isinstance(spec, bool))
 
 
-def _leaf_axes(tree, spec, what: str) -> list:
+def _leaf_axes(tree, spec, what: str, fname: str) -> list:
     """The axis of each leaf of ``tree``, in flattening order, from ``spec``: an int or None for
     a whole subtree, or a dict, list or tuple of the same structure holding such specs (a pytree
     *prefix*, as in JAX). Walked with an explicit stack, on a copy of ``tree`` whose leaves are
@@ -50,14 +50,14 @@ def _leaf_axes(tree, spec, what: str) -> list:
         elif isinstance(node_spec, dict):
             if not isinstance(node, dict) or set(node) != set(node_spec):
                 raise ValueError(
-                    f"vmap: {path} is {_describe(original)}, but its axis spec is a dict with "
-                    f"keys {sorted(map(str, node_spec))}"
+                    f"vmap of {fname}: {path} is {_describe(original)}, but its axis spec is "
+                    f"a dict with keys {sorted(map(str, node_spec))}"
                 )
             pending.extend((node[k], original[k], node_spec[k], f"{path}[{k!r}]") for k in node)
         elif isinstance(node_spec, (list, tuple)):
             if not isinstance(node, (list, tuple)) or len(node) != len(node_spec):
                 raise ValueError(
-                    f"vmap: {path} is {_describe(original)}, but its axis spec is a "
+                    f"vmap of {fname}: {path} is {_describe(original)}, but its axis spec is a "
                     f"{type(node_spec).__name__} of {len(node_spec)} entries"
                 )
             pending.extend(
@@ -65,8 +65,8 @@ def _leaf_axes(tree, spec, what: str) -> list:
             )
         else:
             raise TypeError(
-                f"vmap: {path}: an axis spec must be an int, None, or a dict, list or tuple of "
-                f"them, got {type(node_spec).__name__} {node_spec!r:.40}"
+                f"vmap of {fname}: {path}: an axis spec must be an int, None, or a dict, list or "
+                f"tuple of them, got {type(node_spec).__name__} {node_spec!r:.40}"
             )
     return axes
 
@@ -78,9 +78,11 @@ def _describe(node) -> str:
     return f"an array of shape {tuple(shape)}" if shape is not None else type(node).__name__
 
 
-def _normalise_axis(axis, ndim, what):
+def _normalise_axis(axis, ndim, what, fname):
     if not -ndim <= axis < ndim:
-        raise ValueError(f"vmap: {what} has {ndim} dimension(s), so in_axes {axis} is out of range")
+        raise ValueError(
+            f"vmap of {fname}: {what} has {ndim} dimension(s), so in_axes {axis} is out of range"
+        )
     return axis % ndim
 
 
@@ -118,8 +120,8 @@ def vmap(
             )
         if isinstance(in_axes, list):
             raise TypeError(
-                "vmap: in_axes must be an int, None or a tuple (one entry per argument), "
-                "not a list: JAX reads a list as one pytree"
+                f"vmap of {_name(fun)}: in_axes must be an int, None or a tuple (one entry per "
+                "argument), not a list: JAX reads a list as one pytree"
             )
         if isinstance(in_axes, tuple):
             if len(in_axes) != len(args):
@@ -132,7 +134,8 @@ def vmap(
             arg_specs = (in_axes,) * len(args)
         else:
             raise TypeError(
-                f"vmap: in_axes must be an int, None or a tuple, got {type(in_axes).__name__}"
+                f"vmap of {_name(fun)}: in_axes must be an int, None or a tuple, got "
+                f"{type(in_axes).__name__}"
             )
         level = new_level()
         leaves_per_arg = []
@@ -140,7 +143,7 @@ def vmap(
         for position, (arg, spec) in enumerate(zip(args, arg_specs, strict=True)):
             what = f"argument {position}"
             leaves, treedef = tree_flatten(arg)
-            axes = _leaf_axes(arg, spec, what)
+            axes = _leaf_axes(arg, spec, what, _name(fun))
             leaves_per_arg.append((leaves, treedef, axes))
             for index, (leaf, axis) in enumerate(zip(leaves, axes, strict=True)):
                 if axis is None:
@@ -152,7 +155,7 @@ def vmap(
                         f"vmap of {_name(fun)}: {name} is a {type(leaf).__name__} without axes, "
                         f"so it cannot be batched along axis {axis}; give it in_axes None"
                     )
-                sizes.append((name, shape[_normalise_axis(axis, len(shape), name)]))
+                sizes.append((name, shape[_normalise_axis(axis, len(shape), name, _name(fun))]))
         size = _batch_size(sizes, axis_size, fun)
         batched_args = []
         for leaves, treedef, axes in leaves_per_arg:
@@ -172,7 +175,7 @@ def vmap(
             out_spec = out_axes[0] if len(out_axes) == 1 else out_axes
         else:
             out_spec = out_axes
-        axes = _leaf_axes(out, out_spec, "output")
+        axes = _leaf_axes(out, out_spec, "output", _name(fun))
         results = []
         for index, (leaf, axis) in enumerate(zip(out_leaves, axes, strict=True)):
             results.append(_unbatch_output(leaf, axis, size, level, index, fun))
