@@ -121,10 +121,7 @@ def run(quick: bool = False, seed: int = 0) -> lab.ExperimentResult:
             left.loglog(
                 widths, [r["flops"][order] for r in rows], marker=marker, label=f"{order} order"
             )
-        left.set_xlabel("layer width D")
-        left.set_ylabel("FLOPs of the product")
-        left.set_title("FLOPs (counted)")
-        left.legend()
+        lab.label_axes(left, "layer width D", "FLOPs of the product", "FLOPs (counted)")
         right.loglog(widths, flop_ratio, "o-", label=f"FLOP ratio (slope {flop_slope:.2f})")
         right.loglog(
             widths, time_ratio, "s-", label=f"time ratio (slope {time_slope:.2f}, upper half)"
@@ -132,10 +129,9 @@ def run(quick: bool = False, seed: int = 0) -> lab.ExperimentResult:
         right.loglog(
             widths, [w / widths[0] * flop_ratio[0] for w in widths], "k:", label="~D (slope 1)"
         )
-        right.set_xlabel("layer width D")
-        right.set_ylabel("forward order / reverse order")
-        right.set_title("forward / reverse")
-        right.legend(fontsize=8)
+        lab.label_axes(
+            right, "layer width D", "forward order / reverse order", "forward / reverse", 8
+        )
 
     figure = lab.Figure(
         "chain-order",

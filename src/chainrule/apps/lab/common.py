@@ -293,6 +293,18 @@ def render_png(draw, width: float = 6.4, height: float = 4.2) -> bytes:
     return buffer.getvalue()
 
 
+def label_axes(axes, xlabel: str, ylabel: str, title: str, legend_fontsize=None) -> None:
+    """Name a panel's axes and title it, then draw its legend (in ``legend_fontsize`` points, or
+    matplotlib's default size): the closing lines of every experiment's panels."""
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    if legend_fontsize is None:
+        axes.legend()
+    else:
+        axes.legend(fontsize=legend_fontsize)
+
+
 def machine_info() -> dict:
     """The machine and the versions a report's figures were measured with."""
     import os  # noqa: PLC0415

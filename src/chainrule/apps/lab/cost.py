@@ -345,10 +345,13 @@ def run(quick: bool = False, seed: int = 0) -> lab.ExperimentResult:
                 label=f"forward mode, {BATCHED_DIRECTIONS} directions per sweep",
             )
         left.loglog(weights, [r["loss_seconds"] for r in rows], "k:", label="one loss evaluation")
-        left.set_xlabel("number of weights P")
-        left.set_ylabel("seconds for one full gradient")
-        left.set_title("time (open markers: extrapolated)")
-        left.legend(fontsize=7)
+        lab.label_axes(
+            left,
+            "number of weights P",
+            "seconds for one full gradient",
+            "time (open markers: extrapolated)",
+            7,
+        )
         right.loglog(
             weights,
             reverse_time_ratio,
@@ -363,10 +366,13 @@ def run(quick: bool = False, seed: int = 0) -> lab.ExperimentResult:
             linestyle="--",
             label=f"cheap-gradient bound {REVERSE_BOUND:g}",
         )
-        right.set_xlabel("number of weights P")
-        right.set_ylabel("cost / cost of one loss evaluation")
-        right.set_title("FLOPs (and reverse mode's time) relative to one loss")
-        right.legend(fontsize=7)
+        lab.label_axes(
+            right,
+            "number of weights P",
+            "cost / cost of one loss evaluation",
+            "FLOPs (and reverse mode's time) relative to one loss",
+            7,
+        )
 
     figure = lab.Figure(
         "cost",

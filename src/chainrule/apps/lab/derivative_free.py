@@ -288,30 +288,39 @@ def run(quick: bool = False, seed: int = 0) -> lab.ExperimentResult:
             left.loglog(
                 weights, [theory_cosine(name, w) for w in weights], ":", color=line.get_color()
             )
-        left.set_xlabel("number of weights P")
-        left.set_ylabel("cosine with the true gradient")
-        left.set_title("estimate quality (dotted: theory)")
-        left.legend(fontsize=7)
+        lab.label_axes(
+            left,
+            "number of weights P",
+            "cosine with the true gradient",
+            "estimate quality (dotted: theory)",
+            7,
+        )
         for name in TRAINED:
             values = steps_of(name)
             points = [(w, v) for w, v in zip(train_weights, values, strict=True) if v is not None]
             if points:
                 xs, ys = zip(*points, strict=True)
                 middle.loglog(xs, ys, "o-", label=name)
-        middle.set_xlabel("number of weights P")
-        middle.set_ylabel("steps to the target loss")
-        middle.set_title("steps to target (missing: not reached)")
-        middle.legend(fontsize=7)
+        lab.label_axes(
+            middle,
+            "number of weights P",
+            "steps to the target loss",
+            "steps to target (missing: not reached)",
+            7,
+        )
         largest = max(train_widths)
         for r in runs:
             if r["hidden"] == largest:
                 right.semilogy(np.maximum(r["times"], 1e-4), r["losses"], label=r["method"])
         right.set_xscale("log")
         right.axhline(targets[largest], color="gray", linestyle="--", label="target")
-        right.set_xlabel("wall seconds")
-        right.set_ylabel("training loss")
-        right.set_title(f"P = {max(train_weights)}: loss against time")
-        right.legend(fontsize=7)
+        lab.label_axes(
+            right,
+            "wall seconds",
+            "training loss",
+            f"P = {max(train_weights)}: loss against time",
+            7,
+        )
 
     fg_ratio = cos_rows[-1]["forward_gradient"]["mean"] / theory_cosine(
         "forward_gradient", cos_rows[-1]["weights"]

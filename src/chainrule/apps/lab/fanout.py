@@ -149,10 +149,7 @@ def run(quick: bool = False, seed: int = 0) -> lab.ExperimentResult:
         """One log-log panel against P: a line per ``(row key, style, label)`` in ``curves``."""
         for key, style, label in curves:
             axes.loglog(weights, [r[key] for r in rows], style, label=label)
-        axes.set_xlabel("number of weights P")
-        axes.set_ylabel(ylabel)
-        axes.set_title(title)
-        axes.legend(fontsize=8)
+        lab.label_axes(axes, "number of weights P", ylabel, title, 8)
 
     def draw_passes(figure):
         left, right = figure.subplots(1, 2)
