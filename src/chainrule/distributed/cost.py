@@ -79,6 +79,18 @@ def step_seconds(
     return step
 
 
+def _step_on(compute_seconds, nbytes, bandwidth, latency, serial_seconds, overhead_seconds):
+    """:func:`step_seconds` with everything but the number of ranks fixed: the one step-time
+    model that :func:`parallel_speedup` and :func:`ranks_worth_using` evaluate."""
+
+    def step(ranks):
+        return step_seconds(
+            compute_seconds, nbytes, ranks, bandwidth, latency, serial_seconds, overhead_seconds
+        )
+
+    return step
+
+
 def parallel_speedup(
     compute_seconds: float,
     nbytes: float,
@@ -89,13 +101,8 @@ def parallel_speedup(
     overhead_seconds: float = 0.0,
 ) -> float:
     """``T_step(1) / T_step(N)`` (see :func:`step_seconds` for the arguments)."""
-    times = [
-        step_seconds(
-            compute_seconds, nbytes, n, bandwidth, latency, serial_seconds, overhead_seconds
-        )
-        for n in (1, ranks)
-    ]
-    return times[0] / times[1]
+    step = _step_on(compute_seconds, nbytes, bandwidth, latency, serial_seconds, overhead_seconds)
+    return step(1) / step(ranks)
 
 
 def break_even_batch(
@@ -142,11 +149,10 @@ def ranks_worth_using(
     >>> ranks_worth_using(compute_seconds=1e-3, nbytes=8e6, bandwidth=1e9, latency=1e-4)
     1
     """
+    step = _step_on(compute_seconds, nbytes, bandwidth, latency, serial_seconds, overhead_seconds)
     best, best_time = 1, math.inf
     for ranks in range(1, _check_ranks(max_ranks) + 1):
-        step = step_seconds(
-            compute_seconds, nbytes, ranks, bandwidth, latency, serial_seconds, overhead_seconds
-        )
-        if step < best_time:
-            best, best_time = ranks, step
+        seconds = step(ranks)
+        if seconds < best_time:
+            best, best_time = ranks, seconds
     return best
