@@ -86,6 +86,36 @@ def test_new_shape_records_a_second_tape():
     assert fast.stats["replays"] == 1
 
 
+def test_repeated_calls_match_the_last_tape_only_when_everything_agrees():
+    """A repeated call skips the full flatten when the arguments have the last tape's structure,
+    shapes, dtypes and constants; any difference goes through the full signature lookup."""
+    rng = np.random.default_rng(9)
+    params = _mlp_params(rng)
+    x, y = _batch(rng)
+    fast = capture(sgd_step, (params, x, y, 0.1))
+    variants = [
+        (params, x, y, 0.1),
+        (params, x, y, 0.5),  # another constant
+        ({**params, "w0": params["w0"].astype(np.float64)}, x, y, 0.1),  # another dtype
+        ([params[k] for k in params], x, y, 0.1),  # another container: an eager error
+        (params, x[:8], y[:8], 0.1),  # another shape
+        ({k: params[k] for k in list(params)[:2]}, x, y, 0.1),  # fewer keys
+        (params, x, y, 0.1),  # back to the first tape
+    ]
+    for args in variants:
+        try:
+            expected = sgd_step(*args)
+        except Exception as error:  # the captured step must fail the same way
+            with pytest.raises(type(error)):
+                fast(*args)
+            continue
+        got = fast(*args)
+        for key in expected[0]:
+            np.testing.assert_allclose(got[0][key], expected[0][key], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got[1], expected[1], rtol=1e-5)
+    assert fast.stats["fallbacks"] == 0
+
+
 def test_new_shape_or_dtype_can_raise_naming_the_argument():
     rng = np.random.default_rng(3)
     params = _mlp_params(rng)

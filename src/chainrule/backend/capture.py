@@ -347,6 +347,60 @@ def _signature(leaves, treedef):
     return _structure_key(treedef), tuple(parts)
 
 
+def _leaves_like(tree, treedef):
+    """The leaves of ``tree`` if it has exactly the structure ``treedef`` (the same container
+    types, the same dict keys, leaves where it has leaves), else None: the check a repeated call
+    needs, without building a new TreeDef (an explicit stack; leaves in flattening order)."""
+    leaves = []
+    stack = [(tree, treedef)]
+    while stack:
+        node, spec = stack.pop()
+        kind = spec.kind
+        if kind == "leaf":
+            if isinstance(node, (dict, list, tuple)) or node is None:
+                return None
+            leaves.append(node)
+        elif kind == "none":
+            if node is not None:
+                return None
+        else:
+            if type(node) is not kind or len(node) != len(spec.children):
+                return None
+            if kind is dict:
+                try:
+                    kids = [node[key] for key in spec.keys]
+                except KeyError:
+                    return None
+            else:
+                kids = node
+            stack.extend(zip(reversed(kids), reversed(spec.children), strict=True))
+    return leaves
+
+
+def _leaf_checks(signature):
+    """Per leaf, what a repeated call must match: (shape, dtype) of a NumPy array, or
+    (None, constant); None if the signature has a leaf of another kind (a device array)."""
+    checks = []
+    for part in signature[1]:
+        if part[0] == "static":
+            checks.append((None, part[2]))
+        elif part[0] == "device":
+            return None
+        else:
+            checks.append(part)
+    return checks
+
+
+def _matches(leaves, checks) -> bool:
+    for leaf, (shape, expected) in zip(leaves, checks, strict=True):
+        if shape is None:
+            if not (leaf is expected or (type(leaf) is type(expected) and leaf == expected)):
+                return False
+        elif type(leaf) is not _ndarray or leaf.shape != shape or leaf.dtype != expected:
+            return False
+    return True
+
+
 def _leaf_paths(args):
     """Readable paths of the leaves of ``args`` in flattening order (``args[1]['w']``), for
     errors."""
@@ -414,6 +468,9 @@ class CapturedStep:
         self.rtol, self.atol = rtol, atol
         self.copy_outputs = bool(copy_outputs)
         self.tapes = {}  # signature -> _Tape (CPU) or chainrule.backend.cuda.graph.GraphStep (GPU)
+        # The tape of the last call, with its argument structure and leaf checks: a training
+        # loop calls with one signature, which is then matched without flattening afresh.
+        self._last = None
         self.stats = {"captures": 0, "replays": 0, "fallbacks": 0}
 
     # -- recording ---------------------------------------------------------------------------------
@@ -427,6 +484,7 @@ class CapturedStep:
         else:
             tape, result = self._record(leaves, treedef)
         self.tapes[signature] = tape
+        self._last = None  # it may have held the tape this one replaces
         self.stats["captures"] += 1
         return result
 
@@ -477,15 +535,26 @@ class CapturedStep:
     # -- calling
     # -------------------------------------------------------------------------------------
     def __call__(self, *args):
-        leaves, treedef = tree_flatten(args)
-        signature = _signature(leaves, treedef)
-        tape = self.tapes.get(signature)
-        if tape is None:
-            if self.tapes and self.on_new_signature == "raise":
-                raise ValueError(self._mismatch(args, treedef, signature))
-            return self.record(*args)
-        if type(tape) is not _Tape:
-            return self._replay_graph(tape, args, leaves)
+        last = self._last
+        leaves = None
+        if last is not None:
+            leaves = _leaves_like(args, last[0])
+            if leaves is not None and not _matches(leaves, last[1]):
+                leaves = None
+        if leaves is not None:
+            tape = last[2]
+        else:
+            leaves, treedef = tree_flatten(args)
+            signature = _signature(leaves, treedef)
+            tape = self.tapes.get(signature)
+            if tape is None:
+                if self.tapes and self.on_new_signature == "raise":
+                    raise ValueError(self._mismatch(args, treedef, signature))
+                return self.record(*args)
+            if type(tape) is not _Tape:
+                return self._replay_graph(tape, args, leaves)
+            checks = _leaf_checks(signature)
+            self._last = None if checks is None else (treedef, checks, tape)
         for buffer, position in zip(tape.inputs, tape.input_index, strict=True):
             _np.copyto(buffer, leaves[position])
         try:
