@@ -37,24 +37,6 @@ class ArrayOperators:
         __truediv__ = __rtruediv__ = __pow__ = __rpow__ = __matmul__ = __rmatmul__ = _binary
         __neg__ = __abs__ = _unary
 
-    def __lt__(self, other):
-        return compare(operator.lt, self, other)
-
-    def __le__(self, other):
-        return compare(operator.le, self, other)
-
-    def __gt__(self, other):
-        return compare(operator.gt, self, other)
-
-    def __ge__(self, other):
-        return compare(operator.ge, self, other)
-
-    def __eq__(self, other):
-        return compare(operator.eq, self, other)
-
-    def __ne__(self, other):
-        return compare(operator.ne, self, other)
-
     __hash__ = object.__hash__
 
     @property
@@ -144,3 +126,16 @@ def install_table_operators(cls) -> None:
 
 
 install_table_operators(ArrayOperators)
+
+
+def _comparison(op):
+    def method(self, other):
+        return compare(op, self, other)
+
+    method.__name__ = f"__{op.__name__}__"
+    return method
+
+
+# Comparisons have no derivative: plain booleans, or a batch of them under vmap (core.compare).
+for _op in (operator.lt, operator.le, operator.gt, operator.ge, operator.eq, operator.ne):
+    setattr(ArrayOperators, f"__{_op.__name__}__", _comparison(_op))

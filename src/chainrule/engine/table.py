@@ -242,17 +242,12 @@ def user_primitive(
     :data:`TABLE`, which lists the library's own primitives (``docs/primitives.md``). Call the
     returned primitive like a function: ``prim(x, y, **params)``. Declaring the same name again
     gives a new primitive (a notebook cell run twice); a name of the table is refused."""
-    return defprim(
-        name,
-        forward,
-        vjp if isinstance(vjp, tuple) or callable(vjp) else tuple(vjp),
-        jvp,
-        flops,
-        batching=batching,
-        names=(),
-        doc=doc,
-        in_table=False,
-    )
+    rules = vjp if isinstance(vjp, tuple) or callable(vjp) else tuple(vjp)  # a list of rules
+    return defprim(name, forward, rules, jvp, flops, batching=batching, doc=doc, **_OUTSIDE)
+
+
+#: What makes a primitive a user's: no public names, not entered in the table.
+_OUTSIDE: dict = {"names": (), "in_table": False}
 
 
 def public(
