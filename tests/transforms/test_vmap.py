@@ -182,3 +182,30 @@ def test_per_example_gradients_at_float32_keep_the_dtype():
     labels = RNG.integers(0, 5, size=4)
     grads = cr.vmap(cr.grad(_example_loss), in_axes=(None, 0, 0))(params, x, labels)
     assert all(leaf.dtype == np.float32 for leaf in cr.tree_leaves(grads))
+
+
+def test_indices_and_stop_gradient_computed_from_batched_values():
+    xs = RNG.normal(size=(4, 5))
+    weights = np.arange(5.0)
+    # sort reads each example's order from its values: a batch of index arrays.
+    sorted_loss = lambda x: cnp.sum(cnp.sort(x) * weights)  # noqa: E731
+    np.testing.assert_allclose(cr.vmap(cnp.sort)(xs), np.sort(xs, axis=1))
+    np.testing.assert_allclose(
+        cr.vmap(cr.grad(sorted_loss))(xs), np.stack([cr.grad(sorted_loss)(x) for x in xs])
+    )
+    picks = RNG.integers(0, 5, size=(4, 3))
+    np.testing.assert_allclose(
+        cr.vmap(lambda x, i: x[i])(xs, picks), np.take_along_axis(xs, picks, 1)
+    )
+    np.testing.assert_allclose(
+        cr.vmap(lambda x, i: cnp.take(x, i))(xs, picks), np.take_along_axis(xs, picks, 1)
+    )
+    gathered = cr.vmap(cr.grad(lambda x, i: cnp.sum(x[i] ** 2)))(xs, picks)
+    expected = np.stack(
+        [cr.grad(lambda x, i: cnp.sum(x[i] ** 2))(x, i) for x, i in zip(xs, picks, strict=True)]
+    )
+    np.testing.assert_allclose(gathered, expected)
+    # stop_gradient keeps the batch and cuts the derivative, inside and outside vmap.
+    frozen = lambda x: cnp.sum(cnp.stop_gradient(x) * x)  # noqa: E731
+    np.testing.assert_allclose(cr.vmap(cr.grad(frozen))(xs), xs)
+    np.testing.assert_allclose(cr.grad(lambda z: cnp.sum(cr.vmap(frozen)(z)))(xs), xs)

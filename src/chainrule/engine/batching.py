@@ -114,6 +114,10 @@ class Batched(ArrayOperators, Tracer):
             )
         return Batched(function(value), self._level)
 
+    def _detached(self):
+        """This batch without derivatives (``stop_gradient``), each nested level kept."""
+        return Batched(ops.stop_gradient(self.value), self._level)
+
     def __bool__(self):
         raise TypeError(
             "a batched value (inside vmap) has no single truth value: Python control flow on it "

@@ -43,6 +43,10 @@ class Tracer:
         """``op`` on ``first`` and ``second`` at this tracer's level (see :func:`compare`)."""
         raise NotImplementedError
 
+    def _detached(self):  # pragma: no cover - only a batch is kept by strip
+        """This value without derivatives, its batching kept (see ``stop_gradient``)."""
+        raise NotImplementedError
+
     def _on_stacked(self, function):  # pragma: no cover - only a batch has stacked values
         """``function`` of the stacked values, as a batch again (see ``Batched``)."""
         raise NotImplementedError

@@ -71,8 +71,10 @@ def asarray(value, dtype=None):
 
 
 def stop_gradient(x):
-    """The value of ``x`` with every derivative cut (a plain array)."""
-    return raw(x)
+    """The value of ``x`` with every derivative cut: a plain array (under vmap, a batch of
+    them)."""
+    primal = strip(x)
+    return primal._detached() if isinstance(primal, Tracer) else primal
 
 
 # ------------------------------------------------------------------------------------------------
@@ -162,16 +164,21 @@ def softmax(x, axis=-1):
 # ------------------------------------------------------------------------------------------------
 
 
+def _index_array(indices):
+    """Plain index arrays (a GPU array stays where it is), or a batch of them under vmap."""
+    batch = strip(indices)
+    return batch if isinstance(batch, Tracer) else arraylib.asarray(raw(indices))
+
+
 def take(x, indices, axis=None):
     if axis is None:
-        return getitem(reshape(x, (-1,)), raw(indices))
+        return getitem(reshape(x, (-1,)), _index_array(indices))
     axis = axis % ndim(x)
-    return getitem(x, (slice(None),) * axis + (arraylib.asarray(raw(indices)),))
+    return getitem(x, (slice(None),) * axis + (_index_array(indices),))
 
 
 def take_along_axis(x, indices, axis):
-    batch = strip(indices)  # a batch of index arrays under vmap
-    indices = batch if isinstance(batch, Tracer) else arraylib.asarray(raw(indices))
+    indices = _index_array(indices)
     rank = ndim(x)
     axis = axis % rank
     if indices.ndim != rank:
