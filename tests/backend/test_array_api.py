@@ -437,7 +437,6 @@ OUTSIDE_THE_STANDARD = {
     "getitem[bool](4)": "boolean mask index",
     "getitem[slice,bool](3x4)": "boolean mask index",
     "getitem[bool from data](2x3x4)": "boolean mask index",
-    "take[flat](3x4)": "list index",
     "take[2-d indices](3x2x2)": "integer array indexing fewer axes than the array has",
     "trace(4x4)": "integer arrays after an ellipsis",
     "trace[offset=1](3x5)": "integer arrays after an ellipsis",
