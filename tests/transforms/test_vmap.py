@@ -77,6 +77,14 @@ def test_in_axes_as_a_pytree_prefix():
     np.testing.assert_allclose(out, point.x - point.y)
 
 
+def test_keyword_arguments_are_batched_along_axis_0_as_in_jax():
+    a, b = RNG.normal(size=(3, 2)), RNG.normal(size=(3, 2))
+    out = cr.vmap(lambda u, scale=None: u * scale, in_axes=(1,))(a.T.copy(), scale=b)
+    np.testing.assert_allclose(out, a * b)
+    with pytest.raises(ValueError, match=r"argument 0 has size 2, keyword argument 'scale' has"):
+        cr.vmap(lambda u, scale=None: u * scale)(np.ones((2, 3)), scale=np.ones((3, 3)))
+
+
 def test_outputs_keep_their_pytree_and_unbatched_outputs_are_broadcast():
     x = RNG.normal(size=(3, 2))
     out = cr.vmap(lambda u: {"same": np.ones(2), "double": 2 * u})(x)
@@ -161,7 +169,7 @@ def test_bad_axis_specs_are_errors_naming_the_argument():
         cr.vmap(lambda u: u, out_axes=3)(np.ones((3, 2)))
     with pytest.raises(ValueError, match=r"output leaf 0 depends on the batch.*out_axes is None"):
         cr.vmap(lambda u: u, out_axes=None)(np.ones((3, 2)))
-    with pytest.raises(TypeError, match=r"keyword arguments are not batched"):
+    with pytest.raises(ValueError, match=r"keyword argument 'v' is a int without axes"):
         cr.vmap(lambda u, v=1: u)(np.ones(3), v=2)
     with pytest.raises(TypeError, match=r"output leaf 0 is a str"):
         cr.vmap(lambda u: "text")(np.ones(3))

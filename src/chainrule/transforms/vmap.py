@@ -98,8 +98,8 @@ def vmap(
     tuple with one entry per positional argument, each an int, None or a pytree prefix of the
     argument (a dict or list of axes). ``out_axes``: where the batch axis goes in each output
     (same forms, against the output pytree). ``axis_size``: the batch size when no argument is
-    batched. Every batched argument must have the same size along its axis; the error names the
-    arguments that disagree.
+    batched. Keyword arguments are batched along axis 0, as in JAX. Every batched argument must
+    have the same size along its axis; the error names the arguments that disagree.
 
     >>> import numpy as np, chainrule as cr, chainrule.numpy as cnp
     >>> w = np.array([1.0, 2.0, 3.0])
@@ -113,11 +113,6 @@ def vmap(
 
     @functools.wraps(fun)
     def batched_fun(*args, **kwargs):
-        if kwargs:
-            raise TypeError(
-                f"vmap of {_name(fun)}: keyword arguments are not batched; pass "
-                f"{sorted(kwargs)} positionally or close over them"
-            )
         if isinstance(in_axes, list):
             raise TypeError(
                 f"vmap of {_name(fun)}: in_axes must be an int, None or a tuple (one entry per "
@@ -140,8 +135,13 @@ def vmap(
         level = new_level()
         leaves_per_arg = []
         sizes: list[tuple[str, int]] = []
-        for position, (arg, spec) in enumerate(zip(args, arg_specs, strict=True)):
-            what = f"argument {position}"
+        # Keyword arguments are batched along axis 0, as in JAX (in_axes covers positions only).
+        named = [
+            (f"argument {i}", arg, spec)
+            for i, (arg, spec) in enumerate(zip(args, arg_specs, strict=True))
+        ]
+        named += [(f"keyword argument {key!r}", value, 0) for key, value in kwargs.items()]
+        for what, arg, spec in named:
             leaves, treedef = tree_flatten(arg)
             axes = _leaf_axes(arg, spec, what, _name(fun))
             leaves_per_arg.append((leaves, treedef, axes))
@@ -164,9 +164,10 @@ def vmap(
                 for leaf, axis in zip(leaves, axes, strict=True)
             ]
             batched_args.append(tree_unflatten(treedef, pieces))
+        batched_kwargs = dict(zip(kwargs, batched_args[len(args) :], strict=True))
         state.batching += 1  # parameters may hold batches now (core.apply looks for them)
         try:
-            out = fun(*batched_args)
+            out = fun(*batched_args[: len(args)], **batched_kwargs)
         finally:
             state.batching -= 1
         out_leaves, out_treedef = tree_flatten(out)
