@@ -62,6 +62,11 @@ at recording time, naming what happened. Written for CuPy 14 / CUDA 12, not yet 
 
 ``copy_outputs=False`` returns the output buffers themselves instead of copies (CPU tapes and
 GPU graphs alike): no copy per call, but the next call overwrites them.
+
+**Buffer reuse.** Once a tape is recorded, intermediates whose values are dead share memory
+(``reuse_buffers=True``, the default; ``tape.reused`` counts the buffers saved), as XLA assigns
+buffers: a step's temporaries then stay in cache. Only plain elementwise writes and reads take
+part (see :func:`_reuse_buffers`), so the replayed arithmetic is the same, bit for bit.
 """
 
 from __future__ import annotations
@@ -103,7 +108,16 @@ def _plain_nested(value):
 class _Tape:
     """The recorded calls of one step, the guards on its Python decisions, and its buffers."""
 
-    __slots__ = ("calls", "guards", "inputs", "input_index", "outputs", "out_def", "verified")
+    __slots__ = (
+        "calls",
+        "guards",
+        "inputs",
+        "input_index",
+        "outputs",
+        "out_def",
+        "verified",
+        "reused",
+    )
 
     def __init__(self):
         self.calls = []  # (function, args, kwargs or None): each writes into a fixed buffer
@@ -113,6 +127,7 @@ class _Tape:
         self.outputs = []  # per output leaf: a buffer (copied on return) or a constant
         self.out_def = None
         self.verified = False
+        self.reused = 0  # intermediate buffers that share memory with dead ones
 
     def add(self, function, args, kwargs):
         self.calls.append((function, args, kwargs))
@@ -128,6 +143,113 @@ class _Tape:
             if now != seen and not (now != now and seen != seen):  # NaN == NaN for a guard
                 return description, seen, now
         return None
+
+
+def _root(array):
+    """The array that owns ``array``'s memory (itself, or the base of a view)."""
+    while isinstance(array.base, _ndarray):
+        array = array.base
+    return array
+
+
+def _whole(array):
+    """The buffer ``array`` stands for when it is all of that buffer (the recording arrays hand
+    out such views of every result), else None: a real view (a slice, a reshape)."""
+    root = _root(array)
+    if root is array:
+        return root
+    if (
+        array.shape == root.shape
+        and array.strides == root.strides
+        and array.dtype == root.dtype
+        and array.__array_interface__["data"][0] == root.__array_interface__["data"][0]
+    ):
+        return root
+    return None
+
+
+def _arrays_in(value, found):
+    """Every ndarray in ``value`` (nested in tuples, lists and dicts), appended to ``found``."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _ndarray):
+            found.append(item)
+        elif type(item) in (tuple, list):
+            stack.extend(item)
+        elif type(item) is dict:
+            stack.extend(item.values())
+    return found
+
+
+def _reuse_buffers(tape):
+    """Let intermediate buffers whose values are dead share memory, as XLA's buffer assignment
+    does: a step's temporaries (an optimizer's dozen elementwise results per parameter) then
+    stay in cache instead of each owning fresh memory. Returns the number of buffers saved.
+
+    Only what is provably safe is touched: a *candidate* is a buffer written by exactly one call
+    of the plain form ``ufunc(a, b, out)`` and read only as a whole argument of such calls. Any
+    buffer an input, output or guard holds, that a view of it reaches, or that another kind of
+    call touches, keeps its own memory. A candidate's memory returns to a pool (by shape and
+    dtype) after its last read, and a later candidate of the same shape and dtype takes it.
+    """
+    calls = tape.calls
+    pinned = set()
+    for array in _arrays_in((tape.inputs, tape.outputs, [g[1] for g in tape.guards]), []):
+        pinned.add(id(_root(array)))
+    writes: dict = {}  # id(buffer) -> number of writes
+    last_read: dict = {}  # id(buffer) -> index of the call that reads it last
+    first_write: dict = {}  # id(buffer) -> index of the call that writes it
+    buffers: dict = {}  # id -> the buffer
+    for index, (function, args, kwargs) in enumerate(calls):
+        simple = kwargs is None and isinstance(function, _np.ufunc) and function.nout == 1
+        for array in _arrays_in((args, kwargs), []):
+            if not simple or _whole(array) is None:
+                pinned.add(id(_root(array)))  # a call that is not plain, or a real view
+        if not simple:
+            continue
+        out = args[-1]
+        if isinstance(out, _ndarray):
+            root = _root(out)
+            writes[id(root)] = writes.get(id(root), 0) + 1
+            first_write.setdefault(id(root), index)
+            buffers[id(root)] = root
+        for array in args[:-1]:
+            if isinstance(array, _ndarray):
+                last_read[id(_root(array))] = index
+    candidates = {
+        key
+        for key, count in writes.items()
+        if count == 1
+        and key not in pinned
+        and buffers[key].flags.c_contiguous
+        and last_read.get(key, -1) > first_write[key]
+    }
+    releases: dict = {}  # call index -> candidates whose last read it is
+    for key in candidates:
+        releases.setdefault(last_read[key], []).append(key)
+    pool: dict = {}  # (shape, dtype) -> buffers free for reuse
+    assigned: dict = {}  # id(candidate) -> the buffer that holds it
+    saved = 0
+    for index, (function, args, kwargs) in enumerate(calls):
+        if kwargs is not None or not isinstance(function, _np.ufunc):
+            continue
+        # Candidates appear here only as whole buffers: each stands in for its holder.
+        args = tuple(assigned.get(id(_root(a)), a) if isinstance(a, _ndarray) else a for a in args)
+        key = id(_root(args[-1])) if args and isinstance(args[-1], _ndarray) else None
+        if key in candidates and key not in assigned:
+            buffer = buffers[key]
+            free = pool.get((buffer.shape, buffer.dtype))
+            if free:
+                buffer = free.pop()
+                saved += 1
+            assigned[key] = buffer
+            args = (*args[:-1], buffer)
+        calls[index] = (function, args, kwargs)
+        for released in releases.get(index, ()):
+            holder = assigned[released]
+            pool.setdefault((holder.shape, holder.dtype), []).append(holder)
+    return saved
 
 
 def _copy_into(buffer, function, args, kwargs):
@@ -450,6 +572,7 @@ class CapturedStep:
         rtol=1e-5,
         atol=1e-6,
         copy_outputs=True,
+        reuse_buffers=True,
     ):
         if on_new_signature not in ("recapture", "raise"):
             raise ValueError(
@@ -467,6 +590,7 @@ class CapturedStep:
         self.verify = verify
         self.rtol, self.atol = rtol, atol
         self.copy_outputs = bool(copy_outputs)
+        self.reuse_buffers = bool(reuse_buffers)
         self.tapes = {}  # signature -> _Tape (CPU) or chainrule.backend.cuda.graph.GraphStep (GPU)
         # The tape of the last call, with its argument structure and leaf checks: a training
         # loop calls with one signature, which is then matched without flattening afresh.
@@ -517,7 +641,9 @@ class CapturedStep:
                     "(e.g. from chainrule.value_and_grad, or tensor.data)"
                 )
             tape.outputs.append(_plain(leaf))
-        return tape, tree_unflatten(tape.out_def, [_fresh(leaf) for leaf in tape.outputs])
+        result = tree_unflatten(tape.out_def, [_fresh(leaf) for leaf in tape.outputs])
+        tape.reused = _reuse_buffers(tape) if self.reuse_buffers else 0
+        return tape, result
 
     def _record_graph(self, leaves, treedef):
         """The GPU branch: capture the step into a CUDA graph (see
@@ -668,7 +794,8 @@ def capture(step_fn=None, example_args=None, **options):
     docstring). Options: ``on_new_signature`` ("recapture" or "raise"), ``on_guard_failure``
     ("eager" or "raise"; CPU tapes), ``verify`` (check the first replay of each tape or graph
     against the eager step), ``rtol``/``atol``, ``copy_outputs`` (return copies of the output
-    buffers, the default, or the buffers themselves, which the next call overwrites).
+    buffers, the default, or the buffers themselves, which the next call overwrites),
+    ``reuse_buffers`` (let dead intermediates share memory, the default).
     """
     if step_fn is None:
         return lambda fn: capture(fn, example_args, **options)
