@@ -22,7 +22,7 @@ import weakref
 from contextlib import ContextDecorator, contextmanager
 
 from . import arraylib
-from .arraylib import device_of, is_array, xp
+from .arraylib import device_of, is_array, ndarray, xp
 
 
 class Tracer:
@@ -149,11 +149,18 @@ def compare(op, first, second):
 
 
 def shape(value) -> tuple:
-    """The shape ``value`` shows (a tracer shows one example's shape; a number has ``()``)."""
+    """The shape ``value`` shows (a tracer shows one example's shape; a number has ``()``).
+
+    Rules and public functions ask this dozens of times per training step, mostly of NumPy
+    arrays, whose shape is already a tuple: that case is answered first."""
+    if type(value) is ndarray:
+        return value.shape
     return tuple(getattr(value, "shape", ()))
 
 
 def ndim(value) -> int:
+    if type(value) is ndarray:
+        return value.ndim
     return len(shape(value))
 
 

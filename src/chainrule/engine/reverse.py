@@ -21,7 +21,9 @@ from __future__ import annotations
 from . import arraylib, ops
 from .arraylib import ndarray, xp
 from .core import Tracer, apply, check_finite, check_saved, state
-from .primitives import SUM
+from .primitives import SUM, TABLE
+
+RESHAPE = TABLE["reshape"]
 
 
 class _Freed:
@@ -37,7 +39,12 @@ FREED = _Freed()
 
 
 def unbroadcast(cotangent, shape):
-    """Sum ``cotangent`` down to ``shape``, undoing NumPy broadcasting (the one place it's done)."""
+    """Sum ``cotangent`` down to ``shape``, undoing NumPy broadcasting (the one place it's done).
+
+    A plain NumPy cotangent with no backend layer on (the eager first-order case: a bias's
+    gradient in every training step) is summed with the ``sum`` entry's forward and reshaped
+    directly: the very calls :func:`~chainrule.engine.core.apply` would make, without its
+    dispatch or the public ``reshape``'s checks."""
     ct_shape = cotangent.shape
     if ct_shape == shape:
         return cotangent
@@ -50,6 +57,10 @@ def unbroadcast(cotangent, shape):
         if size != 1 or ct_size is None:  # a cotangent smaller than its primal (e.g. 0)
             return ops.broadcast_to(cotangent, shape)
         axes.append(extra + i)
+    if type(cotangent) is ndarray and not state.hooked:
+        if axes:
+            cotangent = SUM.forward(cotangent, axis=tuple(axes), keepdims=False)
+        return cotangent if cotangent.shape == shape else RESHAPE.forward(cotangent, shape)
     if axes:
         cotangent = apply(SUM, cotangent, axis=tuple(axes), keepdims=False)
     return ops.reshape(cotangent, shape)
@@ -67,30 +78,35 @@ def _check_versions(node):
             )
 
 
+def _freed_error():
+    return RuntimeError(
+        "backward through a graph that a previous backward already freed; pass "
+        "retain_graph=True to the first backward (or vjp) to call it again"
+    )
+
+
 def _count_consumers(roots, level, node_type):
     """{tensor: number of recorded ops that consume it}, over the graph reachable from ``roots``.
 
     Keyed by the tensors themselves (hashed by identity); the backward pass deletes each entry
-    when its count reaches zero, so the table never keeps a finished tensor alive.
+    when its count reaches zero, so the table never keeps a finished tensor alive. Leaves are
+    never pushed on the walk's stack: they consume nothing.
     """
     consumers = dict.fromkeys(roots, 0)
-    stack = list(consumers)
+    seen = consumers.get
+    stack = [root for root in consumers if root._prim is not None]
+    pop, push = stack.pop, stack.append
     while stack:
-        node = stack.pop()
-        prim = node._prim
-        if prim is None:
-            continue
-        if prim is FREED:
-            raise RuntimeError(
-                "backward through a graph that a previous backward already freed; pass "
-                "retain_graph=True to the first backward (or vjp) to call it again"
-            )
+        node = pop()
+        if node._prim is FREED:
+            raise _freed_error()
         for arg in node._args:
             if type(arg) is node_type and arg._level == level and arg.requires_grad:
-                count = consumers.get(arg)
-                if count is None:
+                count = seen(arg)
+                if count is None:  # first visit (a root is there from the start, with 0)
                     consumers[arg] = 1
-                    stack.append(arg)
+                    if arg._prim is not None:
+                        push(arg)
                 else:
                     consumers[arg] = count + 1
     return consumers
@@ -106,6 +122,11 @@ def backward_pass(roots, cotangents, *, epoch, retain_graph=False, create_graph=
     with several consumers waits in ``pending`` while their contributions add up. ``epoch`` is
     the in-place epoch now (see :mod:`chainrule.engine.tensor`): a node stamped with it has seen
     every in-place change, and needs no check.
+
+    This loop runs once per recorded node, so what does not change during a pass (the namespace,
+    anomaly mode, which branch reads the saved values) is decided once before it, and the
+    common steps (a node of two operands, a fan-out sum) are written inline rather than as
+    helper calls.
     """
     Tensor = type(roots[0])  # noqa: N806 (the node type; a class)
     level = roots[0]._level
@@ -122,7 +143,15 @@ def backward_pass(roots, cotangents, *, epoch, retain_graph=False, create_graph=
     wanted = None if leaves is None else {leaf: i for i, leaf in enumerate(leaves)}
     results: list | None = None if leaves is None else [None] * len(leaves)
     check_nan = state.anomaly
+    # The namespace cannot change during a pass: one whose operators refuse tracers (see
+    # _lifted) needs the lifting of plain operands on the paths that may meet tracers.
+    lifting = arraylib.ns is not xp
+    # How the saved values are read: 0 eager (every Tensor among the args is of this level),
+    # 1 a transform's level (lower-level values are kept as they are), 2 create_graph (the
+    # rules see the nodes themselves and are recorded).
+    mode = 2 if create_graph else (0 if level == 0 else 1)
     pop, push = ready.pop, ready.append
+    pending_get, pending_pop = pending.get, pending.pop
 
     while ready:
         node, cotangent = pop()
@@ -150,11 +179,8 @@ def backward_pass(roots, cotangents, *, epoch, retain_graph=False, create_graph=
             node._args = None
             node._params = None
         rules = prim.vjp
-        if create_graph:
-            values, out = args, node
-            if arraylib.ns is not xp:  # a namespace whose operators refuse tracers: see _lifted
-                cotangent, out, values, rules = _lifted(cotangent, out, values, rules, Tensor)
-        elif level == 0:  # every Tensor among the args is of this level
+        values: tuple | list
+        if mode == 0:
             if len(args) == 2:
                 first, second = args
                 values = (
@@ -165,11 +191,14 @@ def backward_pass(roots, cotangents, *, epoch, retain_graph=False, create_graph=
                 values = [arg.data if type(arg) is Tensor else arg for arg in args]
             out = node.data
         else:
-            values = [
-                arg.data if type(arg) is Tensor and arg._level == level else arg for arg in args
-            ]
-            out = node.data
-            if arraylib.ns is not xp:  # a namespace whose operators refuse tracers: see _lifted
+            if mode == 2:
+                values, out = args, node
+            else:
+                values = [
+                    arg.data if type(arg) is Tensor and arg._level == level else arg for arg in args
+                ]
+                out = node.data
+            if lifting:
                 cotangent, out, values, rules = _lifted(cotangent, out, values, rules, Tensor)
         if type(rules) is tuple:
             contributions = rules
@@ -199,23 +228,18 @@ def backward_pass(roots, cotangents, *, epoch, retain_graph=False, create_graph=
             if check_nan:
                 check_finite(contribution, f"backward of {prim.name}", values)
             remaining = consumers[arg] - 1
-            if remaining:  # more consumers to come: fan-out is a sum
+            previous = pending_pop(arg, None) if remaining == 0 else pending_get(arg)
+            if previous is not None:  # fan-out is a sum
+                try:
+                    contribution = previous + contribution
+                except TypeError:  # a plain array of a namespace that refuses tracers
+                    contribution = lift_constant(previous, Tensor) + contribution
+            if remaining:  # more consumers to come
                 consumers[arg] = remaining
-                previous = pending.get(arg)
-                if previous is not None:
-                    contribution = _summed(previous, contribution, Tensor)
                 pending[arg] = contribution
             else:
                 del consumers[arg]
-                previous = pending.pop(arg, None)
-                push(
-                    (
-                        arg,
-                        contribution
-                        if previous is None
-                        else _summed(previous, contribution, Tensor),
-                    )
-                )
+                push((arg, contribution))
         # Drop this node's arrays before the next one is processed.
         del values, out, cotangent, contributions
     return results
@@ -236,15 +260,6 @@ def constant_data(value, node_type):
     if type(value) is node_type and not value.requires_grad and value._level == 0:
         return value.data
     return value
-
-
-def _summed(previous, contribution, node_type):
-    """Two cotangents of one value added (fan-out); a plain array of a namespace whose operators
-    refuse tracers is lifted first (see :func:`lift_constant`)."""
-    try:
-        return previous + contribution
-    except TypeError:
-        return lift_constant(previous, node_type) + contribution
 
 
 def _lifted(cotangent, out, values, rules, node_type):

@@ -201,20 +201,27 @@ class Tensor(ArrayOperators, Tracer):
 
     def _process(self, prim, args, params):
         level = self._level
-        values = []
         record = False
         plain = True
-        for arg in args:
-            if type(arg) is Tensor and arg._level == level:
-                value = arg.data
-                if arg.requires_grad:
+        if level:
+            values = []
+            for arg in args:
+                if type(arg) is Tensor and arg._level == level:
+                    value = arg.data
+                    if arg.requires_grad:
+                        record = True
+                else:
+                    value = arg
+                # Only above level 0 can a value be a lower-level tracer (nested transforms).
+                if isinstance(value, Tracer):
+                    plain = False
+                values.append(value)
+        else:  # eager: every tensor among the args is of level 0 (transforms start at 1)
+            values = [arg.data if type(arg) is Tensor else arg for arg in args]
+            for arg in args:
+                if type(arg) is Tensor and arg.requires_grad:
                     record = True
-            else:
-                value = arg
-            # Only above level 0 can a value be a lower-level tracer (nested transforms).
-            if level and isinstance(value, Tracer):
-                plain = False
-            values.append(value)
+                    break
         if plain and state.batching and params and batch_in_params(params) is not None:
             plain = False  # a parameter holds a batch (vmap): core.apply hands it over
         if plain:  # as core.apply does on plain values: every non-operator op lands here

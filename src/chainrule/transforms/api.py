@@ -23,6 +23,8 @@ from ..engine.tensor import Tensor, constant_data, current_epoch
 from .counting import is_counting, note_pass
 from .pytree import tree_flatten, tree_unflatten
 
+_new = object.__new__
+
 
 def _as_value(leaf, transform):
     value = leaf if isinstance(leaf, Tracer) else arraylib.asarray(leaf)
@@ -36,8 +38,14 @@ def _as_value(leaf, transform):
 
 
 def _lift_tensor(leaf, level, transform):
-    tensor = Tensor.__new__(Tensor)
-    tensor.data = _as_value(leaf, transform)
+    tensor = _new(Tensor)
+    # A float NumPy array, the usual leaf, is checked here in two attribute reads; anything else
+    # (a number, a list, a subclass, a tracer, a GPU array, any array inside use_namespace, which
+    # takes it into the active namespace) goes through _as_value.
+    if type(leaf) is ndarray and arraylib.ns is xp and leaf.dtype.kind in "fc":
+        tensor.data = leaf
+    else:
+        tensor.data = _as_value(leaf, transform)
     tensor.grad = None
     tensor.requires_grad = True
     tensor._level = level

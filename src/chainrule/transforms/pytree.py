@@ -103,6 +103,9 @@ def tree_flatten(tree) -> tuple[list, TreeDef]:
     flat = _flat(*split)
     if flat is not None:
         return flat
+    shallow = _two_levels(*split)
+    if shallow is not None:
+        return shallow
     leaves: list = []
     # Post-order with an explicit stack: (node, built children or None), the root already split.
     root_box: list = []
@@ -133,6 +136,62 @@ def tree_flatten(tree) -> tuple[list, TreeDef]:
     return leaves, root_box[0]
 
 
+def _two_levels(kind, keys, kids):
+    """The (leaves, treedef) of a container whose children are leaves or containers of leaves,
+    or None: the usual parameter pytree (a list of (weight, bias) pairs, a dict of layers), which
+    ``grad`` flattens on every call, without the general walk's stack."""
+    leaves: list = []
+    children = []
+    for kid in kids:
+        if kid is None:
+            children.append(_NONE)
+            continue
+        split = _children(kid)
+        if split is None:
+            leaves.append(kid)
+            children.append(_LEAF)
+            continue
+        flat = _flat(*split)
+        if flat is None:
+            return None
+        leaves += flat[0]
+        children.append(flat[1])
+    return leaves, TreeDef(kind, keys, tuple(children), len(leaves))
+
+
+def _rebuilt(kind, keys, pieces):
+    """One container of ``kind`` holding ``pieces`` (a list, consumed)."""
+    if kind is dict:
+        return dict(zip(keys, pieces, strict=True))
+    if kind is list:
+        return pieces
+    if kind is tuple:
+        return tuple(pieces)
+    return kind(*pieces)  # a namedtuple
+
+
+def _unflatten_shallow(treedef, leaves):
+    """:func:`tree_unflatten` of a tree at most two levels deep (see :func:`_two_levels`), or
+    None for a deeper one."""
+    pieces = []
+    position = 0
+    for child in treedef.children:
+        kind = child.kind
+        if kind == "leaf":
+            pieces.append(leaves[position])
+            position += 1
+        elif kind == "none":
+            pieces.append(None)
+        else:
+            for grandchild in child.children:
+                if grandchild.kind != "leaf":
+                    return None
+            end = position + child.count
+            pieces.append(_rebuilt(kind, child.keys, leaves[position:end]))
+            position = end
+    return _rebuilt(treedef.kind, treedef.keys, pieces)
+
+
 def tree_unflatten(treedef: TreeDef, leaves) -> Any:
     leaves = list(leaves)
     if len(leaves) != treedef.count:
@@ -142,11 +201,10 @@ def tree_unflatten(treedef: TreeDef, leaves) -> Any:
     kind = treedef.kind
     if kind == "leaf":
         return leaves[0]
-    if all(child.kind == "leaf" for child in treedef.children):  # a flat container: directly
-        if kind is dict:
-            return dict(zip(treedef.keys, leaves, strict=True))
-        if kind in (list, tuple):
-            return kind(leaves)
+    if kind != "none":
+        shallow = _unflatten_shallow(treedef, leaves)
+        if shallow is not None:
+            return shallow
     position = 0
     # Iterative build: stack of (treedef, children collected so far)
     result_box: list = []
