@@ -6,6 +6,7 @@ import argparse
 import math
 import re
 import sys
+from pathlib import Path
 
 
 class Parser(argparse.ArgumentParser):
@@ -173,6 +174,48 @@ def run_device(name: str, recorded: bool = False):
                 "choose another with --device cpu"
             ) from None
         raise ConfigError(f"--device {name}: {error}") from None
+
+
+def existing_run_dir(text) -> Path:
+    """The run directory ``text`` names; a one-line ``ConfigError`` when there is none."""
+    from ...training.recipe import ConfigError
+
+    run_dir = Path(text)
+    if not run_dir.is_dir():
+        raise ConfigError(f"run directory {str(run_dir)!r} does not exist")
+    return run_dir
+
+
+def build_trainer(config: dict, run_dir, device, /, **options):
+    """``(trainer, model, splits)`` of the run ``config``: its data, model, optimizer, gradient
+    method and update scheme on ``device``, in that order; ``options`` are the Trainer's other
+    keywords (logging, checkpointing, the communicator, the ``config`` a run saves), which
+    ``train`` sets and ``evaluate`` leaves at their defaults."""
+    from ...training.recipe import (
+        build_data,
+        build_method,
+        build_model,
+        build_optimizer,
+        build_scheme,
+    )
+    from ...training.trainer import Trainer
+
+    splits = build_data(config)
+    model = build_model(config, splits)
+    trainer = Trainer(
+        model,
+        build_optimizer(config, len(splits.train)),
+        task=splits.train.task,
+        batch_size=config["batch_size"],
+        seed=config["seed"],
+        run_dir=run_dir,
+        method=build_method(config),
+        scheme=build_scheme(config),
+        device=device,
+        dtype=config["dtype"],
+        **options,
+    )
+    return trainer, model, splits
 
 
 def say(text="", file=None):

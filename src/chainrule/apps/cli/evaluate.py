@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import run_device, say
+from .common import build_trainer, existing_run_dir, run_device, say
 
 
 def add_parser(sub):
@@ -32,41 +32,15 @@ def cmd_evaluate(args) -> int:
     from ...backend.precision import matmul_precision
     from ...training.checkpoint import CheckpointError
     from ...training.metrics import format_table
-    from ...training.recipe import (
-        ConfigError,
-        build_data,
-        build_method,
-        build_model,
-        build_optimizer,
-        build_scheme,
-        read_run_config,
-        validate_config,
-    )
-    from ...training.trainer import Trainer
+    from ...training.recipe import read_run_config, validate_config
 
-    run_dir = Path(args.run_dir)
-    if not run_dir.is_dir():
-        raise ConfigError(f"run directory {str(run_dir)!r} does not exist")
+    run_dir = existing_run_dir(args.run_dir)
     config = read_run_config(run_dir)
     if args.device is not None:
         config["device"] = args.device
     validate_config(config)
     device = run_device(config["device"], recorded=args.device is None)
-    splits = build_data(config)
-    model = build_model(config, splits)
-    trainer = Trainer(
-        model,
-        build_optimizer(config, len(splits.train)),
-        task=splits.train.task,
-        batch_size=config["batch_size"],
-        seed=config["seed"],
-        run_dir=run_dir,
-        log=None,
-        method=build_method(config),
-        scheme=build_scheme(config),
-        device=device,
-        dtype=config["dtype"],
-    )
+    trainer, _, splits = build_trainer(config, run_dir, device, log=None)
     if args.checkpoint is not None:
         path = trainer.restore(Path(args.checkpoint))
     else:

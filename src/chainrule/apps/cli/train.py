@@ -16,6 +16,8 @@ from pathlib import Path
 
 from .common import (
     add_device_arguments,
+    build_trainer,
+    existing_run_dir,
     fraction,
     label_column,
     non_negative_float,
@@ -415,9 +417,7 @@ def _run_config(args, given, communicator, root):
             "--distributed needs --run-dir DIR (every rank must name the same directory)"
         )
     if resume:
-        run_dir = Path(args.resume)
-        if not run_dir.is_dir():
-            raise ConfigError(f"run directory {str(run_dir)!r} does not exist")
+        run_dir = existing_run_dir(args.resume)
         if args.run_dir is not None and Path(args.run_dir).resolve() != run_dir.resolve():
             raise ConfigError(
                 "--run-dir and --resume name different directories; --resume continues the run "
@@ -441,38 +441,18 @@ def _run_config(args, given, communicator, root):
 
 
 def _make_trainer(args, config, run_dir, device, communicator):
-    """``(trainer, model, splits)`` of ``config``: its data, model, optimizer, method, scheme."""
-    from ...training.recipe import (
-        build_data,
-        build_method,
-        build_model,
-        build_optimizer,
-        build_scheme,
-    )
-    from ...training.trainer import Trainer
-
-    splits = build_data(config)
-    model = build_model(config, splits)
-    optimizer = build_optimizer(config, len(splits.train))
-    trainer = Trainer(
-        model,
-        optimizer,
-        task=splits.train.task,
-        batch_size=config["batch_size"],
-        seed=config["seed"],
-        run_dir=run_dir,
+    """``(trainer, model, splits)`` of ``config``, checkpointing and logging as the options say."""
+    return build_trainer(
+        config,
+        run_dir,
+        device,
         checkpoint_every=config["checkpoint_every"],
         keep_checkpoints=config["keep_checkpoints"],
         progress=args.progress,
         log=None if args.quiet else say,
         config=config,
-        method=build_method(config),
-        scheme=build_scheme(config),
         communicator=communicator,
-        device=device,
-        dtype=config["dtype"],
     )
-    return trainer, model, splits
 
 
 def _start_run(args, trainer, config, saved, run_dir, root):
