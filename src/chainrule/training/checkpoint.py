@@ -226,8 +226,8 @@ def _mismatches(found: dict, expected: dict) -> list:
     return problems
 
 
-def _memory_bytes() -> int | None:
-    """Physical memory in bytes, where the system says."""
+def memory_bytes() -> int | None:
+    """This machine's physical memory in bytes, where the system says (``None`` elsewhere)."""
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):
@@ -267,7 +267,7 @@ def load_checkpoint(path, expected: dict | None = None) -> tuple[dict, dict]:
     if not isinstance(meta.get("sha256"), str):
         raise CheckpointError(f"checkpoint {str(path)!r} has no valid sha256")
     listed = _listed_arrays(meta, path, expected)
-    needed, memory = sum(_nbytes(*info) for info in listed.values()), _memory_bytes()
+    needed, memory = sum(_nbytes(*info) for info in listed.values()), memory_bytes()
     if memory is not None and needed > memory:  # (without ``expected``, the .json's word only)
         raise CheckpointError(
             f"checkpoint {str(path)!r} lists {needed:,} bytes of arrays, more than this "

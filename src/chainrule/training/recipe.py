@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ..backend.precision import MODES as PRECISION_MODES
@@ -21,6 +20,7 @@ from ..estimators import ALIASES, METHODS, get_method
 from ..nn.layers import ACTIVATIONS, MLP
 from ..optim.optimizers import OPTIMIZERS, SGD, Adam, AdamW, RMSProp
 from ..optim.schedules import Constant, Cosine, LinearWarmup, SPSAGain, StepDecay
+from .checkpoint import memory_bytes
 from .schemes import SCHEME_ALIASES, SCHEMES, get_scheme
 
 FORMAT = "chainrule-run/1"
@@ -127,14 +127,6 @@ SIZE_LIMIT = 10**7
 #: Bytes held per parameter during training: the float64 parameters, their gradient, up to two
 #: optimizer moments and one temporary copy.
 BYTES_PER_PARAMETER = 5 * 8
-
-
-def memory_bytes() -> int | None:
-    """This machine's physical memory in bytes, where the system says (``None`` elsewhere)."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
 
 
 def check_model_size(sizes) -> int:
