@@ -103,12 +103,16 @@ class Method:
     def __call__(self, loss_fn, params, batch, key=0, *, step: int = 0, measure: bool = False):
         """``(loss, grads, cost)``; ``measure=True`` also fills ``cost.flops`` and
         ``cost.peak_bytes``."""
+        return self._measured(self._gradient, loss_fn, params, batch, key, step, measure)
+
+    def _measured(self, work, loss_fn, params, batch, key, step, measure):
+        """``(loss, result, cost)`` of ``work(loss_fn, params, batch, key, step, cost)`` (the
+        gradient, or a zeroth-order estimate's coefficients), its key checked and its cost
+        counted, and priced when ``measure`` is true."""
         cost = Cost()
         with measuring(cost, measure, self._plain(loss_fn, params, batch, cost)):
-            loss, grads = self._gradient(
-                loss_fn, params, batch, _check_key(key, self.name), int(step), cost
-            )
-        return loss, grads, cost
+            loss, result = work(loss_fn, params, batch, _check_key(key, self.name), int(step), cost)
+        return loss, result, cost
 
     def _plain(self, loss_fn, params, batch, cost):
         """For methods made of plain loss evaluations: what :func:`measuring` needs to price them
@@ -313,11 +317,9 @@ class StochasticMethod(Method):
 
     def estimate(self, loss_fn, params, batch, key=0, *, step: int = 0, measure: bool = False):
         """``(loss, SeededGradient, cost)``: the estimate as its key and coefficients."""
-        cost = Cost()
-        with measuring(cost, measure, self._plain(loss_fn, params, batch, cost)):
-            loss, coefficients = self._coefficients(
-                loss_fn, params, batch, _check_key(key, self.name), int(step), cost
-            )
+        loss, coefficients, cost = self._measured(
+            self._coefficients, loss_fn, params, batch, key, step, measure
+        )
         return loss, SeededGradient(key, coefficients, self.distribution), cost
 
     def _gradient(self, loss_fn, params, batch, key, step, cost):
