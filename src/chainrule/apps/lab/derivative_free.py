@@ -105,26 +105,20 @@ def cosines(hidden, examples, keys, seed):
 def train(name, hidden, examples, target, budget_seconds, max_steps, seed):
     model, dataset, _ = _problem(hidden, examples, seed)
     weights = model.num_parameters()
-    if name == "cmaes":
-        trainer = Trainer(
-            model,
-            optim.SGD(1.0),
-            batch_size=examples,
-            seed=seed,
-            log=None,
-            progress=False,
-            scheme="cmaes",
-        )
+    if name == "cmaes":  # steps by its own sigma; the optimizer only has to be there
+        rate, choice = 1.0, {"scheme": "cmaes"}
     else:
-        trainer = Trainer(
-            model,
-            optim.SGD(learning_rate(name, weights)),
-            batch_size=examples,
-            seed=seed,
-            log=None,
-            progress=False,
-            method=method_for(name),
-        )
+        rate = learning_rate(name, weights)
+        choice = {"method": method_for(name)}
+    trainer = Trainer(
+        model,
+        optim.SGD(rate),
+        batch_size=examples,
+        seed=seed,
+        log=None,
+        progress=False,
+        **choice,
+    )
     x, y = dataset.features, dataset.labels
     losses = [trainer.evaluate(dataset)["loss"]]
     times = [0.0]
