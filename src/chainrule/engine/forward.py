@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from . import arraylib, ops
 from .array_methods import ArrayOperators
-from .arraylib import xp
-from .core import Tracer, apply
+from .arraylib import ndarray, xp
+from .core import Tracer, _named_error, apply, state
+
+_new = object.__new__
 
 
 class Dual(ArrayOperators, Tracer):
@@ -48,22 +50,44 @@ class Dual(ArrayOperators, Tracer):
         return self.primal.size
 
     def _process(self, prim, args, params):
+        """``prim`` on the primals, and the JVP rule on the tangents.
+
+        This runs for every operation of a ``jvp`` (and so of every Hessian-vector product), so
+        the usual case takes the short way: plain primals with no backend layer and no ``vmap``
+        go to the primitive's forward directly (the call :func:`~chainrule.engine.core.apply`
+        would make), a tangent that already matches a NumPy output is kept without the
+        shape and dtype helpers, and the result is built without ``__init__``."""
         level = self._level
         primals = []
         tangents = []
+        plain = True
         for arg in args:
             if type(arg) is Dual and arg._level == level:
-                primals.append(arg.primal)
+                primal = arg.primal
                 tangents.append(arg.tangent)
             else:
-                primals.append(arg)
+                primal = arg
                 tangents.append(None)
-        out = apply(prim, *primals, **params)
+            if isinstance(primal, Tracer):
+                plain = False
+            primals.append(primal)
+        if plain and not state.hooked and not (state.batching and params):
+            try:
+                out = prim.forward(*primals, **params)
+            except (ValueError, IndexError, TypeError) as error:
+                raise _named_error(error, prim, primals, params) from error
+        else:
+            out = apply(prim, *primals, **params)
         if arraylib.ns is not xp:  # a namespace whose operators refuse tracers
             tangents, out, primals = _lifted(tangents, out, primals)
         tangent = prim.jvp(tuple(tangents), out, *primals, **params)
         if tangent is None:
             tangent = ops.zeros_like(out)
+        elif type(out) is ndarray and type(tangent) is ndarray:
+            if tangent.shape != out.shape:
+                tangent = ops.broadcast_to(tangent, out.shape)
+            if tangent.dtype != out.dtype:
+                tangent = ops.astype(tangent, out.dtype)
         else:
             out_shape = ops.shape(out)
             if ops.shape(tangent) != out_shape:
@@ -71,7 +95,11 @@ class Dual(ArrayOperators, Tracer):
             out_dtype = getattr(out, "dtype", None)
             if out_dtype is not None and getattr(tangent, "dtype", out_dtype) != out_dtype:
                 tangent = ops.astype(tangent, out_dtype)
-        return Dual(out, tangent, level)
+        result = _new(Dual)
+        result.primal = out
+        result.tangent = tangent
+        result._level = level
+        return result
 
     def __repr__(self):
         return f"Dual(primal={self.primal!r}, tangent={self.tangent!r}, level={self._level})"

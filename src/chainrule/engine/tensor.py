@@ -149,6 +149,34 @@ def _unary_operator(prim):
     return operator
 
 
+def _inplace_operator(ufunc, what):
+    """``tensor (op)= other`` for NumPy's ``ufunc``, in place, returning the tensor, in one Python
+    frame: every parameter update of a training loop runs it, so the checks of
+    :meth:`Tensor._check_inplace` are read inline, and only a refused change calls it (for its
+    message)."""
+
+    def operator(self, other):
+        data = self.data
+        if (self.requires_grad and state.grad_enabled) or isinstance(data, Tracer):
+            self._check_inplace(what)  # raises
+        global _epoch
+        _epoch += 1
+        self._version = _epoch
+        if type(other) is Tensor and other._level == 0:
+            value = other.data
+        elif isinstance(other, Tracer):
+            value = raw(other)
+        else:
+            value = other
+        if data.ndim == 0:
+            self.data = arraylib.asarray(ufunc(data, value), dtype=data.dtype)
+        else:
+            ufunc(data, value, out=data)
+        return self
+
+    return operator
+
+
 class Tensor(ArrayOperators, Tracer):
     """An array plus the record of how it was computed.
 
@@ -382,27 +410,11 @@ class Tensor(ArrayOperators, Tracer):
         self._check_inplace("__setitem__")
         self.data[index] = raw(value)
 
-    def _inplace(self, ufunc, other, what):
-        self._check_inplace(what)
-        data = self.data
-        value = other.data if type(other) is Tensor and other._level == 0 else raw(other)
-        if data.ndim == 0:
-            self.data = arraylib.asarray(ufunc(data, value), dtype=data.dtype)
-        else:
-            ufunc(data, value, out=data)
-        return self
-
-    def __iadd__(self, other):  # in place: returns self
-        return self._inplace(arraylib.xp.add, other, "+=")
-
-    def __isub__(self, other):  # in place: returns self
-        return self._inplace(arraylib.xp.subtract, other, "-=")
-
-    def __imul__(self, other):  # in place: returns self
-        return self._inplace(arraylib.xp.multiply, other, "*=")
-
-    def __itruediv__(self, other):  # in place: returns self
-        return self._inplace(arraylib.xp.divide, other, "/=")
+    # In place: each returns the tensor itself (see _inplace_operator).
+    __iadd__ = _inplace_operator(xp.add, "+=")
+    __isub__ = _inplace_operator(xp.subtract, "-=")
+    __imul__ = _inplace_operator(xp.multiply, "*=")
+    __itruediv__ = _inplace_operator(xp.divide, "/=")
 
 
 def _install_fast_operators():
