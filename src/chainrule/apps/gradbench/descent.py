@@ -33,7 +33,27 @@ def forward_gradient(function: Callable) -> Callable:
     return jacobians.jacfwd(function)
 
 
+def reverse_value_and_gradient(function: Callable) -> Callable:
+    """``x ↦ (function(x), ∇function(x))`` by reverse mode, from one pass."""
+    return transforms.value_and_grad(function)
+
+
+def forward_value_and_gradient(function: Callable) -> Callable:
+    """``x ↦ (function(x), ∇function(x))`` by forward mode: the value comes out of the same
+    pass that pushes every input direction forward (all of them batched in one pass; for a
+    one-entry ``x``, the one direction as a plain ``jvp``, which skips the batching)."""
+
+    def value_and_gradient(x):
+        if np.size(cnp.stop_gradient(x)) == 1:
+            value, tangent = transforms.jvp(function, (x,), (np.ones(np.shape(x)),))
+            return value, cnp.reshape(tangent, np.shape(x))
+        return jacobians.forward_jacobian(function, (x,), 0, transform="jacfwd")
+
+    return value_and_gradient
+
+
 GRADIENTS = {"f": forward_gradient, "r": reverse_gradient}
+VALUE_AND_GRADIENTS = {"f": forward_value_and_gradient, "r": reverse_value_and_gradient}
 
 
 def _norm(vector) -> float:
@@ -42,39 +62,48 @@ def _norm(vector) -> float:
     return math.sqrt(float(value @ value))
 
 
-def argmin(function: Callable, start, gradient_by: Callable = reverse_gradient):
-    """A local minimiser of scalar ``function`` from ``start``, by the evals' gradient descent."""
-    gradient = gradient_by(function)
+def descend(function: Callable, start, mode: str = "r"):
+    """``(x, function(x))`` at a local minimiser x of scalar ``function`` from ``start``, by the
+    evals' gradient descent, gradients by forward (``mode="f"``) or reverse (``"r"``) mode.
+
+    Each trial point's value and gradient come from one pass (the gradient is
+    needed exactly when the trial is taken, and a value-and-gradient pass costs little more than
+    the value alone): the iterates are those of evaluating the value first and the gradient only
+    after accepting, with one pass per trial instead of two per accepted step."""
+    value_and_gradient = VALUE_AND_GRADIENTS[mode](function)
     x = start
-    fx = function(x)
-    gx = gradient(x)
+    fx, gx = value_and_gradient(x)
     eta = 1e-5
     steps_in_a_row = 0
     while True:
         if _norm(gx) <= TOLERANCE:
-            return x
+            return x, fx
         if steps_in_a_row == 10:
             eta *= 2.0
             steps_in_a_row = 0
             continue
         x_next = x - eta * gx
         if _norm(cnp.stop_gradient(x) - cnp.stop_gradient(x_next)) <= TOLERANCE:
-            return x
-        fx_next = function(x_next)
+            return x, fx
+        fx_next, gx_next = value_and_gradient(x_next)
         if fx_next < fx:
-            x, fx = x_next, fx_next
-            gx = gradient(x)
+            x, fx, gx = x_next, fx_next, gx_next
             steps_in_a_row += 1
         else:
             eta /= 2.0
             steps_in_a_row = 0
 
 
-def argmax(function: Callable, start, gradient_by: Callable = reverse_gradient):
+def argmin(function: Callable, start, mode: str = "r"):
+    """A local minimiser of scalar ``function`` from ``start``, by the evals' gradient descent."""
+    return descend(function, start, mode)[0]
+
+
+def argmax(function: Callable, start, mode: str = "r"):
     """A local maximiser of scalar ``function``: the minimiser of its negation."""
-    return argmin(lambda x: -function(x), start, gradient_by)
+    return argmin(lambda x: -function(x), start, mode)
 
 
-def maximum(function: Callable, start, gradient_by: Callable = reverse_gradient):
-    """``function`` at its local maximiser from ``start``."""
-    return function(argmax(function, start, gradient_by))
+def maximum(function: Callable, start, mode: str = "r"):
+    """``function`` at its local maximiser from ``start`` (the value the descent ends with)."""
+    return -descend(lambda x: -function(x), start, mode)[1]

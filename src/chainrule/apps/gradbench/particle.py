@@ -23,8 +23,8 @@ MOVABLE = np.array([[0.0, 1.0], [0.0, 0.0]])  # w moves the first charge down
 
 def potential(position, charges):
     """p(x) = Σ 1/|x − charge| over the rows of ``charges``."""
-    offsets = position[None, :] - charges
-    return cnp.sum(1.0 / cnp.sqrt(cnp.sum(offsets * offsets, axis=1)))
+    offsets = position - charges  # row i: x − charge i (position broadcasts over the rows)
+    return cnp.sum(cnp.sum(offsets * offsets, axis=1) ** -0.5)
 
 
 def crossing_cost(w, inner: str):
@@ -34,12 +34,12 @@ def crossing_cost(w, inner: str):
     position = np.array([0.0, 8.0])
     velocity = np.array([0.75, 0.0])
     while True:
-        acceleration = -field_gradient(position)
+        field = field_gradient(position)  # the acceleration is −field
         next_position = position + TIME_STEP * velocity
         if not next_position[1] > 0:
             break
         position = next_position
-        velocity = velocity + TIME_STEP * acceleration
+        velocity = velocity - TIME_STEP * field
     time_to_axis = -position[1] / velocity[1]
     crossing = position + time_to_axis * velocity
     return crossing[0] * crossing[0]
@@ -47,7 +47,7 @@ def crossing_cost(w, inner: str):
 
 def optimal_control(w0: float, outer: str, inner: str) -> float:
     start = np.array([w0])
-    w = descent.argmin(lambda w: crossing_cost(w, inner), start, descent.GRADIENTS[outer])
+    w = descent.argmin(lambda w: crossing_cost(w, inner), start, outer)
     return float(np.asarray(w)[0])
 
 

@@ -21,18 +21,15 @@ from .common import EvalFunction, floats, to_list
 
 def saddle_function(first, second):
     """(x₁² + y₁²) − (x₂² + y₂²), with first = (x₁, y₁) and second = (x₂, y₂)."""
-    return cnp.sum(first * first) - cnp.sum(second * second)
+    return first @ first - second @ second
 
 
 def saddle_point(start, outer: str, inner: str):
-    outer_gradient = descent.GRADIENTS[outer]
-    inner_gradient = descent.GRADIENTS[inner]
-
     def inner_maximum(first):
-        return descent.maximum(lambda second: saddle_function(first, second), start, inner_gradient)
+        return descent.maximum(lambda second: saddle_function(first, second), start, inner)
 
-    first = descent.argmin(inner_maximum, start, outer_gradient)
-    second = descent.argmax(lambda second: saddle_function(first, second), start, outer_gradient)
+    first = descent.argmin(inner_maximum, start, outer)
+    second = descent.argmax(lambda second: saddle_function(first, second), start, outer)
     return cnp.concatenate([first, second])
 
 
