@@ -32,10 +32,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def relay(eval_command, tool_command, cwd, env=None, timeout=None, log=None):
+def relay(eval_command, tool_command, cwd, env=None, timeout=None, log=None, answer_s=None):
     """Run one session between an eval program and a tool program; return its rounds as a list
     of ``(message, response)`` pairs. Stops when the eval closes its output; a tool still owing
-    an answer ``timeout`` seconds into the session is a TimeoutError (both programs are killed)."""
+    an answer ``timeout`` seconds into the session is a TimeoutError (both programs are killed).
+    A list passed as ``answer_s`` gets, per round, the wall-clock seconds from handing the
+    message to the tool to reading its answer."""
     eval_proc = subprocess.Popen(
         eval_command,
         cwd=cwd,
@@ -61,6 +63,7 @@ def relay(eval_command, tool_command, cwd, env=None, timeout=None, log=None):
             if not line.strip():
                 continue
             message = json.loads(line)
+            sent = time.perf_counter()
             tool_proc.stdin.write(line if line.endswith("\n") else line + "\n")
             tool_proc.stdin.flush()
             if deadline is not None:
@@ -76,6 +79,8 @@ def relay(eval_command, tool_command, cwd, env=None, timeout=None, log=None):
                 raise RuntimeError(
                     f"relay: the tool exited without answering message {message.get('id')}"
                 )
+            if answer_s is not None:
+                answer_s.append(time.perf_counter() - sent)
             response = json.loads(answer)
             rounds.append((message, response))
             if log is not None:
@@ -245,9 +250,10 @@ FIGURES = {
     "particle": ("rr", "ff", {"small": []}),
 }
 
-# The evals each peer tool implements (gradbench's tools/<tool>/evals.txt, less those it fails).
+# The evals each peer tool implements (gradbench's tools/<tool>/evals.txt; it marks PyTorch's ba
+# "error" and its ht "timeout", which ``suite`` runs anyway and reports as such).
 PEER_EVALS = {
-    "pytorch": {"gmm", "kmeans", "lse", "lstm", "ht"},
+    "pytorch": {"gmm", "kmeans", "lse", "lstm", "ba", "ht"},
     "jax": {"gmm", "kmeans", "llsq", "lse", "ode"},
 }
 
@@ -296,10 +302,124 @@ def cmd_figures(args):
     return 0
 
 
+def suite_session(args, name, extra, tool):
+    """One session of eval ``name`` (eval arguments ``extra``, every function evaluated once)
+    with ``tool``: the seconds the tool took to answer its evaluate messages (from handing the
+    message over to reading the answer: input conversion, any compilation, the runs, output),
+    or "timeout" (past ``--timeout``), or "invalid" (an evaluation failed or was judged wrong)."""
+    answer_s = []
+    try:
+        rounds = relay(
+            eval_command(args, name, extra + ["--min-runs", "1", "--min-seconds", "0"]),
+            TOOLS[tool](args),
+            args.gradbench,
+            session_env(args),
+            timeout=args.timeout,
+            answer_s=answer_s,
+        )
+    except TimeoutError:
+        return "timeout"
+    except RuntimeError:
+        return "invalid"
+    rows = summarise(rounds)
+    if not rows or not all(row["success"] and row["valid"] is not False for row in rows):
+        return "invalid"
+    pairs = zip(rounds, answer_s, strict=True)
+    return sum(t for (m, _), t in pairs if m.get("kind") == "evaluate")
+
+
+def suite_total(sizes):
+    """Seconds for all sizes of one eval in one repeat; a size that timed out counts as the
+    timeout and makes the total a lower bound. Returns (seconds or None, note)."""
+    if any(v == "invalid" for v in sizes.values()):
+        return None, "invalid"
+    total = sum(v if isinstance(v, float) else 0.0 for v in sizes.values())
+    late = [k for k, v in sizes.items() if v == "timeout"]
+    return total, ("timeout " + ",".join(late)) if late else ""
+
+
+def cmd_suite(args):
+    """Seconds per eval: every size of FIGURES, each function evaluated once, per tool; the
+    tools take turns within each repeat so that they share the machine's load. Pairs named in
+    ``--once`` (tool:eval) run in the first repeat only."""
+    tools = ["chainrule"] + [tool for tool in ("pytorch", "jax") if args.peer_python]
+    evals = args.evals or list(FIGURES)
+    once = set(filter(None, args.once.split(",")))
+    runs = {}  # (eval, tool) -> per repeat, {size: seconds | "timeout" | "invalid"}
+    for repeat in range(args.repeats):
+        for name in evals:
+            for tool in tools:
+                if tool != "chainrule" and name not in PEER_EVALS[tool]:
+                    continue
+                if repeat and f"{tool}:{name}" in once:
+                    continue
+                sizes = {}
+                for size, extra in FIGURES[name][2].items():
+                    sizes[size] = suite_session(args, name, extra, tool)
+                runs.setdefault((name, tool), []).append(sizes)
+                shown = ", ".join(
+                    f"{k} {v:.3f} s" if isinstance(v, float) else f"{k} {v}"
+                    for k, v in sizes.items()
+                )
+                print(f"# repeat {repeat + 1} {name:8s} {tool:9s} {shown}", flush=True)
+
+    def cell(name, tool):
+        if (name, tool) not in runs:
+            return None, "-"
+        totals = [suite_total(sizes) for sizes in runs[(name, tool)]]
+        seconds = [t for t, _ in totals if t is not None]
+        notes = sorted({note for _, note in totals if note})
+        if not seconds:
+            return None, "/".join(notes)
+        value = statistics.median(seconds)
+        prefix = ">" if any(n.startswith("timeout") for n in notes) else ""
+        return value, f"{prefix}{value:.3f}" + (f" ({'/'.join(notes)})" if notes else "")
+
+    def ratio(name, peer):
+        """Median over repeats of chainrule's total over the peer's, within each repeat."""
+        own, other = runs.get((name, "chainrule")), runs.get((name, peer))
+        if not own or not other:
+            return "-"
+        ratios = []
+        for a, b in zip(own, other, strict=False):
+            (ta, na), (tb, nb) = suite_total(a), suite_total(b)
+            if ta is not None and tb and not na:
+                ratios.append((ta / tb, nb.startswith("timeout")))
+        if not ratios:
+            return "-"
+        value = statistics.median(r for r, _ in ratios)
+        return ("<" if any(late for _, late in ratios) else "") + f"{value:.3f}"
+
+    print(
+        f"{'eval':8s} "
+        + " ".join(f"{t + ' s':>24s}" for t in tools)
+        + "".join(f" {'cr/' + t:>10s}" for t in tools[1:])
+    )
+    table = {}
+    for name in evals:
+        cells = [cell(name, t) for t in tools]
+        ratios = [ratio(name, t) for t in tools[1:]]
+        table[name] = {
+            "seconds": {t: c[1] for t, c in zip(tools, cells, strict=True)},
+            "ratios": dict(zip(tools[1:], ratios, strict=True)),
+            "runs": {t: runs.get((name, t)) for t in tools},
+        }
+        print(
+            f"{name:8s} "
+            + " ".join(f"{c[1]:>24s}" for c in cells)
+            + "".join(f" {r:>10s}" for r in ratios),
+            flush=True,
+        )
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(table, out, indent=1)
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("validate", "figures"):
+    for name in ("validate", "figures", "suite"):
         p = sub.add_parser(name)
         p.add_argument(
             "--gradbench", required=True, help="a gradbench checkout with tools/manual/bin built"
@@ -317,6 +437,16 @@ def main(argv=None):
     figures.add_argument("--min-runs", type=int, default=3)
     figures.add_argument("--min-seconds", type=float, default=0.5)
     figures.add_argument("--timeout", type=float, default=600, help="seconds per session")
+    suite = sub.choices["suite"]
+    suite.add_argument("evals", nargs="*", help="evals to run (default: all)")
+    suite.add_argument("--repeats", type=int, default=3)
+    suite.add_argument("--timeout", type=float, default=300, help="seconds per session")
+    suite.add_argument("--json", default=None, help="write the runs and medians here")
+    suite.add_argument(
+        "--once",
+        default="",
+        help="comma-separated tool:eval pairs to run in the first repeat only (e.g. pytorch:ba)",
+    )
     validate = sub.choices["validate"]
     validate.add_argument("eval")
     validate.add_argument("--tool", default="chainrule", choices=sorted(TOOLS))
@@ -327,6 +457,8 @@ def main(argv=None):
         args.eval_args = args.eval_args[1:]
     if args.command == "validate":
         return cmd_validate(args)
+    if args.command == "suite":
+        return cmd_suite(args)
     return cmd_figures(args)
 
 
