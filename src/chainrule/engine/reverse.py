@@ -146,12 +146,8 @@ def backward_pass(roots, cotangents, *, epoch, retain_graph=False, create_graph=
     # The namespace cannot change during a pass: one whose operators refuse tracers (see
     # _lifted) needs the lifting of plain operands on the paths that may meet tracers.
     lifting = arraylib.ns is not xp
-    # How the saved values are read: 0 eager (every Tensor among the args is of this level),
-    # 1 a transform's level (lower-level values are kept as they are), 2 create_graph (the
-    # rules see the nodes themselves and are recorded).
-    mode = 2 if create_graph else (0 if level == 0 else 1)
     pop, push = ready.pop, ready.append
-    pending_get, pending_pop = pending.get, pending.pop
+    pending_get, pending_pop, consumers_pop = pending.get, pending.pop, consumers.pop
 
     while ready:
         node, cotangent = pop()
@@ -180,25 +176,26 @@ def backward_pass(roots, cotangents, *, epoch, retain_graph=False, create_graph=
             node._params = None
         rules = prim.vjp
         values: tuple | list
-        if mode == 0:
+        if create_graph:  # the rules see the nodes themselves, and are recorded
+            values, out = args, node
+            if lifting:
+                cotangent, out, values, rules = _lifted(cotangent, out, values, rules, Tensor)
+        else:  # the rules see the values one level down (lower-level tracers stay as they are)
             if len(args) == 2:
                 first, second = args
                 values = (
-                    first.data if type(first) is Tensor else first,
-                    second.data if type(second) is Tensor else second,
+                    first.data if type(first) is Tensor and first._level == level else first,
+                    second.data if type(second) is Tensor and second._level == level else second,
                 )
-            else:
-                values = [arg.data if type(arg) is Tensor else arg for arg in args]
-            out = node.data
-        else:
-            if mode == 2:
-                values, out = args, node
+            elif len(args) == 1:
+                (first,) = args
+                values = (first.data if type(first) is Tensor and first._level == level else first,)
             else:
                 values = [
                     arg.data if type(arg) is Tensor and arg._level == level else arg for arg in args
                 ]
-                out = node.data
-            if lifting:
+            out = node.data
+            if lifting and level:  # above level 0 a value may be a tracer: see _lifted
                 cotangent, out, values, rules = _lifted(cotangent, out, values, rules, Tensor)
         if type(rules) is tuple:
             contributions = rules
@@ -219,27 +216,38 @@ def backward_pass(roots, cotangents, *, epoch, retain_graph=False, create_graph=
                 contribution = rules[position](cotangent, out, *values, **params)
             else:
                 contribution = rules[position](cotangent, out, *values)
-            arg_data = arg.data
-            if contribution.shape != arg_data.shape:
-                contribution = unbroadcast(contribution, arg_data.shape)
-            dtype = contribution.dtype
-            if dtype is not arg_data.dtype and dtype != arg_data.dtype:
-                contribution = ops.astype(contribution, arg_data.dtype)
+            # Shapes and dtypes are read off the arrays under any Tensors (what Tensor's own
+            # properties would return, without a Python call each: under grad of grad every
+            # contribution and every saved value is a Tensor).
+            arg_base = arg.data
+            while type(arg_base) is Tensor:
+                arg_base = arg_base.data
+            base = contribution
+            while type(base) is Tensor:
+                base = base.data
+            if base.shape != arg_base.shape:
+                contribution = base = unbroadcast(contribution, arg_base.shape)
+                while type(base) is Tensor:
+                    base = base.data
+            dtype, arg_dtype = base.dtype, arg_base.dtype
+            if dtype is not arg_dtype and dtype != arg_dtype:
+                contribution = ops.astype(contribution, arg_dtype)
             if check_nan:
                 check_finite(contribution, f"backward of {prim.name}", values)
-            remaining = consumers[arg] - 1
-            previous = pending_pop(arg, None) if remaining == 0 else pending_get(arg)
+            # One dictionary operation for the usual single consumer: its count is taken out,
+            # and put back (one less) only while more consumers are to come.
+            count = consumers_pop(arg)
+            previous = pending_pop(arg, None) if count == 1 else pending_get(arg)
             if previous is not None:  # fan-out is a sum
                 try:
                     contribution = previous + contribution
                 except TypeError:  # a plain array of a namespace that refuses tracers
                     contribution = lift_constant(previous, Tensor) + contribution
-            if remaining:  # more consumers to come
-                consumers[arg] = remaining
-                pending[arg] = contribution
-            else:
-                del consumers[arg]
+            if count == 1:
                 push((arg, contribution))
+            else:  # more consumers to come
+                consumers[arg] = count - 1
+                pending[arg] = contribution
         # Drop this node's arrays before the next one is processed.
         del values, out, cotangent, contributions
     return results

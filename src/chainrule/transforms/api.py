@@ -82,6 +82,8 @@ def check_outputs(out, leaves, transform):
 
 
 def _argnums_tuple(argnums, nargs, transform):
+    if type(argnums) is int and 0 <= argnums < nargs:  # the usual case, on every call of grad
+        return (argnums,)
     nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
     for n in nums:
         if not -nargs <= n < nargs:
@@ -127,7 +129,9 @@ def _rebuild(inputs, cotangents):
         pieces = []
         for tensor in lifted:
             ct = cotangents[position]
-            pieces.append(ops.zeros_like(tensor.data) if ct is None else _plain(ct))
+            if type(ct) is not ndarray:  # (a NumPy array, the usual cotangent, is kept as it is)
+                ct = ops.zeros_like(tensor.data) if ct is None else _plain(ct)
+            pieces.append(ct)
             position += 1
         trees.append(tree_unflatten(treedef, pieces))
     return trees
@@ -145,10 +149,12 @@ def value_and_grad(fun, argnums=0, has_aux=False):
         level = new_level()
         traced_args = list(args)
         inputs = []
+        all_leaves: list = []  # every lifted leaf, in order: the ones the pass returns
         for n in nums:
             leaves, treedef = tree_flatten(traced_args[n])
             lifted = [_lift_tensor(leaf, level, "grad") for leaf in leaves]
             inputs.append((treedef, lifted))
+            all_leaves += lifted
             traced_args[n] = tree_unflatten(treedef, lifted)
         note_pass("forward")
         result = fun(*traced_args, **kwargs)
@@ -166,7 +172,6 @@ def value_and_grad(fun, argnums=0, has_aux=False):
                 f"grad needs fun to return a scalar (shape ()), got shape {out_shape}; reduce it "
                 "(sum/mean) or use chainrule.vjp / chainrule.jacrev for non-scalar outputs"
             )
-        all_leaves = [t for _, lifted in inputs for t in lifted]
         if isinstance(out, Tensor) and out._level == level and out.requires_grad:
             if not arraylib.is_float_dtype(out.dtype):
                 raise TypeError(f"grad needs a floating-point output, got dtype {out.dtype}")
