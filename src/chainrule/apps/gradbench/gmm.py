@@ -3,8 +3,9 @@ formulation) and its gradient with respect to all parameters (alpha, mu, q, l) b
 
 Each component's precision factor is Q_k = diag(exp q_k) + L_k, L_k strictly lower triangular
 with l_k filled column by column. All n points and k components are handled at once: the
-centred-and-scaled points are one (n, k, d) array from two batched products, and the per-point
-log-sum-exp over components is one reduction.
+centred-and-scaled points are one (k, n, d) array from one batched matrix product (each Q_kᵀ
+gathered in one take from l and exp q), and the per-point log-sum-exp over components is one
+reduction.
 """
 
 from __future__ import annotations
@@ -33,6 +34,17 @@ def _lower_triangle_index(d: int) -> np.ndarray:
     return index
 
 
+@functools.cache
+def _factor_transposed_index(d: int) -> np.ndarray:
+    """(d, d) positions into [l | exp q | 0] (lengths d(d−1)/2, d, 1) giving Q_kᵀ: entry [i, j]
+    for j > i is L[j, i]'s place in l, [i, i] is exp q_i's, every other one the trailing zero."""
+    size = d * (d - 1) // 2
+    index = _lower_triangle_index(d).T.copy()  # [i, j] = L[j, i]'s place; size where none
+    index[index == size] = size + d
+    index[np.arange(d), np.arange(d)] = size + np.arange(d)
+    return index
+
+
 def _logsumexp(values, axis):
     shift = cnp.stop_gradient(cnp.max(values, axis=axis, keepdims=True))
     return cnp.log(cnp.sum(cnp.exp(values - shift), axis=axis)) + cnp.squeeze(shift, axis=axis)
@@ -48,14 +60,16 @@ def log_posterior(alpha, mu, q, l, x, gamma: float, m: int):
     n, d = x.shape
     k = mu.shape[0]
     diagonal = cnp.exp(q)  # (k, d)
-    padded = cnp.concatenate([l, cnp.zeros_like(l[:, :1])], axis=1)
-    lower = cnp.take(padded, _lower_triangle_index(d), axis=1)  # (k, d, d)
-    centred = x[:, None, :] - mu[None, :, :]  # (n, k, d)
-    scaled = diagonal[None] * centred + cnp.einsum("kij,nkj->nki", lower, centred)
+    # Q_k transposed, all k at once: one gather from [l | exp q | 0] (upper part of Q_kᵀ from
+    # l, diagonal from exp q, zeros below), so the scaling is one batched product.
+    source = cnp.concatenate([l, diagonal, cnp.zeros_like(l[:, :1])], axis=1)
+    q_transposed = cnp.take(source, _factor_transposed_index(d), axis=1)  # (k, d, d)
+    centred = x[None, :, :] - mu[:, None, :]  # (k, n, d)
+    scaled = cnp.matmul(centred, q_transposed)  # (k, n, d): row i of point n is (Q_k (x_n − μ_k))
     sum_q = cnp.sum(q, axis=1)  # (k,)
-    main_term = alpha[None, :] + sum_q[None, :] - 0.5 * cnp.sum(scaled * scaled, axis=2)  # (n, k)
+    main_term = alpha[:, None] + sum_q[:, None] - 0.5 * cnp.sum(scaled * scaled, axis=2)  # (k, n)
     constant = -n * d * 0.5 * math.log(2 * math.pi)
-    likelihood = constant + cnp.sum(_logsumexp(main_term, axis=1)) - n * _logsumexp(alpha, axis=0)
+    likelihood = constant + cnp.sum(_logsumexp(main_term, axis=0)) - n * _logsumexp(alpha, axis=0)
     wishart_n = d + m + 1
     prior_constant = wishart_n * d * (
         math.log(gamma) - 0.5 * math.log(2)
