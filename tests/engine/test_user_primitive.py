@@ -46,3 +46,22 @@ def test_a_user_primitive_may_not_take_a_table_name_or_lack_a_rule():
         cr.defprim("exp", np.exp, (lambda g, out, x: g * out,), "from_vjp")
     with pytest.raises(TypeError, match="needs both a VJP and a JVP rule"):
         cr.defprim("half", lambda x: x / 2, (lambda g, out, x: g / 2,), None)
+
+
+def test_a_user_primitive_without_a_batching_rule_runs_one_example_at_a_time_under_vmap():
+    calls = []
+
+    def forward(x):
+        calls.append(x.shape)
+        return x * x * x
+
+    cube = cr.defprim(
+        "cube_unbatched",
+        forward,
+        (lambda g, out, x: g * 3 * x * x,),
+        lambda tangents, out, x: tangents[0] * 3 * x * x,
+    )
+    xs = np.arange(6.0).reshape(3, 2)
+    np.testing.assert_allclose(cr.vmap(cube)(xs), xs**3)
+    assert calls == [(2,), (2,), (2,)]  # the fallback: one example at a time, then stacked
+    np.testing.assert_allclose(cr.vmap(cr.grad(lambda x: cnp.sum(cube(x))))(xs), 3 * xs * xs)
