@@ -24,12 +24,21 @@ def saddle_function(first, second):
     return first @ first - second @ second
 
 
+def negated_saddle_function(first, second):
+    """−f(first, second), written out (the maximiser of f is the minimiser of −f, and writing −f
+    directly spares the descent one recorded negation per evaluation)."""
+    return second @ second - first @ first
+
+
 def saddle_point(start, outer: str, inner: str):
     def inner_maximum(first):
-        return descent.maximum(lambda second: saddle_function(first, second), start, inner)
+        lowest = descent.descend(
+            lambda second: negated_saddle_function(first, second), start, inner
+        )
+        return -lowest[1]
 
     first = descent.argmin(inner_maximum, start, outer)
-    second = descent.argmax(lambda second: saddle_function(first, second), start, outer)
+    second = descent.argmin(lambda second: negated_saddle_function(first, second), start, outer)
     return cnp.concatenate([first, second])
 
 
