@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..engine import arraylib, ops
-from ..engine.arraylib import xp
+from ..engine.arraylib import ndarray, xp
 from ..engine.core import Tracer, raw, state
 
 
@@ -74,6 +74,12 @@ _NONE = TreeDef("none", None, (), 0)
 
 
 def _children(node):
+    """(kind, keys, children) of a container, or None for a leaf."""
+    kind = type(node)
+    if kind is tuple or kind is list:  # the usual containers, recognised by their exact type
+        return kind, None, list(node)
+    if kind is ndarray:  # the usual leaf
+        return None
     if isinstance(node, dict):
         keys = sorted(node) if all(isinstance(k, str) for k in node) else list(node)
         return dict, tuple(keys), [node[k] for k in keys]
@@ -84,13 +90,30 @@ def _children(node):
     return None
 
 
+#: (kind, number of leaves) -> the TreeDef of such a flat list or tuple (or namedtuple). A
+#: program has a few structures and flattens them on every call of a transform; a TreeDef is
+#: never changed, so one object serves them all (and compares equal to itself at once).
+#: Bounded, for programs that make many. Dicts are left out: keys that are equal but differ
+#: (``1`` and ``True``) must come back as they were.
+_FLAT_DEFS: dict = {}
+_FLAT_DEFS_LIMIT = 1024
+
+
 def _flat(kind, keys, kids):
     """The (leaves, treedef) of a container whose children are all leaves, or None: the common
     case (a list or dict of parameter arrays) without the general walk's stack."""
     for kid in kids:
         if kid is None or isinstance(kid, (dict, list, tuple)):
             return None
-    return kids, TreeDef(kind, keys, (_LEAF,) * len(kids), len(kids))
+    if keys is not None:
+        return kids, TreeDef(kind, keys, (_LEAF,) * len(kids), len(kids))
+    key = (kind, len(kids))
+    treedef = _FLAT_DEFS.get(key)
+    if treedef is None:
+        treedef = TreeDef(kind, None, (_LEAF,) * len(kids), len(kids))
+        if len(_FLAT_DEFS) < _FLAT_DEFS_LIMIT:
+            _FLAT_DEFS[key] = treedef
+    return kids, treedef
 
 
 def tree_flatten(tree) -> tuple[list, TreeDef]:
