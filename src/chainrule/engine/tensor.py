@@ -76,8 +76,9 @@ def _binary_operator(prim, reflected=False):
 
     def operator(self, other):
         kind = type(other)
+        level = self._level
         if kind is Tensor:
-            if other._level != self._level:
+            if other._level != level:
                 return general(self, other)
             other_value = other.data
             record = self.requires_grad or other.requires_grad
@@ -86,16 +87,21 @@ def _binary_operator(prim, reflected=False):
             record = self.requires_grad
         else:
             return general(self, other)
-        if state.hooked:
+        data = self.data
+        if state.hooked or (
+            level and (isinstance(data, Tracer) or isinstance(other_value, Tracer))
+        ):
+            # A hook to run, or (only above level 0) a lower-level tracer inside, as in every
+            # op of grad of grad: the ufunc would refuse it, and raising costs more than asking.
             return general(self, other)
         try:
-            out = forward(other_value, self.data) if reflected else forward(self.data, other_value)
+            out = forward(other_value, data) if reflected else forward(data, other_value)
         except Exception:
             return general(self, other)
         result = _new(Tensor)
         result.data = out
         result.grad = None
-        result._level = self._level
+        result._level = level
         if record and state.grad_enabled:
             result.requires_grad = True
             result._prim = prim
@@ -122,10 +128,11 @@ def _unary_operator(prim):
     forward = prim.forward
 
     def operator(self):
-        if state.hooked:
+        data = self.data
+        if state.hooked or (self._level and isinstance(data, Tracer)):
             return apply(prim, self)
         try:
-            out = forward(self.data)
+            out = forward(data)
         except Exception:
             return apply(prim, self)
         result = _new(Tensor)
