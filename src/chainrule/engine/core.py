@@ -62,6 +62,14 @@ class Tracer:
         return array if dtype is None else array.astype(dtype)
 
 
+#: Types of plain values that the tracers' operators take on their fast paths as the other
+#: operand (beside a tracer of their own level): arrays, Python numbers and NumPy scalars.
+PLAIN_TYPES = frozenset(
+    {ndarray, float, int, bool}
+    | {xp.dtype(name).type for name in ("float64", "float32", "float16", "int64", "int32", "bool")}
+)
+
+
 # Levels only ever grow: a transform started later is always nested inside the ones still open.
 _level_counter = itertools.count(1)
 

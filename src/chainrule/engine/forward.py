@@ -15,9 +15,11 @@ from __future__ import annotations
 from . import arraylib, ops
 from .array_methods import ArrayOperators
 from .arraylib import ndarray, xp
-from .core import Tracer, _named_error, apply, state
+from .core import PLAIN_TYPES, Tracer, _named_error, apply, state
+from .table import REFLECTED_OPERATORS, TABLE
 
 _new = object.__new__
+_NO_PARAMS: dict = {}  # the parameters of every operator's op; never mutated
 
 
 class Dual(ArrayOperators, Tracer):
@@ -103,6 +105,58 @@ class Dual(ArrayOperators, Tracer):
 
     def __repr__(self):
         return f"Dual(primal={self.primal!r}, tangent={self.tangent!r}, level={self._level})"
+
+
+def _operator(prim, reflected=False):
+    """``dual (op) other`` for primitive ``prim``: with a dual of the same level or a plain value
+    beside it, ``self`` is the highest-level tracer, so the op goes to :meth:`Dual._process`
+    without the public function and :func:`~chainrule.engine.core.apply`'s search for it (every
+    backward rule of a Hessian-vector product meets these). Anything else, a hook to run, or an
+    error (redone there, to be reported as the public function reports it) takes the public
+    function, as the table's operators do. The same entries as Tensor's fast operators: those
+    whose public function may be skipped on such operands."""
+    function = prim.function
+
+    def general(self, other):
+        return function(other, self) if reflected else function(self, other)
+
+    def operator(self, other):
+        kind = type(other)
+        if ((kind is Dual and other._level == self._level) or kind in PLAIN_TYPES) and (
+            not state.hooked
+        ):
+            try:
+                return self._process(
+                    prim, (other, self) if reflected else (self, other), _NO_PARAMS
+                )
+            except Exception:  # redone on the general path, which reports it
+                pass
+        return general(self, other)
+
+    def unary(self):
+        if not state.hooked:
+            try:
+                return self._process(prim, (self,), _NO_PARAMS)
+            except Exception:  # redone on the general path, which reports it
+                pass
+        return function(self)
+
+    name = f"__{'r' if reflected else ''}{prim.operator}__"
+    chosen = operator if prim.operator in REFLECTED_OPERATORS else unary
+    chosen.__name__ = chosen.__qualname__ = name
+    return chosen
+
+
+def _install_fast_operators():
+    for prim in TABLE.values():
+        if prim.operator is None or not prim.fast_operator:
+            continue
+        setattr(Dual, f"__{prim.operator}__", _operator(prim))
+        if prim.operator in REFLECTED_OPERATORS:
+            setattr(Dual, f"__r{prim.operator}__", _operator(prim, reflected=True))
+
+
+_install_fast_operators()
 
 
 def _lifted(tangents, out, primals):

@@ -25,6 +25,7 @@ from . import arraylib
 from .array_methods import ArrayOperators
 from .arraylib import ndarray, xp
 from .core import (
+    PLAIN_TYPES,
     Tracer,
     _named_error,
     apply,
@@ -46,14 +47,7 @@ _epoch = 0
 _new = object.__new__
 _NO_PARAMS: dict = {}  # shared by every op recorded on the fast path; never mutated
 
-#: Types of values that take the operators' fast path as the non-tensor operand.
-_PLAIN_TYPES = frozenset(
-    {arraylib.ndarray, float, int, bool}
-    | {
-        arraylib.xp.dtype(name).type
-        for name in ("float64", "float32", "float16", "int64", "int32", "bool")
-    }
-)
+_PLAIN_TYPES = PLAIN_TYPES  # the values that take the operators' fast path beside a tensor
 
 
 def current_epoch() -> int:
