@@ -81,13 +81,20 @@ def _binary_operator(prim, reflected=False):
             record = self.requires_grad
         else:
             return general(self, other)
-        data = self.data
-        if state.hooked or (
-            level and (isinstance(data, Tracer) or isinstance(other_value, Tracer))
-        ):
-            # A hook to run, or (only above level 0) a lower-level tracer inside, as in every
-            # op of grad of grad: the ufunc would refuse it, and raising costs more than asking.
+        if state.hooked:
             return general(self, other)
+        data = self.data
+        if level and (isinstance(data, Tracer) or isinstance(other_value, Tracer)):
+            # A lower-level tracer inside (only above level 0), as in every op of grad of grad:
+            # the ufunc would refuse it, and raising costs more than asking. This tensor is the
+            # highest-level tracer, so the op goes to _process at once (what apply would do);
+            # an error is redone on the general path, to be reported as it reports it.
+            try:
+                return self._process(
+                    prim, (other, self) if reflected else (self, other), _NO_PARAMS
+                )
+            except Exception:
+                return general(self, other)
         try:
             out = forward(other_value, data) if reflected else forward(data, other_value)
         except Exception:
@@ -124,7 +131,7 @@ def _unary_operator(prim):
     def operator(self):
         data = self.data
         if state.hooked or (self._level and isinstance(data, Tracer)):
-            return apply(prim, self)
+            return self._process(prim, (self,), _NO_PARAMS)  # what apply would do: self is the top
         try:
             out = forward(data)
         except Exception:
