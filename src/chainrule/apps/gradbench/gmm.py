@@ -2,10 +2,10 @@
 formulation) and its gradient with respect to all parameters (alpha, mu, q, l) by reverse mode.
 
 Each component's precision factor is Q_k = diag(exp q_k) + L_k, L_k strictly lower triangular
-with l_k filled column by column. All n points and k components are handled at once: the
-centred-and-scaled points are one (k, n, d) array from one batched matrix product (each Q_kᵀ
-gathered in one take from l and exp q), and the per-point log-sum-exp over components is one
-reduction.
+with l_k filled column by column. All n points and k components are handled at once: the scaled
+points Q_k (x_n − μ_k) are one (k, n, d) array, Q_k x_n − Q_k μ_k from two batched matrix
+products (each Q_kᵀ gathered in one take from l and exp q), their squared norms one einsum, and
+the per-point log-sum-exp over components one reduction.
 """
 
 from __future__ import annotations
@@ -64,10 +64,14 @@ def log_posterior(alpha, mu, q, l, x, gamma: float, m: int):
     # l, diagonal from exp q, zeros below), so the scaling is one batched product.
     source = cnp.concatenate([l, diagonal, cnp.zeros_like(l[:, :1])], axis=1)
     q_transposed = cnp.take(source, _factor_transposed_index(d), axis=1)  # (k, d, d)
-    centred = x[None, :, :] - mu[:, None, :]  # (k, n, d)
-    scaled = cnp.matmul(centred, q_transposed)  # (k, n, d): row i of point n is (Q_k (x_n − μ_k))
+    # Q_k (x_n − μ_k) as Q_k x_n − Q_k μ_k, (k, n, d): no (k, n, d) array of centred points, and
+    # x is a constant, so the first product pulls back to Q_k only
+    scaled = cnp.matmul(x, q_transposed) - cnp.matmul(mu[:, None, :], q_transposed)
     sum_q = cnp.sum(q, axis=1)  # (k,)
-    main_term = alpha[:, None] + sum_q[:, None] - 0.5 * cnp.sum(scaled * scaled, axis=2)  # (k, n)
+    squared = cnp.einsum(
+        "knd,knd->kn", scaled, scaled
+    )  # |Q_k (x_n − μ_k)|², no (k, n, d) temporary
+    main_term = alpha[:, None] + sum_q[:, None] - 0.5 * squared  # (k, n)
     constant = -n * d * 0.5 * math.log(2 * math.pi)
     likelihood = constant + cnp.sum(_logsumexp(main_term, axis=0)) - n * _logsumexp(alpha, axis=0)
     wishart_n = d + m + 1
