@@ -210,6 +210,7 @@ def cmd_validate(args):
 # particle have no objective, only four variants of one nested computation: their row compares
 # the all-forward variant with the all-reverse one instead.
 FIGURES = {
+    "hello": ("square", "double", {"small": []}),
     "llsq": ("primal", "gradient", {"small": ["-n", "256"], "medium": ["-n", "4096"]}),
     "lse": ("primal", "gradient", {"small": ["-n", "5000"], "medium": ["-n", "160000"]}),
     "det": ("primal", "gradient", {"small": ["-l", "7"], "medium": ["-l", "9"]}),
@@ -253,8 +254,8 @@ FIGURES = {
 # The evals each peer tool implements (gradbench's tools/<tool>/evals.txt; it marks PyTorch's ba
 # "error" and its ht "timeout", which ``suite`` runs anyway and reports as such).
 PEER_EVALS = {
-    "pytorch": {"gmm", "kmeans", "lse", "lstm", "ba", "ht"},
-    "jax": {"gmm", "kmeans", "llsq", "lse", "ode"},
+    "pytorch": {"hello", "gmm", "kmeans", "lse", "lstm", "ba", "ht"},
+    "jax": {"hello", "gmm", "kmeans", "llsq", "lse", "ode"},
 }
 
 
@@ -328,12 +329,12 @@ def suite_session(args, name, extra, tool):
     return sum(t for (m, _), t in pairs if m.get("kind") == "evaluate")
 
 
-def suite_total(sizes):
+def suite_total(sizes, timeout):
     """Seconds for all sizes of one eval in one repeat; a size that timed out counts as the
     timeout and makes the total a lower bound. Returns (seconds or None, note)."""
     if any(v == "invalid" for v in sizes.values()):
         return None, "invalid"
-    total = sum(v if isinstance(v, float) else 0.0 for v in sizes.values())
+    total = sum(v if isinstance(v, float) else timeout for v in sizes.values())
     late = [k for k, v in sizes.items() if v == "timeout"]
     return total, ("timeout " + ",".join(late)) if late else ""
 
@@ -366,7 +367,7 @@ def cmd_suite(args):
     def cell(name, tool):
         if (name, tool) not in runs:
             return None, "-"
-        totals = [suite_total(sizes) for sizes in runs[(name, tool)]]
+        totals = [suite_total(sizes, args.timeout) for sizes in runs[(name, tool)]]
         seconds = [t for t, _ in totals if t is not None]
         notes = sorted({note for _, note in totals if note})
         if not seconds:
@@ -382,7 +383,7 @@ def cmd_suite(args):
             return "-"
         ratios = []
         for a, b in zip(own, other, strict=False):
-            (ta, na), (tb, nb) = suite_total(a), suite_total(b)
+            (ta, na), (tb, nb) = suite_total(a, args.timeout), suite_total(b, args.timeout)
             if ta is not None and tb and not na:
                 ratios.append((ta / tb, nb.startswith("timeout")))
         if not ratios:
