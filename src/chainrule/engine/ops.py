@@ -33,6 +33,7 @@ from .primitives.elementwise import (
 )
 from .primitives.linalg import diagonal, einsum, matmul, trace
 from .primitives.reductions import (
+    SUM,
     cumsum,
     logsumexp,
     max,
@@ -124,7 +125,7 @@ def mean(x, axis=None, keepdims=False):
     """The mean over ``axis`` (all axes when None)."""
     axes = normalize_axis(axis, ndim(x), "mean")
     count = math.prod(shape(x)[a] for a in axes)
-    return sum(x, axis=axes, keepdims=keepdims) / count
+    return apply(SUM, x, axis=axes, keepdims=keepdims) / count  # axes already normalised
 
 
 def min(x, axis=None, keepdims=False):  # noqa: A001 - NumPy's name
