@@ -168,8 +168,12 @@ def _meta(leaves):
     return [(tuple(ops.shape(leaf)), _leaf_value(leaf).dtype) for leaf in leaves]
 
 
-def _call(name, prim, call, args):
-    """Apply ``prim`` to the flat differentiable leaves of ``args`` and rebuild the output."""
+def _call(prim, args, static_argnums, label):
+    """Apply ``prim`` to the flat differentiable leaves of ``args`` (the static ones, at
+    ``static_argnums``, go to the rules as they are) and rebuild the output."""
+    static, positions = _split_args(args, static_argnums, label)
+    call = _Call(args, positions)
+    call.static = static
     leaves: list = []
     for position in call.positions:
         flat, treedef = tree_flatten(args[position])
@@ -228,10 +232,7 @@ class custom_vjp:  # noqa: N801 (JAX's name)
             return self.fun(*args)
         if self.fwd is None or self.bwd is None:
             raise TypeError(f"custom_vjp {self.__name__}: no rules; call defvjp(fwd, bwd) first")
-        static, positions = _split_args(args, self.nondiff_argnums, f"custom_vjp {self.__name__}")
-        call = _Call(args, positions)
-        call.static = static
-        return _call(self.__name__, self._prim, call, args)
+        return _call(self._prim, args, self.nondiff_argnums, f"custom_vjp {self.__name__}")
 
     def _run_fwd(self, call, leaves):
         result = self.fwd(*call.rebuild(leaves))  # type: ignore[misc]
@@ -359,10 +360,7 @@ class custom_jvp:  # noqa: N801 (JAX's name)
             return self.fun(*args)
         if self.jvp is None:
             raise TypeError(f"custom_jvp {self.__name__}: no rule; call defjvp(rule) first")
-        static, positions = _split_args(args, self.nondiff_argnums, f"custom_jvp {self.__name__}")
-        call = _Call(args, positions)
-        call.static = static
-        return _call(self.__name__, self._prim, call, args)
+        return _call(self._prim, args, self.nondiff_argnums, f"custom_jvp {self.__name__}")
 
     def _forward(self, *leaves, call):
         return _record_output(call, self.fun(*call.rebuild(leaves)))

@@ -28,14 +28,12 @@ from ..engine import ops
 from ..engine.table import Primitive
 from .api import jvp, vjp
 from .custom import (
-    _Call,
     _call,
     _has_tracer,
     _name,
     _no_flops,
     _pack,
     _record_output,
-    _split_args,
     _unpack,
 )
 from .pytree import tree_flatten, tree_unflatten
@@ -61,10 +59,7 @@ class _Checkpointed:
     def __call__(self, *args):
         if not _has_tracer(args):
             return self.fun(*args)
-        static, positions = _split_args(args, self.static_argnums, f"checkpoint {self.__name__}")
-        call = _Call(args, positions)
-        call.static = static
-        return _call(self.__name__, self._prim, call, args)
+        return _call(self._prim, args, self.static_argnums, f"checkpoint {self.__name__}")
 
     def _forward(self, *leaves, call):
         # Plain values in: nothing is recorded, so nothing but inputs and output is kept.
