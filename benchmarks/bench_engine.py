@@ -222,6 +222,19 @@ def chainrule_chain_check(x, w, bias, tx, tw, tb):
 # ------------------------------------------------------------------------------------------------
 
 
+def named_mlp_logits(params, x, relu):
+    """The logits of an MLP whose ``params`` are named ``w0, b0, w1, ...`` (the benchmarks of
+    steps, capture and vmap): one forward pass written once for every library, ``relu`` being
+    that library's own."""
+    layers = len(params) // 2
+    h = x
+    for i in range(layers):
+        h = h @ params[f"w{i}"] + params[f"b{i}"]
+        if i < layers - 1:
+            h = relu(h)
+    return h
+
+
 def init_mlp(widths, seed=0):
     """Weights as a list of (W, b) pairs of float32 arrays (Glorot-uniform W, zero b)."""
     rng = np.random.default_rng(seed)

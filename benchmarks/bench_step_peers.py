@@ -31,7 +31,7 @@ import numpy as np
 
 import chainrule as cr
 import chainrule.numpy as cnp
-from bench_engine import measure, median, paired_ratio, print_table, torch
+from bench_engine import measure, median, named_mlp_logits, paired_ratio, print_table, torch
 from chainrule import optim
 from chainrule.backend.capture import capture
 
@@ -119,12 +119,7 @@ def hand_state(params):
 
 
 def chainrule_loss(params, x, y):
-    layers = len(params) // 2
-    h = x
-    for i in range(layers):
-        h = h @ params[f"w{i}"] + params[f"b{i}"]
-        if i < layers - 1:
-            h = cnp.relu(h)
+    h = named_mlp_logits(params, x, cnp.relu)
     return cnp.mean(cnp.softmax_cross_entropy(h, y))
 
 
@@ -145,12 +140,7 @@ def chainrule_step(optimizer):
 
 def torch_step(optimizer):
     def loss_of(params, x, y):
-        layers = len(params) // 2
-        h = x
-        for i in range(layers):
-            h = h @ params[f"w{i}"] + params[f"b{i}"]
-            if i < layers - 1:
-                h = torch.relu(h)
+        h = named_mlp_logits(params, x, torch.relu)
         return torch.nn.functional.cross_entropy(h, y)
 
     grad_and_value = torch.func.grad_and_value(loss_of)
@@ -177,12 +167,7 @@ def torch_step(optimizer):
 
 def jax_step(optimizer, jit):
     def loss_of(params, x, y):
-        layers = len(params) // 2
-        h = x
-        for i in range(layers):
-            h = h @ params[f"w{i}"] + params[f"b{i}"]
-            if i < layers - 1:
-                h = jax.nn.relu(h)
+        h = named_mlp_logits(params, x, jax.nn.relu)
         log_probs = jax.nn.log_softmax(h)
         return -jnp.mean(jnp.take_along_axis(log_probs, y[:, None], axis=1))
 

@@ -34,7 +34,7 @@ import numpy as np
 
 import chainrule as cr
 import chainrule.numpy as cnp
-from bench_engine import measure, median, paired_ratio, print_table, torch
+from bench_engine import measure, median, named_mlp_logits, paired_ratio, print_table, torch
 
 SIZES, BATCH = (64, 256, 256, 10), 128
 RTOL, ATOL = 2e-4, 2e-6  # float32 gradients, summed in different orders
@@ -82,12 +82,7 @@ def hand_per_example_grads(params, x, y):
 
 def chainrule_loss(params, x, y):
     """The loss of ONE example: ``x`` of shape (64,), ``y`` one integer label."""
-    layers = len(params) // 2
-    h = x
-    for i in range(layers):
-        h = h @ params[f"w{i}"] + params[f"b{i}"]
-        if i < layers - 1:
-            h = cnp.relu(h)
+    h = named_mlp_logits(params, x, cnp.relu)
     return cnp.softmax_cross_entropy(h, y)
 
 
@@ -110,12 +105,7 @@ def chainrule_loop():
 
 def torch_vmap():
     def loss_of(params, x, y):
-        layers = len(params) // 2
-        h = x
-        for i in range(layers):
-            h = h @ params[f"w{i}"] + params[f"b{i}"]
-            if i < layers - 1:
-                h = torch.relu(h)
+        h = named_mlp_logits(params, x, torch.relu)
         return torch.nn.functional.cross_entropy(h, y)  # one example: (10,) logits, () label
 
     per_example = torch.func.vmap(torch.func.grad(loss_of), in_dims=(None, 0, 0))
