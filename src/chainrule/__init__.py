@@ -17,7 +17,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 from . import numpy  # noqa: F401  (chainrule.numpy, import as cnp)
-from .engine.core import AnomalyError, detect_anomaly, enable_grad, no_grad
+from .engine.core import enable_grad, no_grad
 from .engine.primitives import TABLE as primitives
 from .engine.table import user_primitive as defprim
 from .engine.tensor import Tensor, tensor
@@ -36,6 +36,7 @@ from .transforms.pytree import (
 if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and editors
     from . import apps, backend, data, distributed, estimators, nn, optim, training  # noqa: F401
     from .backend.capture import CaptureError, capture
+    from .engine.anomaly import AnomalyError, detect_anomaly
     from .backend.device import device
     from .transforms.chain import ChainJacobian, chain_jacobian
     from .transforms.cost import JacobianPlan, explain_jacobian
@@ -56,6 +57,9 @@ _LAZY_NAMES = {
     "CaptureError": ("chainrule.backend.capture", "CaptureError"),
     "capture": ("chainrule.backend.capture", "capture"),
     "device": ("chainrule.backend.device", "device"),
+    # Debugging: loaded when an anomaly check is first asked for.
+    "AnomalyError": ("chainrule.engine.anomaly", "AnomalyError"),
+    "detect_anomaly": ("chainrule.engine.anomaly", "detect_anomaly"),
     # Transforms that a script which only differentiates never needs: loaded on first use too.
     "ChainJacobian": ("chainrule.transforms.chain", "ChainJacobian"),
     "chain_jacobian": ("chainrule.transforms.chain", "chain_jacobian"),

@@ -390,7 +390,7 @@ def test_anomaly_mode_catches_a_changed_condition_or_index_array():
 
 
 def test_anomaly_mode_passes_unchanged_arrays_and_keeps_no_entry_alive():
-    from chainrule.engine import core
+    from chainrule.engine import anomaly
 
     x = leaf([1.0, 2.0])
     constant = np.array([3.0, 4.0])
@@ -403,7 +403,7 @@ def test_anomaly_mode_passes_unchanged_arrays_and_keeps_no_entry_alive():
     import gc
 
     gc.collect()
-    assert not core._saved_digests  # entries die with their nodes
+    assert not anomaly._saved_digests  # entries die with their nodes
 
 
 def test_without_anomaly_mode_a_changed_plain_array_goes_unnoticed_as_documented():

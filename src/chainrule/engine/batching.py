@@ -8,9 +8,9 @@ through a single pass each.
 
 When an operation reaches a Batched argument, :meth:`Batched._process` looks up the primitive's
 *batching rule* in its table entry (``batching``: one of the generic rules of
-:data:`GENERIC_RULES` by name, or a rule of the entry's own, written beside it in
-:mod:`chainrule.engine.primitives`) and runs the primitive once on the stacked values, rewritten
-so that the batch axis is carried through:
+:data:`~chainrule.engine.primitives.shapes.GENERIC_RULES` by name, or a rule of the entry's own,
+written beside it in :mod:`chainrule.engine.primitives`) and runs the primitive once on the
+stacked values, rewritten so that the batch axis is carried through:
 
 * axis-carrying parameters move by one (``axis``, ``axes``, ``shape``, ``index``, einsum
   ``subscripts``);
@@ -42,7 +42,7 @@ import builtins
 from . import core, ops
 from .array_methods import ArrayOperators
 from .core import Tracer, ndim
-from .primitives.shapes import align, getitem, with_batch
+from .primitives.shapes import GENERIC_RULES, align, one_example_at_a_time, with_batch
 
 
 class Batched(ArrayOperators, Tracer):
@@ -144,60 +144,11 @@ def _stacked_params(params, level):
     }
 
 
-# ------------------------------------------------------------------------------------------------
-# Rules: rule(prim, values, batched, params, size) -> stacked result (leading batch axis)
-# ------------------------------------------------------------------------------------------------
-
-
-def _elementwise(prim, values, batched, params, size):
-    """Elementwise primitives: line up per-example ranks, then NumPy broadcasting does the rest."""
-    ranks = [len(getattr(v, "shape", ())) - b for v, b in zip(values, batched, strict=True)]
-    rank = builtins.max(ranks)
-    for i, (own, is_batched) in enumerate(zip(ranks, batched, strict=True)):
-        if is_batched and own < rank:
-            values = list(values)
-            values[i] = align(values[i], rank)
-    return core.apply(prim, *values, **params)
-
-
-def _shift_axes(prim, values, batched, params, size):
-    """Reductions over ``axis`` (a tuple of non-negative ints): every axis moves by one."""
-    return core.apply(prim, values[0], **{**params, "axis": tuple(a + 1 for a in params["axis"])})
-
-
-def _shift_axis(prim, values, batched, params, size):
-    """Primitives along one ``axis`` (an int)."""
-    return core.apply(prim, values[0], **{**params, "axis": params["axis"] + 1})
-
-
-def _leading_dims(prim, values, batched, params, size):
-    """Primitives that already treat leading axes as a stack (det, inv): nothing to change."""
-    return core.apply(prim, *values, **params)
-
-
-def _one_example_at_a_time(prim, values, batched, params, size):
-    """Fallback for a primitive without a rule: correct, one example at a time."""
-    outs = []
-    for i in range(size):
-        args = [getitem(v, i) if b else v for v, b in zip(values, batched, strict=True)]
-        outs.append(core.apply(prim, *args, **params))
-    return ops.stack(outs)
-
-
-#: The generic rules an entry names by its ``batching`` string.
-GENERIC_RULES = {
-    "elementwise": _elementwise,
-    "axes": _shift_axes,
-    "axis": _shift_axis,
-    "stacked": _leading_dims,
-}
-
-
 def rule_of(prim):
     """The batching rule of ``prim``: its own, a generic one it names, or one example at a time."""
     rule = prim.batching
     if rule is None:
-        return _one_example_at_a_time
+        return one_example_at_a_time
     return GENERIC_RULES[rule] if isinstance(rule, str) else rule
 
 

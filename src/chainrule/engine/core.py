@@ -16,9 +16,7 @@ path and is recorded when a higher-order derivative is wanted.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import weakref
 from contextlib import ContextDecorator, contextmanager
 
 from . import arraylib
@@ -82,7 +80,8 @@ class _State:
     """Process-wide switches read on the hot path (plain attributes, no locking).
 
     * ``grad_enabled``: whether operations on tensors are recorded (:func:`no_grad`).
-    * ``anomaly``: every forward output and every cotangent is checked for NaN/Inf.
+    * ``anomaly``: the reverse pass checks every cotangent for NaN/Inf and every saved array
+      for in-place changes (:mod:`chainrule.engine.anomaly`, whose observer checks forwards).
     * ``observers``: callables ``observer(prim, args, params, out)`` run after every primitive
       evaluation on plain arrays (anomaly detection, cost counting); ``()`` costs nothing.
     * ``foreign``: primitives compute with another array namespace than NumPy's
@@ -228,82 +227,6 @@ def _named_error(error, prim, args, params):
     return type(error)(f"chainrule.{prim.name}: {error} (operand shapes: {shapes}{extra})")
 
 
-def _run_hooks(prim, args, params, out):
-    for observer in state.observers:
-        observer(prim, args, params, out)
-    if state.anomaly:
-        check_finite(out, f"forward of {prim.name}", args)
-
-
-class AnomalyError(FloatingPointError):
-    """A primitive produced NaN or Inf while ``chainrule.detect_anomaly()`` was active."""
-
-
-def check_finite(value, where, args=()):
-    value = raw(value)
-    if not xp.all(xp.isfinite(value)):
-        shapes = ", ".join(str(_shape_of(raw(a))) for a in args)
-        raise AnomalyError(f"{where} produced NaN/Inf (operand shapes: {shapes})")
-
-
-#: Under ``detect_anomaly()``: id of a recorded node -> (a weak reference to it, digests of the
-#: arrays its backward will read: its operands and its own value). Tensors count their in-place
-#: changes (``_version``), but a plain NumPy array cannot, and ``tensor.data[...] = v`` bypasses
-#: the count: hashing catches both. (Keyed by id: a Tensor's ``==`` is elementwise.)
-_saved_digests: dict = {}
-
-
-def _digest(value):
-    data = getattr(value, "data", value) if isinstance(value, Tracer) else value
-    if not is_array(data):
-        return None  # a number (immutable) or a lower-level tracer (checked at its own level)
-    host = arraylib.to_numpy(data)
-    return hashlib.blake2b(host.tobytes(), digest_size=16).digest(), host.shape
-
-
-def _saved(node):
-    """(name, value) of everything ``node``'s backward reads: its value, its operands, and its
-    array-valued parameters (a ``where`` condition, an index array)."""
-    saved = [("its own output", node)]
-    names = node._prim.operands
-    saved += [
-        (f"argument {i}" if names is None else f"argument {names[i]!r}", arg)
-        for i, arg in enumerate(node._args)
-    ]
-    for key, value in node._params.items():
-        if is_array(value):
-            saved.append((f"parameter {key!r}", value))
-        elif type(value) is tuple:  # an index such as (rows, slice(None))
-            saved += [(f"parameter {key!r}[{i}]", v) for i, v in enumerate(value) if is_array(v)]
-    return saved
-
-
-def remember_saved(node):
-    """Hash what ``node``'s backward will read (called as it is recorded, in anomaly mode)."""
-    key = id(node)
-
-    def forget(_ref, key=key):
-        _saved_digests.pop(key, None)
-
-    digests = [_digest(value) for _, value in _saved(node)]
-    _saved_digests[key] = (weakref.ref(node, forget), digests)
-
-
-def check_saved(node):
-    """Raise if an array that ``node`` saved was changed in place after ``node`` was recorded."""
-    entry = _saved_digests.get(id(node))
-    if entry is None or entry[0]() is not node:
-        return
-    for (which, value), before in zip(_saved(node), entry[1], strict=True):
-        if before is not None and _digest(value) != before:
-            kind = type(value).__name__ if isinstance(value, Tracer) else "plain array"
-            raise RuntimeError(
-                f"backward of {node._prim.name}: {which} ({kind} of shape {before[1]}) was "
-                "changed in place after the op was recorded, so its gradient would be wrong; "
-                "change a copy, or recompute the forward pass after the change"
-            )
-
-
 # ------------------------------------------------------------------------------------------------
 # The one dispatch path: the table's forward, or the one a backend layer supplies
 # ------------------------------------------------------------------------------------------------
@@ -353,12 +276,13 @@ def forward_of(prim):
 
 def evaluate_hooked(prim, values, params):
     """``prim`` on plain ``values`` while ``state.hooked``: the forward of :func:`forward_of`,
-    then the observers and the anomaly check."""
+    then the observers."""
     try:
         out = forward_of(prim)(*values, **params)
     except (ValueError, IndexError, TypeError) as error:
         raise _named_error(error, prim, values, params) from error
-    _run_hooks(prim, values, params, out)
+    for observer in state.observers:
+        observer(prim, values, params, out)
     return out
 
 
@@ -435,17 +359,6 @@ def enable_grad():
     """Within this block operations are recorded again (inside ``no_grad``, or by the reverse pass
     when it records itself for ``create_graph``)."""
     return _GradMode(True)
-
-
-@contextmanager
-def detect_anomaly():
-    """Raise :class:`AnomalyError` naming the first op whose forward or backward made NaN/Inf."""
-    previous = state.anomaly
-    state.switch(anomaly=True)
-    try:
-        yield
-    finally:
-        state.switch(anomaly=previous)
 
 
 @contextmanager

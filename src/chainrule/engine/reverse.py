@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from . import arraylib, ops
 from .arraylib import ndarray, xp
-from .core import Tracer, apply, check_finite, check_saved, state
+from .core import Tracer, apply, state
 from .primitives import SUM, TABLE
 
 RESHAPE = TABLE["reshape"]
@@ -143,6 +143,8 @@ def backward_pass(roots, cotangents, *, epoch, retain_graph=False, create_graph=
     wanted = None if leaves is None else {leaf: i for i, leaf in enumerate(leaves)}
     results: list | None = None if leaves is None else [None] * len(leaves)
     check_nan = state.anomaly
+    if check_nan:  # detect_anomaly(): the checks of its module, loaded only in that mode
+        from .anomaly import check_finite, check_saved  # noqa: PLC0415  (debug mode only)
     # The namespace cannot change during a pass: one whose operators refuse tracers (see
     # _lifted) needs the lifting of plain operands on the paths that may meet tracers.
     lifting = arraylib.ns is not xp

@@ -33,7 +33,6 @@ from .core import (
     enable_grad,
     evaluate_hooked,
     raw,
-    remember_saved,
     state,
 )
 from .reverse import backward_pass
@@ -280,7 +279,9 @@ class Tensor(ArrayOperators, Tracer):
             result._args = args
             result._params = params
             result._stamp = _epoch
-            if state.anomaly:
+            if state.anomaly:  # detect_anomaly(): hash what the backward will read
+                from .anomaly import remember_saved  # noqa: PLC0415  (debug mode only)
+
                 remember_saved(result)
         else:
             result.requires_grad = False

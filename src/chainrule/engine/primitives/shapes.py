@@ -5,7 +5,8 @@ Shape ops run on every backward pass: NumPy arrays use their own methods (NumPy'
 functions add a Python wrapper that costs more than the view they return). Each entry carries its
 own batching rule, since each moves the batch axis in its own way (see
 :mod:`chainrule.engine.batching`); the helpers for those rules (:func:`align`,
-:func:`with_batch`) live here too.
+:func:`with_batch`) and the generic rules that other entries name (:data:`GENERIC_RULES`) live
+here too.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def input_flops(out, x, *args, **params):
 
 
 # ------------------------------------------------------------------------------------------------
-# Batching helpers: rule(prim, values, batched, params, size) -> stacked result
+# Batching: the rules' helpers and the generic rules, rule(prim, values, batched, params, size)
+# -> stacked result (the interpreter is chainrule.engine.batching)
 # ------------------------------------------------------------------------------------------------
 
 
@@ -49,6 +51,51 @@ def align(value, rank):
 def with_batch(value, size):
     """An operand without batch axis, repeated along a new leading axis (a broadcast view)."""
     return broadcast_to(expand_dims(value, 0), (size, *shape(value)))
+
+
+def _elementwise(prim, values, batched, params, size):
+    """Elementwise primitives: line up per-example ranks, then NumPy broadcasting does the rest."""
+    ranks = [len(getattr(v, "shape", ())) - b for v, b in zip(values, batched, strict=True)]
+    rank = builtins.max(ranks)
+    for i, (own, is_batched) in enumerate(zip(ranks, batched, strict=True)):
+        if is_batched and own < rank:
+            values = list(values)
+            values[i] = align(values[i], rank)
+    return apply(prim, *values, **params)
+
+
+def _shift_axes(prim, values, batched, params, size):
+    """Reductions over ``axis`` (a tuple of non-negative ints): every axis moves by one."""
+    return apply(prim, values[0], **{**params, "axis": tuple(a + 1 for a in params["axis"])})
+
+
+def _shift_axis(prim, values, batched, params, size):
+    """Primitives along one ``axis`` (an int)."""
+    return apply(prim, values[0], **{**params, "axis": params["axis"] + 1})
+
+
+def _leading_dims(prim, values, batched, params, size):
+    """Primitives that already treat leading axes as a stack (det, inv): nothing to change."""
+    return apply(prim, *values, **params)
+
+
+def one_example_at_a_time(prim, values, batched, params, size):
+    """Fallback for a primitive without a rule: correct, one example at a time."""
+    outs = []
+    for i in range(size):
+        args = [getitem(v, i) if b else v for v, b in zip(values, batched, strict=True)]
+        outs.append(apply(prim, *args, **params))
+    return concatenate([expand_dims(out, 0) for out in outs], axis=0)
+
+
+#: The generic batching rules an entry names by its ``batching`` string (see
+#: :func:`chainrule.engine.batching.rule_of`).
+GENERIC_RULES = {
+    "elementwise": _elementwise,
+    "axes": _shift_axes,
+    "axis": _shift_axis,
+    "stacked": _leading_dims,
+}
 
 
 # ------------------------------------------------------------------------------------------------
