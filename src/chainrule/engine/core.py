@@ -321,13 +321,18 @@ def apply(prim, *args, **params):
             top = batch
     if top is not None:
         return top._process(prim, args, params)
+    return evaluate(prim, args, params)  # plain values: every rule on the hot path lands here
+
+
+def evaluate(prim, values, params):
+    """``prim`` on plain ``values``: its forward (through the backend layers and observers when
+    ``state.hooked``), an error naming the op and the operand shapes."""
     if state.hooked:
-        return evaluate_hooked(prim, args, params)
-    # Plain values: the forward itself; every rule on the hot path lands here.
+        return evaluate_hooked(prim, values, params)
     try:
-        return prim.forward(*args, **params)
+        return prim.forward(*values, **params)
     except (ValueError, IndexError, TypeError) as error:
-        raise _named_error(error, prim, args, params) from error
+        raise _named_error(error, prim, values, params) from error
 
 
 class _GradMode(ContextDecorator):

@@ -12,10 +12,12 @@ That is how ``jacfwd`` pushes all n basis directions through a single pass.
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 from . import arraylib, ops
 from .array_methods import ArrayOperators
 from .arraylib import ndarray, xp
-from .core import PLAIN_TYPES, Tracer, _named_error, apply, state
+from .core import PLAIN_TYPES, Tracer, apply, evaluate, state
 from .table import REFLECTED_OPERATORS, TABLE
 
 _new = object.__new__
@@ -35,21 +37,11 @@ class Dual(ArrayOperators, Tracer):
     def _unwrap(self):
         return self.primal
 
-    @property
-    def shape(self):
-        return self.primal.shape
-
-    @property
-    def dtype(self):
-        return self.primal.dtype
-
-    @property
-    def ndim(self):
-        return self.primal.ndim
-
-    @property
-    def size(self):
-        return self.primal.size
+    # The primal's, read straight off it (C-level getters).
+    shape = property(attrgetter("primal.shape"))
+    dtype = property(attrgetter("primal.dtype"))
+    ndim = property(attrgetter("primal.ndim"))
+    size = property(attrgetter("primal.size"))
 
     def _process(self, prim, args, params):
         """``prim`` on the primals, and the JVP rule on the tangents.
@@ -73,11 +65,8 @@ class Dual(ArrayOperators, Tracer):
             if isinstance(primal, Tracer):
                 plain = False
             primals.append(primal)
-        if plain and not state.hooked and not (state.batching and params):
-            try:
-                out = prim.forward(*primals, **params)
-            except (ValueError, IndexError, TypeError) as error:
-                raise _named_error(error, prim, primals, params) from error
+        if plain and not (state.batching and params):
+            out = evaluate(prim, primals, params)
         else:
             out = apply(prim, *primals, **params)
         if arraylib.ns is not xp:  # a namespace whose operators refuse tracers

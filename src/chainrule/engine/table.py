@@ -226,16 +226,7 @@ def defprim(
     return prim
 
 
-def user_primitive(
-    name: str,
-    forward: Callable,
-    vjp,
-    jvp,
-    flops: Callable | None = None,
-    *,
-    batching=None,
-    doc: str | None = None,
-) -> Primitive:
+def user_primitive(name, forward, vjp, jvp, flops=None, *, batching=None, doc=None) -> Primitive:
     """A primitive declared from user code (``chainrule.defprim``): the same fields as the
     table's own entries (``forward``, one ``vjp`` rule per argument, ``jvp``, ``flops``,
     ``batching``), and every interpreter treats it as one of them, but it stays out of

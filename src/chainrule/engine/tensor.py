@@ -19,6 +19,7 @@ the general path, which gives the same result.
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any
 
 from . import arraylib
@@ -27,11 +28,10 @@ from .arraylib import ndarray, xp
 from .core import (
     PLAIN_TYPES,
     Tracer,
-    _named_error,
     apply,
     batch_in_params,
     enable_grad,
-    evaluate_hooked,
+    evaluate,
     raw,
     state,
 )
@@ -52,6 +52,28 @@ _PLAIN_TYPES = PLAIN_TYPES  # the values that take the operators' fast path besi
 def current_epoch() -> int:
     """The in-place epoch now: a node stamped with it has seen every in-place change so far."""
     return _epoch
+
+
+def _result(out, level, prim, args, params, record):
+    """The Tensor of level ``level`` holding ``out``: a node recording ``prim`` on ``args`` when
+    ``record`` (some argument requires grad) and recording is on, else a constant. Every op's
+    result is built here, without ``__init__`` and its checks."""
+    result = _new(Tensor)
+    result.data = out
+    result.grad = None
+    result._level = level
+    if record and state.grad_enabled:
+        result.requires_grad = True
+        result._prim = prim
+        result._args = args
+        result._params = params
+        result._stamp = _epoch
+    else:
+        result.requires_grad = False
+        result._prim = None
+        result._args = None
+        result._params = None
+    return result
 
 
 def _binary_operator(prim, reflected=False):
@@ -98,33 +120,16 @@ def _binary_operator(prim, reflected=False):
             out = forward(other_value, data) if reflected else forward(data, other_value)
         except Exception:
             return general(self, other)
-        result = _new(Tensor)
-        result.data = out
-        result.grad = None
-        result._level = level
-        if record and state.grad_enabled:
-            result.requires_grad = True
-            result._prim = prim
-            result._args = (other, self) if reflected else (self, other)
-            result._params = _NO_PARAMS
-            result._stamp = _epoch
-        else:
-            result.requires_grad = False
-            result._prim = None
-            result._args = None
-            result._params = None
-        return result
+        return _result(
+            out, level, prim, (other, self) if reflected else (self, other), _NO_PARAMS, record
+        )
 
     operator.__name__ = f"__{'r' if reflected else ''}{prim.name}__"
     return operator
 
 
 def _unary_operator(prim):
-    """``(op) tensor`` for primitive ``prim``, with the same fast path as :func:`_binary_operator`.
-
-    The lines that build the result repeat the binary operator's on purpose: a shared helper
-    would add a Python call to every recorded op, the engine's most measured cost.
-    """
+    """``(op) tensor`` for primitive ``prim``, with the fast path of :func:`_binary_operator`."""
     forward = prim.forward
 
     def operator(self):
@@ -135,22 +140,7 @@ def _unary_operator(prim):
             out = forward(data)
         except Exception:
             return apply(prim, self)
-        result = _new(Tensor)
-        result.data = out
-        result.grad = None
-        result._level = self._level
-        if self.requires_grad and state.grad_enabled:
-            result.requires_grad = True
-            result._prim = prim
-            result._args = (self,)
-            result._params = _NO_PARAMS
-            result._stamp = _epoch
-        else:
-            result.requires_grad = False
-            result._prim = None
-            result._args = None
-            result._params = None
-        return result
+        return _result(out, self._level, prim, (self,), _NO_PARAMS, self.requires_grad)
 
     operator.__name__ = f"__{prim.name}__"
     return operator
@@ -259,53 +249,21 @@ class Tensor(ArrayOperators, Tracer):
                     break
         if plain and state.batching and params and batch_in_params(params) is not None:
             plain = False  # a parameter holds a batch (vmap): core.apply hands it over
-        if plain:  # as core.apply does on plain values: every non-operator op lands here
-            if state.hooked:
-                out = evaluate_hooked(prim, values, params)
-            else:
-                try:
-                    out = prim.forward(*values, **params)
-                except (ValueError, IndexError, TypeError) as error:
-                    raise _named_error(error, prim, values, params) from error
-        else:
-            out = apply(prim, *values, **params)
-        result = _new(Tensor)
-        result.data = out
-        result.grad = None
-        result._level = level
-        if record and state.grad_enabled:
-            result.requires_grad = True
-            result._prim = prim
-            result._args = args
-            result._params = params
-            result._stamp = _epoch
-            if state.anomaly:  # detect_anomaly(): hash what the backward will read
-                from .anomaly import remember_saved  # noqa: PLC0415  (debug mode only)
+        # On plain values, as core.apply does: every non-operator op lands here.
+        out = evaluate(prim, values, params) if plain else apply(prim, *values, **params)
+        result = _result(out, level, prim, args, params, record)
+        if state.anomaly and result._prim is not None:  # detect_anomaly(): hash what it saved
+            from .anomaly import remember_saved  # noqa: PLC0415  (debug mode only)
 
-                remember_saved(result)
-        else:
-            result.requires_grad = False
-            result._prim = None
-            result._args = None
-            result._params = None
+            remember_saved(result)
         return result
 
     # -- array-like attributes -------------------------------------------------------------------
-    @property
-    def shape(self):
-        return self.data.shape
-
-    @property
-    def dtype(self):
-        return self.data.dtype
-
-    @property
-    def ndim(self):
-        return self.data.ndim
-
-    @property
-    def size(self):
-        return self.data.size
+    # Read straight off the array (C-level getters: rules ask for shapes on every op).
+    shape = property(attrgetter("data.shape"))
+    dtype = property(attrgetter("data.dtype"))
+    ndim = property(attrgetter("data.ndim"))
+    size = property(attrgetter("data.size"))
 
     @property
     def is_leaf(self) -> bool:

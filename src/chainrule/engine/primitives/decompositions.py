@@ -44,6 +44,24 @@ from .reductions import sum
 from .shapes import concatenate, expand_dims, reshape, swapaxes
 
 
+def _decomposition(name, forward, vjp, jvp, flops, *, array_api, gpu):
+    """The entry of a decomposition of each matrix of a stack (the leading axes batch it, so
+    its batching rule is ``"stacked"``): one VJP rule, FLOPs counted as matrix products, and
+    only a written public function in ``chainrule.numpy.linalg`` (registered with ``public``)."""
+    return defprim(
+        name,
+        forward,
+        (vjp,),
+        jvp,
+        flops,
+        array_api=array_api,
+        batching="stacked",
+        matmul_like=True,
+        names=(),
+        gpu=gpu,
+    )
+
+
 class SlogdetResult(NamedTuple):
     """``slogdet``'s results: the sign and the log of the absolute value of the determinant."""
 
@@ -220,16 +238,13 @@ def _cholesky_forward(x):
         ) from None
 
 
-CHOLESKY = defprim(
+CHOLESKY = _decomposition(
     "cholesky",
     _cholesky_forward,
-    (_cholesky_vjp,),
+    _cholesky_vjp,
     _cholesky_jvp,
     _cubic_flops(1 / 3),
-    batching="stacked",
     array_api=lambda ns: lambda x: ns.linalg.cholesky(x),
-    matmul_like=True,
-    names=(),
     gpu="cupy.linalg.cholesky (cuSOLVER) does not raise on a matrix that is not positive "
     "definite unless ``cupyx.errstate(linalg='raise')`` is set: check the factor with "
     "``isfinite``. The rules solve with L (a general solve: no triangular-solve primitive yet).",
@@ -281,16 +296,13 @@ def _slogdet_jvp(ts, out, x):
     return concatenate([0.0 * logdet_tangent, logdet_tangent], axis=-1)
 
 
-SLOGDET = defprim(
+SLOGDET = _decomposition(
     "slogdet",
     _slogdet_forward,
-    (_slogdet_vjp,),
+    _slogdet_vjp,
     _slogdet_jvp,
     _cubic_flops(2 / 3),
     array_api=lambda ns: lambda x: ns.stack(list(ns.linalg.slogdet(x)), axis=-1),
-    batching="stacked",
-    matmul_like=True,
-    names=(),
     gpu="cupy.linalg.slogdet (an LU factorisation, cuSOLVER); the VJP is a solve.",
 )
 
@@ -354,16 +366,13 @@ def _eigh_jvp(ts, out, x, uplo):
     return concatenate([expand_dims(_diag(projected), -2), vectors_tangent], axis=-2)
 
 
-EIGH = defprim(
+EIGH = _decomposition(
     "eigh",
     _eigh_forward,
-    (_eigh_vjp,),
+    _eigh_vjp,
     _eigh_jvp,
     _cubic_flops(9),
     array_api=_eigh_in,
-    batching="stacked",
-    matmul_like=True,
-    names=(),
     gpu="cupy.linalg.eigh (cuSOLVER); the rules are matrix products only. Not yet measured on "
     "a GPU.",
 )
@@ -516,16 +525,13 @@ def _svd_flops(out, x, full_matrices):
     return (4 * large * small * small + 8 * small**3) * _stack_count(x)
 
 
-SVD = defprim(
+SVD = _decomposition(
     "svd",
     _svd_forward,
-    (_svd_vjp,),
+    _svd_vjp,
     _svd_jvp,
     _svd_flops,
     array_api=_svd_in,
-    batching="stacked",
-    matmul_like=True,
-    names=(),
     gpu="cupy.linalg.svd (cuSOLVER); the rules are matrix products only. Not yet measured on "
     "a GPU.",
 )
@@ -658,16 +664,13 @@ def _qr_flops(out, x):
     return builtins.max(1, 2 * m * n * k - (2 * k**3) // 3) * _stack_count(x)
 
 
-QR = defprim(
+QR = _decomposition(
     "qr",
     _qr_forward,
-    (_qr_vjp,),
+    _qr_vjp,
     _qr_jvp,
     _qr_flops,
     array_api=_qr_in,
-    batching="stacked",
-    matmul_like=True,
-    names=(),
     gpu="cupy.linalg.qr (cuSOLVER); the rules solve with R (a general solve: no "
     "triangular-solve primitive yet).",
 )
@@ -741,16 +744,13 @@ def _pinv_jvp(ts, out, x, rcond):
     )
 
 
-PINV = defprim(
+PINV = _decomposition(
     "pinv",
     lambda x, rcond: xp.linalg.pinv(x, rcond=rcond),
-    (_pinv_vjp,),
+    _pinv_vjp,
     _pinv_jvp,
     _cubic_flops(12),
     array_api=lambda ns: lambda x, rcond: ns.linalg.pinv(x, rtol=rcond),
-    batching="stacked",
-    matmul_like=True,
-    names=(),
     gpu="cupy.linalg.pinv (one SVD, cuSOLVER); the rules are matrix products only.",
 )
 
