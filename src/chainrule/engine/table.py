@@ -82,9 +82,9 @@ class Primitive:
         self.fast_operator = bool(fields.get("fast_operator", False))
         self.operands: tuple[str, ...] | None = fields.get("operands")  # names, for errors
 
-    def __call__(self, *args, **params):
-        """Apply the primitive (``apply(self, *args, **params)``): how rules call each other."""
-        return apply(self, *args, **params)
+    #: ``prim(*args, **params)`` is ``apply(prim, *args, **params)``: how rules call each other
+    #: (``apply`` itself as the method, so a rule's call costs no extra Python frame).
+    __call__ = apply
 
     def __repr__(self):
         return f"Primitive({self.name})"
