@@ -36,8 +36,8 @@ from .transforms.pytree import (
 if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and editors
     from . import apps, backend, data, distributed, estimators, nn, optim, training  # noqa: F401
     from .backend.capture import CaptureError, capture
-    from .engine.anomaly import AnomalyError, detect_anomaly
     from .backend.device import device
+    from .engine.anomaly import AnomalyError, detect_anomaly
     from .transforms.chain import ChainJacobian, chain_jacobian
     from .transforms.cost import JacobianPlan, explain_jacobian
     from .transforms.custom import custom_jvp, custom_vjp
