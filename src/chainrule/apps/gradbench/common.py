@@ -1,4 +1,5 @@
-"""What every eval module shares: the shape of one eval function and JSON conversions."""
+"""What every eval module shares: the shape of one eval function, the functions of an eval of a
+function and its gradient, and JSON conversions."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from ... import transforms
 
 
 @dataclass(frozen=True)
@@ -18,6 +21,23 @@ class EvalFunction:
     prepare: Callable[[Any], Any]
     compute: Callable[[Any], Any]
     to_json: Callable[[Any], Any]
+
+
+def primal_and_gradient(
+    prepare: Callable[[Any], tuple],
+    primal: Callable,
+    primal_json: Callable[[Any], Any] = float,
+    differentiated: Callable | None = None,
+) -> dict:
+    """The ``FUNCTIONS`` of an eval of one function and its gradient: ``"primal"`` runs ``primal``
+    on the tuple of arguments ``prepare`` makes (written back by ``primal_json``), ``"gradient"``
+    the reverse-mode gradient of ``differentiated`` (``primal`` unless given) with respect to
+    the first of them (written back as a list)."""
+    gradient = transforms.grad(primal if differentiated is None else differentiated)
+    return {
+        "primal": EvalFunction(prepare, lambda args: primal(*args), primal_json),
+        "gradient": EvalFunction(prepare, lambda args: gradient(*args), to_list),
+    }
 
 
 def floats(value) -> np.ndarray:

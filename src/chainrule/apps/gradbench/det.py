@@ -16,8 +16,7 @@ import itertools
 import numpy as np
 
 from ... import numpy as cnp
-from ... import transforms
-from .common import EvalFunction, floats, to_list
+from .common import floats, primal_and_gradient
 
 
 @functools.cache
@@ -50,9 +49,6 @@ def determinant(matrix_flat, ell: int):
     return minors[0]
 
 
-_gradient = transforms.grad(determinant)
-
-
 def _prepare(raw):
     ell = int(raw["ell"])
     matrix = floats(raw["A"])
@@ -62,7 +58,4 @@ def _prepare(raw):
     return matrix, ell
 
 
-FUNCTIONS = {
-    "primal": EvalFunction(_prepare, lambda args: determinant(*args), float),
-    "gradient": EvalFunction(_prepare, lambda args: _gradient(*args), to_list),
-}
+FUNCTIONS = primal_and_gradient(_prepare, determinant)

@@ -10,8 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ... import numpy as cnp
-from ... import transforms
-from .common import EvalFunction, floats, to_list
+from .common import floats, primal_and_gradient
 
 
 def _vandermonde(n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -25,14 +24,8 @@ def objective(x, n: int):
     return cnp.sum(residual * residual) / 2.0
 
 
-_gradient = transforms.grad(objective)
-
-
 def _prepare(raw):
     return floats(raw["x"]), int(raw["n"])
 
 
-FUNCTIONS = {
-    "primal": EvalFunction(_prepare, lambda args: objective(*args), float),
-    "gradient": EvalFunction(_prepare, lambda args: _gradient(*args), to_list),
-}
+FUNCTIONS = primal_and_gradient(_prepare, objective)

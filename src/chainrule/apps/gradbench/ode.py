@@ -8,8 +8,7 @@ n is.
 from __future__ import annotations
 
 from ... import numpy as cnp
-from ... import transforms
-from .common import EvalFunction, floats, to_list
+from .common import floats, primal_and_gradient, to_list
 
 
 def _rate(head, tail, y):
@@ -34,14 +33,8 @@ def last_component(x, steps: int):
     return solve(x, steps)[-1]
 
 
-_gradient = transforms.grad(last_component)
-
-
 def _prepare(raw):
     return floats(raw["x"]), int(raw["s"])
 
 
-FUNCTIONS = {
-    "primal": EvalFunction(_prepare, lambda args: solve(*args), to_list),
-    "gradient": EvalFunction(_prepare, lambda args: _gradient(*args), to_list),
-}
+FUNCTIONS = primal_and_gradient(_prepare, solve, to_list, differentiated=last_component)
