@@ -116,6 +116,20 @@ def _flat(kind, keys, kids):
     return kids, treedef
 
 
+def _file_leaf(node, leaves: list, defs: list):
+    """None when ``node`` is ``None`` or a leaf, filed on the way: its TreeDef appended to
+    ``defs`` (and a leaf to ``leaves``); a container's (kind, keys, children) otherwise, for
+    the caller to walk."""
+    if node is None:
+        defs.append(_NONE)
+        return None
+    split = _children(node)
+    if split is None:
+        leaves.append(node)
+        defs.append(_LEAF)
+    return split
+
+
 def tree_flatten(tree) -> tuple[list, TreeDef]:
     """Leaves in a fixed order (dict keys sorted) and the structure to rebuild the tree."""
     if tree is None:
@@ -139,13 +153,8 @@ def tree_flatten(tree) -> tuple[list, TreeDef]:
     while stack:
         node, built, parent_box = stack.pop()
         if built is None:
-            if node is None:
-                parent_box.append(_NONE)
-                continue
-            split = _children(node)
+            split = _file_leaf(node, leaves, parent_box)
             if split is None:
-                leaves.append(node)
-                parent_box.append(_LEAF)
                 continue
             kind, keys, kids = split
             built = []
@@ -166,13 +175,8 @@ def _two_levels(kind, keys, kids):
     leaves: list = []
     children = []
     for kid in kids:
-        if kid is None:
-            children.append(_NONE)
-            continue
-        split = _children(kid)
+        split = _file_leaf(kid, leaves, children)
         if split is None:
-            leaves.append(kid)
-            children.append(_LEAF)
             continue
         flat = _flat(*split)
         if flat is None:
