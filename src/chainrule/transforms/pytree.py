@@ -173,7 +173,7 @@ def _two_levels(kind, keys, kids):
     or None: the usual parameter pytree (a list of (weight, bias) pairs, a dict of layers), which
     ``grad`` flattens on every call, without the general walk's stack."""
     leaves: list = []
-    children = []
+    children: list = []
     for kid in kids:
         split = _file_leaf(kid, leaves, children)
         if split is None:
