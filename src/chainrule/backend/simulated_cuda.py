@@ -31,6 +31,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from contextlib import contextmanager
+from operator import attrgetter
 
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
@@ -268,33 +269,13 @@ class SimulatedArray(NDArrayOperatorsMixin):
         """A NumPy copy of the values (CuPy's device-to-host copy)."""
         return self._host.copy()
 
-    @property
-    def shape(self):
-        return self._host.shape
-
-    @property
-    def dtype(self):
-        return self._host.dtype
-
-    @property
-    def ndim(self):
-        return self._host.ndim
-
-    @property
-    def size(self):
-        return self._host.size
-
-    @property
-    def strides(self):
-        return self._host.strides
-
-    @property
-    def itemsize(self):
-        return self._host.itemsize
-
-    @property
-    def nbytes(self):
-        return self._host.nbytes
+    shape = property(attrgetter("_host.shape"))
+    dtype = property(attrgetter("_host.dtype"))
+    ndim = property(attrgetter("_host.ndim"))
+    size = property(attrgetter("_host.size"))
+    strides = property(attrgetter("_host.strides"))
+    itemsize = property(attrgetter("_host.itemsize"))
+    nbytes = property(attrgetter("_host.nbytes"))
 
     @property
     def T(self):
