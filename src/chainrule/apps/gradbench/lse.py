@@ -8,8 +8,7 @@ the derivative is the same, and the backward pass skips the max.
 from __future__ import annotations
 
 from ... import numpy as cnp
-from ... import transforms
-from .common import EvalFunction, floats, to_list
+from .common import floats, primal_and_gradient
 
 
 def logsumexp(x):
@@ -17,14 +16,8 @@ def logsumexp(x):
     return cnp.log(cnp.sum(cnp.exp(x - shift))) + shift
 
 
-_gradient = transforms.grad(logsumexp)
-
-
 def _prepare(raw):
-    return floats(raw["x"])
+    return (floats(raw["x"]),)
 
 
-FUNCTIONS = {
-    "primal": EvalFunction(_prepare, logsumexp, float),
-    "gradient": EvalFunction(_prepare, _gradient, to_list),
-}
+FUNCTIONS = primal_and_gradient(_prepare, logsumexp)
