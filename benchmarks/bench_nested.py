@@ -12,7 +12,9 @@ time per call of
 * ``hvp``: forward over reverse, the JVP of grad f along v: one reverse pass carrying tangents;
 * ``hessian``: ``jacfwd(jacrev(f))``, one reverse pass pushing all 4 directions at once;
 
-for chainrule, hand-written NumPy (the arithmetic floor: the same derivatives written out), and,
+for chainrule eager, chainrule captured (each function recorded once by ``cr.capture`` and
+replayed as one tape of NumPy calls), hand-written NumPy (the arithmetic floor: the same
+derivatives written out), and,
 when installed (``make bench-peers``), PyTorch eager (``create_graph=True`` double backward,
 ``torch.func``) and JAX eager and ``jax.jit``. The bookkeeping per pass is
 (time - hand time) / passes.
@@ -52,19 +54,28 @@ SIZE = 4
 PASSES = {"grad": 1, "grad of grad": 2, "hvp": 1, "hessian": 1}
 
 
-def chainrule_cases(x, v):
+def chainrule_functions(v):
+    """Each case as a function of the point ``a`` (the tangent ``v`` fixed for hvp)."""
+
     def f(a):
         return cnp.sum(cnp.sin(a) * a + a * a)
 
     grad_f = cr.grad(f)
-    grad_of_grad = cr.grad(lambda a: cnp.sum(grad_f(a)))
-    hessian = cr.hessian(f)
     return {
-        "grad": lambda: grad_f(x),
-        "grad of grad": lambda: grad_of_grad(x),
-        "hvp": lambda: cr.jvp(grad_f, (x,), (v,))[1],
-        "hessian": lambda: hessian(x),
+        "grad": grad_f,
+        "grad of grad": cr.grad(lambda a: cnp.sum(grad_f(a))),
+        "hvp": lambda a: cr.jvp(grad_f, (a,), (v,))[1],
+        "hessian": cr.hessian(f),
     }
+
+
+def chainrule_cases(x, v, captured=False):
+    """The cases at ``x``, eager, or each function recorded once by ``cr.capture`` and replayed
+    (the nested passes flattened into one tape of NumPy calls: no interpreter left per call)."""
+    functions = chainrule_functions(v)
+    if captured:
+        functions = {name: cr.capture(fn) for name, fn in functions.items()}
+    return {name: (lambda fn=fn: fn(x)) for name, fn in functions.items()}
 
 
 def hand_cases(x, v):
@@ -137,7 +148,11 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     x, v = rng.standard_normal(SIZE), rng.standard_normal(SIZE)
 
-    contenders = {"chainrule": chainrule_cases(x, v), "hand NumPy": hand_cases(x, v)}
+    contenders = {
+        "chainrule": chainrule_cases(x, v),
+        "chainrule captured": chainrule_cases(x, v, captured=True),
+        "hand NumPy": hand_cases(x, v),
+    }
     if torch is not None:
         contenders["PyTorch eager"] = torch_cases(x, v)
     if jax is not None:
@@ -150,21 +165,29 @@ def main(argv=None):
                 np.asarray(cases[case]()), expected, rtol=1e-10, atol=1e-12, err_msg=name
             )
 
-    peers = [name for name in contenders if name not in ("chainrule", "hand NumPy")]
+    ours = ("chainrule", "chainrule captured", "hand NumPy")
+    peers = [name for name in contenders if name not in ours]
     rows = []
     for case, passes in PASSES.items():
         samples = measure(
             {name: cases[case] for name, cases in contenders.items()}, repeats, budget
         )
-        chainrule_time = median(samples["chainrule"])
-        bookkeeping = (chainrule_time - median(samples["hand NumPy"])) / passes
-        row = [case, us(chainrule_time), us(bookkeeping)]
+        hand_time = median(samples["hand NumPy"])
+        row = [case]
+        for name in ("chainrule", "chainrule captured"):
+            time = median(samples[name])
+            row += [us(time), us((time - hand_time) / passes)]
         for peer in peers:
             row += [us(median(samples[peer])), f"{paired_ratio(samples, 'chainrule', peer):.2f}"]
+        if "JAX jit" in samples:
+            row.append(f"{paired_ratio(samples, 'chainrule captured', 'JAX jit'):.2f}")
         rows.append(row)
-    header = ["case", "chainrule µs", "bookkeeping µs/pass"]
+    header = ["case", "eager µs", "eager bookkeeping µs/pass"]
+    header += ["captured µs", "captured bookkeeping µs/pass"]
     for peer in peers:
-        header += [f"{peer} µs", f"÷ {peer}"]
+        header += [f"{peer} µs", f"eager ÷ {peer}"]
+    if "JAX jit" in peers:
+        header.append("captured ÷ JAX jit")
     print_table(
         f"Nested AD on f(x) = sum(sin(x)·x + x·x), x of shape ({SIZE},), float64, one thread "
         f"(medians of {repeats} interleaved repetitions)",
@@ -172,6 +195,7 @@ def main(argv=None):
         rows,
     )
     print("\ntarget: at most 8 µs of bookkeeping per reverse pass in grad of grad, hvp, hessian")
+    print("(captured: the same functions through cr.capture, recorded once, then replayed)")
     if torch is None or jax is None:
         print("(PyTorch or JAX not installed: `make bench-peers` adds them)")
     return 0
