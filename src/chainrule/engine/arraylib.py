@@ -71,10 +71,6 @@ plain_asarray = _numpy.asarray
 as_dtype = _numpy.dtype
 
 
-def finfo(dtype):
-    return xp.finfo(dtype)
-
-
 def default_float_dtype():
     return xp.float64
 
