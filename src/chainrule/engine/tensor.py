@@ -76,6 +76,16 @@ def _result(out, level, prim, args, params, record):
     return result
 
 
+def traced_leaf(data, level):
+    """A leaf of level ``level`` that requires grad, holding ``data`` as it is: how the
+    transforms lift the arguments they differentiate (checked by them, so without
+    ``__init__``'s conversion and checks)."""
+    leaf = _result(data, level, None, None, None, False)
+    leaf.requires_grad = True
+    leaf._stamp = _epoch  # as Tensor() stamps a leaf; a leaf's stamp is never compared
+    return leaf
+
+
 def _binary_operator(prim, reflected=False):
     """``tensor (op) other`` for primitive ``prim``, with the fast path of the module docstring.
 

@@ -19,11 +19,9 @@ from ..engine.arraylib import ndarray, xp
 from ..engine.core import Tracer, new_level
 from ..engine.forward import Dual
 from ..engine.reverse import backward_pass
-from ..engine.tensor import Tensor, constant_data, current_epoch
+from ..engine.tensor import Tensor, constant_data, current_epoch, traced_leaf
 from .counting import is_counting, note_pass
 from .pytree import tree_flatten, tree_unflatten
-
-_new = object.__new__
 
 
 def _as_value(leaf, transform):
@@ -38,22 +36,12 @@ def _as_value(leaf, transform):
 
 
 def _lift_tensor(leaf, level, transform):
-    tensor = _new(Tensor)
     # A float NumPy array, the usual leaf, is checked here in two attribute reads; anything else
     # (a number, a list, a subclass, a tracer, a GPU array, any array inside use_namespace, which
     # takes it into the active namespace) goes through _as_value.
     if type(leaf) is ndarray and arraylib.ns is xp and leaf.dtype.kind in "fc":
-        tensor.data = leaf
-    else:
-        tensor.data = _as_value(leaf, transform)
-    tensor.grad = None
-    tensor.requires_grad = True
-    tensor._level = level
-    tensor._prim = None
-    tensor._args = None
-    tensor._params = None
-    tensor._stamp = current_epoch()  # as Tensor() stamps a leaf; a leaf's stamp is never compared
-    return tensor
+        return traced_leaf(leaf, level)
+    return traced_leaf(_as_value(leaf, transform), level)
 
 
 def _is_array_like(value) -> bool:
