@@ -144,6 +144,61 @@ def test_reused_buffers_replay_the_same_bits_step_after_step():
     assert shared.stats["fallbacks"] == 0
 
 
+def _nested_cases():
+    def f(a):
+        return cnp.sum(cnp.sin(a) * a + a * a)
+
+    grad_f = cr.grad(f)
+    v = np.array([0.5, -1.0, 2.0, 0.25])
+    return {
+        "grad of grad": cr.grad(lambda a: cnp.sum(grad_f(a))),
+        "hvp": lambda a: cr.jvp(grad_f, (a,), (v,))[1],
+        "hessian": cr.hessian(f),
+    }
+
+
+@pytest.mark.parametrize("case", ["grad of grad", "hvp", "hessian"])
+def test_repeated_calls_of_nested_derivatives_are_dropped_and_the_bits_stay(case):
+    """Nested derivatives recompute what the forward pass computed (sin x, cos x, products):
+    the tape drops those calls, and the replays give the eager bits exactly."""
+    function = _nested_cases()[case]
+    x = np.linspace(0.1, 1.0, 4)
+    deduped = capture(function, (x,))
+    kept = capture(function, (x,), dedupe=False)
+    tape, full = next(iter(deduped.tapes.values())), next(iter(kept.tapes.values()))
+    assert tape.deduped > 0 and full.deduped == 0
+    assert len(tape.calls) == len(full.calls) - tape.deduped
+    for point in (np.linspace(-2.0, 3.0, 4), np.array([0.0, -0.0, 1e-300, -7.5])):
+        expected = function(point)
+        np.testing.assert_array_equal(deduped(point), expected)
+        np.testing.assert_array_equal(kept(point), expected)
+    assert deduped.stats["fallbacks"] == 0
+
+
+def test_a_repeated_call_on_a_buffer_changed_in_between_is_kept():
+    """``b * 3`` before and after ``b`` changes in place are two values: neither that, nor the
+    same product by 0.0 and by -0.0 (equal numbers, different bits), is merged."""
+
+    def step(x):
+        b = x + 1.0
+        before = b * 3.0
+        b *= 2.0  # a second write to b
+        after = b * 3.0
+        once, again = x * 0.5, x * 0.5  # one value: the second call is dropped
+        return before, after, x * 0.0, x * -0.0, (x + 1.0) * 3.0, once - again * 2.0
+
+    x = np.array([1.0, -2.0, 3.0])
+    fast = capture(step, (x,))
+    for point in (np.array([4.0, 5.0, -6.0]), np.array([0.5, 0.0, -1.0])):
+        got, expected = fast(point), step(point)
+        for got_leaf, expected_leaf in zip(got, expected, strict=True):
+            np.testing.assert_array_equal(got_leaf, expected_leaf)
+            np.testing.assert_array_equal(np.signbit(got_leaf), np.signbit(expected_leaf))
+    tape = next(iter(fast.tapes.values()))
+    # Only x * 0.5 is one value twice (the second x + 1.0 cannot take b, written twice).
+    assert tape.deduped == 1
+
+
 def test_new_shape_or_dtype_can_raise_naming_the_argument():
     rng = np.random.default_rng(3)
     params = _mlp_params(rng)

@@ -67,6 +67,12 @@ GPU graphs alike): no copy per call, but the next call overwrites them.
 (``reuse_buffers=True``, the default; ``tape.reused`` counts the buffers saved), as XLA assigns
 buffers: a step's temporaries then stay in cache. Only plain elementwise writes and reads take
 part (see :func:`_reuse_buffers`), so the replayed arithmetic is the same, bit for bit.
+
+**Repeated calls.** Before that, a call that repeats an earlier one (the same ufunc on the same
+buffers, as when a rule recomputes ``sin(x)`` that the forward pass computed: nested derivatives
+are full of them) is dropped, and its readers read the earlier result (``dedupe=True``, the
+default; ``tape.deduped`` counts the calls dropped), as XLA eliminates common subexpressions. The
+same ufunc on the same values gives the same bits, so nothing changes but the time.
 """
 
 from __future__ import annotations
@@ -117,6 +123,7 @@ class _Tape:
         "out_def",
         "verified",
         "reused",
+        "deduped",
     )
 
     def __init__(self):
@@ -128,6 +135,7 @@ class _Tape:
         self.out_def = None
         self.verified = False
         self.reused = 0  # intermediate buffers that share memory with dead ones
+        self.deduped = 0  # calls dropped because an earlier call computed the same value
 
     def add(self, function, args, kwargs):
         self.calls.append((function, args, kwargs))
@@ -180,6 +188,91 @@ def _arrays_in(value, found):
         elif type(item) is dict:
             stack.extend(item.values())
     return found
+
+
+def _written_by(function, args, kwargs):
+    """The arrays a call of the tape writes, when its form says so (``ufunc(a, b, out)``, an
+    ``out=`` keyword, a copy into a recorded buffer); None for any other form."""
+    if kwargs is None:
+        if isinstance(function, _np.ufunc) and function.nout == 1:
+            return [args[-1]]
+        return None
+    if function is _copy_into:
+        return [args[0]]
+    out = kwargs.get("out")
+    ufunc = function if isinstance(function, _np.ufunc) else getattr(function, "__self__", None)
+    if out is not None and isinstance(ufunc, _np.ufunc):  # a ufunc, or its reduce, accumulate...
+        return list(out) if type(out) is tuple else [out]
+    return None
+
+
+def _dedupe(tape):
+    """Drop each call ``ufunc(a, b, out)`` that repeats an earlier one, letting its readers read
+    the earlier result instead; returns the number of calls dropped.
+
+    Only what is provably the same value is merged: the same ufunc, the same output dtype and
+    shape, and the same operands, where an array operand is the whole of a buffer that the tape
+    writes at most once, before this call (an input, or a result already computed), and a number
+    operand has the same type and value. The dropped result's buffer must be written by that call
+    alone and read only as a whole argument of such plain calls: not an input, an output, a guard,
+    a view, or an argument of a call of any other form.
+    """
+    calls = tape.calls
+    pinned = set()  # buffers whose result may not be replaced by another buffer
+    for array in _arrays_in((tape.inputs, tape.outputs, [g[1] for g in tape.guards]), []):
+        pinned.add(id(_root(array)))
+    unknown = set()  # buffers that a call of an unknown form may write
+    write_at: dict = {}  # id(buffer) -> index of its one write (absent: never written)
+    for index, (function, args, kwargs) in enumerate(calls):
+        written = _written_by(function, args, kwargs)
+        arrays = _arrays_in((args, kwargs), [])
+        plain = kwargs is None and written is not None
+        for array in arrays:
+            key = id(_root(array))
+            if not plain or _whole(array) is None:
+                pinned.add(key)
+            if written is None:
+                unknown.add(key)
+        for array in written or ():
+            key = id(_root(array))
+            write_at[key] = -1 if key in write_at else index  # -1: written more than once
+    seen: dict = {}  # (ufunc, out dtype and shape, operand keys) -> the buffer holding it
+    replaced: dict = {}  # id(dropped buffer) -> the buffer that holds its value
+    kept = []
+    for index, (function, args, kwargs) in enumerate(calls):
+        if replaced and kwargs is None:
+            args = tuple(
+                replaced.get(id(_root(a)), a) if isinstance(a, _ndarray) else a for a in args
+            )
+        call = (function, args, kwargs)
+        if kwargs is not None or not isinstance(function, _np.ufunc) or function.nout != 1:
+            kept.append(call)
+            continue
+        out = args[-1]
+        out_key = id(_root(out))
+        operands = []
+        for operand in args[:-1]:
+            if isinstance(operand, _ndarray):
+                key = id(_root(operand))
+                written = write_at.get(key)
+                if key in unknown or written == -1 or (written is not None and written >= index):
+                    break
+                operands.append(key)
+            elif type(operand) in (int, float, bool, complex) or isinstance(operand, _np.generic):
+                operands.append((type(operand), repr(operand)))  # repr: -0.0 is not 0.0
+            else:
+                break
+        else:
+            signature = (function, out.dtype, out.shape, tuple(operands))
+            earlier = seen.get(signature)
+            if earlier is not None and out_key not in pinned and write_at.get(out_key) == index:
+                replaced[out_key] = earlier
+                continue
+            if earlier is None and write_at.get(out_key) == index and out_key not in unknown:
+                seen[signature] = out
+        kept.append(call)
+    tape.calls = kept
+    return len(calls) - len(kept)
 
 
 def _reuse_buffers(tape):
@@ -573,6 +666,7 @@ class CapturedStep:
         atol=1e-6,
         copy_outputs=True,
         reuse_buffers=True,
+        dedupe=True,
     ):
         if on_new_signature not in ("recapture", "raise"):
             raise ValueError(
@@ -591,6 +685,7 @@ class CapturedStep:
         self.rtol, self.atol = rtol, atol
         self.copy_outputs = bool(copy_outputs)
         self.reuse_buffers = bool(reuse_buffers)
+        self.dedupe = bool(dedupe)
         self.tapes = {}  # signature -> _Tape (CPU) or chainrule.backend.cuda.graph.GraphStep (GPU)
         # The tape of the last call, with its argument structure and leaf checks: a training
         # loop calls with one signature, which is then matched without flattening afresh.
@@ -642,6 +737,7 @@ class CapturedStep:
                 )
             tape.outputs.append(_plain(leaf))
         result = tree_unflatten(tape.out_def, [_fresh(leaf) for leaf in tape.outputs])
+        tape.deduped = _dedupe(tape) if self.dedupe else 0
         tape.reused = _reuse_buffers(tape) if self.reuse_buffers else 0
         return tape, result
 
@@ -795,7 +891,8 @@ def capture(step_fn=None, example_args=None, **options):
     ("eager" or "raise"; CPU tapes), ``verify`` (check the first replay of each tape or graph
     against the eager step), ``rtol``/``atol``, ``copy_outputs`` (return copies of the output
     buffers, the default, or the buffers themselves, which the next call overwrites),
-    ``reuse_buffers`` (let dead intermediates share memory, the default).
+    ``reuse_buffers`` (let dead intermediates share memory, the default), ``dedupe`` (drop calls
+    that repeat an earlier one, the default).
     """
     if step_fn is None:
         return lambda fn: capture(fn, example_args, **options)
