@@ -158,16 +158,18 @@ def _nested_cases():
 
 
 @pytest.mark.parametrize("case", ["grad of grad", "hvp", "hessian"])
-def test_repeated_calls_of_nested_derivatives_are_dropped_and_the_bits_stay(case):
-    """Nested derivatives recompute what the forward pass computed (sin x, cos x, products):
-    the tape drops those calls, and the replays give the eager bits exactly."""
+def test_repeated_and_dead_calls_of_nested_derivatives_are_dropped_and_the_bits_stay(case):
+    """Nested derivatives recompute what the forward pass computed (sin x, cos x, products),
+    and compute primal values nothing returns: the tape drops both, and the replays give the
+    eager bits exactly."""
     function = _nested_cases()[case]
     x = np.linspace(0.1, 1.0, 4)
     deduped = capture(function, (x,))
-    kept = capture(function, (x,), dedupe=False)
+    kept = capture(function, (x,), dedupe=False, prune=False)
     tape, full = next(iter(deduped.tapes.values())), next(iter(kept.tapes.values()))
-    assert tape.deduped > 0 and full.deduped == 0
-    assert len(tape.calls) == len(full.calls) - tape.deduped
+    assert tape.deduped > 0 and tape.pruned > 0
+    assert full.deduped == 0 and full.pruned == 0
+    assert len(tape.calls) == len(full.calls) - tape.deduped - tape.pruned
     for point in (np.linspace(-2.0, 3.0, 4), np.array([0.0, -0.0, 1e-300, -7.5])):
         expected = function(point)
         np.testing.assert_array_equal(deduped(point), expected)
@@ -197,6 +199,30 @@ def test_a_repeated_call_on_a_buffer_changed_in_between_is_kept():
     tape = next(iter(fast.tapes.values()))
     # Only x * 0.5 is one value twice (the second x + 1.0 cannot take b, written twice).
     assert tape.deduped == 1
+
+
+def test_a_write_into_an_array_from_outside_the_step_is_kept_though_nothing_returns_it():
+    """Running statistics changed in place are a side effect: pruning drops only the calls whose
+    results nothing needs, never a write into an array the step did not create."""
+    running_captured, running_eager = np.zeros(3), np.zeros(3)
+
+    def make_step(running):
+        def step(x):
+            np.add(running, x * 0.1, out=running)  # into an outside array, not returned
+            _ = np.exp(x) * 3.0  # nothing needs this: pruned
+            return x * 2.0
+
+        return step
+
+    # verify=False: checking the first replay runs the step eagerly once more, side effect included
+    fast, eager = capture(make_step(running_captured), verify=False), make_step(running_eager)
+    for point in ([1.0, 2.0, 3.0], [0.5, -1.0, 4.0], [2.0, 2.0, -2.0]):
+        point = np.array(point)
+        np.testing.assert_array_equal(fast(point), eager(point))
+        np.testing.assert_array_equal(running_captured, running_eager)
+    tape = next(iter(fast.tapes.values()))
+    assert tape.pruned == 2  # the exp and its product
+    assert fast.stats["fallbacks"] == 0
 
 
 def test_new_shape_or_dtype_can_raise_naming_the_argument():

@@ -72,7 +72,10 @@ part (see :func:`_reuse_buffers`), so the replayed arithmetic is the same, bit f
 buffers, as when a rule recomputes ``sin(x)`` that the forward pass computed: nested derivatives
 are full of them) is dropped, and its readers read the earlier result (``dedupe=True``, the
 default; ``tape.deduped`` counts the calls dropped), as XLA eliminates common subexpressions. The
-same ufunc on the same values gives the same bits, so nothing changes but the time.
+same ufunc on the same values gives the same bits, so nothing changes but the time. Then calls
+whose results nothing returned or guarded depends on are dropped (``prune=True``, the default;
+``tape.pruned`` counts them): ``jvp`` and ``grad`` compute the primal value too, which a Hessian or
+a Hessian-vector product does not return.
 """
 
 from __future__ import annotations
@@ -124,6 +127,8 @@ class _Tape:
         "verified",
         "reused",
         "deduped",
+        "pruned",
+        "created",
     )
 
     def __init__(self):
@@ -136,8 +141,16 @@ class _Tape:
         self.verified = False
         self.reused = 0  # intermediate buffers that share memory with dead ones
         self.deduped = 0  # calls dropped because an earlier call computed the same value
+        self.pruned = 0  # calls dropped because nothing returned or guarded depends on them
+        self.created = set()  # ids of the buffers the step's own calls created (no one else's)
 
     def add(self, function, args, kwargs):
+        self.calls.append((function, args, kwargs))
+
+    def add_new(self, buffers, function, args, kwargs):
+        """Record a call that writes ``buffers``, arrays it created itself (a result, not an
+        array the step was given or holds from outside): only such writes may be pruned."""
+        self.created.update(id(_root(buffer)) for buffer in buffers)
         self.calls.append((function, args, kwargs))
 
     def replay(self):
@@ -275,6 +288,36 @@ def _dedupe(tape):
     return len(calls) - len(kept)
 
 
+def _prune(tape):
+    """Drop the calls whose results nothing returned or guarded depends on; returns how many.
+
+    Walks the tape backwards from the outputs and the guards' buffers. A call of a known form
+    (``ufunc(a, b, out)``, an ``out=`` keyword, a copy into a recorded buffer) that writes only
+    buffers the step's own calls created is dropped when none of them is needed later; a kept
+    call needs every array it reads, and the buffers it writes stay needed (a write may leave
+    part of a buffer as it was). A write into an array from outside the step (a module's running
+    statistics, changed in place) is a side effect and is kept, as is a call of any other form;
+    every array a kept call touches is needed.
+    """
+    outside = (tape.outputs, [guard[1] for guard in tape.guards])
+    needed = {id(_root(array)) for array in _arrays_in(outside, [])}
+    created = tape.created
+    kept = []
+    for function, args, kwargs in reversed(tape.calls):
+        written = _written_by(function, args, kwargs)
+        if written is not None:
+            keys = [id(_root(array)) for array in written]
+            if all(key in created and key not in needed for key in keys):
+                continue
+        for array in _arrays_in((args, kwargs), []):
+            needed.add(id(_root(array)))
+        kept.append((function, args, kwargs))
+    kept.reverse()
+    dropped = len(tape.calls) - len(kept)
+    tape.calls = kept
+    return dropped
+
+
 def _reuse_buffers(tape):
     """Let intermediate buffers whose values are dead share memory, as XLA's buffer assignment
     does: a step's temporaries (an optimizer's dozen elementwise results per parameter) then
@@ -378,7 +421,7 @@ def _track(result, function, args, kwargs, sources):
         buffer = _np.asarray(result).copy()
     else:  # shapes, Python values: nothing to replay
         return result
-    _active.add(_copy_into, (buffer, function, args, kwargs), {})
+    _active.add_new((buffer,), _copy_into, (buffer, function, args, kwargs), {})
     return buffer.view(_Recording)
 
 
@@ -443,7 +486,7 @@ class _Recording(_ndarray):
             buffers = tuple(
                 part if isinstance(part, _ndarray) else _np.asarray(part).copy() for part in result
             )
-            _active.add(function, args, {**kwargs, "out": buffers})
+            _active.add_new(buffers, function, args, {**kwargs, "out": buffers})
             return tuple(buffer.view(_Recording) for buffer in buffers)
         buffer = result if isinstance(result, _ndarray) else _np.asarray(result).copy()
         if (
@@ -452,9 +495,9 @@ class _Recording(_ndarray):
             and ufunc.nout == 1
             and ufunc not in _NO_POSITIONAL_OUT
         ):
-            _active.add(ufunc, (*args, buffer), None)  # the common case: ufunc(a, b, out)
+            _active.add_new((buffer,), ufunc, (*args, buffer), None)  # ufunc(a, b, out)
         else:
-            _active.add(function, args, {**kwargs, "out": buffer})
+            _active.add_new((buffer,), function, args, {**kwargs, "out": buffer})
         return buffer.view(_Recording)
 
     def __array_function__(self, func, types, args, kwargs):
@@ -667,6 +710,7 @@ class CapturedStep:
         copy_outputs=True,
         reuse_buffers=True,
         dedupe=True,
+        prune=True,
     ):
         if on_new_signature not in ("recapture", "raise"):
             raise ValueError(
@@ -686,6 +730,7 @@ class CapturedStep:
         self.copy_outputs = bool(copy_outputs)
         self.reuse_buffers = bool(reuse_buffers)
         self.dedupe = bool(dedupe)
+        self.prune = bool(prune)
         self.tapes = {}  # signature -> _Tape (CPU) or chainrule.backend.cuda.graph.GraphStep (GPU)
         # The tape of the last call, with its argument structure and leaf checks: a training
         # loop calls with one signature, which is then matched without flattening afresh.
@@ -738,6 +783,7 @@ class CapturedStep:
             tape.outputs.append(_plain(leaf))
         result = tree_unflatten(tape.out_def, [_fresh(leaf) for leaf in tape.outputs])
         tape.deduped = _dedupe(tape) if self.dedupe else 0
+        tape.pruned = _prune(tape) if self.prune else 0
         tape.reused = _reuse_buffers(tape) if self.reuse_buffers else 0
         return tape, result
 
@@ -892,7 +938,8 @@ def capture(step_fn=None, example_args=None, **options):
     against the eager step), ``rtol``/``atol``, ``copy_outputs`` (return copies of the output
     buffers, the default, or the buffers themselves, which the next call overwrites),
     ``reuse_buffers`` (let dead intermediates share memory, the default), ``dedupe`` (drop calls
-    that repeat an earlier one, the default).
+    that repeat an earlier one, the default), ``prune`` (drop calls whose results nothing returned
+    depends on, the default).
     """
     if step_fn is None:
         return lambda fn: capture(fn, example_args, **options)
