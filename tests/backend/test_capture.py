@@ -201,6 +201,27 @@ def test_a_repeated_call_on_a_buffer_changed_in_between_is_kept():
     assert tape.deduped == 1
 
 
+def test_a_product_by_one_reads_its_operand_and_keeps_every_bit():
+    """``x * 1`` is ``x`` bit for bit (-0.0, inf, NaN): the tape drops it and its readers read
+    ``x``; a product that changes the dtype (float32 by a float64 one) is kept."""
+
+    def step(x, y):
+        seed = np.ones_like(x)  # float64 ones, whose copy the tape drops (they stay recorded)
+        widened = y * seed  # float32 by float64 ones: a float64 result, kept
+        return (x * 1.0) * 2.0, (1 * x) - 3.0, widened + 0.5, (x * seed) - 1.0
+
+    x, y = np.array([1.0, -2.0, 3.0]), np.array([1.0, 2.0, 3.0], np.float32)
+    fast = capture(step, (x, y))
+    tape = next(iter(fast.tapes.values()))
+    assert tape.deduped == 4  # the ones_like copy, x * 1.0, 1 * x and x * seed
+    for point in (np.array([-0.0, np.inf, np.nan]), np.array([5.0, -np.inf, 1e-310])):
+        got, expected = fast(point, y), step(point, y)
+        for got_leaf, expected_leaf in zip(got, expected, strict=True):
+            assert got_leaf.dtype == expected_leaf.dtype
+            np.testing.assert_array_equal(got_leaf, expected_leaf)
+            np.testing.assert_array_equal(np.signbit(got_leaf), np.signbit(expected_leaf))
+
+
 def test_a_write_into_an_array_from_outside_the_step_is_kept_though_nothing_returns_it():
     """Running statistics changed in place are a side effect: pruning drops only the calls whose
     results nothing needs, never a write into an array the step did not create."""

@@ -68,11 +68,13 @@ GPU graphs alike): no copy per call, but the next call overwrites them.
 buffers: a step's temporaries then stay in cache. Only plain elementwise writes and reads take
 part (see :func:`_reuse_buffers`), so the replayed arithmetic is the same, bit for bit.
 
-**Repeated calls.** Before that, a call that repeats an earlier one (the same ufunc on the same
-buffers, as when a rule recomputes ``sin(x)`` that the forward pass computed: nested derivatives
-are full of them) is dropped, and its readers read the earlier result (``dedupe=True``, the
-default; ``tape.deduped`` counts the calls dropped), as XLA eliminates common subexpressions. The
-same ufunc on the same values gives the same bits, so nothing changes but the time. Then calls
+**Known values.** Before that, a call whose value is already known is dropped, and its readers
+read that value (``dedupe=True``, the default; ``tape.deduped`` counts the calls dropped): a call
+that repeats an earlier one (the same ufunc on the same buffers, as when a rule recomputes
+``sin(x)`` that the forward pass computed: nested derivatives are full of them), as XLA
+eliminates common subexpressions; a reverse pass's ``ones_like`` seed, which stays as recorded;
+and a product by such ones or by 1. Each gives the bits the dropped call gave, so nothing changes
+but the time. Then calls
 whose results nothing returned or guarded depends on are dropped (``prune=True``, the default;
 ``tape.pruned`` counts them): ``jvp`` and ``grad`` compute the primal value too, which a Hessian or
 a Hessian-vector product does not return.
@@ -219,16 +221,43 @@ def _written_by(function, args, kwargs):
     return None
 
 
-def _dedupe(tape):
-    """Drop each call ``ufunc(a, b, out)`` that repeats an earlier one, letting its readers read
-    the earlier result instead; returns the number of calls dropped.
+def _times_one(args, ones, write_at, unknown, index):
+    """For ``multiply(a, b, out)`` at tape position ``index``: the operand ``x`` when the other is
+    all ones (a buffer in ``ones``, or the number 1) and ``out`` has ``x``'s shape and dtype, so
+    that ``out`` holds ``x``'s very bits; else None. ``x`` must be a whole buffer the tape writes
+    at most once, before ``index``."""
+    first, second, out = args
+    for x, other in ((first, second), (second, first)):
+        if isinstance(other, _ndarray):
+            is_one = id(_root(other)) in ones
+        else:
+            is_one = type(other) in (int, float) and other == 1
+        if not is_one or not isinstance(x, _ndarray) or _whole(x) is None:
+            continue
+        key = id(_root(x))
+        written = write_at.get(key)
+        stable = key not in unknown and (written is None or 0 <= written < index)
+        if stable and x.shape == out.shape and x.dtype == out.dtype:
+            return x
+    return None
 
-    Only what is provably the same value is merged: the same ufunc, the same output dtype and
-    shape, and the same operands, where an array operand is the whole of a buffer that the tape
-    writes at most once, before this call (an input, or a result already computed), and a number
-    operand has the same type and value. The dropped result's buffer must be written by that call
-    alone and read only as a whole argument of such plain calls: not an input, an output, a guard,
-    a view, or an argument of a call of any other form.
+
+def _dedupe(tape):
+    """Drop each call whose value is already known, letting its readers read that value instead;
+    returns the number of calls dropped. Three kinds:
+
+    * ``ufunc(a, b, out)`` repeating an earlier call: the same ufunc, the same output dtype and
+      shape, and the same operands, where an array operand is the whole of a buffer that the tape
+      writes at most once, before this call (an input, or a result already computed), and a
+      number operand has the same type and value;
+    * a ``ones_like`` copy (a reverse pass's seed): its buffer keeps the ones it was recorded
+      with, since its value depends on no value, only on the shapes the tape is recorded for;
+    * ``multiply(x, ones, out)``, ``ones`` such a seed or the number 1, where ``out`` has ``x``'s
+      shape and dtype: ``x * 1`` is ``x``, bit for bit (-0.0, inf and NaN included).
+
+    A dropped result's buffer must be one the step created, written by that call alone and read
+    only as a whole argument of plain ``ufunc(a, b, out)`` calls: not an input, an output, a
+    guard, a view, or an argument of a call of any other form.
     """
     calls = tape.calls
     pinned = set()  # buffers whose result may not be replaced by another buffer
@@ -251,6 +280,8 @@ def _dedupe(tape):
             write_at[key] = -1 if key in write_at else index  # -1: written more than once
     seen: dict = {}  # (ufunc, out dtype and shape, operand keys) -> the buffer holding it
     replaced: dict = {}  # id(dropped buffer) -> the buffer that holds its value
+    ones = set()  # buffers of seeds whose ones_like copy was dropped (they hold their ones)
+    created = tape.created
     kept = []
     for index, (function, args, kwargs) in enumerate(calls):
         if replaced and kwargs is None:
@@ -258,11 +289,26 @@ def _dedupe(tape):
                 replaced.get(id(_root(a)), a) if isinstance(a, _ndarray) else a for a in args
             )
         call = (function, args, kwargs)
+        if function is _copy_into and args[1] is _np.ones_like:
+            key = id(_root(args[0]))
+            if key in created and write_at.get(key) == index and key not in unknown:
+                ones.add(key)
+                continue
         if kwargs is not None or not isinstance(function, _np.ufunc) or function.nout != 1:
             kept.append(call)
             continue
         out = args[-1]
         out_key = id(_root(out))
+        if (
+            function is _np.multiply
+            and out_key in created
+            and out_key not in pinned
+            and write_at.get(out_key) == index
+        ):
+            same = _times_one(args, ones, write_at, unknown, index)
+            if same is not None:
+                replaced[out_key] = same
+                continue
         operands = []
         for operand in args[:-1]:
             if isinstance(operand, _ndarray):
