@@ -131,6 +131,7 @@ class _Tape:
         "deduped",
         "pruned",
         "created",
+        "outside",
     )
 
     def __init__(self):
@@ -145,6 +146,7 @@ class _Tape:
         self.deduped = 0  # calls dropped because an earlier call computed the same value
         self.pruned = 0  # calls dropped because nothing returned or guarded depends on them
         self.created = set()  # ids of the buffers the step's own calls created (no one else's)
+        self.outside = []  # arrays from outside the step that the calls may write
 
     def add(self, function, args, kwargs):
         self.calls.append((function, args, kwargs))
@@ -332,6 +334,21 @@ def _dedupe(tape):
         kept.append(call)
     tape.calls = kept
     return len(calls) - len(kept)
+
+
+def _written_outside(tape):
+    """The arrays from outside the step (not created by its calls, not its input buffers) that
+    the tape may write: each buffer a known form writes, every array a call of another form
+    touches; each once, whole (its root)."""
+    own = tape.created | {id(buffer) for buffer in tape.inputs}
+    found: dict = {}
+    for function, args, kwargs in tape.calls:
+        written = _written_by(function, args, kwargs)
+        for array in _arrays_in((args, kwargs), []) if written is None else written:
+            root = _root(array)
+            if id(root) not in own:
+                found.setdefault(id(root), root)
+    return list(found.values())
 
 
 def _prune(tape):
@@ -830,6 +847,8 @@ class CapturedStep:
         result = tree_unflatten(tape.out_def, [_fresh(leaf) for leaf in tape.outputs])
         tape.deduped = _dedupe(tape) if self.dedupe else 0
         tape.pruned = _prune(tape) if self.prune else 0
+        tape.outside = _written_outside(tape)
+        tape.created = set()  # needed by the passes only (the ids would go stale)
         tape.reused = _reuse_buffers(tape) if self.reuse_buffers else 0
         return tape, result
 
@@ -891,7 +910,14 @@ class CapturedStep:
         else:
             result = tree_unflatten(tape.out_def, list(tape.outputs))
         if self.verify and not tape.verified:
-            self._check_against_eager(args, result)
+            # The check runs the step once more: what it writes into arrays from outside the
+            # step (running statistics) is put back as the replay left it.
+            outside = [(array, array.copy()) for array in tape.outside]
+            try:
+                self._check_against_eager(args, result)
+            finally:
+                for array, replayed in outside:
+                    _np.copyto(array, replayed)
             tape.verified = True
         return result
 
