@@ -131,6 +131,21 @@ def label_column(text: str):
         return text
 
 
+def add_options(group, rows):
+    """Add one option to ``group`` (a parser or an argument group) per row of ``rows``, in order.
+
+    A row is ``(flag, kind, metavar, help)``: ``kind`` is the option's type (a function such as
+    :func:`positive_int`), a tuple of its choices, or ``None`` for a plain string; a ``None``
+    metavar leaves argparse's own. Options with an action or a default are added on their own.
+    Returns ``group``."""
+    for flag, kind, metavar, text in rows:
+        if isinstance(kind, tuple):
+            group.add_argument(flag, choices=kind, metavar=metavar, help=text)
+        else:
+            group.add_argument(flag, type=kind, metavar=metavar, help=text)
+    return group
+
+
 def add_device_arguments(group, resumable=False, precision=False):
     """``--device`` and ``--dtype``, shared by ``train`` and ``compare`` (and, for ``train``,
     ``--matmul-precision``)."""

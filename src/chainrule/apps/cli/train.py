@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .common import (
     add_device_arguments,
+    add_options,
     build_trainer,
     existing_run_dir,
     fraction,
@@ -68,113 +69,135 @@ def add_parser(sub):
 
 
 def _add_data_arguments(group, d):
-    group.add_argument(
-        "--data",
-        metavar="NAME|FILE",
-        help="digits, mnist1d, spirals, moons, teacher, or a .csv/.npz path "
-        f"(default: {d['data']})",
-    )
-    group.add_argument(
-        "--label-column",
-        type=label_column,
-        metavar="NAME|INDEX",
-        help="CSV label column: header name or 0-based index (default: last)",
-    )
-    group.add_argument(
-        "--classes",
-        type=positive_int,
-        metavar="N",
-        help="number of classes (default: largest label + 1)",
-    )
-    group.add_argument(
-        "--task",
-        choices=("classification", "regression"),
-        help="default: regression for teacher, else classification",
-    )
-    group.add_argument(
-        "--size",
-        type=positive_int,
-        metavar="N",
-        help="number of examples of a generated data set (mnist1d, spirals, moons, "
-        "teacher); an error for digits and files",
-    )
-    group.add_argument(
-        "--val-fraction",
-        type=fraction,
-        metavar="F",
-        help=f"share of the data held out for validation (default: {d['val_fraction']})",
-    )
-    group.add_argument(
-        "--test-fraction",
-        type=fraction,
-        metavar="F",
-        help=f"share held out for the test (default: {d['test_fraction']})",
-    )
-    group.add_argument(
-        "--scale",
-        choices=("auto", "standard", "global", "none"),
-        help="feature scaling fitted on the training set: per feature, one for all, none; "
-        "auto = global for digits/mnist1d, standard otherwise (default: auto)",
+    add_options(
+        group,
+        [
+            (
+                "--data",
+                None,
+                "NAME|FILE",
+                "digits, mnist1d, spirals, moons, teacher, or a .csv/.npz path "
+                f"(default: {d['data']})",
+            ),
+            (
+                "--label-column",
+                label_column,
+                "NAME|INDEX",
+                "CSV label column: header name or 0-based index (default: last)",
+            ),
+            ("--classes", positive_int, "N", "number of classes (default: largest label + 1)"),
+            (
+                "--task",
+                ("classification", "regression"),
+                None,
+                "default: regression for teacher, else classification",
+            ),
+            (
+                "--size",
+                positive_int,
+                "N",
+                "number of examples of a generated data set (mnist1d, spirals, moons, "
+                "teacher); an error for digits and files",
+            ),
+            (
+                "--val-fraction",
+                fraction,
+                "F",
+                f"share of the data held out for validation (default: {d['val_fraction']})",
+            ),
+            (
+                "--test-fraction",
+                fraction,
+                "F",
+                f"share held out for the test (default: {d['test_fraction']})",
+            ),
+            (
+                "--scale",
+                ("auto", "standard", "global", "none"),
+                None,
+                "feature scaling fitted on the training set: per feature, one for all, none; "
+                "auto = global for digits/mnist1d, standard otherwise (default: auto)",
+            ),
+        ],
     )
 
 
 def _add_model_arguments(group, d):
-    group.add_argument(
-        "--hidden",
-        type=widths,
-        metavar="W1,W2,...",
-        help="hidden layer widths, comma-separated (default: 128,64)",
-    )
-    group.add_argument(
-        "--activation",
-        choices=("relu", "tanh", "sigmoid", "gelu", "identity"),
-        help=f"hidden activation (default: {d['activation']})",
+    add_options(
+        group,
+        [
+            (
+                "--hidden",
+                widths,
+                "W1,W2,...",
+                "hidden layer widths, comma-separated (default: 128,64)",
+            ),
+            (
+                "--activation",
+                ("relu", "tanh", "sigmoid", "gelu", "identity"),
+                None,
+                f"hidden activation (default: {d['activation']})",
+            ),
+        ],
     )
     group.add_argument(
         "--batchnorm",
         action=argparse.BooleanOptionalAction,
         help="BatchNorm1d after each hidden Linear (default: off)",
     )
-    group.add_argument(
-        "--dropout",
-        type=fraction,
-        metavar="P",
-        help="dropout probability after each hidden activation (default: 0)",
-    )
-    group.add_argument(
-        "--init",
-        choices=("glorot_uniform", "glorot_normal", "he_uniform", "he_normal"),
-        help="weight initialiser (default: he_normal for relu/gelu, glorot_uniform otherwise)",
+    add_options(
+        group,
+        [
+            (
+                "--dropout",
+                fraction,
+                "P",
+                "dropout probability after each hidden activation (default: 0)",
+            ),
+            (
+                "--init",
+                ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal"),
+                None,
+                "weight initialiser (default: he_normal for relu/gelu, glorot_uniform otherwise)",
+            ),
+        ],
     )
 
 
 def _add_optimization_arguments(group, d):
     """The optimizer and its hyperparameters, then the schedule (one help group)."""
-    group.add_argument(
-        "--optimizer",
-        choices=("sgd", "adam", "adamw", "rmsprop"),
-        help=f"(default: {d['optimizer']}, plain gradient descent)",
-    )
-    group.add_argument(
-        "--lr",
-        type=positive_float,
-        help=f"learning rate, finite and > 0; a rate so large that the loss blows up stops the "
-        f"run at that step (default: {d['lr']})",
-    )
-    group.add_argument(
-        "--momentum",
-        type=fraction,
-        metavar="M",
-        help="momentum for sgd/rmsprop, in [0, 1) (default: 0)",
+    add_options(
+        group,
+        [
+            (
+                "--optimizer",
+                ("sgd", "adam", "adamw", "rmsprop"),
+                None,
+                f"(default: {d['optimizer']}, plain gradient descent)",
+            ),
+            (
+                "--lr",
+                positive_float,
+                None,
+                f"learning rate, finite and > 0; a rate so large that the loss blows up stops the "
+                f"run at that step (default: {d['lr']})",
+            ),
+            ("--momentum", fraction, "M", "momentum for sgd/rmsprop, in [0, 1) (default: 0)"),
+        ],
     )
     group.add_argument(
         "--nesterov", action=argparse.BooleanOptionalAction, help="Nesterov momentum (sgd)"
     )
-    group.add_argument(
-        "--weight-decay",
-        type=non_negative_float,
-        metavar="L",
-        help="L2 penalty (decoupled for adamw, default 0.01 there) (default: 0)",
+    add_options(
+        group,
+        [
+            (
+                "--weight-decay",
+                non_negative_float,
+                "L",
+                "L2 penalty (decoupled for adamw, default 0.01 there) (default: 0)",
+            ),
+        ],
     )
     _add_schedule_arguments(group, d)
     return group
@@ -182,48 +205,53 @@ def _add_optimization_arguments(group, d):
 
 def _add_schedule_arguments(group, d):
     """The learning-rate schedule, the length of the run, the batch size and the seed."""
-    group.add_argument(
-        "--schedule",
-        choices=("constant", "step", "cosine", "spsa"),
-        help=f"learning-rate schedule; spsa: Spall's a/(A+k+1)^0.602 (default: {d['schedule']})",
+    return add_options(
+        group,
+        [
+            (
+                "--schedule",
+                ("constant", "step", "cosine", "spsa"),
+                None,
+                f"learning-rate schedule; spsa: Spall's a/(A+k+1)^0.602 (default: {d['schedule']})",
+            ),
+            (
+                "--warmup-epochs",
+                non_negative_int,
+                "N",
+                "linear warm-up over this many epochs (default: 0)",
+            ),
+            (
+                "--step-epochs",
+                positive_int,
+                "N",
+                f"step schedule: decay every this many epochs (default: {d['step_epochs']})",
+            ),
+            (
+                "--gamma",
+                positive_float,
+                "G",
+                f"step schedule: decay factor (default: {d['gamma']})",
+            ),
+            (
+                "--epochs",
+                positive_int,
+                "N",
+                f"epochs to train; may be raised on --resume (default: {d['epochs']})",
+            ),
+            (
+                "--batch-size",
+                positive_int,
+                "N",
+                f"examples per step, > 0 (default: {d['batch_size']})",
+            ),
+            (
+                "--seed",
+                non_negative_int,
+                "N",
+                "seed of the split, the initial weights, the shuffling and dropout (default: 0)",
+            ),
+        ],
     )
-    group.add_argument(
-        "--warmup-epochs",
-        type=non_negative_int,
-        metavar="N",
-        help="linear warm-up over this many epochs (default: 0)",
-    )
-    group.add_argument(
-        "--step-epochs",
-        type=positive_int,
-        metavar="N",
-        help=f"step schedule: decay every this many epochs (default: {d['step_epochs']})",
-    )
-    group.add_argument(
-        "--gamma",
-        type=positive_float,
-        metavar="G",
-        help=f"step schedule: decay factor (default: {d['gamma']})",
-    )
-    group.add_argument(
-        "--epochs",
-        type=positive_int,
-        metavar="N",
-        help=f"epochs to train; may be raised on --resume (default: {d['epochs']})",
-    )
-    group.add_argument(
-        "--batch-size",
-        type=positive_int,
-        metavar="N",
-        help=f"examples per step, > 0 (default: {d['batch_size']})",
-    )
-    group.add_argument(
-        "--seed",
-        type=non_negative_int,
-        metavar="N",
-        help="seed of the split, the initial weights, the shuffling and dropout (default: 0)",
-    )
-    return group
 
 
 def _add_method_arguments(group, d):
@@ -231,70 +259,72 @@ def _add_method_arguments(group, d):
     from ...estimators import METHODS
     from ...training.schemes import SCHEMES
 
-    group.add_argument(
-        "--method",
-        metavar="NAME",
-        help=f"how the gradient is obtained: {', '.join(METHODS)} (es, fd accepted) "
-        f"(default: {d['method']})",
+    return add_options(
+        group,
+        [
+            (
+                "--method",
+                None,
+                "NAME",
+                f"how the gradient is obtained: {', '.join(METHODS)} (es, fd accepted) "
+                f"(default: {d['method']})",
+            ),
+            (
+                "--scheme",
+                None,
+                "NAME",
+                f"how it is used: {', '.join(SCHEMES)} (default: {d['scheme']})",
+            ),
+            (
+                "--directions",
+                positive_int,
+                "K",
+                "forward_gradient: random directions averaged (default: 1)",
+            ),
+            (
+                "--perturbation",
+                positive_float,
+                "H",
+                "perturbation size: spsa c, mezo eps, es sigma, finite-difference step, "
+                "cmaes sigma",
+            ),
+            ("--population", positive_int, "N", "es antithetic pairs / cmaes population"),
+            (
+                "--local-steps",
+                positive_int,
+                "T",
+                "locoprop: local steps per layer and update (default: 10)",
+            ),
+            ("--target-step", positive_float, "G", "locoprop: target step gamma (default: 1.0)"),
+        ],
     )
-    group.add_argument(
-        "--scheme",
-        metavar="NAME",
-        help=f"how it is used: {', '.join(SCHEMES)} (default: {d['scheme']})",
-    )
-    group.add_argument(
-        "--directions",
-        type=positive_int,
-        metavar="K",
-        help="forward_gradient: random directions averaged (default: 1)",
-    )
-    group.add_argument(
-        "--perturbation",
-        type=positive_float,
-        metavar="H",
-        help="perturbation size: spsa c, mezo eps, es sigma, finite-difference step, cmaes sigma",
-    )
-    group.add_argument(
-        "--population",
-        type=positive_int,
-        metavar="N",
-        help="es antithetic pairs / cmaes population",
-    )
-    group.add_argument(
-        "--local-steps",
-        type=positive_int,
-        metavar="T",
-        help="locoprop: local steps per layer and update (default: 10)",
-    )
-    group.add_argument(
-        "--target-step",
-        type=positive_float,
-        metavar="G",
-        help="locoprop: target step gamma (default: 1.0)",
-    )
-    return group
 
 
 def _add_output_arguments(group, d):
-    group.add_argument(
-        "--run-dir",
-        metavar="DIR",
-        help="where to write the run (default: runs/DATA-TIMESTAMP); must not hold a run already",
-    )
-    group.add_argument(
-        "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its newest checkpoint"
-    )
-    group.add_argument(
-        "--checkpoint-every",
-        type=non_negative_int,
-        metavar="STEPS",
-        help="also checkpoint every N steps within an epoch (default: 0, epoch ends only)",
-    )
-    group.add_argument(
-        "--keep-checkpoints",
-        type=positive_int,
-        metavar="N",
-        help=f"newest checkpoints kept (default: {d['keep_checkpoints']})",
+    add_options(
+        group,
+        [
+            (
+                "--run-dir",
+                None,
+                "DIR",
+                "where to write the run (default: runs/DATA-TIMESTAMP); "
+                "must not hold a run already",
+            ),
+            ("--resume", None, "RUN_DIR", "continue the run in RUN_DIR from its newest checkpoint"),
+            (
+                "--checkpoint-every",
+                non_negative_int,
+                "STEPS",
+                "also checkpoint every N steps within an epoch (default: 0, epoch ends only)",
+            ),
+            (
+                "--keep-checkpoints",
+                positive_int,
+                "N",
+                f"newest checkpoints kept (default: {d['keep_checkpoints']})",
+            ),
+        ],
     )
     group.add_argument(
         "--progress",
