@@ -44,10 +44,16 @@ from .reductions import sum
 from .shapes import concatenate, expand_dims, reshape, swapaxes
 
 
-def _decomposition(name, forward, vjp, jvp, flops, *, array_api, gpu):
+def _decomposition(name, forward, vjp, jvp, matrix_flops, *, array_api, gpu):
     """The entry of a decomposition of each matrix of a stack (the leading axes batch it, so
-    its batching rule is ``"stacked"``): one VJP rule, FLOPs counted as matrix products, and
-    only a written public function in ``chainrule.numpy.linalg`` (registered with ``public``)."""
+    its batching rule is ``"stacked"``): one VJP rule, FLOPs counted as matrix products (
+    ``matrix_flops(m, n)`` for one m x n matrix, times the matrices in the stack), and only a
+    written public function in ``chainrule.numpy.linalg`` (registered with ``public``)."""
+
+    def flops(out, x, **params):
+        rows, cols = int(x.shape[-2]), int(x.shape[-1])
+        return int(matrix_flops(rows, cols)) * _stack_count(x)
+
     return defprim(
         name,
         forward,
@@ -170,13 +176,8 @@ def _stack_count(x):
 
 
 def _cubic_flops(factor):
-    """FLOP rule ``factor * n^3`` per matrix of ``x`` (n its larger side), over the stack."""
-
-    def flops(out, x, **params):
-        size = builtins.max(int(x.shape[-1]), int(x.shape[-2]))
-        return builtins.max(1, int(factor * size**3)) * _stack_count(x)
-
-    return flops
+    """FLOPs ``factor * n^3`` of one matrix (n its larger side), at least 1."""
+    return lambda rows, cols: builtins.max(1, int(factor * builtins.max(rows, cols) ** 3))
 
 
 def _eps(x):
@@ -519,10 +520,9 @@ def _svd_jvp(ts, out, x, full_matrices):
     return concatenate(parts, axis=-2)
 
 
-def _svd_flops(out, x, full_matrices):
-    m, n = int(x.shape[-2]), int(x.shape[-1])
-    small, large = builtins.min(m, n), builtins.max(m, n)
-    return (4 * large * small * small + 8 * small**3) * _stack_count(x)
+def _svd_flops(rows, cols):
+    small, large = builtins.min(rows, cols), builtins.max(rows, cols)
+    return 4 * large * small * small + 8 * small**3
 
 
 SVD = _decomposition(
@@ -658,10 +658,9 @@ def _qr_jvp(ts, out, x):
     return concatenate([q_tangent, r_tangent], axis=-2)
 
 
-def _qr_flops(out, x):
-    m, n = int(x.shape[-2]), int(x.shape[-1])
-    k = builtins.min(m, n)
-    return builtins.max(1, 2 * m * n * k - (2 * k**3) // 3) * _stack_count(x)
+def _qr_flops(rows, cols):
+    k = builtins.min(rows, cols)
+    return builtins.max(1, 2 * rows * cols * k - (2 * k**3) // 3)
 
 
 QR = _decomposition(
