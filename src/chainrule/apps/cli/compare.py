@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .common import (
     add_device_arguments,
+    add_options,
     non_negative_int,
     positive_float,
     positive_int,
@@ -63,17 +64,12 @@ def _add_run_arguments(compare):
         default="simultaneous,layerwise,locoprop-s",
         help="comma-separated update schemes",
     )
-    compare.add_argument(
-        "--budget-seconds",
-        type=positive_float,
-        metavar="S",
-        help="training seconds per pair (default: 60)",
-    )
-    compare.add_argument(
-        "--budget-passes",
-        type=positive_int,
-        metavar="N",
-        help="network passes per pair instead of seconds",
+    add_options(
+        compare,
+        [
+            ("--budget-seconds", positive_float, "S", "training seconds per pair (default: 60)"),
+            ("--budget-passes", positive_int, "N", "network passes per pair instead of seconds"),
+        ],
     )
     compare.add_argument("--batch-size", type=positive_int, default=32, help="(default: 32)")
     compare.add_argument("--seed", type=non_negative_int, default=0, help="(default: 0)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import build_trainer, existing_run_dir, run_device, say
+from .common import add_options, build_trainer, existing_run_dir, run_device, say
 
 
 def add_parser(sub):
@@ -14,18 +14,20 @@ def add_parser(sub):
         description="Rebuild a run's data and model from RUN_DIR/config.json, load its newest "
         "checkpoint (or --checkpoint FILE), verify it, and print loss and accuracy per split.",
     )
-    evaluate.add_argument(
-        "run_dir", metavar="RUN_DIR", help="a directory written by chainrule train"
+    return add_options(
+        evaluate,
+        [
+            ("run_dir", None, "RUN_DIR", "a directory written by chainrule train"),
+            ("--checkpoint", None, "FILE", "a checkpoint's .json (default: the run's newest)"),
+            (
+                "--device",
+                None,
+                "NAME",
+                "cpu, cuda or cuda:N: where to load the checkpoint (default: where the run "
+                "trained)",
+            ),
+        ],
     )
-    evaluate.add_argument(
-        "--checkpoint", metavar="FILE", help="a checkpoint's .json (default: the run's newest)"
-    )
-    evaluate.add_argument(
-        "--device",
-        metavar="NAME",
-        help="cpu, cuda or cuda:N: where to load the checkpoint (default: where the run trained)",
-    )
-    return evaluate
 
 
 def cmd_evaluate(args) -> int:
