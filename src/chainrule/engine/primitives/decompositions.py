@@ -46,8 +46,8 @@ from .shapes import concatenate, expand_dims, reshape, swapaxes
 
 def _decomposition(name, forward, vjp, jvp, matrix_flops, *, array_api, gpu):
     """The entry of a decomposition of each matrix of a stack (the leading axes batch it, so
-    its batching rule is ``"stacked"``): one VJP rule, FLOPs counted as matrix products (
-    ``matrix_flops(m, n)`` for one m x n matrix, times the matrices in the stack), and only a
+    its batching rule is ``"stacked"``): one VJP rule, FLOPs counted as matrix products
+    (``matrix_flops(m, n)`` of one m x n matrix, times the matrices in the stack), and only a
     written public function in ``chainrule.numpy.linalg`` (registered with ``public``)."""
 
     def flops(out, x, **params):
