@@ -13,7 +13,7 @@ import operator
 
 from .. import arraylib
 from ..arraylib import xp
-from ..core import Stacked, Tracer, apply, compare, ndim, raw, shape, strip
+from ..core import Stacked, Tracer, apply, compare, ndim, raw, shape, state, strip
 from ..table import defprim, public
 from .elementwise import EXP, astype, where
 from .shapes import broadcast_to, getitem, input_flops, reshape, with_batch
@@ -315,6 +315,22 @@ def _batch_softmax_cross_entropy(prim, values, batched, params, size):
 
 
 def _xent_vjp(g, out, logits, labels):
+    ndarray = xp.ndarray
+    if (
+        type(g) is ndarray
+        and type(logits) is ndarray
+        and type(labels) is ndarray
+        and g.dtype == logits.dtype
+        and not state.hooked
+    ):
+        # The first-order step on NumPy arrays (every training step): the calls of the general
+        # form below, in its order, written into one buffer (each in-place ufunc gives the bits of
+        # its out-of-place form, and a product the bits of its operands swapped).
+        dlogits = xp.exp(logits - xp.maximum.reduce(logits, axis=-1, keepdims=True))
+        dlogits /= xp.add.reduce(dlogits, axis=-1, keepdims=True)
+        dlogits -= xp.arange(logits.shape[-1]) == labels[..., None]
+        dlogits *= g[..., None]
+        return dlogits
     return reshape(g, shape(g) + (1,)) * _xent_dlogits(logits, labels)
 
 
