@@ -243,9 +243,9 @@ def test_broadcast_fast_path_rejects_what_numpy_rejects(value, shape):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(32, 10), (5, 3), (2, 4, 7), (1, 1)])
-def test_cross_entropy_vjp_on_numpy_arrays_matches_the_general_rule_bit_for_bit(dtype, shape):
-    """The cross-entropy VJP writes its NumPy first-order case into one buffer; an observer
-    sends the same gradient through the rule's general form, which must give the same bits
+def test_cross_entropy_rules_on_numpy_arrays_match_the_general_rule_bit_for_bit(dtype, shape):
+    """The cross-entropy rules write their NumPy first-order case into one buffer; an observer
+    sends the same derivatives through the rules' general form, which must give the same bits
     (large logits included, where the softmax saturates)."""
     rng = np.random.default_rng(3)
     logits = (rng.standard_normal(shape) * 4).astype(dtype)
@@ -260,3 +260,9 @@ def test_cross_entropy_vjp_on_numpy_arrays_matches_the_general_rule_bit_for_bit(
         general = cr.grad(loss)(logits)
     assert fast.dtype == general.dtype == dtype
     assert fast.tobytes() == general.tobytes()
+    # Forward mode reads the same rule (its tangent times softmax - onehot).
+    tangent = rng.standard_normal(shape).astype(dtype)
+    _, fast_jvp = cr.jvp(loss, (logits,), (tangent,))
+    with core.observe(lambda *event: None):
+        _, general_jvp = cr.jvp(loss, (logits,), (tangent,))
+    assert np.asarray(fast_jvp).tobytes() == np.asarray(general_jvp).tobytes()

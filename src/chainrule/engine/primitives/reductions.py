@@ -282,6 +282,13 @@ def _xent_dlogits(logits, labels):
     elif isinstance(values, xp.ndarray):  # NumPy, written out: this runs in every training step
         peak = xp.maximum.reduce(values, axis=-1, keepdims=True)
         onehot = xp.arange(classes) == labels[..., None]
+        if type(logits) is xp.ndarray and not state.hooked:
+            # Nothing to record or observe: the calls below, in their order, in one buffer (an
+            # in-place ufunc gives the bits of its out-of-place form).
+            dlogits = xp.exp(logits - peak)
+            dlogits /= xp.add.reduce(dlogits, axis=-1, keepdims=True)
+            dlogits -= onehot
+            return dlogits
     else:  # a GPU array, or another namespace's
         peak = _reduce_max(values, -1, True)
         onehot = _arange_like(labels, classes) == labels[..., None]
@@ -315,23 +322,12 @@ def _batch_softmax_cross_entropy(prim, values, batched, params, size):
 
 
 def _xent_vjp(g, out, logits, labels):
-    ndarray = xp.ndarray
-    if (
-        type(g) is ndarray
-        and type(logits) is ndarray
-        and type(labels) is ndarray
-        and g.dtype == logits.dtype
-        and not state.hooked
-    ):
-        # The first-order step on NumPy arrays (every training step): the calls of the general
-        # form below, in its order, written into one buffer (each in-place ufunc gives the bits of
-        # its out-of-place form, and a product the bits of its operands swapped).
-        dlogits = xp.exp(logits - xp.maximum.reduce(logits, axis=-1, keepdims=True))
-        dlogits /= xp.add.reduce(dlogits, axis=-1, keepdims=True)
-        dlogits -= xp.arange(logits.shape[-1]) == labels[..., None]
+    dlogits = _xent_dlogits(logits, labels)
+    if type(g) is type(dlogits) is xp.ndarray and g.dtype == dlogits.dtype and not state.hooked:
+        # A fresh buffer, scaled in place (a product's bits do not depend on the operands' order).
         dlogits *= g[..., None]
         return dlogits
-    return reshape(g, shape(g) + (1,)) * _xent_dlogits(logits, labels)
+    return reshape(g, shape(g) + (1,)) * dlogits
 
 
 SOFTMAX_CROSS_ENTROPY = defprim(
