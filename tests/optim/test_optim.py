@@ -128,6 +128,44 @@ def test_gradient_structure_mismatch_is_an_error():
         opt.update({"w": np.ones(3)}, opt.init({"w": np.ones(2)}), {"w": np.ones(2)})
 
 
+def test_gradient_tree_of_another_structure_is_an_error_naming_both():
+    opt = optim.Adam(0.1)
+    params = {"w": np.ones(2), "b": np.ones(1)}
+    with pytest.raises(ValueError, match="gradient structure .* does not match parameter"):
+        opt.update({"w": np.ones(2)}, opt.init(params), params)
+
+
+def test_update_takes_tensors_and_numbers_as_leaves():
+    # Leaves that are not NumPy arrays are made arrays first (a Tensor's data, a number; a list
+    # is a pytree node, not a leaf), and the step is the one the same arrays give, bit for bit.
+    opt = optim.Adam(0.1)
+    params = {"w": cr.Tensor(np.array([1.0, 2.0])), "b": 0.5}
+    grads = {"w": cr.Tensor(np.array([0.25, -1.0])), "b": 3.0}
+    as_arrays = {"w": np.array([1.0, 2.0]), "b": np.array(0.5)}
+    grad_arrays = {"w": np.array([0.25, -1.0]), "b": np.array(3.0)}
+    got, got_state = opt.update(grads, opt.init(params), params)
+    want, want_state = opt.update(grad_arrays, opt.init(as_arrays), as_arrays)
+    for key in want:
+        assert type(got[key]) is type(want[key])
+        np.testing.assert_array_equal(got[key], want[key])
+        np.testing.assert_array_equal(got_state["m"][key], want_state["m"][key])
+
+
+def test_bound_optimizer_checks_gradient_shapes_and_reads_missing_grads_as_zero():
+    w = cr.Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    b = cr.Tensor(np.array([3.0]), requires_grad=True)
+    bound = optim.SGD(0.5, momentum=0.9).bind({"w": w, "b": b})
+    w.grad = np.array([1.0, -1.0])  # b.grad stays None: no step for b, but a state entry
+    bound.step()
+    np.testing.assert_array_equal(w.data, [0.5, 2.5])
+    np.testing.assert_array_equal(b.data, [3.0])
+    np.testing.assert_array_equal(bound.state["velocity"]["w"], [1.0, -1.0])
+    w.grad = np.ones(3)
+    with pytest.raises(ValueError, match=r"gradient of shape \(3,\) for a parameter of shape"):
+        bound.step()
+    np.testing.assert_array_equal(w.data, [0.5, 2.5])  # nothing was changed by the failed step
+
+
 @pytest.mark.parametrize("lr", [0.0, -0.1, float("nan"), float("inf")])
 def test_non_positive_learning_rate_is_rejected(lr):
     with pytest.raises(ValueError, match="learning rate must be a positive number"):

@@ -48,9 +48,9 @@ from __future__ import annotations
 import math
 
 from ..engine import arraylib
-from ..engine.arraylib import xp
+from ..engine.arraylib import ndarray, xp
 from ..engine.core import no_grad, raw, state
-from ..transforms.pytree import tree_flatten, tree_map, tree_unflatten
+from ..transforms.pytree import TreeDef, tree_flatten, tree_map, tree_unflatten
 from .schedules import Constant, Schedule, as_schedule, float_power, schedule_from_config
 
 
@@ -70,6 +70,21 @@ def _check_finite_number(
 def _as_arrays(tree):
     # ``backend.asarray`` read at call time: ``backend.use_namespace`` rebinds it.
     return tree_map(lambda leaf: arraylib.asarray(raw(leaf)), tree)
+
+
+def _as_array(leaf):
+    """``leaf`` as an array of the active namespace. A NumPy array outside ``use_namespace``, the
+    usual leaf, is what ``asarray`` would return, so it is kept without the call (``update`` runs
+    once per training step)."""
+    if type(leaf) is ndarray and not state.foreign:
+        return leaf
+    return arraylib.asarray(raw(leaf))
+
+
+def _array_leaves(tree) -> tuple[list, TreeDef]:
+    """``tree``'s leaves as arrays (see :func:`_as_array`) and its structure, in one walk."""
+    leaves, treedef = tree_flatten(tree)
+    return [_as_array(leaf) for leaf in leaves], treedef
 
 
 def _namespace_of(array):
@@ -108,15 +123,14 @@ def _in_dtype(value, dtype):
     return _cast(value, dtype)
 
 
-def _check_structure(grads, params):
-    g_leaves, g_def = tree_flatten(grads)
-    p_leaves, p_def = tree_flatten(params)
+def _check_structure(g_leaves, g_def, p_leaves, p_def):
+    """Refuse gradients that are not one array per parameter, of the parameter's shape."""
     if g_def != p_def:
         raise ValueError(
             f"optimizer: gradient structure {g_def} does not match parameter structure {p_def}"
         )
     for g, p in zip(g_leaves, p_leaves, strict=True):
-        if xp.shape(g) != xp.shape(p):
+        if g.shape != p.shape:
             raise ValueError(
                 f"optimizer: gradient of shape {xp.shape(g)} for a parameter of shape {xp.shape(p)}"
             )
@@ -150,9 +164,15 @@ class Optimizer:
 
     def update(self, grads, state, params):
         """One step: ``(new_params, new_state)``; inputs are left unchanged."""
-        grads = _as_arrays(grads)
-        params = _as_arrays(params)
-        _check_structure(grads, params)
+        g_leaves, g_def = _array_leaves(grads)
+        p_leaves, treedef = _array_leaves(params)
+        _check_structure(g_leaves, g_def, p_leaves, treedef)
+        new_leaves, new_state = self._update_leaves(g_leaves, p_leaves, state, treedef)
+        return tree_unflatten(treedef, new_leaves), new_state
+
+    def _update_leaves(self, g_leaves, p_leaves, state, treedef):
+        """:meth:`update` on the leaves of checked, matching trees of structure ``treedef``:
+        ``(new parameter leaves, new state)`` (the state's slots rebuilt as trees)."""
         # The step is only ever computed on as an array (never int(step)): no Python decision
         # reads it, so a captured step (chainrule.backend.capture) replays as recorded.
         step = arraylib.asarray(state["step"])
@@ -160,10 +180,9 @@ class Optimizer:
         lr = self.schedule.lr if isinstance(self.schedule, Constant) else self.schedule(step)
         scalars = self._step_scalars(lr, next_step)
         scalars_by_dtype = {}
-        p_leaves, treedef = tree_flatten(params)
-        g_leaves, _ = tree_flatten(grads)
         slot_leaves = [tree_flatten(state[slot])[0] for slot in self.slots]
-        new_params, new_slots = [], [[] for _ in self.slots]
+        new_params: list = []
+        new_slots: list[list] = [[] for _ in self.slots]
         for i, (p, g) in enumerate(zip(p_leaves, g_leaves, strict=True)):
             slots = [leaves[i] for leaves in slot_leaves]
             if p.dtype not in scalars_by_dtype:
@@ -177,7 +196,7 @@ class Optimizer:
         new_state = {"step": next_step}
         for slot, leaves in zip(self.slots, new_slots, strict=True):
             new_state[slot] = tree_unflatten(treedef, leaves)
-        return tree_unflatten(treedef, new_params), new_state
+        return new_params, new_state
 
     def _step_scalars(self, lr, step_number) -> dict:
         """The scalars every leaf's update reads, in float64: the learning rate ``lr`` (a Python
@@ -360,13 +379,15 @@ class BoundOptimizer:
     def step(self) -> None:
         """Update every Tensor from its ``.grad`` (a missing ``.grad`` counts as zero)."""
         zeros_like = arraylib.ns.zeros_like
-        grads = tree_unflatten(
-            self.treedef,
-            [zeros_like(t.data) if t.grad is None else raw(t.grad) for t in self.tensors],
+        tensors, treedef = self.tensors, self.treedef
+        g_leaves = [zeros_like(t.data) if t.grad is None else _as_array(t.grad) for t in tensors]
+        p_leaves = [_as_array(t.data) for t in tensors]
+        _check_structure(g_leaves, treedef, p_leaves, treedef)
+        new_leaves, self.state = self.optimizer._update_leaves(
+            g_leaves, p_leaves, self.state, treedef
         )
-        new_params, self.state = self.optimizer.update(grads, self.state, self._values())
         with no_grad():
-            for tensor, value in zip(self.tensors, tree_flatten(new_params)[0], strict=True):
+            for tensor, value in zip(tensors, new_leaves, strict=True):
                 tensor.data = value
 
     @property
