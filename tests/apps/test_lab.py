@@ -17,7 +17,14 @@ import pytest
 
 from chainrule.apps.lab import EXPERIMENTS
 from chainrule.apps.lab.cli import add_lab_parser, run_lab
-from chainrule.apps.lab.common import Check, Table, jsonable, loglog_slope
+from chainrule.apps.lab.common import (
+    Check,
+    Table,
+    drawn_figure,
+    jsonable,
+    loglog_slope,
+    render_png,
+)
 from lab_fixtures import quick_lab  # the session's one quick lab run, shared
 
 
@@ -171,3 +178,12 @@ def test_helpers():
     }
     text = Table("t", ["a", "b"], [[1, 2.5]]).text()
     assert "2.5" in text and text.startswith("t")
+
+
+def test_drawn_figure_is_the_png_that_render_png_draws():
+    def draw(figure):
+        figure.subplots().plot([0, 1, 2], [1, 0, 1])
+
+    figure = drawn_figure("curve", "A curve.", draw, 3, 2)
+    assert (figure.name, figure.caption, figure.svg) == ("curve", "A curve.", None)
+    assert figure.png == render_png(draw, 3, 2)

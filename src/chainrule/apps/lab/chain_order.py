@@ -133,12 +133,14 @@ def run(quick: bool = False, seed: int = 0) -> lab.ExperimentResult:
             right, "layer width D", "forward order / reverse order", "forward / reverse", 8
         )
 
-    figure = lab.Figure(
+    figure = lab.drawn_figure(
         "chain-order",
         "Left: FLOPs of the three orders. Right: forward/reverse ratios with fitted "
         "slopes; "
         "the dotted line has slope 1.",
-        png=lab.render_png(draw, 11, 4.2),
+        draw,
+        11,
+        4.2,
     )
 
     checks = [

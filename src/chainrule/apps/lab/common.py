@@ -293,6 +293,13 @@ def render_png(draw, width: float = 6.4, height: float = 4.2) -> bytes:
     return buffer.getvalue()
 
 
+def drawn_figure(name: str, caption: str, draw, width: float, height: float) -> Figure:
+    """The :class:`Figure` ``name`` whose PNG is drawn by ``draw(figure)`` on a ``width`` x
+    ``height`` inch canvas (see :func:`render_png`): every experiment's plots are made this one
+    way, so how a drawing becomes a report's figure is decided here and not in each experiment."""
+    return Figure(name, caption, png=render_png(draw, width, height))
+
+
 def label_axes(axes, xlabel: str, ylabel: str, title: str, legend_fontsize=None) -> None:
     """Name a panel's axes and title it, then draw its legend (in ``legend_fontsize`` points, or
     matplotlib's default size): the closing lines of every experiment's panels."""

@@ -374,13 +374,15 @@ def run(quick: bool = False, seed: int = 0) -> lab.ExperimentResult:
             7,
         )
 
-    figure = lab.Figure(
+    figure = lab.drawn_figure(
         "cost",
         "Left: seconds for one full gradient by each method (dotted: one loss evaluation; "
         "open markers extrapolated from a timed sample). Right: FLOPs relative to one loss "
         "evaluation, counted by chainrule.count(), and reverse mode's measured time ratio "
         "(dotted, open triangles); the dashed line is the cheap-gradient bound.",
-        png=lab.render_png(draw, 11.5, 4.6),
+        draw,
+        11.5,
+        4.6,
     )
 
     largest = rows[-1]

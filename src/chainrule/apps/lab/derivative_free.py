@@ -319,12 +319,14 @@ def run(quick: bool = False, seed: int = 0) -> lab.ExperimentResult:
     fg_ratio = cos_rows[-1]["forward_gradient"]["mean"] / theory_cosine(
         "forward_gradient", cos_rows[-1]["weights"]
     )
-    figure = lab.Figure(
+    figure = lab.drawn_figure(
         "derivative-free",
         "Left: cosine between each estimate and the true gradient against P (dotted: "
         "theory). Middle: steps to the target loss. Right: training loss against wall time "
         "at the largest P.",
-        png=lab.render_png(draw, 13, 4.4),
+        draw,
+        13,
+        4.4,
     )
 
     checks = [

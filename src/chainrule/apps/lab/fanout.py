@@ -173,11 +173,13 @@ def run(quick: bool = False, seed: int = 0) -> lab.ExperimentResult:
         )
 
     figures.append(
-        lab.Figure(
+        lab.drawn_figure(
             "fanout-passes",
             "Left: passes counted by chainrule.count() for every weight derivative of an MLP. "
             "Right: the time of the two ways.",
-            png=lab.render_png(draw_passes, 11, 4.2),
+            draw_passes,
+            11,
+            4.2,
         )
     )
     tables = [

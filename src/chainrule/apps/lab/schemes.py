@@ -34,7 +34,7 @@ import numpy as np
 from ... import data, nn, optim
 from ...training import Trainer, TrainingDiverged
 from ...training.schemes import get_scheme, parameter_blocks
-from .common import Check, ExperimentResult, ExperimentRun, Figure, Table, render_png
+from .common import Check, ExperimentResult, ExperimentRun, Table, drawn_figure
 
 NAME = "schemes"
 QUESTION = "Why update all layers simultaneously?"
@@ -305,11 +305,13 @@ def run(quick: bool = False, seed: int = 0) -> ExperimentResult:
 
         slug = "schemes-" + ("digits" if network.startswith("digits") else "deep")
         figures.append(
-            Figure(
+            drawn_figure(
                 slug,
                 f"{network}: training loss against epochs (top) and against wall time (bottom), "
                 "without (left) and with (right) batch norm.",
-                png=render_png(draw, 11, 7.5),
+                draw,
+                11,
+                7.5,
             )
         )
 
