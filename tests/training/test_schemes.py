@@ -13,7 +13,7 @@ from chainrule.apps.cli import main
 from chainrule.estimators import MeZO, direction
 from chainrule.nn.losses import softmax_cross_entropy
 from chainrule.training import CheckpointError, Trainer
-from chainrule.training.schemes import LocoProp
+from chainrule.training.schemes import LocoProp, get_scheme
 from chainrule.transforms.pytree import ravel_pytree
 
 
@@ -658,3 +658,14 @@ def test_cli_method_scheme_mismatch_exits_2_in_one_line(tmp_path, capsys):
     assert code == 2 and err.count("\n") == 1
     assert "spsa" in err and "backprop" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_get_scheme_refuses_options_with_an_instance_and_names_bad_options():
+    scheme = get_scheme("cyclic")
+    assert get_scheme(scheme) is scheme
+    with pytest.raises(TypeError, match="get_scheme: options"):
+        get_scheme(scheme, gamma=0.5)
+    with pytest.raises(TypeError, match="^locoprop-s: "):
+        get_scheme("locoprop", sideways=1)
+    with pytest.raises(ValueError, match="unknown update scheme 'sideways'"):
+        get_scheme("sideways")

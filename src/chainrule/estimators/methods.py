@@ -48,7 +48,7 @@ from ..transforms.pytree import (
     tree_map,
     tree_unflatten,
 )
-from ..util.lookup import look_up
+from ..util.lookup import build
 from .cost import Cost, measuring
 from .seeded import SeededGradient, add_direction_, direction, direction_leaf
 
@@ -564,14 +564,4 @@ ALIASES = {
 def get_method(name, **options) -> Method:
     """A method by name (``es``, ``fd`` are accepted for the long names), or ``name`` itself when
     it is already a :class:`Method`."""
-    if isinstance(name, Method):
-        if options:
-            raise TypeError(
-                "get_method: options are given with a method name, not with a Method instance"
-            )
-        return name
-    factory = look_up(METHODS, name, "gradient method", ALIASES)
-    try:
-        return factory(**options)
-    except TypeError as error:
-        raise TypeError(f"{ALIASES.get(name, name)}: {error}") from None
+    return build(METHODS, name, "gradient method", ALIASES, Method, options, "get_method")

@@ -41,7 +41,7 @@ from ..nn.module import Context
 from ..optim.optimizers import SGD
 from ..transforms.api import grad, value_and_grad
 from ..transforms.pytree import ravel_pytree, tree_leaves, tree_map
-from ..util.lookup import look_up
+from ..util.lookup import build
 
 
 @dataclass
@@ -608,6 +608,4 @@ SCHEME_ALIASES = {
 def get_scheme(name, **options) -> Scheme:
     """A new scheme by name (or ``name`` itself when it is already a :class:`Scheme`). A scheme
     holds per-run state once a Trainer has called ``init``: give each Trainer its own."""
-    if isinstance(name, Scheme):
-        return name
-    return look_up(SCHEMES, str(name), "update scheme", SCHEME_ALIASES)(**options)
+    return build(SCHEMES, name, "update scheme", SCHEME_ALIASES, Scheme, options, "get_scheme")

@@ -21,3 +21,31 @@ def look_up(table: dict, name, kind: str, aliases: dict | None = None):
     except (KeyError, TypeError):  # TypeError: an unhashable name
         also = f" (or {', '.join(sorted(aliases))})" if aliases else ""
         raise ValueError(f"unknown {kind} {name!r}; choose from {sorted(table)}{also}") from None
+
+
+def build(table: dict, name, kind: str, aliases: dict | None, instance_type, options, caller):
+    """``name`` itself when it is already an ``instance_type``, else ``table``'s factory for it
+    (see :func:`look_up`) called with ``options``: the one way ``get_method`` and ``get_scheme``
+    make their objects, so both refuse options given with an instance (they would be lost, and
+    ``caller`` is named) and both prefix a factory's TypeError with the canonical name.
+
+    >>> build({"sgd": dict}, "sgd", "optimizer", None, list, {"lr": 1}, "get")
+    {'lr': 1}
+    >>> build({"sgd": dict}, [1], "optimizer", None, list, {"lr": 1}, "get")
+    Traceback (most recent call last):
+    ...
+    TypeError: get: options are given with a optimizer name, not with a list instance
+    """
+    if isinstance(name, instance_type):
+        if options:
+            raise TypeError(
+                f"{caller}: options are given with a {kind} name, not with a "
+                f"{instance_type.__name__} instance"
+            )
+        return name
+    factory = look_up(table, name, kind, aliases)
+    try:
+        return factory(**options)
+    except TypeError as error:
+        canonical = aliases.get(name, name) if aliases and isinstance(name, str) else name
+        raise TypeError(f"{canonical}: {error}") from None
