@@ -663,7 +663,7 @@ def test_cli_method_scheme_mismatch_exits_2_in_one_line(tmp_path, capsys):
 def test_get_scheme_refuses_options_with_an_instance_and_names_bad_options():
     scheme = get_scheme("cyclic")
     assert get_scheme(scheme) is scheme
-    with pytest.raises(TypeError, match="get_scheme: options"):
+    with pytest.raises(TypeError, match="get_scheme: a Scheme instance given with options"):
         get_scheme(scheme, gamma=0.5)
     with pytest.raises(TypeError, match="^locoprop-s: "):
         get_scheme("locoprop", sideways=1)

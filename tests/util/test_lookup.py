@@ -27,7 +27,7 @@ def test_an_instance_passes_through_and_a_name_is_built_with_its_options():
 
 
 def test_options_with_an_instance_are_refused_naming_the_caller():
-    with pytest.raises(TypeError, match="^make: options are given with a widget name"):
+    with pytest.raises(TypeError, match="^make: a Thing instance given with options; options go"):
         make(Thing(), size=2)
 
 

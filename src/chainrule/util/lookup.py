@@ -31,16 +31,16 @@ def build(table: dict, name, kind: str, aliases: dict | None, instance_type, opt
 
     >>> build({"sgd": dict}, "sgd", "optimizer", None, list, {"lr": 1}, "get")
     {'lr': 1}
-    >>> build({"sgd": dict}, [1], "optimizer", None, list, {"lr": 1}, "get")
+    >>> build({"sgd": dict}, [1], "solver", None, list, {"lr": 1}, "get")
     Traceback (most recent call last):
     ...
-    TypeError: get: options are given with a optimizer name, not with a list instance
+    TypeError: get: a list instance given with options; options go with a name from ['sgd']
     """
     if isinstance(name, instance_type):
         if options:
             raise TypeError(
-                f"{caller}: options are given with a {kind} name, not with a "
-                f"{instance_type.__name__} instance"
+                f"{caller}: a {instance_type.__name__} instance given with options; options "
+                f"go with a name from {sorted(table)}"
             )
         return name
     factory = look_up(table, name, kind, aliases)
