@@ -212,3 +212,22 @@ def test_grad_inside_eager_tensor_code():
     np.testing.assert_allclose(inner_grad.numpy(), [2.0, -6.0])
     inner_grad.sum().backward()  # d/dw sum(2 x w) = 2 x
     np.testing.assert_allclose(w.grad, [4.0, 6.0])
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_value_and_grad_of_a_numpy_scalar_loss_seeds_one_in_its_dtype_and_returns_arrays(dtype):
+    # A scalar loss comes out of NumPy as a scalar (np.float32, ...): the value handed back is a
+    # 0-d array of that dtype, and the seed of the pass is 1 in it (the gradient keeps the
+    # parameter's dtype, and equals the one a non-scalar seed path gives).
+    x = np.array([1.0, -2.0, 3.0], dtype=dtype)
+    value, gradient = cr.value_and_grad(lambda v: cnp.sum(v * v))(x)
+    assert type(value) is np.ndarray and value.shape == () and value.dtype == x.dtype
+    assert value == np.sum(x * x)
+    assert gradient.dtype == x.dtype
+    np.testing.assert_array_equal(gradient, 2 * x)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.bool_])
+def test_grad_of_a_function_with_a_non_floating_output_names_the_dtype(dtype):
+    with pytest.raises(TypeError, match=f"floating-point output, got dtype {np.dtype(dtype)}"):
+        cr.grad(lambda v: cnp.sum(v).astype(dtype))(np.array([1.0, 2.0]))
