@@ -420,3 +420,31 @@ def test_softmax_cross_entropy_rejects_labels_outside_the_classes(bad_label):
     logits = np.array([[0.0, 1.0, 5.0]])
     with pytest.raises(ValueError, match=r"softmax_cross_entropy.*\[0, 3\)"):
         cnp.softmax_cross_entropy(logits, np.array([bad_label]))
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        np.array([0, -128, 2], dtype=np.int8),  # the most negative label of its dtype
+        np.array([0, 255, 2], dtype=np.uint8),  # the largest
+        np.array([0, -5, 2], dtype=">i2"),  # another byte order
+        np.array([0, 9, 1, 9, -1, 9])[::2],  # a strided view: [0, 1, -1]
+        np.array(-2),  # one example, 0-d
+    ],
+    ids=["int8", "uint8", "big-endian", "strided", "0-d"],
+)
+def test_the_label_range_check_sees_both_ends_in_every_integer_dtype(labels):
+    # One maximum over the labels seen as unsigned checks both ends: a negative label must still
+    # be refused (it would pick a class from the end), and the message gives the true range.
+    logits = np.zeros((*labels.shape, 4))
+    low, high = int(labels.min()), int(labels.max())
+    with pytest.raises(ValueError, match=rf"\[0, 4\), got values from {low} to {high}"):
+        cnp.softmax_cross_entropy(logits, labels)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, ">i2", np.int64, np.uint64])
+def test_labels_at_both_ends_of_the_classes_are_accepted_in_every_integer_dtype(dtype):
+    labels = np.array([0, 3, 1], dtype=dtype)
+    logits = np.arange(12.0).reshape(3, 4)
+    expected = cnp.softmax_cross_entropy(logits, np.array([0, 3, 1]))
+    np.testing.assert_array_equal(cnp.softmax_cross_entropy(logits, labels), expected)

@@ -363,7 +363,8 @@ def softmax_cross_entropy(logits, labels):
     if type(checked) is xp.ndarray:  # NumPy labels: the checks of the hot path
         if labels.dtype.kind not in "iu":  # signed or unsigned integers (cheaper than issubdtype)
             raise TypeError(_NOT_INTEGER_LABELS.format(labels.dtype))
-        if checked.size and (int(checked.min()) < 0 or int(checked.max()) >= classes):
+        # One reduction for both ends: seen as unsigned, a negative label is a huge one.
+        if checked.size and int(xp.maximum.reduce(_as_unsigned(checked), axis=None)) >= classes:
             _raise_label_range(checked.min(), checked.max(), classes, logits)
     else:  # labels on a GPU or in another namespace (labels and logits on two devices: the
         # primitive's forward raises, naming both devices)
@@ -384,6 +385,21 @@ def softmax_cross_entropy(logits, labels):
 
 
 _NOT_INTEGER_LABELS = "chainrule.softmax_cross_entropy: labels must be integers, got {}"
+
+
+_UNSIGNED: dict = {}  # a signed integer dtype -> the unsigned one of its size and byte order
+
+
+def _as_unsigned(labels):
+    """Integer ``labels`` viewed as unsigned integers of the same size (no copy): -1 reads as
+    the largest value, so one maximum checks a label range from both ends."""
+    dtype = labels.dtype
+    if dtype.kind == "u":
+        return labels
+    unsigned = _UNSIGNED.get(dtype)
+    if unsigned is None:
+        unsigned = _UNSIGNED[dtype] = xp.dtype(dtype.str.replace("i", "u"))
+    return labels.view(unsigned)
 
 
 def _raise_label_range(low, high, classes, logits):
