@@ -266,3 +266,14 @@ def test_cross_entropy_rules_on_numpy_arrays_match_the_general_rule_bit_for_bit(
     with core.observe(lambda *event: None):
         _, general_jvp = cr.jvp(loss, (logits,), (tangent,))
     assert np.asarray(fast_jvp).tobytes() == np.asarray(general_jvp).tobytes()
+
+
+@pytest.mark.parametrize("shape", [(), (1,), (1, 1)])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_backward_of_a_one_entry_tensor_seeds_one_of_its_shape_and_dtype(shape, dtype):
+    # The implicit seed of backward() (a tensor of one entry) is 1 in the tensor's own dtype
+    # and shape: the leaf's gradient is then exactly the derivative, in the leaf's dtype.
+    x = cr.Tensor(np.full(shape, 2.0, dtype), requires_grad=True)
+    (x * x * 3.0).backward()
+    assert x.grad.dtype == dtype and x.grad.shape == shape
+    np.testing.assert_array_equal(x.grad, np.full(shape, 12.0, dtype))
