@@ -430,6 +430,16 @@ def constant_data(value):
     return _constant_data(value, Tensor)
 
 
+def numpy_seed(data):
+    """1 in the shape and dtype of ``data``, a NumPy array or scalar of one entry: the seed of
+    a backward pass from a scalar. Made by ``asarray`` (a fifth of ``ones``; 1 is exact in every
+    floating dtype), inside ``use_namespace`` by that namespace's ``ones``."""
+    if arraylib.ns is not xp:
+        return arraylib.ns.ones(data.shape, dtype=data.dtype)
+    seed = xp.asarray(1.0, data.dtype)
+    return seed if data.shape == () else seed.reshape(data.shape)
+
+
 def _seed(root, cotangent, create_graph):
     if cotangent is None:
         if root.size != 1:
@@ -438,13 +448,8 @@ def _seed(root, cotangent, create_graph):
                 "reduce it to a scalar first (e.g. loss.sum() or loss.mean()) or pass one"
             )
         data = raw(root.data)
-        if isinstance(data, (ndarray, xp.generic)):  # NumPy: ones() is cheaper than ones_like()
-            if arraylib.ns is not xp:
-                return arraylib.ns.ones(data.shape, dtype=data.dtype)
-            # Cheaper still, the one entry 1 by asarray (a fifth of ones(); 1 is exact in
-            # every floating dtype)
-            seed = xp.asarray(1.0, data.dtype)
-            return seed if data.shape == () else seed.reshape(data.shape)
+        if isinstance(data, (ndarray, xp.generic)):
+            return numpy_seed(data)
         return arraylib.ns.ones_like(data)  # on the root's device (or in the active namespace)
     if isinstance(cotangent, Tensor) and not create_graph:
         cotangent = cotangent.data

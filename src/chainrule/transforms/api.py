@@ -19,7 +19,7 @@ from ..engine.arraylib import ndarray, xp
 from ..engine.core import Tracer, new_level
 from ..engine.forward import Dual
 from ..engine.reverse import backward_pass
-from ..engine.tensor import Tensor, constant_data, current_epoch, traced_leaf
+from ..engine.tensor import Tensor, constant_data, current_epoch, numpy_seed, traced_leaf
 from .counting import is_counting, note_pass
 from .pytree import tree_flatten, tree_unflatten
 
@@ -168,9 +168,7 @@ def value_and_grad(fun, argnums=0, has_aux=False):
             dtype = out.dtype
             if not (dtype.kind in "fc" if numpy_value else arraylib.is_float_dtype(dtype)):
                 raise TypeError(f"grad needs a floating-point output, got dtype {dtype}")
-            # The seed 1: for a NumPy output, asarray(1.0) costs a fifth of ones_like (the same
-            # array: 1 is exact in every floating dtype).
-            seed = xp.asarray(1.0, dtype) if numpy_value else ops.ones_like(data)
+            seed = numpy_seed(data) if numpy_value else ops.ones_like(data)
             note_pass("vjp")
             cotangents = backward_pass([out], [seed], epoch=current_epoch(), leaves=all_leaves)
         else:
