@@ -18,7 +18,7 @@ import pytest
 import chainrule as cr
 import chainrule.numpy as cnp
 from chainrule.engine import core
-from chainrule.engine.primitives import BROADCAST_TO
+from chainrule.engine.primitives import BROADCAST_TO, reductions
 from chainrule.engine.reverse import backward_pass
 from chainrule.engine.tensor import current_epoch
 
@@ -277,3 +277,66 @@ def test_backward_of_a_one_entry_tensor_seeds_one_of_its_shape_and_dtype(shape, 
     (x * x * 3.0).backward()
     assert x.grad.dtype == dtype and x.grad.shape == shape
     np.testing.assert_array_equal(x.grad, np.full(shape, 12.0, dtype))
+
+
+def _general_grad(loss, *args):
+    """``grad(loss)`` with an observer on: the rules' general path, no fast path or memo."""
+    with core.observe(lambda *event: None):
+        return cr.grad(loss)(*args)
+
+
+def test_cross_entropy_rule_reads_the_softmax_its_forward_kept():
+    rng = np.random.default_rng(5)
+    logits = rng.standard_normal((6, 4)).astype(np.float32)
+    labels = rng.integers(0, 4, 6)
+    out = reductions._xent_forward(logits, labels)
+    kept = reductions._SOFTMAX_MEMO[0]
+    assert kept[0] is out and kept[1] is logits and kept[2] is labels
+    recomputed = reductions._xent_dlogits(logits, labels)  # no out: the softmax computed again
+    from_memo = reductions._xent_dlogits(logits, labels, out)
+    assert from_memo.tobytes() == recomputed.tobytes()
+    # The rule takes the kept exp and sums (they are what it divides) ...
+    reductions._SOFTMAX_MEMO[0] = (*kept[:3], kept[3] * 2, kept[4])
+    doubled = reductions._xent_dlogits(logits, labels, out)
+    onehot = np.arange(4) == labels[:, None]
+    np.testing.assert_allclose(doubled, 2 * (recomputed + onehot) - onehot, rtol=1e-6)
+    # ... for that forward's out, logits and labels only: a copy of any is computed afresh.
+    for args in [(logits, labels, out.copy()), (logits.copy(), labels, out)]:
+        assert reductions._xent_dlogits(*args).tobytes() == recomputed.tobytes()
+    assert reductions._xent_dlogits(logits, labels.copy(), out).tobytes() == recomputed.tobytes()
+    reductions._SOFTMAX_MEMO[0] = None
+
+
+def test_cross_entropy_gradient_with_the_kept_softmax_matches_the_general_rule_bit_for_bit():
+    rng = np.random.default_rng(6)
+    # Rows with +inf, NaN and all -inf logits: their peaks are guarded in the forward, so the
+    # rule computes the softmax itself (all NaN rows), as the general rule does.
+    logits = rng.standard_normal((5, 3))
+    logits[1, 0], logits[2], logits[3, 1] = np.inf, -np.inf, np.nan
+    labels = np.array([0, 1, 2, 0, 2])
+    other = rng.standard_normal((5, 3))
+
+    def single(z):
+        return cnp.sum(cnp.softmax_cross_entropy(z, labels))
+
+    def two(z):  # the second forward replaces the first one's softmax before either rule runs
+        return cnp.sum(
+            cnp.softmax_cross_entropy(z, labels) * cnp.softmax_cross_entropy(z + other, labels)
+        )
+
+    for loss, at in [(single, logits), (single, other), (two, other)]:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            fast = cr.grad(loss)(at)
+            general = _general_grad(loss, at)
+        np.testing.assert_array_equal(fast, general)
+        assert fast.tobytes() == general.tobytes()
+    # A retained graph runs the rule twice: the kept softmax is read, never changed.
+    z = cr.Tensor(other, requires_grad=True)
+    loss = cnp.mean(cnp.softmax_cross_entropy(z, labels))
+    loss.backward(retain_graph=True)
+    first = z.grad.copy()
+    loss.backward()
+    np.testing.assert_array_equal(z.grad, 2 * first)
+    np.testing.assert_array_equal(
+        first, _general_grad(lambda v: cnp.mean(cnp.softmax_cross_entropy(v, labels)), other)
+    )

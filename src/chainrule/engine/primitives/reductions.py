@@ -161,13 +161,29 @@ def prod(x, axis=None, keepdims=False):
     return apply(PROD, x, axis=normalize_axis(axis, ndim(x), "prod"), keepdims=keepdims)
 
 
-def _logsumexp_forward(x, axis, keepdims):
+def _logsumexp_parts(x, axis):
+    """What logsumexp computes on the way: ``(peak, exp, sums, guarded)``. ``peak`` holds the
+    maxima along ``axis`` (kept as size-1 axes), those that are not finite set to 0 (a row of
+    -inf must give -inf, not NaN); ``exp = exp(x - peak)``; ``sums`` its sums along ``axis``;
+    ``guarded`` whether some peak was set to 0 (None where it is not asked: off plain NumPy,
+    reading it would stall a device, and a capture would guard on it)."""
     if isinstance(x, xp.ndarray):  # the ufunc method, without _reduce_max's call (a hot path)
         peak = xp.maximum.reduce(x, axis=axis, keepdims=True)
     else:
         peak = _reduce_max(x, axis, True)
-    peak = xp.where(xp.isfinite(peak), peak, 0)
-    out = xp.log(xp.add.reduce(xp.exp(x - peak), axis=axis, keepdims=True)) + peak
+    finite = xp.isfinite(peak)
+    guarded = None
+    if type(x) is xp.ndarray:  # one test of all peaks is cheaper than the where it saves
+        guarded = not finite.all()
+    if guarded is not False:
+        peak = xp.where(finite, peak, 0)
+    exp = xp.exp(x - peak)
+    return peak, exp, xp.add.reduce(exp, axis=axis, keepdims=True), guarded
+
+
+def _logsumexp_forward(x, axis, keepdims):
+    peak, _, sums, _ = _logsumexp_parts(x, axis)
+    out = xp.log(sums) + peak
     return out if keepdims else out.squeeze(axis=axis)
 
 
@@ -252,17 +268,32 @@ def _xent_forward(logits, labels):
     ):
         # Named by the engine's error path, which lists the devices of operands and labels.
         raise TypeError("labels and logits on different devices")
-    lse = _logsumexp_forward(logits, (logits.ndim - 1,), False)
+    peak, exp, sums, guarded = _logsumexp_parts(logits, (logits.ndim - 1,))
+    lse = (xp.log(sums) + peak).squeeze(axis=-1)
     # logits[..., label] for every example: one gather on the rows of a (examples, classes) view.
     classes = logits.shape[-1]
     rows = logits.reshape(-1, classes)
     count = rows.shape[0]
     examples = xp.arange(count) if isinstance(labels, xp.ndarray) else _arange_like(labels, count)
     picked = rows[examples, labels.reshape(-1)].reshape(labels.shape)
-    return lse - picked
+    out = lse - picked
+    if guarded is False:  # plain NumPy logits, every peak finite: the rule may read exp and sums
+        _SOFTMAX_MEMO[0] = (out, logits, labels, exp, sums)
+    return out
 
 
-def _xent_dlogits(logits, labels):
+#: The softmax pieces of the last NumPy cross-entropy forward: ``(out, logits, labels, exp,
+#: sums)``. Its derivative is softmax(logits) - onehot(labels), and the forward has just computed
+#: exp(logits - peak) and its sums: the rule of the node that recorded ``out`` takes them from
+#: here instead of computing them again (a residual, as PyTorch saves the result of its
+#: log-softmax). One slot, matched by the identity of ``out``, ``logits`` and ``labels`` (objects
+#: it keeps alive, so no other object can take their place): a rule called on anything else, or
+#: after another forward, computes the softmax itself. Kept only where every peak was finite (the
+#: forward's guard changed nothing), so that the bits are the same either way.
+_SOFTMAX_MEMO: list = [None]
+
+
+def _xent_dlogits(logits, labels, out=None):
     """softmax(logits) - onehot(labels): the gradient of the per-example loss.
 
     The softmax is exp(logits - peak) / sum(exp(logits - peak)) with a constant peak (the row
@@ -272,7 +303,21 @@ def _xent_dlogits(logits, labels):
     whose maximum is not finite (a +inf or NaN logit, or all -inf) has no finite gradient either
     way (with a guard some of its entries would be 0, the others NaN; without, all are NaN), and
     leaving the guard out saves two operations (two kernel launches on a GPU) per training step.
+
+    Given the forward's ``out``, plain NumPy logits take the softmax pieces that forward kept
+    (:data:`_SOFTMAX_MEMO`) when it was the last one.
     """
+    memo = _SOFTMAX_MEMO[0]
+    if (
+        memo is not None
+        and memo[0] is out
+        and memo[1] is logits
+        and memo[2] is labels
+        and not state.hooked
+    ):  # plain NumPy logits: the forward's exp(logits - peak) and sums
+        dlogits = memo[3] / memo[4]
+        dlogits -= xp.arange(logits.shape[-1]) == labels[..., None]
+        return dlogits
     values = strip(logits)
     classes = values.shape[-1]
     if isinstance(values, Tracer) or isinstance(labels, Tracer):  # a batch of examples (vmap)
@@ -322,7 +367,7 @@ def _batch_softmax_cross_entropy(prim, values, batched, params, size):
 
 
 def _xent_vjp(g, out, logits, labels):
-    dlogits = _xent_dlogits(logits, labels)
+    dlogits = _xent_dlogits(logits, labels, out)
     if type(g) is type(dlogits) is xp.ndarray and g.dtype == dlogits.dtype and not state.hooked:
         # A fresh buffer, scaled in place (a product's bits do not depend on the operands' order).
         dlogits *= g[..., None]
@@ -334,7 +379,7 @@ SOFTMAX_CROSS_ENTROPY = defprim(
     "softmax_cross_entropy",
     _xent_forward,
     (_xent_vjp,),
-    lambda ts, out, logits, labels: sum(ts[0] * _xent_dlogits(logits, labels), axis=-1),
+    lambda ts, out, logits, labels: sum(ts[0] * _xent_dlogits(logits, labels, out), axis=-1),
     lambda out, logits, labels: 5 * int(logits.size),
     array_api=_namespace_xent,
     batching=_batch_softmax_cross_entropy,
