@@ -13,7 +13,7 @@ import string
 
 from .. import arraylib
 from ..arraylib import xp
-from ..core import apply, ndim, raw, shape
+from ..core import apply, ndim, raw, shape, state
 from ..table import defprim, elementwise_flops, public
 from .elementwise import _sum_tangents
 from .reductions import sum
@@ -108,7 +108,18 @@ def _mT(value):
     return swapaxes(value, -1, -2)
 
 
+def _plain_matrices(g, other):
+    """Whether a matmul rule may call NumPy itself: the cotangent and the other operand are
+    exact NumPy arrays of rank 2 or more, and nothing is recorded, observed or redirected (the
+    first-order step of every dense layer)."""
+    return type(g) is type(other) is xp.ndarray and other.ndim >= 2 and not state.hooked
+
+
 def _matmul_vjp_x(g, out, x, y):
+    if _plain_matrices(g, y) and x.ndim >= 2:
+        # The calls matmul(g, swapaxes(y, -1, -2)) makes (the same view, the same product),
+        # without the two dispatches.
+        return xp.matmul(g, y.swapaxes(-1, -2))
     if x.ndim == 1 and y.ndim == 1:
         return g * y
     if x.ndim == 1:  # (k,) @ (..., k, n) -> (..., n)
@@ -119,6 +130,8 @@ def _matmul_vjp_x(g, out, x, y):
 
 
 def _matmul_vjp_y(g, out, x, y):
+    if _plain_matrices(g, x) and y.ndim >= 2:  # as in _matmul_vjp_x
+        return xp.matmul(x.swapaxes(-1, -2), g)
     if x.ndim == 1 and y.ndim == 1:
         return g * x
     if x.ndim == 1:
