@@ -16,7 +16,7 @@ from ..arraylib import xp
 from ..core import Stacked, Tracer, apply, compare, ndim, raw, shape, state, strip
 from ..table import defprim, public
 from .elementwise import EXP, astype, where
-from .shapes import broadcast_to, getitem, input_flops, reshape, with_batch
+from .shapes import BROADCAST_TO, broadcast_to, getitem, input_flops, reshape, with_batch
 
 
 def normalize_axis(axis, rank, op):
@@ -48,7 +48,12 @@ def _keep(value, x_ndim, axis, keepdims):
 
 
 def _sum_vjp(g, out, x, axis, keepdims):
-    return broadcast_to(_keep(g, x.ndim, axis, keepdims), x.shape)
+    kept = _keep(g, x.ndim, axis, keepdims)
+    if (type(kept) is xp.ndarray or isinstance(kept, xp.generic)) and not state.hooked:
+        # A plain NumPy cotangent (the 0-d one of a full sum, or a mean, in every training step):
+        # the broadcast_to entry's forward, as its dispatch would call it.
+        return kept if kept.shape == x.shape else BROADCAST_TO.forward(kept, x.shape)
+    return broadcast_to(kept, x.shape)
 
 
 SUM = defprim(
