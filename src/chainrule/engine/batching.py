@@ -81,14 +81,25 @@ class Batched(ArrayOperators, Tracer):
         return self.value.dtype
 
     def _process(self, prim, args, params):
+        # Every op on a batch of tangents (each op of jacfwd, of a Hessian) runs this: one loop
+        # over the operands, and rule_of read inline.
         level = self._level
-        batched = [type(arg) is Batched and arg._level == level for arg in args]
-        values = [
-            arg.value if is_batched else arg for arg, is_batched in zip(args, batched, strict=True)
-        ]
+        batched = []
+        values = []
+        for arg in args:
+            if type(arg) is Batched and arg._level == level:
+                batched.append(True)
+                values.append(arg.value)
+            else:
+                batched.append(False)
+                values.append(arg)
         if core.state.batching and params and core.batch_in_params(params) is not None:
             params = _stacked_params(params, level)
-        rule = rule_of(prim)
+        rule = prim.batching
+        if type(rule) is str:
+            rule = GENERIC_RULES[rule]
+        elif rule is None:
+            rule = one_example_at_a_time
         return Batched(rule(prim, values, batched, params, self.value.shape[0]), level)
 
     def _compare(self, op, first, second):

@@ -202,9 +202,10 @@ def forward_jacobian(fun, args, argnums=0, chunk_size=None, transform="jacfwd"):
             if stacked is None:
                 blocks.append(_zeros(value, out_shape + shape, dtype))
                 continue
-            piece = ops.reshape(
-                ops.getitem(stacked, slice(offset, offset + size)), shape + out_shape
-            )
+            # The rows of this leaf's directions; all of them for a single input leaf (every
+            # inner gradient of a nested descent), which needs no slicing op, recorded or not.
+            rows = stacked if size == total else ops.getitem(stacked, slice(offset, offset + size))
+            piece = ops.reshape(rows, shape + out_shape)
             # (*in, *out) -> (*out, *in)
             order = tuple(range(len(shape), len(shape) + len(out_shape))) + tuple(range(len(shape)))
             blocks.append(plain(ops.transpose(piece, order)))

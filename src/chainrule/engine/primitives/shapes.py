@@ -55,10 +55,13 @@ def with_batch(value, size):
 
 def _elementwise(prim, values, batched, params, size):
     """Elementwise primitives: line up per-example ranks, then NumPy broadcasting does the rest."""
-    ranks = [len(getattr(v, "shape", ())) - b for v, b in zip(values, batched, strict=True)]
+    if len(values) == 1:  # one operand: nothing to line up (each op of a batch of tangents)
+        return apply(prim, *values, **params)
+    # (values and batched come from the interpreter, one entry per operand: zip needs no check)
+    ranks = [len(getattr(v, "shape", ())) - b for v, b in zip(values, batched)]  # noqa: B905
     rank = builtins.max(ranks)
-    for i, (own, is_batched) in enumerate(zip(ranks, batched, strict=True)):
-        if is_batched and own < rank:
+    for i, own in enumerate(ranks):
+        if own < rank and batched[i]:
             values = list(values)
             values[i] = align(values[i], rank)
     return apply(prim, *values, **params)
