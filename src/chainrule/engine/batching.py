@@ -81,8 +81,9 @@ class Batched(ArrayOperators, Tracer):
         return self.value.dtype
 
     def _process(self, prim, args, params):
-        # Every op on a batch of tangents (each op of jacfwd, of a Hessian) runs this: one loop
-        # over the operands, and rule_of read inline.
+        # Every op on a batch of tangents (each op of jacfwd, of a Hessian) runs this, in one
+        # loop over the operands. The rule: the entry's own, a generic one it names, or (none
+        # given) one example at a time.
         level = self._level
         batched = []
         values = []
@@ -153,14 +154,6 @@ def _stacked_params(params, level):
         name: tuple(unwrap(v) for v in value) if type(value) is tuple else unwrap(value)
         for name, value in params.items()
     }
-
-
-def rule_of(prim):
-    """The batching rule of ``prim``: its own, a generic one it names, or one example at a time."""
-    rule = prim.batching
-    if rule is None:
-        return one_example_at_a_time
-    return GENERIC_RULES[rule] if isinstance(rule, str) else rule
 
 
 def unbatch(value, size, level):

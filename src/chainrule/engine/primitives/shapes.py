@@ -91,8 +91,8 @@ def one_example_at_a_time(prim, values, batched, params, size):
     return concatenate([expand_dims(out, 0) for out in outs], axis=0)
 
 
-#: The generic batching rules an entry names by its ``batching`` string (see
-#: :func:`chainrule.engine.batching.rule_of`).
+#: The generic batching rules an entry names by its ``batching`` string (looked up by
+#: :meth:`chainrule.engine.batching.Batched._process`).
 GENERIC_RULES = {
     "elementwise": _elementwise,
     "axes": _shift_axes,
