@@ -132,14 +132,19 @@ def backward_pass(roots, cotangents, *, epoch, retain_graph=False, create_graph=
     level = roots[0]._level
     consumers = _count_consumers(roots, level, Tensor)
     pending: dict = {}
-    for root, cotangent in zip(roots, cotangents, strict=True):
-        previous = pending.get(root)
-        pending[root] = cotangent if previous is None else previous + cotangent
     ready = []
-    for root in list(pending):
-        if consumers[root] == 0:
-            del consumers[root]
-            ready.append((root, pending.pop(root)))
+    if len(roots) == 1 and len(cotangents) == 1 and consumers[roots[0]] == 0:
+        # One root that no recorded op consumes (a loss): ready at once.
+        del consumers[roots[0]]
+        ready.append((roots[0], cotangents[0]))
+    else:
+        for root, cotangent in zip(roots, cotangents, strict=True):
+            previous = pending.get(root)
+            pending[root] = cotangent if previous is None else previous + cotangent
+        for root in list(pending):
+            if consumers[root] == 0:
+                del consumers[root]
+                ready.append((root, pending.pop(root)))
     wanted = None if leaves is None else {leaf: i for i, leaf in enumerate(leaves)}
     results: list | None = None if leaves is None else [None] * len(leaves)
     check_nan = state.anomaly

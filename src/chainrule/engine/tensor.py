@@ -475,11 +475,16 @@ def backward(roots, cotangents, *, retain_graph=False, create_graph=False):
                 "backward of a tensor that does not require grad: no input was created with "
                 "requires_grad=True, or it was computed under chainrule.no_grad()"
             )
-        if not arraylib.is_float_dtype(root.data.dtype):
+        dtype = root.data.dtype
+        kind = getattr(dtype, "kind", None)  # NumPy's (and CuPy's) dtypes: read off the dtype
+        if not (kind in "fc" if kind is not None else arraylib.is_float_dtype(dtype)):
             raise TypeError(
                 f"backward of a tensor of dtype {root.dtype}; it must be floating-point"
             )
-    seeds = [_seed(root, ct, create_graph) for root, ct in zip(roots, cotangents, strict=True)]
+    if len(roots) == 1 and len(cotangents) == 1:  # loss.backward(): no comprehension to run
+        seeds = [_seed(roots[0], cotangents[0], create_graph)]
+    else:
+        seeds = [_seed(root, ct, create_graph) for root, ct in zip(roots, cotangents, strict=True)]
     if create_graph:
         seeds = [s if isinstance(s, Tensor) else Tensor(s) for s in seeds]
         with enable_grad():
