@@ -292,20 +292,54 @@ def test_cross_entropy_rule_reads_the_softmax_its_forward_kept():
     labels = rng.integers(0, 4, 6)
     out = reductions._xent_forward(logits, labels)
     kept = reductions._SOFTMAX_MEMO[0]
-    assert kept[0] is out and kept[1] is logits and kept[2] is labels
+    assert kept[0]() is out and kept[1] is logits and kept[2] is labels
     recomputed = reductions._xent_dlogits(logits, labels)  # no out: the softmax computed again
     from_memo = reductions._xent_dlogits(logits, labels, out)
     assert from_memo.tobytes() == recomputed.tobytes()
+    assert reductions._SOFTMAX_MEMO[0] is None  # read once
     # The rule takes the kept exp and sums (they are what it divides) ...
     reductions._SOFTMAX_MEMO[0] = (*kept[:3], kept[3] * 2, kept[4])
     doubled = reductions._xent_dlogits(logits, labels, out)
     onehot = np.arange(4) == labels[:, None]
     np.testing.assert_allclose(doubled, 2 * (recomputed + onehot) - onehot, rtol=1e-6)
-    # ... for that forward's out, logits and labels only: a copy of any is computed afresh.
-    for args in [(logits, labels, out.copy()), (logits.copy(), labels, out)]:
+    # ... for that forward's out, logits and labels only: with a copy of any the softmax is
+    # computed afresh, and the kept one stays for its own rule.
+    for args in [
+        (logits, labels, out.copy()),
+        (logits.copy(), labels, out),
+        (logits, labels.copy(), out),
+    ]:
+        reductions._SOFTMAX_MEMO[0] = kept
         assert reductions._xent_dlogits(*args).tobytes() == recomputed.tobytes()
-    assert reductions._xent_dlogits(logits, labels.copy(), out).tobytes() == recomputed.tobytes()
+        assert reductions._SOFTMAX_MEMO[0] is kept
     reductions._SOFTMAX_MEMO[0] = None
+
+
+def test_the_kept_softmax_goes_when_its_output_goes():
+    # An evaluation of a large batch must not keep its softmax alive until the next cross-entropy.
+    rng = np.random.default_rng(8)
+    labels = rng.integers(0, 7, 50)
+    logits = rng.standard_normal((50, 7))
+    out = reductions._xent_forward(logits, labels)
+    exp = weakref.ref(reductions._SOFTMAX_MEMO[0][3])
+    del out
+    gc.collect()
+    assert reductions._SOFTMAX_MEMO[0] is None and exp() is None
+    with cr.no_grad():  # the same through the public function, on a Tensor
+        losses = cnp.softmax_cross_entropy(cr.Tensor(logits), labels)
+    assert reductions._SOFTMAX_MEMO[0] is not None
+    del losses
+    gc.collect()
+    assert reductions._SOFTMAX_MEMO[0] is None
+    # A training step's rule reads the softmax and lets it go, the loss still alive.
+    z = cr.Tensor(rng.standard_normal((50, 7)), requires_grad=True)
+    loss = cnp.mean(cnp.softmax_cross_entropy(z, labels))
+    assert reductions._SOFTMAX_MEMO[0] is not None
+    loss.backward()
+    assert reductions._SOFTMAX_MEMO[0] is None
+    # 0-d labels give a NumPy scalar out, which takes no weak reference: nothing is kept.
+    reductions._xent_forward(rng.standard_normal(7), np.array(3))
+    assert reductions._SOFTMAX_MEMO[0] is None
 
 
 def test_cross_entropy_gradient_with_the_kept_softmax_matches_the_general_rule_bit_for_bit():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import operator
+import weakref
 
 from .. import arraylib
 from ..arraylib import xp
@@ -282,19 +283,31 @@ def _xent_forward(logits, labels):
     examples = xp.arange(count) if isinstance(labels, xp.ndarray) else _arange_like(labels, count)
     picked = rows[examples, labels.reshape(-1)].reshape(labels.shape)
     out = lse - picked
-    if guarded is False:  # plain NumPy logits, every peak finite: the rule may read exp and sums
-        _SOFTMAX_MEMO[0] = (out, logits, labels, exp, sums)
+    if guarded is False and type(out) is type(labels) is xp.ndarray:
+        # Plain NumPy arrays, every peak finite: the rule may read exp and sums.
+        _SOFTMAX_MEMO[0] = (weakref.ref(out, _forget_softmax), logits, labels, exp, sums)
     return out
 
 
-#: The softmax pieces of the last NumPy cross-entropy forward: ``(out, logits, labels, exp,
-#: sums)``. Its derivative is softmax(logits) - onehot(labels), and the forward has just computed
-#: exp(logits - peak) and its sums: the rule of the node that recorded ``out`` takes them from
-#: here instead of computing them again (a residual, as PyTorch saves the result of its
-#: log-softmax). One slot, matched by the identity of ``out``, ``logits`` and ``labels`` (objects
-#: it keeps alive, so no other object can take their place): a rule called on anything else, or
-#: after another forward, computes the softmax itself. Kept only where every peak was finite (the
-#: forward's guard changed nothing), so that the bits are the same either way.
+def _forget_softmax(dead):
+    """Drop the kept softmax once its output is gone (no rule can ask for it then): an
+    evaluation's large batch does not stay in memory until the next cross-entropy."""
+    memo = _SOFTMAX_MEMO[0]
+    if memo is not None and memo[0] is dead:
+        _SOFTMAX_MEMO[0] = None
+
+
+#: The softmax pieces of the last NumPy cross-entropy forward: a weak reference to its ``out``,
+#: then ``logits``, ``labels``, ``exp`` and ``sums``. Its derivative is softmax(logits) -
+#: onehot(labels), and the forward has just computed exp(logits - peak) and its sums: the rule of
+#: the node that recorded ``out`` takes them from here instead of computing them again (a
+#: residual, as PyTorch saves the result of its log-softmax). One slot, matched by the identity
+#: of ``out`` (alive: a dead reference matches nothing), ``logits`` and ``labels`` (kept alive, so
+#: no other object can take their place); emptied by the rule that reads it and when ``out``
+#: dies, so that nothing stays after a training step or an evaluation. A rule called on anything
+#: else, after another forward, or a second time (a retained graph) computes the softmax itself.
+#: Kept only where every peak was finite (the forward's guard changed nothing), so that the bits
+#: are the same either way.
 _SOFTMAX_MEMO: list = [None]
 
 
@@ -315,11 +328,13 @@ def _xent_dlogits(logits, labels, out=None):
     memo = _SOFTMAX_MEMO[0]
     if (
         memo is not None
-        and memo[0] is out
         and memo[1] is logits
         and memo[2] is labels
+        and out is not None
+        and memo[0]() is out
         and not state.hooked
-    ):  # plain NumPy logits: the forward's exp(logits - peak) and sums
+    ):  # plain NumPy logits: the forward's exp(logits - peak) and sums, read once
+        _SOFTMAX_MEMO[0] = None
         dlogits = memo[3] / memo[4]
         dlogits -= xp.arange(logits.shape[-1]) == labels[..., None]
         return dlogits
