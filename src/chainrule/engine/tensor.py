@@ -251,6 +251,13 @@ class Tensor(ArrayOperators, Tracer):
                 if isinstance(value, Tracer):
                     plain = False
                 values.append(value)
+        elif len(args) == 1:  # eager, one operand (relu, sum, the cross-entropy): no loop
+            (arg,) = args
+            if type(arg) is Tensor:
+                values = [arg.data]
+                record = arg.requires_grad
+            else:
+                values = [arg]
         else:  # eager: every tensor among the args is of level 0 (transforms start at 1)
             values = [arg.data if type(arg) is Tensor else arg for arg in args]
             for arg in args:

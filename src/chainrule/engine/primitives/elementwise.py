@@ -143,6 +143,8 @@ def _relu_vjp(g, out, x):
     """g where x > 0, else 0 (relu'(0) = 0 by convention). NumPy multiplies by the boolean mask,
     its fastest form on the hot path (a ``where`` or ``g * sign(out)`` costs more there); the
     array API mixes no booleans into float arithmetic, so other namespaces select with where."""
+    if type(x) is xp.ndarray and arraylib.ns is xp:  # a NumPy primal: no tracer to strip
+        return g * (x > 0)
     positive = strip(x) > 0
     if arraylib.ns is xp:
         return g * positive
