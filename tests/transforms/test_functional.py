@@ -231,3 +231,29 @@ def test_value_and_grad_of_a_numpy_scalar_loss_seeds_one_in_its_dtype_and_return
 def test_grad_of_a_function_with_a_non_floating_output_names_the_dtype(dtype):
     with pytest.raises(TypeError, match=f"floating-point output, got dtype {np.dtype(dtype)}"):
         cr.grad(lambda v: cnp.sum(v).astype(dtype))(np.array([1.0, 2.0]))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_the_seed_of_a_traced_output_is_one_of_its_shape_and_dtype(dtype):
+    # An inner grad's output is a tracer of the outer level (grad of grad, hvp, nested descents):
+    # its seed is 1 of the shape and dtype the tracer shows, whether the plain array under it has
+    # that shape (a Dual, a Tensor) or carries a batch axis (under vmap).
+    from chainrule.engine.batching import Batched
+    from chainrule.engine.forward import Dual
+    from chainrule.transforms.api import _nested_seed
+
+    for traced in [
+        Dual(np.asarray(2.0, dtype), np.asarray(1.0, dtype), 99),
+        Dual(dtype(2.0), dtype(1.0), 99),
+        Dual(np.full((1,), 2.0, dtype), np.ones((1,), dtype), 99),
+        Batched(np.full((3,), 2.0, dtype), 99),
+    ]:
+        seed = _nested_seed(traced)
+        assert isinstance(seed, np.ndarray) and seed.dtype == dtype
+        assert seed.shape == traced.shape
+        np.testing.assert_array_equal(seed, np.ones(seed.shape, dtype))
+    # The nested passes that use it: exact second derivatives in every dtype.
+    x = np.asarray([0.5, 1.5], dtype)
+    hess_diag = cr.grad(lambda a: cnp.sum(cr.grad(lambda b: cnp.sum(b * b * b))(a)))(x)
+    assert hess_diag.dtype == dtype
+    np.testing.assert_array_equal(hess_diag, (6 * x).astype(dtype))
