@@ -448,3 +448,17 @@ def test_labels_at_both_ends_of_the_classes_are_accepted_in_every_integer_dtype(
     logits = np.arange(12.0).reshape(3, 4)
     expected = cnp.softmax_cross_entropy(logits, np.array([0, 3, 1]))
     np.testing.assert_array_equal(cnp.softmax_cross_entropy(logits, labels), expected)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int8, np.bool_])
+def test_backward_of_a_non_float_tensor_names_its_dtype(dtype):
+    # An integer (or boolean) result of differentiable inputs has no gradient to seed.
+    x = cr.Tensor(np.array([1.5, 2.5]), requires_grad=True)
+    y = cnp.sum(cnp.astype(x, dtype))  # the cast is recorded; the sum keeps an integer dtype
+    assert y.requires_grad and y.dtype.kind in "iu"
+    with pytest.raises(TypeError, match=f"dtype {y.dtype}; it must be floating"):
+        y.backward()
+    assert x.grad is None  # nothing was filled in
+    z = cr.Tensor(np.array(2.0, np.float32), requires_grad=True)
+    (z * z).backward()  # float32: accepted, seeded in its dtype
+    assert z.grad.dtype == np.float32 and z.grad == 4.0
