@@ -12,6 +12,7 @@ import pytest
 
 import chainrule as cr
 import chainrule.numpy as cnp
+from chainrule.transforms import jacobians
 
 RNG = np.random.default_rng(7)
 W_TALL_1 = RNG.standard_normal((20, 3))
@@ -92,6 +93,40 @@ def test_jacfwd_equals_jacrev_equals_finite_differences(name):
         np.testing.assert_allclose(
             cr.jacrev(f, chunk_size=chunk)(x), forward, rtol=1e-12, atol=1e-14
         )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_jacfwd_blocks_are_fresh_arrays_that_a_caller_may_write(dtype):
+    # The basis of a single input leaf is copied from a kept identity: writing into one result
+    # (here the basis itself, handed back by the identity function) must leave the next alone.
+    x = np.arange(3, dtype=dtype)
+    first = cr.jacfwd(lambda v: v)(x)
+    assert first.dtype == dtype and first.flags.writeable
+    first[:] = 7
+    second = cr.jacfwd(lambda v: v)(x)
+    np.testing.assert_array_equal(second, np.eye(3, dtype=dtype))
+    assert second.dtype == dtype and not np.shares_memory(first, second)
+    value, jacobian = jacobians.forward_jacobian(lambda v: v * 2, (x,))
+    np.testing.assert_array_equal(jacobian, 2 * np.eye(3, dtype=dtype))
+
+
+def test_jacfwd_in_chunks_matches_one_pass_bit_for_bit_over_two_leaves():
+    # Chunks that cover one leaf's directions and miss the other's fill zeros for the missing
+    # block; the one-pass layout (a scalar output needs no transpose) gives the same bits.
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((2, 3)), rng.standard_normal(4)
+
+    def f(a, b):
+        return {"s": cnp.sum(cnp.sin(a)) * cnp.sum(b * b), "v": cnp.tanh(a[0] * b[:3])}
+
+    whole = cr.jacfwd(f, argnums=(0, 1))(a, b)
+    for chunk in (1, 2, 5, 6, 9, 10, 100):
+        chunked = cr.jacfwd(f, argnums=(0, 1), chunk_size=chunk)(a, b)
+        for key in ("s", "v"):
+            for got, want in zip(chunked[key], whole[key], strict=True):
+                assert got.shape == want.shape
+                np.testing.assert_array_equal(got, want)
+    assert whole["s"][0].shape == (2, 3) and whole["v"][1].shape == (3, 4)
 
 
 def test_jacobian_of_matrix_input_and_output_keeps_both_shapes():

@@ -25,6 +25,11 @@ from .pytree import tree_flatten, tree_unflatten
 
 
 def _as_value(leaf, transform):
+    # A float NumPy array, the usual leaf, is checked here in two attribute reads; anything else
+    # (a number, a list, a subclass, a tracer, a GPU array, any array inside use_namespace, which
+    # takes it into the active namespace) is converted and its dtype asked of the namespace.
+    if type(leaf) is ndarray and arraylib.ns is xp and leaf.dtype.kind in "fc":
+        return leaf
     value = leaf if isinstance(leaf, Tracer) else arraylib.asarray(leaf)
     dtype = value.dtype  # type: ignore[union-attr]  # every tracer type has a dtype
     if not arraylib.is_float_dtype(dtype):
@@ -36,9 +41,7 @@ def _as_value(leaf, transform):
 
 
 def _lift_tensor(leaf, level, transform):
-    # A float NumPy array, the usual leaf, is checked here in two attribute reads; anything else
-    # (a number, a list, a subclass, a tracer, a GPU array, any array inside use_namespace, which
-    # takes it into the active namespace) goes through _as_value.
+    # The check of _as_value's first line, inline: this runs for every leaf of every grad call.
     if type(leaf) is ndarray and arraylib.ns is xp and leaf.dtype.kind in "fc":
         return traced_leaf(leaf, level)
     return traced_leaf(_as_value(leaf, transform), level)
