@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import chainrule as cr
 import chainrule.transforms.numerical as numerical
 from chainrule.apps.gradbench import ba, descent, ht, lstm, particle, saddle
 from chainrule.apps.gradbench.protocol import handle, run_repeatedly
@@ -449,6 +450,31 @@ def test_ht_translation_moves_every_model_point():
 # ------------------------------------------------------------------------------------------------
 # Nested differentiation: saddle and particle
 # ------------------------------------------------------------------------------------------------
+
+
+def test_descent_norm_reads_the_value_under_any_tracer():
+    """The solver's stopping test: the Euclidean norm of the value, derivatives ignored, for
+    plain vectors of any length and for traced ones (as the inner descents of saddle see them)."""
+
+    def norms_under_tracers(vector):
+        norms = []
+
+        def record(v):
+            norms.append(descent._norm(v * 1.0))
+            return cr.numpy.sum(v)
+
+        cr.jvp(record, (vector,), (np.ones_like(vector),))
+        cr.grad(record)(vector)
+        return norms
+
+    rng = np.random.default_rng(5)
+    for size in (1, 2, 5):
+        vector = rng.standard_normal(size)
+        expected = pytest.approx(np.linalg.norm(vector), rel=1e-15)
+        assert descent._norm(vector) == expected
+        assert norms_under_tracers(vector) == [expected, expected]
+    assert descent._norm(np.array([3.0, 4.0])) == 5.0
+    assert descent._norm(np.zeros(2, dtype=np.float32)) == 0.0
 
 
 @pytest.mark.parametrize("outer", ["f", "r"])
