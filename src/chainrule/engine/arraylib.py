@@ -165,6 +165,8 @@ def device_of(value) -> str:
 
 def namespace_of(value):
     """The array module of ``value``'s device: NumPy, or CuPy for a CUDA array."""
+    if type(value) is ndarray:  # the usual case, without the CUDA type test
+        return xp
     return cupy_module() if _is_cuda_type(type(value)) else xp
 
 

@@ -89,7 +89,7 @@ def _basis_block(start, stop, offset, like, dtype):
         block = _identity(size, dtype).copy()
     else:
         block = namespace.eye(stop - start, size, k=start - offset, dtype=dtype)
-    return block.reshape((stop - start, *shape))
+    return block if len(shape) == 1 else block.reshape((stop - start, *shape))
 
 
 @functools.lru_cache(maxsize=64)
@@ -154,7 +154,7 @@ def _flat_inputs(args, nums, transform):
     for n in nums:
         arg_leaves, treedef = tree_flatten(args[n])
         arg_defs.append(treedef)
-        leaves.extend(_as_value(leaf, transform) for leaf in arg_leaves)
+        leaves += [_as_value(leaf, transform) for leaf in arg_leaves]
     return arg_defs, leaves
 
 
@@ -211,11 +211,15 @@ def forward_jacobian(fun, args, argnums=0, chunk_size=None, transform="jacfwd"):
             fun, args, nums, arg_defs, leaves, offsets, start, stop
         )
         per_chunk.append(stacks)
-    widths = [stop - start for start, stop in chunks]
+    if len(chunks) > 1:  # (one chunk's stacks are the whole ones)
+        widths = [stop - start for start, stop in chunks]
+        stacks = [
+            _stack_chunks([chunk[j] for chunk in per_chunk], widths, ops.shape(value), value)
+            for j, value in enumerate(values)
+        ]
     per_output = []
-    for j, value in enumerate(values):
+    for value, stacked in zip(values, stacks, strict=True):
         out_shape = ops.shape(value)
-        stacked = _stack_chunks([stacks[j] for stacks in per_chunk], widths, out_shape, value)
         blocks = []
         for shape, size, offset in zip(in_shapes, in_sizes, offsets, strict=True):
             if stacked is None:
