@@ -55,7 +55,9 @@ class Batched(ArrayOperators, Tracer):
     def __init__(self, value, level):
         self.value = value
         self._level = level
-        self.shape = tuple(value.shape[1:])  # what every operation sees: one example's shape
+        # What every operation sees: one example's shape (every array's and tracer's shape is a
+        # tuple, and so is its slice).
+        self.shape = value.shape[1:]
 
     def _unwrap(self):
         # ``raw`` of a Batched is the stacked array: only use it where the batch axis is expected.

@@ -57,6 +57,13 @@ def _elementwise(prim, values, batched, params, size):
     """Elementwise primitives: line up per-example ranks, then NumPy broadcasting does the rest."""
     if len(values) == 1:  # one operand: nothing to line up (each op of a batch of tangents)
         return apply(prim, *values, **params)
+    if len(values) == 2:  # two: nothing to line up when their per-example ranks agree
+        first, second = values
+        if (
+            len(getattr(first, "shape", ())) - batched[0]
+            == len(getattr(second, "shape", ())) - batched[1]
+        ):
+            return apply(prim, first, second, **params)
     # (values and batched come from the interpreter, one entry per operand: zip needs no check)
     ranks = [len(getattr(v, "shape", ())) - b for v, b in zip(values, batched)]  # noqa: B905
     rank = builtins.max(ranks)
