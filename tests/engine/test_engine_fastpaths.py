@@ -410,3 +410,27 @@ def test_matmul_rules_on_numpy_matrices_match_the_general_rule_bit_for_bit(dtype
     a, b = cr.Tensor(x, requires_grad=True), cr.Tensor(y, requires_grad=True)
     loss(a, b).backward()
     assert a.grad.tobytes() == fast[0].tobytes() and b.grad.tobytes() == fast[1].tobytes()
+
+
+@pytest.mark.parametrize("exponent", [0, 0.0, 1, 2, 3.0, -0.5, -2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_power_rule_with_a_python_exponent_matches_the_array_exponent_bit_for_bit(exponent, dtype):
+    # A Python number takes the rule's first branch; the same exponent as a 0-d array takes the
+    # general one. Zeros in x check the x ** 0 case (derivative 0, not NaN).
+    x = np.array([0.0, 0.5, 1.5, 2.0, 3.0], dtype=dtype)
+    if exponent in (-0.5, -2):
+        x = x[1:]
+    as_array = np.asarray(exponent, dtype=dtype)
+
+    def by_number(v):
+        return cnp.sum(v**exponent)
+
+    def by_array(v):
+        return cnp.sum(v**as_array)
+
+    np.testing.assert_array_equal(cr.grad(by_number)(x), cr.grad(by_array)(x))
+    tangent = np.linspace(0.5, 1.5, x.size).astype(dtype)
+    number_jvp = cr.jvp(lambda v: v**exponent, (x,), (tangent,))[1]
+    array_jvp = cr.jvp(lambda v: v**as_array, (x,), (tangent,))[1]
+    np.testing.assert_array_equal(number_jvp, array_jvp)
+    assert not np.isnan(number_jvp).any()

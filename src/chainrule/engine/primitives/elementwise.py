@@ -257,6 +257,8 @@ def _log_where_positive(x):
 
 
 def _pow_vjp_x(g, out, x, y):
+    if type(y) is float or type(y) is int:  # a Python number, the usual exponent: as below
+        return g * y * x if y == 0 else g * y * x ** (y - 1)
     if not hasattr(y, "_level"):
         # d(x**0)/dx = 0 everywhere, also at x = 0 where 0 * 0**-1 would be NaN. Only for a
         # constant exponent: a traced one keeps the plain formula, whose y-derivative is needed.

@@ -76,7 +76,7 @@ def _elementwise(prim, values, batched, params, size):
 
 def _shift_axes(prim, values, batched, params, size):
     """Reductions over ``axis`` (a tuple of non-negative ints): every axis moves by one."""
-    return apply(prim, values[0], **{**params, "axis": tuple(a + 1 for a in params["axis"])})
+    return apply(prim, values[0], **dict(params, axis=tuple([a + 1 for a in params["axis"]])))
 
 
 def _shift_axis(prim, values, batched, params, size):
