@@ -36,7 +36,7 @@ def crossing_cost(w, inner: str):
     while True:
         field = field_gradient(position)  # the acceleration is −field
         next_position = position + TIME_STEP * velocity
-        if not next_position[1] > 0:
+        if not cnp.stop_gradient(next_position)[1] > 0:  # a test of the value: nothing recorded
             break
         position = next_position
         velocity = velocity - TIME_STEP * field
