@@ -41,9 +41,6 @@ def _as_value(leaf, transform):
 
 
 def _lift_tensor(leaf, level, transform):
-    # The check of _as_value's first line, inline: this runs for every leaf of every grad call.
-    if type(leaf) is ndarray and arraylib.ns is xp and leaf.dtype.kind in "fc":
-        return traced_leaf(leaf, level)
     return traced_leaf(_as_value(leaf, transform), level)
 
 
