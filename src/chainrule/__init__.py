@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and
     from .transforms.chain import ChainJacobian, chain_jacobian
     from .transforms.cost import JacobianPlan, explain_jacobian
     from .transforms.custom import custom_jvp, custom_vjp
+    from .transforms.jit import ConcretizationError, jit
     from .transforms.numerical import check_grads, numerical_grad
     from .transforms.remat import checkpoint, remat
     from .transforms.vmap import vmap
@@ -72,6 +73,8 @@ _LAZY_NAMES = {
     "custom_vjp": ("chainrule.transforms.custom", "custom_vjp"),
     "numerical_grad": ("chainrule.transforms.numerical", "numerical_grad"),
     "vmap": ("chainrule.transforms.vmap", "vmap"),
+    "jit": ("chainrule.transforms.jit", "jit"),
+    "ConcretizationError": ("chainrule.transforms.jit", "ConcretizationError"),
 }
 
 
@@ -96,6 +99,7 @@ __all__ = [
     "AnomalyError",
     "CaptureError",
     "ChainJacobian",
+    "ConcretizationError",
     "JacobianPlan",
     "Tensor",
     "capture",
@@ -116,6 +120,7 @@ __all__ = [
     "jacfwd",
     "jacobian",
     "jacrev",
+    "jit",
     "jvp",
     "linearize",
     "no_grad",

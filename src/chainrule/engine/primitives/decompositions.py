@@ -820,9 +820,9 @@ def lstsq(a, b, rcond=None):
         )
     if any(isinstance(strip(operand), Tracer) for operand in (a, b)):
         raise ValueError(
-            f"chainrule.linalg.lstsq: not batched under vmap (a of shape {shape_a}, b of shape "
-            f"{shape_b}): the rank it returns, and so the residuals' shape, depend on each "
-            "example's values; batch pinv(a) @ b instead"
+            f"chainrule.linalg.lstsq: not batched under vmap nor staged by jit (a of shape "
+            f"{shape_a}, b of shape {shape_b}): the rank it returns, and so the residuals' "
+            "shape, depend on the values; use pinv(a) @ b instead"
         )
     m, n = shape_a
     singular_values = svdvals(a)

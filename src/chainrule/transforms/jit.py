@@ -1,0 +1,498 @@
+"""``jit``: stage a function out to a flat program of primitives once, then replay it.
+
+Every transform in chainrule is an interpreter that runs while the user's function runs: a
+Hessian of a small function goes through three levels of tracers on every operation, and a
+gradient inside a loop records and walks a graph on every iteration. ``jit(fun)`` pays that once
+per input signature. The first call runs ``fun`` on *staging tracers* (a transformation level of
+their own, below every transform that ``fun`` opens inside), which write down every primitive
+application that reaches them, with its parameters, as one equation of a flat program: the
+primitives of ``fun``'s own work and, when ``fun`` takes a gradient or a Jacobian, those of the
+derivative rules too. Later calls with the same signature replay the program: one primitive
+application per equation, no graph, no tangents, no tracer levels of ``fun``'s own.
+
+A replay applies each primitive with :func:`~chainrule.engine.core.apply`, so a jitted function
+composes with every transform outside it. ``grad(jit(f))`` records the program's primitives on
+the tape; ``jvp`` pushes tangents through them; ``vmap`` batches them. This is where nested AD
+gains most: ``jit(grad(potential))`` inside a trajectory that an outer ``jvp`` differentiates
+costs one forward-mode level per primitive, instead of a forward level carrying a reverse (or
+batched forward) level on every operation of ``potential``.
+
+>>> import numpy as np, chainrule as cr, chainrule.numpy as cnp
+>>> f = lambda x: cnp.sum(cnp.sin(x) * x)
+>>> fast = cr.jit(cr.hessian(f))
+>>> x = np.array([0.5, 1.0, 2.0])
+>>> bool(np.allclose(fast(x), cr.hessian(f)(x)))
+True
+>>> fast.trace_count  # a second call with the same shapes replays
+1
+>>> _ = fast(x + 1.0); fast.trace_count
+1
+
+What a program assumes (as in JAX):
+
+* **Arrays are traced; everything else is static.** Array leaves of the arguments (NumPy and
+  CuPy arrays, NumPy scalars, tracers of enclosing transforms) are the program's inputs: a call
+  with other shapes or dtypes stages a new program. Every other leaf (a Python number, a string,
+  ``None``), and every argument named in ``static_argnums`` or ``static_argnames``, is part of the
+  signature by value and frozen into the program.
+* **No Python decision on a traced value.** ``if x > 0``, ``float(x)``, ``x.item()`` or
+  ``np.asarray(x)`` inside ``fun`` would be frozen at the staged value, so they raise a
+  :class:`ConcretizationError` naming the function; use ``chainrule.numpy.where``, or make the
+  argument static.
+* **Closed-over arrays are constants.** An array that ``fun`` reads from its closure is frozen
+  into the program; a *tracer* it reads from its closure (a value an enclosing ``grad`` or
+  ``jvp`` is watching) would lose its derivative, so that is an error too: pass it as an
+  argument.
+
+Each call that stages writes ``trace_count`` up by one; ``clear_cache()`` drops the programs.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+from collections.abc import Callable, Sequence
+from operator import attrgetter
+from typing import Any
+
+from ..engine import core, ops
+from ..engine.array_methods import ArrayOperators
+from ..engine.arraylib import ndarray, xp
+from ..engine.core import Tracer, apply, compare, evaluate, new_level, state, strip
+from .pytree import tree_flatten, tree_unflatten
+
+
+class ConcretizationError(TypeError):
+    """A jitted function asked for the value of a traced array (see
+    :mod:`chainrule.transforms.jit`)."""
+
+
+class _Staged(ArrayOperators, Tracer):
+    """A value of the function being staged: the concrete ``value`` seen while staging, and the
+    slot of the program that will hold it on a replay.
+
+    Derivative rules treat it as a value, as they treat a batch of ``vmap``: :func:`strip` stops
+    at it (``_is_batch``), so a rule's comparisons and ``stop_gradient`` reach it and are written
+    down as equations instead of being read off the staged value."""
+
+    __slots__ = ("value", "_level", "slot", "_program")
+    _is_batch = True
+
+    def __init__(self, value, program, slot):
+        self.value = value
+        self._level = program.level
+        self.slot = slot
+        self._program = program
+
+    shape = property(attrgetter("value.shape"))
+    dtype = property(attrgetter("value.dtype"))
+    ndim = property(attrgetter("value.ndim"))
+    size = property(attrgetter("value.size"))
+
+    def _unwrap(self):
+        return self.value
+
+    def _process(self, prim, args, params):
+        return self._program.record_primitive(prim, args, params)
+
+    def _compare(self, op, first, second):
+        return self._program.record_call(
+            functools.partial(compare, op), (first, second), op.__name__
+        )
+
+    def _detached(self):
+        return self._program.record_call(ops.stop_gradient, (self,), "stop_gradient")
+
+    def _on_stacked(self, function):
+        return self._program.record_call(
+            functools.partial(_on_values, function), (self,), "a function of the values"
+        )
+
+    def _refuse(self, what):
+        raise ConcretizationError(
+            f"jit of {self._program.name}: {what} of a traced array (shape {self.shape}, dtype "
+            f"{self.dtype}): a jitted function is staged once per input signature, so a Python "
+            "decision on an array's value would be frozen at the staged value; use "
+            "chainrule.numpy.where for a choice per element, or make the argument static "
+            "(static_argnums / static_argnames)"
+        )
+
+    def __bool__(self):
+        self._refuse("bool()")
+
+    def __float__(self):
+        self._refuse("float()")
+
+    def __int__(self):
+        self._refuse("int()")
+
+    def __index__(self):
+        self._refuse("an index")
+
+    def item(self):
+        self._refuse(".item()")
+
+    def tolist(self):
+        self._refuse(".tolist()")
+
+    def __array__(self, dtype=None, copy=None):
+        self._refuse("np.asarray()")
+
+    def __repr__(self):
+        return f"Staged(shape={self.shape}, dtype={self.dtype}, slot={self.slot})"
+
+
+def _on_values(function, value):
+    """``function`` of the stacked values of ``value`` (see ``Tracer._on_stacked``): a batch's
+    own, or, for a value that is not a batch, of the value as a batch of one."""
+    primal = strip(value)
+    if isinstance(primal, Tracer):
+        return primal._on_stacked(function)
+    return function(primal[None])[0]
+
+
+class _Program:
+    """The equations staged from one call, and how to replay them (see module docstring)."""
+
+    def __init__(self, name: str, inputs: int):
+        self.name = name
+        self.level = new_level()
+        self.inputs = inputs
+        self.values: list = [None] * inputs  # slot -> constant (None for computed slots)
+        self.constant_slots: dict = {}  # id(constant) -> slot, and the constants kept alive
+        # Each: (primitive or None, call or None, operand slots, params, param slots or None,
+        # output slot); after finish, the slots read there for the last time as well.
+        self.equations: list[tuple] = []
+        self.outputs: list[int] = []
+
+    # -- staging --------------------------------------------------------------------------------
+
+    def _new_slot(self, value=None) -> int:
+        self.values.append(value)
+        return len(self.values) - 1
+
+    def _slot_of(self, value):
+        """The slot and the staged value of operand ``value`` (a constant gets a slot of its
+        own, one per distinct object)."""
+        if type(value) is _Staged and value._program is self:
+            return value.slot, value.value
+        if isinstance(value, Tracer):
+            raise ValueError(
+                f"jit of {self.name}: the function reads a value that an enclosing transform is "
+                f"tracing ({type(value).__name__} of shape {ops.shape(value)}) from its closure; "
+                "its derivative would be lost: pass it to the jitted function as an argument"
+            )
+        kept = self.constant_slots.get(id(value))
+        if kept is None:
+            kept = self.constant_slots[id(value)] = (self._new_slot(value), value)
+        return kept[0], value
+
+    def record_primitive(self, prim, args, params):
+        slots = []
+        values = []
+        for arg in args:
+            slot, value = self._slot_of(arg)
+            slots.append(slot)
+            values.append(value)
+        param_slots = None
+        staged_params = params
+        if params and core.batch_in_params(params) is not None:
+            param_slots, staged_params = self._params_of(params)
+            for name, position, _ in param_slots:
+                member = staged_params[name] if position is None else staged_params[name][position]
+                if name == "index" and getattr(member, "dtype", None) == xp.bool_:
+                    raise ConcretizationError(
+                        f"jit of {self.name}: chainrule.{prim.name} with a boolean mask computed "
+                        "from traced values: the result's shape would depend on the values, "
+                        "which a staged program cannot follow; select with "
+                        "chainrule.numpy.where instead"
+                    )
+        out = evaluate(prim, values, staged_params)
+        return self._append(prim, None, tuple(slots), params, param_slots, out)
+
+    def _params_of(self, params):
+        """Which members of ``params`` are program values (``(name, member, slot)``, member None
+        for a whole parameter), and the parameters with the staged values in their place."""
+        refs: list[tuple] = []
+        concrete = {}
+        for name, value in params.items():
+            if type(value) is tuple:
+                members = []
+                for position, member in enumerate(value):
+                    if isinstance(member, Tracer):
+                        slot, member = self._slot_of(member)
+                        refs.append((name, position, slot))
+                    members.append(member)
+                concrete[name] = tuple(members)
+            elif isinstance(value, Tracer):
+                slot, concrete[name] = self._slot_of(value)
+                refs.append((name, None, slot))
+            else:
+                concrete[name] = value
+        return tuple(refs), concrete
+
+    def record_call(self, call, args, what):
+        slots = []
+        values = []
+        for arg in args:
+            slot, value = self._slot_of(arg)
+            slots.append(slot)
+            values.append(value)
+        return self._append(None, call, tuple(slots), {}, None, call(*values))
+
+    def _append(self, prim, call, slots, params, param_slots, out):
+        slot = self._new_slot()
+        self.equations.append((prim, call, slots, params, param_slots, slot))
+        return _Staged(out, self, slot)
+
+    def finish(self, output_leaves) -> None:
+        """Take the outputs, drop the equations they do not need, and note where each slot is
+        read for the last time (a replay lets go of intermediate arrays as it goes)."""
+        self.outputs = [self._slot_of(leaf)[0] for leaf in output_leaves]
+        needed = set(self.outputs)
+        kept = []
+        for equation in reversed(self.equations):
+            if equation[5] in needed:
+                kept.append(equation)
+                needed.update(_reads(equation))
+        seen = set(self.outputs)
+        finished = []
+        for equation in kept:  # last equation first
+            reads = _reads(equation)
+            # Computed slots (inputs and constants stay) not read by any later equation.
+            frees = tuple(
+                slot
+                for slot in reads
+                if slot not in seen and slot >= self.inputs and self.values[slot] is None
+            )
+            seen.update(reads)
+            finished.append((*equation, frees))
+        finished.reverse()
+        self.equations = finished
+        self.constant_slots.clear()
+
+    # -- replay ---------------------------------------------------------------------------------
+
+    def run(self, inputs: Sequence) -> list:
+        """The outputs for ``inputs`` (one per input slot): each equation applied in turn, with
+        :func:`~chainrule.engine.core.apply` when some input is a tracer, else evaluated on the
+        plain arrays directly."""
+        env = list(self.values)
+        env[: self.inputs] = inputs
+        traced = any(isinstance(value, Tracer) for value in inputs)
+        for prim, call, slots, params, param_slots, out, frees in self.equations:
+            args = [env[slot] for slot in slots]
+            if param_slots is not None:
+                params = _with_values(params, param_slots, env)
+            if prim is None:
+                env[out] = call(*args)
+            elif traced:
+                env[out] = apply(prim, *args, **params)
+            else:
+                env[out] = evaluate(prim, args, params)
+            for slot in frees:
+                env[slot] = None
+        return [env[slot] for slot in self.outputs]
+
+
+def _reads(equation) -> set:
+    """The slots an equation reads: its operands and the program values among its params."""
+    reads = set(equation[2])
+    reads.update(slot for _, _, slot in equation[4] or ())
+    return reads
+
+
+def _with_values(params, param_slots, env):
+    params = dict(params)
+    for name, position, slot in param_slots:
+        if position is None:
+            params[name] = env[slot]
+        else:
+            members = list(params[name])
+            members[position] = env[slot]
+            params[name] = tuple(members)
+    return params
+
+
+def _is_traced_leaf(leaf) -> bool:
+    """Arrays (of any namespace), NumPy scalars and tracers are inputs; other leaves static."""
+    return isinstance(leaf, (ndarray, Tracer, xp.generic)) or (
+        hasattr(leaf, "shape") and hasattr(leaf, "dtype") and not isinstance(leaf, numbers.Number)
+    )
+
+
+def _staging_value(leaf):
+    """The concrete array a staged input starts from: the value ``leaf`` shows (for a batch of
+    ``vmap``, its first example; shapes are all that staging depends on)."""
+    if isinstance(leaf, Tracer):
+        return core._one_example(leaf)
+    return leaf
+
+
+def _leaf_key(leaf):
+    """``leaf``'s part of a signature: the shape and dtype it shows, and for an array that is not
+    NumPy's (under any tracers), its type and device."""
+    if type(leaf) is ndarray:
+        return (leaf.shape, leaf.dtype)
+    under = core.raw(leaf) if isinstance(leaf, Tracer) else leaf
+    if type(under) is ndarray:
+        return (ops.shape(leaf), leaf.dtype)
+    return (ops.shape(leaf), leaf.dtype, type(under), str(getattr(under, "device", None)))
+
+
+class Jitted:
+    """The callable :func:`jit` returns: ``fun`` staged once per input signature, replayed."""
+
+    def __init__(self, fun: Callable, static_argnums: tuple, static_argnames: tuple):
+        self.fun = fun
+        self.static_argnums = static_argnums
+        self.static_argnames = static_argnames
+        self.name = getattr(fun, "__name__", type(fun).__name__)
+        self._programs: dict = {}
+        self.trace_count = 0
+        functools.update_wrapper(self, fun)
+
+    def clear_cache(self) -> None:
+        self._programs.clear()
+
+    def _split(self, args, kwargs):
+        """(the static part of the signature, the traced part as a pytree)."""
+        count = len(args)
+        static_positions = {n % count if -count <= n < count else n for n in self.static_argnums}
+        static = tuple((n, args[n]) for n in sorted(static_positions) if n < count)
+        static += tuple(sorted((k, v) for k, v in kwargs.items() if k in self.static_argnames))
+        traced_args = tuple(a for n, a in enumerate(args) if n not in static_positions)
+        traced_kwargs = {k: v for k, v in kwargs.items() if k not in self.static_argnames}
+        return static, static_positions, (traced_args, traced_kwargs)
+
+    def __call__(self, *args, **kwargs):
+        if not kwargs and not self.static_argnums:
+            # The usual call, positional arrays only (every call of a jitted gradient in a loop):
+            # the signature straight from the arguments, without flattening them as a pytree.
+            flat_key = _flat_key(args)
+            if flat_key is not None:
+                entry = self._programs.get(flat_key)
+                if entry is not None:
+                    program, out_def = entry
+                    outputs = program.run(args)
+                    return (
+                        outputs[0] if out_def.kind == "leaf" else tree_unflatten(out_def, outputs)
+                    )
+        else:
+            flat_key = None
+        static, static_positions, traced = self._split(args, kwargs)
+        leaves, treedef = tree_flatten(traced)
+        signature = []
+        inputs = []
+        for leaf in leaves:
+            if _is_traced_leaf(leaf):
+                signature.append(_leaf_key(leaf))
+                inputs.append(leaf)
+            else:
+                signature.append(("static", type(leaf), leaf))
+        key = (_treedef_key(treedef), tuple(signature), static)
+        try:
+            entry = self._programs.get(key)
+        except TypeError as error:  # an unhashable static value
+            raise TypeError(
+                f"jit of {self.name}: static arguments and non-array leaves must be hashable: "
+                f"{error}"
+            ) from error
+        if entry is None:
+            program, out_def, staged_outputs = self._stage(
+                args, kwargs, static_positions, leaves, treedef
+            )
+            self._programs[key] = (program, out_def)
+            if flat_key is not None:
+                self._programs[flat_key] = (program, out_def)
+            if not any(isinstance(value, Tracer) for value in inputs):
+                # The staged values were the real ones: this call's result is already computed.
+                return tree_unflatten(out_def, staged_outputs)
+        else:
+            program, out_def = entry
+        return tree_unflatten(out_def, program.run(inputs))
+
+    def _stage(self, args, kwargs, static_positions, leaves, treedef):
+        self.trace_count += 1
+        input_count = sum(1 for leaf in leaves if _is_traced_leaf(leaf))
+        program = _Program(self.name, input_count)
+        staged_leaves = []
+        slot = 0
+        for leaf in leaves:
+            if _is_traced_leaf(leaf):
+                staged_leaves.append(_Staged(_staging_value(leaf), program, slot))
+                slot += 1
+            else:
+                staged_leaves.append(leaf)
+        traced_args, traced_kwargs = tree_unflatten(treedef, staged_leaves)
+        positional = iter(traced_args)
+        call_args = [
+            args[n] if n in static_positions else next(positional) for n in range(len(args))
+        ]
+        call_kwargs = {**kwargs, **traced_kwargs}
+        # Parameters may hold staged values (an index computed from traced values): core.apply
+        # looks for tracers among them while a batching count is up, as under vmap.
+        state.batching += 1
+        try:
+            out = self.fun(*call_args, **call_kwargs)
+        finally:
+            state.batching -= 1
+        out_leaves, out_def = tree_flatten(out)
+        program.finish(out_leaves)
+        first = [leaf.value if type(leaf) is _Staged else leaf for leaf in out_leaves]
+        return program, out_def, first
+
+
+def _flat_key(args):
+    """The signature of positional ``args`` that are all arrays or tracers, or None."""
+    key: list = ["flat"]
+    for arg in args:
+        if type(arg) is ndarray:
+            key.append((arg.shape, arg.dtype))
+        elif isinstance(arg, Tracer):
+            key.append(_leaf_key(arg))
+        else:
+            return None
+    return tuple(key)
+
+
+def _treedef_key(treedef) -> tuple:
+    """A hashable key for ``treedef``: each node's kind, dict keys and child count, in walk order
+    (an explicit stack, as everywhere in the pytree code)."""
+    key = []
+    pending = [treedef]
+    while pending:
+        node = pending.pop()
+        keys = node.keys
+        key.append((node.kind, tuple(keys) if keys is not None else None, len(node.children)))
+        pending.extend(node.children)
+    return tuple(key)
+
+
+def jit(
+    fun: Callable | None = None,
+    *,
+    static_argnums: int | Sequence[int] = (),
+    static_argnames: str | Sequence[str] = (),
+) -> Any:
+    """Stage ``fun`` out to a flat program of primitives per input signature and replay it (JAX's
+    ``jit``, without a compiler: see :mod:`chainrule.transforms.jit`). Usable as a decorator, with
+    or without arguments.
+
+    >>> import numpy as np, chainrule as cr, chainrule.numpy as cnp
+    >>> @cr.jit
+    ... def loss_grad(w, x):
+    ...     return cr.grad(lambda w: cnp.sum(cnp.tanh(x @ w) ** 2))(w)
+    >>> w, x = np.ones((3, 2)), np.arange(6.0).reshape(2, 3) / 6
+    >>> bool(np.allclose(loss_grad(w, x), cr.grad(lambda w: cnp.sum(cnp.tanh(x @ w) ** 2))(w)))
+    True
+    """
+    if isinstance(static_argnums, int):
+        static_argnums = (static_argnums,)
+    if isinstance(static_argnames, str):
+        static_argnames = (static_argnames,)
+    if fun is None:
+        return functools.partial(
+            jit, static_argnums=static_argnums, static_argnames=static_argnames
+        )
+    return Jitted(fun, tuple(static_argnums), tuple(static_argnames))

@@ -1,0 +1,269 @@
+"""``jit``: a staged program replays what the function computes, bit for bit, composes with every
+transform outside and inside it, stages once per signature, and refuses what it cannot stage.
+
+(Every primitive under jit, forward, gradient and JVP, is checked by the table walk in
+``test_jit_grid.py``.)"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import chainrule as cr
+import chainrule.numpy as cnp
+
+RNG = np.random.default_rng(0)
+
+
+def _potential(position, charges):
+    offsets = position - charges
+    return cnp.sum(cnp.sum(offsets * offsets, axis=1) ** -0.5)
+
+
+def _mlp_loss(params, x, labels):
+    h = x
+    for i, (w, b) in enumerate(zip(params["w"], params["b"], strict=True)):
+        h = h @ w + b
+        if i < len(params["w"]) - 1:
+            h = cnp.relu(h)
+    return cnp.mean(cnp.softmax_cross_entropy(h, labels))
+
+
+def _mlp_params(sizes=(6, 8, 4)):
+    rng = np.random.default_rng(1)
+    return {
+        "w": [rng.normal(size=(a, b)) * 0.5 for a, b in zip(sizes[:-1], sizes[1:], strict=True)],
+        "b": [rng.normal(size=b) * 0.1 for b in sizes[1:]],
+    }
+
+
+def _equal_trees(got, expected):
+    got_leaves, got_def = cr.tree_flatten(got)
+    expected_leaves, expected_def = cr.tree_flatten(expected)
+    assert got_def == expected_def
+    for a, b in zip(got_leaves, expected_leaves, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        assert np.asarray(a).dtype == np.asarray(b).dtype
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [
+        lambda f: cr.grad(f),
+        lambda f: cr.value_and_grad(f),
+        lambda f: cr.hessian(f),
+        lambda f: cr.jacfwd(cr.grad(f)),
+        lambda f: cr.jacrev(cr.grad(f)),
+        lambda f: cr.grad(lambda x: cnp.sum(cr.grad(f)(x) ** 2)),
+    ],
+    ids=["grad", "value_and_grad", "hessian", "jacfwd_of_grad", "jacrev_of_grad", "grad_of_grad"],
+)
+def test_a_jitted_derivative_equals_the_eager_one_bit_for_bit_on_new_values(transform):
+    def f(x):
+        return cnp.sum(cnp.tanh(x) * cnp.exp(-x * x))
+
+    eager = transform(f)
+    jitted = cr.jit(eager)
+    for seed in range(3):  # the first call stages, the others replay on new values
+        x = np.random.default_rng(seed).normal(size=4)
+        _equal_trees(jitted(x), eager(x))
+    assert jitted.trace_count == 1
+
+
+def test_a_jitted_mlp_gradient_over_a_params_dict_equals_the_eager_one():
+    params = _mlp_params()
+    step = cr.jit(cr.value_and_grad(_mlp_loss))
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        x, labels = rng.normal(size=(5, 6)), rng.integers(0, 4, size=5)
+        _equal_trees(step(params, x, labels), cr.value_and_grad(_mlp_loss)(params, x, labels))
+    assert step.trace_count == 1
+
+
+def test_transforms_outside_a_jitted_function_differentiate_its_program():
+    charges = np.array([[10.0, 10.0], [10.0, 0.0]])
+    field = cr.grad(_potential)
+    jitted = cr.jit(field)
+    position = np.array([0.3, 7.0])
+    direction = np.array([1.0, -0.5])
+
+    # Forward mode, reverse mode and vmap over the replayed program, against the same
+    # transforms over the eager gradient (same primitives in the same order: the same bits).
+    _equal_trees(
+        cr.jvp(lambda p: jitted(p, charges), (position,), (direction,)),
+        cr.jvp(lambda p: field(p, charges), (position,), (direction,)),
+    )
+    _equal_trees(
+        cr.grad(lambda c: cnp.sum(jitted(position, c) ** 2))(charges),
+        cr.grad(lambda c: cnp.sum(field(position, c) ** 2))(charges),
+    )
+    positions = RNG.normal(size=(3, 2)) + np.array([0.0, 5.0])
+    _equal_trees(
+        cr.vmap(jitted, in_axes=(0, None))(positions, charges),
+        cr.vmap(field, in_axes=(0, None))(positions, charges),
+    )
+    # Every one of those replayed the program staged by the first call.
+    assert jitted.trace_count == 1
+
+
+def test_an_outer_derivative_through_a_loop_of_jitted_gradients_matches_the_eager_loop():
+    # The pattern of gradbench's particle: an Euler loop whose acceleration is an inner
+    # gradient, differentiated with respect to a control by an outer transform.
+    def trajectory_end(w, field):
+        charges = np.array([[10.0, 10.0], [10.0, 0.0]]) - w[0] * np.array([[0.0, 1.0], [0, 0]])
+        position, velocity = np.array([0.0, 8.0]), np.array([0.75, 0.0])
+        for _ in range(20):
+            position = position + 0.1 * velocity
+            velocity = velocity - 0.1 * field(position, charges)
+        return cnp.sum(position * position)
+
+    eager, jitted = cr.grad(_potential), cr.jit(cr.grad(_potential))
+    w = np.array([0.25])
+    for outer in (cr.grad, cr.jacfwd):
+        _equal_trees(
+            outer(lambda w: trajectory_end(w, jitted))(w),
+            outer(lambda w: trajectory_end(w, eager))(w),
+        )
+    assert jitted.trace_count == 1
+
+
+def test_nested_jit_and_jit_of_vmap():
+    inner = cr.jit(lambda x: cnp.sin(x) * x)
+    outer = cr.jit(lambda x: cnp.sum(inner(x) ** 2))
+    x = RNG.normal(size=(3, 4))
+    _equal_trees(outer(x), cnp.sum((cnp.sin(x) * x) ** 2))
+    _equal_trees(cr.grad(outer)(x), cr.grad(lambda x: cnp.sum((cnp.sin(x) * x) ** 2))(x))
+    batched = cr.jit(cr.vmap(cr.grad(lambda x: cnp.sum(cnp.tanh(x) ** 3))))
+    _equal_trees(batched(x), cr.vmap(cr.grad(lambda x: cnp.sum(cnp.tanh(x) ** 3)))(x))
+
+
+def test_comparisons_stop_gradient_sort_and_computed_indices_are_staged_not_frozen():
+    def f(x):
+        clipped = cnp.where(x > 0, x, 0.1 * x)  # a comparison: must be recomputed per call
+        ordered = cnp.sort(clipped)  # argsort of the values: recomputed too
+        picked = clipped[cnp.astype(x > 0, np.int64)]  # an index computed from the values
+        return cnp.sum(ordered * np.arange(4.0) + picked * cnp.stop_gradient(x[0]))
+
+    jitted = cr.jit(f)
+    gradient = cr.jit(cr.grad(f))
+    for seed in range(4):
+        x = np.random.default_rng(seed).normal(size=4)
+        _equal_trees(jitted(x), f(x))
+        _equal_trees(gradient(x), cr.grad(f)(x))
+    assert jitted.trace_count == gradient.trace_count == 1
+
+
+def test_signatures_shapes_dtypes_and_static_values_decide_when_to_stage_again():
+    scale_calls = []
+
+    def f(x, scale, mode="sum"):
+        scale_calls.append(scale)
+        return cnp.sum(x) * scale if mode == "sum" else cnp.max(x) * scale
+
+    jitted = cr.jit(f, static_argnames="mode")
+    x = np.arange(3.0)
+    assert jitted(x, 2.0) == 6.0 and jitted.trace_count == 1
+    assert jitted(x + 1, 2.0) == 12.0 and jitted.trace_count == 1  # new values: replayed
+    assert jitted(x, 3.0) == 9.0 and jitted.trace_count == 2  # a Python number is static
+    assert jitted(np.arange(4.0), 2.0) == 12.0 and jitted.trace_count == 3  # a new shape
+    assert jitted(x.astype(np.float32), 2.0).dtype == np.float32 and jitted.trace_count == 4
+    assert jitted(x, 2.0, mode="max") == 4.0 and jitted.trace_count == 5
+    assert jitted(x, 2.0, mode="max") == 4.0 and jitted.trace_count == 5
+    numbered = cr.jit(lambda n, x: x * n, static_argnums=0)
+    np.testing.assert_array_equal(numbered(2, x), 2 * x)
+    np.testing.assert_array_equal(numbered(3, x), 3 * x)
+    assert numbered.trace_count == 2
+    jitted.clear_cache()
+    jitted(x, 2.0)
+    assert jitted.trace_count == 6
+
+
+def test_pytrees_in_and_out_keyword_arguments_and_constant_outputs():
+    @cr.jit
+    def f(tree, *, shift):
+        return {"sum": tree["a"] + shift, "pair": (tree["b"] * 2, np.ones(2)), "same": tree["a"]}
+
+    tree = {"a": np.arange(2.0), "b": np.full(3, 1.5)}
+    for offset in (0.0, 1.0):
+        moved = {"a": tree["a"] + offset, "b": tree["b"] - offset}
+        out = f(moved, shift=np.array(0.5))
+        np.testing.assert_array_equal(out["sum"], moved["a"] + 0.5)
+        np.testing.assert_array_equal(out["pair"][0], moved["b"] * 2)
+        np.testing.assert_array_equal(out["pair"][1], np.ones(2))
+        assert out["same"] is moved["a"]
+    assert f.trace_count == 1
+    other_keys = {"a": np.arange(2.0), "c": np.full(3, 1.5)}
+    with pytest.raises(KeyError):
+        f(other_keys, shift=np.array(0.5))  # a new structure stages again (and f needs "b")
+    assert f.trace_count == 2
+
+
+def test_a_python_decision_on_a_traced_value_is_refused_with_the_function_named():
+    def decides(x):
+        if cnp.sum(x) > 0:
+            return x
+        return -x
+
+    with pytest.raises(cr.ConcretizationError, match=r"jit of decides: bool\(\) of a traced"):
+        cr.jit(decides)(np.ones(3))
+    with pytest.raises(cr.ConcretizationError, match=r"float\(\)"):
+        cr.jit(lambda x: float(cnp.sum(x)))(np.ones(3))
+    with pytest.raises(cr.ConcretizationError, match=r"np\.asarray\(\)"):
+        cr.jit(lambda x: np.asarray(x) + 1)(np.ones(3))
+    with pytest.raises(cr.ConcretizationError, match=r"boolean mask"):
+        cr.jit(lambda x: x[x > 0])(np.arange(3.0) - 1)
+    # A jitted function inside grad asks the same of its own tracers: the same refusal.
+    with pytest.raises(cr.ConcretizationError, match=r"\.item\(\)"):
+        cr.grad(cr.jit(lambda x: x * cnp.sum(x).item()))(np.ones(()))
+
+
+def test_a_tracer_read_from_the_closure_is_an_error_not_a_lost_derivative():
+    def outer(w):
+        inner = cr.jit(lambda x: x * w)  # w is traced by grad, read from the closure
+        return cnp.sum(inner(np.ones(2)))
+
+    with pytest.raises(ValueError, match=r"from its closure.*pass it to the jitted function"):
+        cr.grad(outer)(np.array(2.0))
+
+
+def test_unhashable_static_values_are_reported():
+    jitted = cr.jit(lambda x, options: x, static_argnums=1)
+    with pytest.raises(TypeError, match=r"jit of <lambda>: static arguments .* hashable"):
+        jitted(np.ones(2), {"a": 1})
+
+
+def test_a_replay_lets_go_of_intermediate_values_and_prunes_dead_work():
+    def f(x):
+        unused = cnp.exp(x)  # noqa: F841  (dead: not in the program)
+        a = cnp.sin(x)
+        b = cnp.cos(a)
+        return cnp.sum(b * b)
+
+    jitted = cr.jit(f)
+    jitted(np.ones(3))
+    (program,) = {id(program): program for program, _ in jitted._programs.values()}.values()
+    names = [equation[0].name for equation in program.equations]
+    assert names == ["sin", "cos", "multiply", "sum"]
+    # Each computed value is released by the last equation that reads it.
+    frees = {name: equation[-1] for name, equation in zip(names, program.equations, strict=True)}
+    slots = {name: equation[5] for name, equation in zip(names, program.equations, strict=True)}
+    assert frees["cos"] == (slots["sin"],)
+    assert frees["multiply"] == (slots["cos"],)
+    assert frees["sum"] == (slots["multiply"],)
+
+
+def test_jit_works_as_a_decorator_with_arguments():
+    @cr.jit(static_argnums=(1,))
+    def power(x, n):
+        return x**n
+
+    np.testing.assert_array_equal(power(np.arange(3.0), 3), np.arange(3.0) ** 3)
+    assert power.__name__ == "power"
+
+
+def test_a_constant_boolean_mask_is_fine_a_computed_one_is_not():
+    mask = np.array([True, False, True])
+    jitted = cr.jit(cr.grad(lambda x: cnp.sum(x[mask] ** 2)))
+    for x in (np.arange(3.0), np.arange(3.0) + 2):
+        _equal_trees(jitted(x), cr.grad(lambda x: cnp.sum(x[mask] ** 2))(x))
+    assert jitted.trace_count == 1
