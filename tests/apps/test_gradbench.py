@@ -526,3 +526,36 @@ def test_particle_field_gradient_is_the_coulomb_force():
     for mode in ("f", "r"):
         field = descent.GRADIENTS[mode](lambda x: particle.potential(x, charges))
         assert np.allclose(field(position), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("outer", ["f", "r"])
+@pytest.mark.parametrize("inner", ["f", "r"])
+def test_a_staged_inner_descent_is_the_eager_one_to_the_bit(outer, inner):
+    """saddle's inner descent replays a jit-staged value-and-gradient; the outer derivative
+    through it, which traces the descent's extra argument, is the eager one bit for bit."""
+    start = np.array([1.0, 1.0])
+    x = np.array([0.3, -0.7])
+
+    def inner_maximum(first, staged):
+        found = descent.descend(
+            saddle.negated_saddle_function, start, inner, (first,), staged=staged
+        )
+        return -found[1]
+
+    eager = descent.VALUE_AND_GRADIENTS[outer](lambda first: inner_maximum(first, False))(x)
+    staged = descent.VALUE_AND_GRADIENTS[outer](lambda first: inner_maximum(first, True))(x)
+    for a, b in zip(staged, eager, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert descent.staged_value_and_gradient(saddle.negated_saddle_function, inner).trace_count
+
+
+def test_particle_staged_field_gradients_equal_the_eager_ones_to_the_bit():
+    position = np.array([1.0, 7.0])
+    charges = np.array([[10.0, 9.5], [10.0, 0.0]])
+    for mode in ("f", "r"):
+        eager = descent.GRADIENTS[mode](particle.potential)
+        for shift in (0.0, 0.5):  # staged once, then replayed on new values
+            np.testing.assert_array_equal(
+                particle.FIELD_GRADIENTS[mode](position + shift, charges),
+                eager(position + shift, charges),
+            )

@@ -10,6 +10,7 @@ respect to anything the objective depends on (which is how saddle and particle n
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -18,6 +19,7 @@ import numpy as np
 from ... import numpy as cnp
 from ... import transforms
 from ...transforms import jacobians
+from ...transforms.jit import jit
 
 TOLERANCE = 1e-5
 
@@ -34,26 +36,38 @@ def forward_gradient(function: Callable) -> Callable:
 
 
 def reverse_value_and_gradient(function: Callable) -> Callable:
-    """``x ↦ (function(x), ∇function(x))`` by reverse mode, from one pass."""
+    """``(x, *args) ↦ (function(x, *args), ∇ₓfunction(x, *args))`` by reverse mode, from one
+    pass."""
     return transforms.value_and_grad(function)
 
 
 def forward_value_and_gradient(function: Callable) -> Callable:
-    """``x ↦ (function(x), ∇function(x))`` by forward mode: the value comes out of the same
-    pass that pushes every input direction forward (all of them batched in one pass; for a
-    one-entry ``x``, the one direction as a plain ``jvp``, which skips the batching)."""
+    """``(x, *args) ↦ (function(x, *args), ∇ₓfunction(x, *args))`` by forward mode: the value
+    comes out of the same pass that pushes every direction of x forward (all of them batched in
+    one pass; for a one-entry ``x``, the one direction as a plain ``jvp``, which skips the
+    batching)."""
 
-    def value_and_gradient(x):
+    def value_and_gradient(x, *args):
         if np.size(cnp.stop_gradient(x)) == 1:
-            value, tangent = transforms.jvp(function, (x,), (np.ones(np.shape(x)),))
+            value, tangent = transforms.jvp(
+                lambda x: function(x, *args), (x,), (np.ones(np.shape(x)),)
+            )
             return value, cnp.reshape(tangent, np.shape(x))
-        return jacobians.forward_jacobian(function, (x,), 0, transform="jacfwd")
+        return jacobians.forward_jacobian(function, (x, *args), 0, transform="jacfwd")
 
     return value_and_gradient
 
 
 GRADIENTS = {"f": forward_gradient, "r": reverse_gradient}
 VALUE_AND_GRADIENTS = {"f": forward_value_and_gradient, "r": reverse_value_and_gradient}
+
+
+@functools.cache
+def staged_value_and_gradient(function: Callable, mode: str) -> Callable:
+    """``VALUE_AND_GRADIENTS[mode](function)`` staged by :func:`chainrule.jit`, once per
+    (function, mode): for a ``function`` of its arguments alone (no Python decision on their
+    values), whose every evaluation then replays one flat program."""
+    return jit(VALUE_AND_GRADIENTS[mode](function))
 
 
 def _norm(vector) -> float:
@@ -63,17 +77,23 @@ def _norm(vector) -> float:
     return math.sqrt(sum([entry * entry for entry in entries]))
 
 
-def descend(function: Callable, start, mode: str = "r"):
-    """``(x, function(x))`` at a local minimiser x of scalar ``function`` from ``start``, by the
-    evals' gradient descent, gradients by forward (``mode="f"``) or reverse (``"r"``) mode.
+def descend(function: Callable, start, mode: str = "r", args: tuple = (), staged: bool = False):
+    """``(x, function(x, *args))`` at a local minimiser x of scalar ``function`` from ``start``,
+    by the evals' gradient descent, gradients with respect to x by forward (``mode="f"``) or
+    reverse (``"r"``) mode. ``args`` are passed through (values an outer derivative may be
+    tracing); ``staged=True`` replays one staged program per evaluation
+    (:func:`staged_value_and_gradient`).
 
     Each trial point's value and gradient come from one pass (the gradient is
     needed exactly when the trial is taken, and a value-and-gradient pass costs little more than
     the value alone): the iterates are those of evaluating the value first and the gradient only
     after accepting, with one pass per trial instead of two per accepted step."""
-    value_and_gradient = VALUE_AND_GRADIENTS[mode](function)
+    if staged:
+        value_and_gradient = staged_value_and_gradient(function, mode)
+    else:
+        value_and_gradient = VALUE_AND_GRADIENTS[mode](function)
     x = start
-    fx, gx = value_and_gradient(x)
+    fx, gx = value_and_gradient(x, *args)
     eta = 1e-5
     steps_in_a_row = 0
     while True:
@@ -86,7 +106,7 @@ def descend(function: Callable, start, mode: str = "r"):
         x_next = x - eta * gx
         if _norm(cnp.stop_gradient(x) - cnp.stop_gradient(x_next)) <= TOLERANCE:
             return x, fx
-        fx_next, gx_next = value_and_gradient(x_next)
+        fx_next, gx_next = value_and_gradient(x_next, *args)
         if fx_next < fx:
             x, fx, gx = x_next, fx_next, gx_next
             steps_in_a_row += 1

@@ -24,21 +24,23 @@ def saddle_function(first, second):
     return first @ first - second @ second
 
 
-def negated_saddle_function(first, second):
-    """−f(first, second), written out (the maximiser of f is the minimiser of −f, and writing −f
-    directly spares the descent one recorded negation per evaluation)."""
+def negated_saddle_function(second, first):
+    """−f(first, second), written out, as a function of ``second`` (the maximiser of f over
+    ``second`` is the minimiser of −f, and writing −f directly spares the descent one recorded
+    negation per evaluation)."""
     return second @ second - first @ first
 
 
 def saddle_point(start, outer: str, inner: str):
     def inner_maximum(first):
-        lowest = descent.descend(
-            lambda second: negated_saddle_function(first, second), start, inner
-        )
+        # The inner descent's value-and-gradient is one staged program (chainrule.jit) of
+        # ``second`` and ``first``: the outer derivative, which traces ``first``, then passes
+        # one tracer level per primitive of it.
+        lowest = descent.descend(negated_saddle_function, start, inner, (first,), staged=True)
         return -lowest[1]
 
     first = descent.argmin(inner_maximum, start, outer)
-    second = descent.argmin(lambda second: negated_saddle_function(first, second), start, outer)
+    second = descent.descend(negated_saddle_function, start, outer, (first,), staged=True)[0]
     return cnp.concatenate([first, second])
 
 
