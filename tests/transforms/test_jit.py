@@ -267,3 +267,27 @@ def test_a_constant_boolean_mask_is_fine_a_computed_one_is_not():
     for x in (np.arange(3.0), np.arange(3.0) + 2):
         _equal_trees(jitted(x), cr.grad(lambda x: cnp.sum(x[mask] ** 2))(x))
     assert jitted.trace_count == 1
+
+
+def test_common_work_is_shared_and_replay_errors_name_the_op_and_shapes():
+    def f(x):
+        return cnp.cos(x) * cnp.sin(x) + cnp.cos(x)  # cos(x) twice: computed once
+
+    jitted = cr.jit(f)
+    x = np.linspace(0.0, 1.0, 5)
+    _equal_trees(jitted(x), f(x))
+    ((program, _),) = {id(entry[0]): entry for entry in jitted._programs.values()}.values()
+    assert [equation[0].name for equation in program.equations] == [
+        "cos",
+        "sin",
+        "multiply",
+        "add",
+    ]
+    # A replay that fails on the values (a singular solve) is reported as the eager call
+    # reports it: the op and the operand shapes.
+    solve = cr.jit(lambda a, b: cnp.linalg.solve(a, b))
+    solve(np.eye(2), np.ones(2))
+    with pytest.raises(np.linalg.LinAlgError, match=r"chainrule\.\S*solve: .*operand shapes"):
+        solve(np.zeros((2, 2)), np.ones(2))
+    with pytest.raises(np.linalg.LinAlgError, match=r"chainrule\.\S*solve: .*operand shapes"):
+        cnp.linalg.solve(np.zeros((2, 2)), np.ones(2))

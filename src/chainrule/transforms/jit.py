@@ -249,6 +249,7 @@ class _Program:
         """Take the outputs, drop the equations they do not need, and note where each slot is
         read for the last time (a replay lets go of intermediate arrays as it goes)."""
         self.outputs = [self._slot_of(leaf)[0] for leaf in output_leaves]
+        self._share_common_work()
         needed = set(self.outputs)
         kept = []
         for equation in reversed(self.equations):
@@ -271,6 +272,34 @@ class _Program:
         self.equations = finished
         self.constant_slots.clear()
 
+    def _share_common_work(self) -> None:
+        """Common subexpressions: an equation that applies the same primitive to the same slots
+        with the same parameters as an earlier one (derivative rules recompute ``cos(x)`` and
+        the like) reads the earlier result instead. Primitives are pure functions of their
+        operands, so this changes no value, only the work."""
+        alias: dict = {}
+        first_of: dict = {}
+        shared = []
+        for prim, call, slots, params, param_slots, out in self.equations:
+            slots = tuple(alias.get(slot, slot) for slot in slots)
+            if param_slots is not None:
+                param_slots = tuple((n, m, alias.get(slot, slot)) for n, m, slot in param_slots)
+            key = None
+            if prim is not None:
+                key = (prim, slots, param_slots, tuple(params.items()))
+                try:
+                    earlier = first_of.get(key)
+                except TypeError:  # an array among the parameters: not compared
+                    key = earlier = None
+                if earlier is not None:
+                    alias[out] = earlier
+                    continue
+                if key is not None:
+                    first_of[key] = out
+            shared.append((prim, call, slots, params, param_slots, out))
+        self.equations = shared
+        self.outputs = [alias.get(slot, slot) for slot in self.outputs]
+
     # -- replay ---------------------------------------------------------------------------------
 
     def run(self, inputs: Sequence) -> list:
@@ -279,7 +308,13 @@ class _Program:
         plain arrays directly."""
         env = list(self.values)
         env[: self.inputs] = inputs
-        traced = any(isinstance(value, Tracer) for value in inputs)
+        traced = False
+        for value in inputs:
+            if isinstance(value, Tracer):
+                traced = True
+                break
+        if not traced and not state.hooked:
+            return self._run_plain(env)
         for prim, call, slots, params, param_slots, out, frees in self.equations:
             args = [env[slot] for slot in slots]
             if param_slots is not None:
@@ -292,6 +327,26 @@ class _Program:
                 env[out] = evaluate(prim, args, params)
             for slot in frees:
                 env[slot] = None
+        return [env[slot] for slot in self.outputs]
+
+    def _run_plain(self, env) -> list:
+        """:meth:`run` on plain arrays with nothing hooked: each primitive's forward called
+        directly (what :func:`~chainrule.engine.core.evaluate` would call); a failing one is
+        redone through evaluate, whose error names the op and the operand shapes."""
+        prim = params = None
+        args: list = []
+        try:
+            for prim, call, slots, params, param_slots, out, frees in self.equations:
+                args = [env[slot] for slot in slots]
+                if param_slots is not None:
+                    params = _with_values(params, param_slots, env)
+                env[out] = call(*args) if prim is None else prim.forward(*args, **params)
+                for slot in frees:
+                    env[slot] = None
+        except (ValueError, IndexError, TypeError):
+            if prim is not None:
+                evaluate(prim, args, params)  # redone there, to be reported as evaluate reports
+            raise
         return [env[slot] for slot in self.outputs]
 
 
