@@ -12,7 +12,9 @@ time per call of
 * ``hvp``: forward over reverse, the JVP of grad f along v: one reverse pass carrying tangents;
 * ``hessian``: ``jacfwd(jacrev(f))``, one reverse pass pushing all 4 directions at once;
 
-for chainrule eager, chainrule captured (each function recorded once by ``cr.capture`` and
+for chainrule eager, chainrule jit (each function staged once by ``cr.jit`` into a flat program of
+primitives, replayed one primitive application per equation: no tracer levels, no graph, no
+reverse sweep), chainrule captured (each function recorded once by ``cr.capture`` and
 replayed as one tape of NumPy calls), hand-written NumPy (the arithmetic floor: the same
 derivatives written out), and,
 when installed (``make bench-peers``), PyTorch eager (``create_graph=True`` double backward,
@@ -69,12 +71,14 @@ def chainrule_functions(v):
     }
 
 
-def chainrule_cases(x, v, captured=False):
-    """The cases at ``x``, eager, or each function recorded once by ``cr.capture`` and replayed
-    (the nested passes flattened into one tape of NumPy calls: no interpreter left per call)."""
+def chainrule_cases(x, v, staging=None):
+    """The cases at ``x``: eager (``staging=None``); each function staged once by ``cr.jit``
+    (``"jit"``: the nested passes flattened into one program of primitives); or recorded once by
+    ``cr.capture`` (``"capture"``: one tape of NumPy calls, no interpreter left per call)."""
     functions = chainrule_functions(v)
-    if captured:
-        functions = {name: cr.capture(fn) for name, fn in functions.items()}
+    if staging is not None:
+        stage = {"jit": cr.jit, "capture": cr.capture}[staging]
+        functions = {name: stage(fn) for name, fn in functions.items()}
     return {name: (lambda fn=fn: fn(x)) for name, fn in functions.items()}
 
 
@@ -150,7 +154,8 @@ def main(argv=None):
 
     contenders = {
         "chainrule": chainrule_cases(x, v),
-        "chainrule captured": chainrule_cases(x, v, captured=True),
+        "chainrule jit": chainrule_cases(x, v, staging="jit"),
+        "chainrule captured": chainrule_cases(x, v, staging="capture"),
         "hand NumPy": hand_cases(x, v),
     }
     if torch is not None:
@@ -165,7 +170,7 @@ def main(argv=None):
                 np.asarray(cases[case]()), expected, rtol=1e-10, atol=1e-12, err_msg=name
             )
 
-    ours = ("chainrule", "chainrule captured", "hand NumPy")
+    ours = ("chainrule", "chainrule jit", "chainrule captured", "hand NumPy")
     peers = [name for name in contenders if name not in ours]
     rows = []
     for case, passes in PASSES.items():
@@ -174,20 +179,22 @@ def main(argv=None):
         )
         hand_time = median(samples["hand NumPy"])
         row = [case]
-        for name in ("chainrule", "chainrule captured"):
+        for name in ("chainrule", "chainrule jit", "chainrule captured"):
             time = median(samples[name])
             row += [us(time), us((time - hand_time) / passes)]
         for peer in peers:
             row += [us(median(samples[peer])), f"{paired_ratio(samples, 'chainrule', peer):.2f}"]
         if "JAX jit" in samples:
+            row.append(f"{paired_ratio(samples, 'chainrule jit', 'JAX jit'):.2f}")
             row.append(f"{paired_ratio(samples, 'chainrule captured', 'JAX jit'):.2f}")
         rows.append(row)
     header = ["case", "eager µs", "eager bookkeeping µs/pass"]
+    header += ["jit µs", "jit bookkeeping µs/pass"]
     header += ["captured µs", "captured bookkeeping µs/pass"]
     for peer in peers:
         header += [f"{peer} µs", f"eager ÷ {peer}"]
     if "JAX jit" in peers:
-        header.append("captured ÷ JAX jit")
+        header += ["jit ÷ JAX jit", "captured ÷ JAX jit"]
     print_table(
         f"Nested AD on f(x) = sum(sin(x)·x + x·x), x of shape ({SIZE},), float64, one thread "
         f"(medians of {repeats} interleaved repetitions)",
@@ -195,7 +202,8 @@ def main(argv=None):
         rows,
     )
     print("\ntarget: at most 8 µs of bookkeeping per reverse pass in grad of grad, hvp, hessian")
-    print("(captured: the same functions through cr.capture, recorded once, then replayed)")
+    print("(jit: the same functions through cr.jit, staged once, then replayed per primitive;")
+    print(" captured: through cr.capture, recorded once, then replayed as NumPy calls)")
     if torch is None or jax is None:
         print("(PyTorch or JAX not installed: `make bench-peers` adds them)")
     return 0
