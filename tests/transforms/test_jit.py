@@ -291,3 +291,17 @@ def test_common_work_is_shared_and_replay_errors_name_the_op_and_shapes():
         solve(np.zeros((2, 2)), np.ones(2))
     with pytest.raises(np.linalg.LinAlgError, match=r"chainrule\.\S*solve: .*operand shapes"):
         cnp.linalg.solve(np.zeros((2, 2)), np.ones(2))
+
+
+def test_a_deep_chain_stages_replays_and_differentiates_without_recursion():
+    def chain(x):
+        for _ in range(5_000):  # five times Python's recursion limit
+            x = cnp.sin(x) * 0.5 + 0.25
+        return cnp.sum(x)
+
+    jitted = cr.jit(chain)
+    x = np.linspace(-1.0, 1.0, 3)
+    _equal_trees(jitted(x), chain(x))
+    _equal_trees(jitted(x + 0.1), chain(x + 0.1))
+    _equal_trees(cr.grad(jitted)(x), cr.grad(chain)(x))
+    _equal_trees(cr.jit(cr.grad(chain))(x), cr.grad(chain)(x))

@@ -96,17 +96,13 @@ class _Staged(ArrayOperators, Tracer):
         return self._program.record_primitive(prim, args, params)
 
     def _compare(self, op, first, second):
-        return self._program.record_call(
-            functools.partial(compare, op), (first, second), op.__name__
-        )
+        return self._program.record_call(functools.partial(compare, op), (first, second))
 
     def _detached(self):
-        return self._program.record_call(ops.stop_gradient, (self,), "stop_gradient")
+        return self._program.record_call(ops.stop_gradient, (self,))
 
     def _on_stacked(self, function):
-        return self._program.record_call(
-            functools.partial(_on_values, function), (self,), "a function of the values"
-        )
+        return self._program.record_call(functools.partial(_on_values, function), (self,))
 
     def _refuse(self, what):
         raise ConcretizationError(
@@ -187,13 +183,20 @@ class _Program:
             kept = self.constant_slots[id(value)] = (self._new_slot(value), value)
         return kept[0], value
 
-    def record_primitive(self, prim, args, params):
+    def _operands(self, args):
+        """The slots of ``args`` and their staged values."""
         slots = []
         values = []
         for arg in args:
             slot, value = self._slot_of(arg)
             slots.append(slot)
             values.append(value)
+        return tuple(slots), values
+
+    def record_primitive(self, prim, args, params):
+        """``prim`` on ``args``, evaluated on the staged values and written down as an
+        equation."""
+        slots, values = self._operands(args)
         param_slots = None
         staged_params = params
         if params and core.batch_in_params(params) is not None:
@@ -208,7 +211,7 @@ class _Program:
                         "chainrule.numpy.where instead"
                     )
         out = evaluate(prim, values, staged_params)
-        return self._append(prim, None, tuple(slots), params, param_slots, out)
+        return self._append(prim, None, slots, params, param_slots, out)
 
     def _params_of(self, params):
         """Which members of ``params`` are program values (``(name, member, slot)``, member None
@@ -231,14 +234,11 @@ class _Program:
                 concrete[name] = value
         return tuple(refs), concrete
 
-    def record_call(self, call, args, what):
-        slots = []
-        values = []
-        for arg in args:
-            slot, value = self._slot_of(arg)
-            slots.append(slot)
-            values.append(value)
-        return self._append(None, call, tuple(slots), {}, None, call(*values))
+    def record_call(self, call, args):
+        """``call(*args)`` (a function of values without derivative: a comparison,
+        ``stop_gradient``), written down as an equation that calls it again on a replay."""
+        slots, values = self._operands(args)
+        return self._append(None, call, slots, {}, None, call(*values))
 
     def _append(self, prim, call, slots, params, param_slots, out):
         slot = self._new_slot()
