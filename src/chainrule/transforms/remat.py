@@ -89,8 +89,9 @@ def checkpoint(fun, *, prevent_cse: bool = True, policy=None, static_argnums=())
 
     Honoured: ``static_argnums`` (arguments passed through as constants, never differentiated:
     sizes, flags, modules). ``prevent_cse`` is accepted for JAX compatibility and has nothing to
-    do: chainrule never eliminates common subexpressions. ``policy`` (which intermediates to save
-    after all) must be ``None``, JAX's default of saving nothing; any other is a
+    do: a checkpoint's recomputation is never merged away (under ``jit``, each checkpointed call
+    stays a primitive of its own). ``policy`` (which intermediates to save after all) must be
+    ``None``, JAX's default of saving nothing; any other is a
     ``NotImplementedError`` rather than silently ignored. Usable as ``@checkpoint`` too.
     """
     del prevent_cse
