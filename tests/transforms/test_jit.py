@@ -21,12 +21,10 @@ def _potential(position, charges):
 
 
 def _mlp_loss(params, x, labels):
-    h = x
-    for i, (w, b) in enumerate(zip(params["w"], params["b"], strict=True)):
-        h = h @ w + b
-        if i < len(params["w"]) - 1:
-            h = cnp.relu(h)
-    return cnp.mean(cnp.softmax_cross_entropy(h, labels))
+    """Mean cross-entropy of a one-hidden-layer ReLU network on a batch."""
+    (w1, w2), (b1, b2) = params["w"], params["b"]
+    logits = cnp.relu(x @ w1 + b1) @ w2 + b2
+    return cnp.mean(cnp.softmax_cross_entropy(logits, labels))
 
 
 def _mlp_params(sizes=(6, 8, 4)):
