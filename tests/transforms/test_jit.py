@@ -325,10 +325,13 @@ def test_under_reverse_mode_a_jitted_program_is_one_node_at_every_order():
     # Second order (the rule runs on traced values), Jacobians (batched cotangents through the
     # rule) and forward mode over it: the eager results, to rounding.
     grad_of_grad = lambda g: cr.grad(lambda x: cnp.sum(cr.grad(g)(x) ** 2))  # noqa: E731
-    for outer in (cr.hessian, cr.jacrev, lambda g: cr.jacfwd(cr.grad(g)), grad_of_grad):
+    # jvp of grad: the node meets forward mode below it, and its staged tangent map runs.
+    hvp = lambda g: lambda x: cr.jvp(cr.grad(g), (x,), (np.ones(3),))[1]  # noqa: E731
+    for outer in (cr.hessian, cr.jacrev, lambda g: cr.jacfwd(cr.grad(g)), grad_of_grad, hvp):
         np.testing.assert_allclose(
             outer(lambda x: loss(jitted)(x, c))(x), outer(lambda x: loss(f)(x, c))(x), rtol=1e-12
         )
+    assert program.as_primitive is not None
     # Forward mode on top takes the equations one by one.
     _equal_trees(cr.jvp(lambda x: jitted(x, c), (x,), (c,)), cr.jvp(lambda x: f(x, c), (x,), (c,)))
 

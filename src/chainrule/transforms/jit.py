@@ -298,7 +298,8 @@ class _Program:
                 param_slots = tuple((n, m, alias.get(slot, slot)) for n, m, slot in param_slots)
             key = None
             if prim is not None:
-                key = (prim, slots, param_slots, tuple(params.items()))
+                # Each parameter's type too: 1, 1.0 and True are equal keys, not equal params.
+                key = (prim, slots, param_slots, tuple((k, type(v), v) for k, v in params.items()))
                 try:
                     earlier = first_of.get(key)
                 except TypeError:  # an array among the parameters: not compared
@@ -315,10 +316,10 @@ class _Program:
     # -- replay ---------------------------------------------------------------------------------
 
     def call(self, inputs: Sequence) -> list:
-        """The outputs for ``inputs``: on plain arrays, :meth:`run`; with tracers among them, the
-        program as *one* primitive of those tracers' interpreters (:class:`_AsPrimitive`), so
-        that an outer ``grad`` records one node and an outer ``jvp`` runs one staged tangent
-        program, instead of interpreting every equation."""
+        """The outputs for ``inputs``: on plain arrays, :meth:`run`; under reverse mode on top,
+        for a program the tracers mostly reach, the program as *one* primitive
+        (:class:`_AsPrimitive`), so that an outer ``grad`` records one node instead of one per
+        equation; otherwise :meth:`run` through the tracers, equation by equation."""
         for value in inputs:
             if isinstance(value, Tracer):
                 break
