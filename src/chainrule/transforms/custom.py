@@ -33,7 +33,7 @@ from typing import Any
 from ..engine import arraylib, ops
 from ..engine.arraylib import xp
 from ..engine.core import Tracer, apply, raw
-from ..engine.primitives.shapes import CONCATENATE
+from ..engine.primitives.shapes import concatenate
 from ..engine.table import Primitive
 from .pytree import tree_flatten, tree_unflatten
 
@@ -109,18 +109,21 @@ class _Call:
         return tuple(args[p] for p in self.positions)
 
 
-def _pack(leaves):
-    """One output: itself; several: one flat vector of their common dtype."""
+def pack_leaves(leaves):
+    """One leaf: itself; several: one flat vector of their common dtype, in order.
+
+    Built from the primitives (``reshape``, ``astype``, ``concatenate``), so that it computes on
+    the leaves' own array module (NumPy or CuPy), records on whatever traces them, and is staged
+    by :func:`~chainrule.jit` like any other op. :func:`unpack_leaves` undoes it."""
     if len(leaves) == 1:
         return leaves[0]
     dtype = xp.result_type(*[getattr(raw(leaf), "dtype", None) or float for leaf in leaves])
-    if all(not isinstance(leaf, Tracer) for leaf in leaves):
-        return xp.concatenate([xp.ravel(arraylib.asarray(leaf)).astype(dtype) for leaf in leaves])
-    parts = [ops.astype(ops.reshape(leaf, (-1,)), dtype) for leaf in leaves]
-    return apply(CONCATENATE, *parts, axis=0)
+    return concatenate([ops.astype(ops.reshape(leaf, (-1,)), dtype) for leaf in leaves])
 
 
-def _unpack(packed, meta):
+def unpack_leaves(packed, meta) -> list:
+    """The leaves of shapes and dtypes ``meta`` (``(shape, dtype)`` pairs) back out of
+    :func:`pack_leaves`'s vector."""
     if len(meta) == 1:
         return [packed]
     leaves: list = []
@@ -129,10 +132,9 @@ def _unpack(packed, meta):
         size = 1
         for n in shape:
             size *= n
-        piece = ops.reshape(packed[start : start + size], shape)
-        if piece.dtype != dtype:
-            piece = ops.astype(piece, dtype)
-        leaves.append(piece)
+        leaves.append(
+            ops.astype(ops.reshape(ops.getitem(packed, slice(start, start + size)), shape), dtype)
+        )
         start += size
     return leaves
 
@@ -181,14 +183,14 @@ def _call(prim, args, static_argnums, label):
         call.counts.append(len(flat))
         leaves.extend(_leaf_value(leaf) for leaf in flat)
     packed = apply(prim, *leaves, call=call)
-    return tree_unflatten(call.out_def, _unpack(packed, call.out_meta))
+    return tree_unflatten(call.out_def, unpack_leaves(packed, call.out_meta))
 
 
 def _record_output(call, out):
     out_leaves, out_def = tree_flatten(out)
     call.out_def = out_def
     call.out_meta = _meta(out_leaves)
-    return _pack(out_leaves)
+    return pack_leaves(out_leaves)
 
 
 def _no_flops(out, *args, **params):
@@ -256,7 +258,7 @@ class custom_vjp:  # noqa: N801 (JAX's name)
             res = call.res
         else:  # traced values (a higher derivative): rebuild the residuals from them
             res = self._run_fwd(call, values)[1]
-        cts = tree_unflatten(call.out_def, _unpack(cotangent, call.out_meta))
+        cts = tree_unflatten(call.out_def, unpack_leaves(cotangent, call.out_meta))
         static = [call.args[n] for n in sorted({n % len(call.args) for n in self.nondiff_argnums})]
         result = self.bwd(*static, res, cts)  # type: ignore[misc]
         return _flat_cotangents(name, result, call, values)
@@ -384,9 +386,9 @@ class custom_jvp:  # noqa: N801 (JAX's name)
         leaves = _check_leaves(name, "tangent_out", leaves, call.out_meta, treedef)
         leaves = [
             ops.zeros_like(raw(p)) if t is None else t
-            for t, p in zip(leaves, _unpack(_zeros_packed(call), call.out_meta), strict=True)
+            for t, p in zip(leaves, unpack_leaves(_zeros_packed(call), call.out_meta), strict=True)
         ]
-        return _pack(leaves)
+        return pack_leaves(leaves)
 
     def _jvp(self, tangents, out, *primals, call):
         tangents = [

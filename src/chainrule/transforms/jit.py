@@ -60,10 +60,10 @@ from ..engine.array_methods import ArrayOperators
 from ..engine.arraylib import ndarray, xp
 from ..engine.batching import Batched, unbatch
 from ..engine.core import Tracer, apply, compare, evaluate, new_level, state, strip
-from ..engine.primitives.shapes import concatenate
 from ..engine.table import Primitive
 from ..engine.tensor import Tensor
 from .api import jvp, vjp
+from .custom import pack_leaves, unpack_leaves
 from .pytree import tree_flatten, tree_unflatten
 
 
@@ -340,7 +340,7 @@ class _Program:
             if not computed or len({dtype for _, dtype in self.output_meta}) != 1:
                 return self.run(inputs)  # an input or a constant returned, or mixed dtypes
             self.as_primitive = _AsPrimitive(self).primitive
-        return _unpacked(apply(self.as_primitive, *inputs), self.output_meta)
+        return unpack_leaves(apply(self.as_primitive, *inputs), self.output_meta)
 
     def _mostly_traced(self, inputs) -> bool:
         """Whether the equations that read a traced input, directly or not, are at least half
@@ -440,7 +440,7 @@ class _AsPrimitive:
         )
 
     def forward(self, *values):
-        return _packed(self.program.run(values))
+        return pack_leaves(self.program.run(values))
 
     def jvp(self, tangents, out, *primals):
         present = tuple(i for i, tangent in enumerate(tangents) if tangent is not None)
@@ -456,7 +456,7 @@ class _AsPrimitive:
                     inputs = list(fixed)
                     for position, value in zip(present, moving, strict=True):
                         inputs[position] = value
-                    return _packed(run(inputs))
+                    return pack_leaves(run(inputs))
 
                 moving = tuple(fixed[position] for position in present)
                 return jvp(along, moving, tuple(primals_and_tangents[count:]))[1]
@@ -476,7 +476,7 @@ class _AsPrimitive:
                     inputs = list(values)
                     for position, value in zip(differentiable, moving, strict=True):
                         inputs[position] = value
-                    return _packed(run(inputs))
+                    return pack_leaves(run(inputs))
 
                 moving = [values[position] for position in differentiable]
                 pullback = vjp(of_differentiable, *moving)[1]
@@ -497,7 +497,7 @@ class _AsPrimitive:
         ]
         state.batching += 1  # program values among parameters may be batches now
         try:
-            out = _packed(self.program.run(inputs))
+            out = pack_leaves(self.program.run(inputs))
         finally:
             state.batching -= 1
         return unbatch(out, size, level)
@@ -515,28 +515,6 @@ def _reverse_on_top(inputs) -> bool:
                 return False
             value = value._unwrap()
     return type(top) is Tensor
-
-
-def _packed(outputs):
-    """One output: itself; several (of one dtype): one flat vector of them, in order."""
-    if len(outputs) == 1:
-        return outputs[0]
-    return concatenate([ops.reshape(output, (-1,)) for output in outputs])
-
-
-def _unpacked(packed, meta) -> list:
-    """The outputs of shapes ``meta`` back out of :func:`_packed`'s vector."""
-    if len(meta) == 1:
-        return [packed]
-    outputs = []
-    start = 0
-    for shape, _ in meta:
-        size = 1
-        for n in shape:
-            size *= n
-        outputs.append(ops.reshape(ops.getitem(packed, slice(start, start + size)), shape))
-        start += size
-    return outputs
 
 
 def _reads(equation) -> set:

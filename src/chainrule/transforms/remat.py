@@ -32,9 +32,9 @@ from .custom import (
     _has_tracer,
     _name,
     _no_flops,
-    _pack,
     _record_output,
-    _unpack,
+    pack_leaves,
+    unpack_leaves,
 )
 from .pytree import tree_flatten, tree_unflatten
 
@@ -66,7 +66,7 @@ class _Checkpointed:
         return _record_output(call, self.fun(*call.rebuild(leaves)))
 
     def _vjp(self, cotangent, out, *values, call):
-        cotangents = tree_unflatten(call.out_def, _unpack(cotangent, call.out_meta))
+        cotangents = tree_unflatten(call.out_def, unpack_leaves(cotangent, call.out_meta))
         _, pullback = vjp(lambda *leaves: self.fun(*call.rebuild(leaves)), *values)
         return list(pullback(cotangents))
 
@@ -75,7 +75,9 @@ class _Checkpointed:
             ops.zeros_like(p) if t is None else t for t, p in zip(tangents, primals, strict=True)
         )
         _, tangent_out = jvp(
-            lambda *leaves: _pack(_leaves_of(self.fun(*call.rebuild(leaves)))), primals, tangents
+            lambda *leaves: pack_leaves(_leaves_of(self.fun(*call.rebuild(leaves)))),
+            primals,
+            tangents,
         )
         return tangent_out
 
