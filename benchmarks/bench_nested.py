@@ -40,7 +40,7 @@ import numpy as np
 
 import chainrule as cr
 import chainrule.numpy as cnp
-from bench_engine import measure, median, paired_ratio, print_table, torch, us
+from bench_engine import blas_description, measure, median, paired_ratio, print_table, torch, us
 
 try:  # JAX is an optional peer, like PyTorch
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -149,6 +149,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="fewer, shorter repetitions")
     args = parser.parse_args(argv)
     repeats, budget = (3, 0.05) if args.quick else (9, 0.2)
+    print(f"NumPy {np.__version__}: {blas_description()}")
     rng = np.random.default_rng(0)
     x, v = rng.standard_normal(SIZE), rng.standard_normal(SIZE)
 

@@ -31,7 +31,15 @@ import numpy as np
 
 import chainrule as cr
 import chainrule.numpy as cnp
-from bench_engine import measure, median, named_mlp_logits, paired_ratio, print_table, torch
+from bench_engine import (
+    blas_description,
+    measure,
+    median,
+    named_mlp_logits,
+    paired_ratio,
+    print_table,
+    torch,
+)
 from chainrule import optim
 from chainrule.backend.capture import capture
 
@@ -248,6 +256,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="fewer, shorter repetitions")
     args = parser.parse_args(argv)
     repeats, budget = (3, 0.05) if args.quick else (9, 0.2)
+    print(f"NumPy {np.__version__}: {blas_description()}")
     if torch is not None:
         torch.set_num_threads(1)
     names, rows = None, []
