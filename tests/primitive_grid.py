@@ -43,6 +43,9 @@ DOMAINS: dict[str, Callable] = {
         rng.choice([-1.0, 1.0], shape) * rng.uniform(0.3, 2.0, shape)
     ),
     "moderate": lambda shape, rng, slot: rng.uniform(-1.2, 1.2, shape),  # tan: |x| < pi/2
+    # floor_divide: x / y stays a quarter away from every integer (its jumps), for y = ±1, ±2.
+    "half_integer": lambda shape, rng, slot: rng.integers(-3, 3, shape) + 0.5,
+    "unit": lambda shape, rng, slot: rng.choice([-2.0, -1.0, 1.0, 2.0], shape),
     "distinct": _distinct,
     "matrix": _well_conditioned,
 }
@@ -116,6 +119,8 @@ BINARY_OPS = {
     "divide": (lambda xp, x, y: xp.divide(x, y), "real", "nonzero"),
     "true_divide": (lambda xp, x, y: xp.true_divide(x, y), "real", "nonzero"),
     "power": (lambda xp, x, y: xp.power(x, y), "positive", "real"),
+    "float_power": (lambda xp, x, y: xp.float_power(x, y), "positive", "real"),
+    "floor_divide": (lambda xp, x, y: xp.floor_divide(x, y), "half_integer", "unit"),
     "maximum": (lambda xp, x, y: xp.maximum(x, y), "distinct", "distinct"),
     "minimum": (lambda xp, x, y: xp.minimum(x, y), "distinct", "distinct"),
     "hypot": (lambda xp, x, y: xp.hypot(x, y), "real", "real"),

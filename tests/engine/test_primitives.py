@@ -293,6 +293,8 @@ _ELEMENTS = {
     "positive": st.floats(0.2, 4.0),
     "nonzero": st.one_of(st.floats(-3.0, -0.2), st.floats(0.2, 3.0)),
     "moderate": st.floats(-1.2, 1.2),
+    "half_integer": st.integers(-3, 2).map(lambda k: k + 0.5),
+    "unit": st.sampled_from([-2.0, -1.0, 1.0, 2.0]),
 }
 # Interleaved grids for max/min: 0.25 apart within one argument, 0.125 across the two.
 _SEPARATED = [

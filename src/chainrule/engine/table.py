@@ -42,7 +42,7 @@ from typing import Any
 from .core import apply
 
 #: Python operators an entry may stand for that also have a reflected form (``__radd__``...).
-REFLECTED_OPERATORS = frozenset({"add", "sub", "mul", "truediv", "pow", "matmul"})
+REFLECTED_OPERATORS = frozenset({"add", "sub", "mul", "truediv", "floordiv", "pow", "matmul"})
 
 
 class Primitive:

@@ -116,6 +116,17 @@ SIGN = defprim(
     batching="elementwise",
 )
 
+FLOOR_DIVIDE = defprim(
+    "floor_divide",
+    xp.floor_divide,
+    (lambda g, out, x, y: zeros_like(g), lambda g, out, x, y: zeros_like(g)),
+    lambda ts, out, x, y: zeros_like(out),
+    array_api="floor_divide",
+    batching="elementwise",
+    operator="floordiv",
+    doc="``x // y``, rounded toward minus infinity, as NumPy's ``floor_divide``.",
+)
+
 
 def _sigmoid_in(namespace):
     """The sigmoid computed with ``namespace``: exp(-|x|) never overflows; pick the
@@ -283,6 +294,28 @@ POW = _binary(
     flops=elementwise_flops(10),
     array_api="pow",
     operator="pow",
+)
+
+
+def _namespace_float_power(namespace):
+    """``float_power`` in an array-API namespace, which has none: its ``pow`` in float64."""
+
+    def forward(x, y):
+        return namespace.pow(
+            namespace.astype(x, namespace.float64), namespace.astype(y, namespace.float64)
+        )
+
+    return forward
+
+
+FLOAT_POWER = _binary(
+    "float_power",
+    xp.float_power,
+    (_pow_vjp_x, _pow_vjp_y),
+    flops=elementwise_flops(10),
+    array_api=_namespace_float_power,
+    doc="``x ** y`` computed in float64 (or complex128), as NumPy's ``float_power``: the C "
+    "library's ``pow``, the one Python's ``**`` calls, so the bits match Python floats'.",
 )
 
 
