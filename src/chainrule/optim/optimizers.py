@@ -49,9 +49,17 @@ import math
 
 from ..engine import arraylib
 from ..engine.arraylib import ndarray, xp
-from ..engine.core import no_grad, raw, state
-from ..transforms.pytree import TreeDef, tree_flatten, tree_map, tree_unflatten
-from .schedules import Constant, Schedule, as_schedule, float_power, schedule_from_config
+from ..engine.core import Tracer, no_grad, raw, state, zeros_like
+from ..engine.tensor import Tensor
+from ..transforms.pytree import TreeDef, tree_flatten, tree_unflatten
+from .schedules import (
+    Constant,
+    Schedule,
+    as_schedule,
+    float_power,
+    schedule_from_config,
+    traced_namespace,
+)
 
 
 def _check_finite_number(
@@ -67,18 +75,17 @@ def _check_finite_number(
     return value
 
 
-def _as_arrays(tree):
-    # ``backend.asarray`` read at call time: ``backend.use_namespace`` rebinds it.
-    return tree_map(lambda leaf: arraylib.asarray(raw(leaf)), tree)
-
-
 def _as_array(leaf):
     """``leaf`` as an array of the active namespace. A NumPy array outside ``use_namespace``, the
     usual leaf, is what ``asarray`` would return, so it is kept without the call (``update`` runs
-    once per training step)."""
+    once per training step). A Tensor that requires no grad stands for its data. A traced leaf
+    (under ``jit``, ``grad``, ``vmap``...) stays traced, so that the update is part of what the
+    transform sees, as an optax update is under JAX's."""
     if type(leaf) is ndarray and not state.foreign:
         return leaf
-    return arraylib.asarray(raw(leaf))
+    while type(leaf) is Tensor and not leaf.requires_grad:
+        leaf = leaf.data
+    return leaf if isinstance(leaf, Tracer) else arraylib.asarray(leaf)
 
 
 def _array_leaves(tree) -> tuple[list, TreeDef]:
@@ -88,17 +95,31 @@ def _array_leaves(tree) -> tuple[list, TreeDef]:
 
 
 def _namespace_of(array):
-    """The array module that computes on ``array``: NumPy or CuPy by its device, or the namespace
-    ``backend.use_namespace`` made active."""
+    """The array module that computes on ``array``: NumPy or CuPy by its device, the namespace
+    ``backend.use_namespace`` made active, or for a traced array ``chainrule.numpy``'s functions."""
+    if isinstance(array, Tracer):
+        return traced_namespace
     return arraylib.ns if state.foreign else arraylib.namespace_of(array)
 
 
 def _cast(array, dtype):
     """``array`` in ``dtype``, without a copy when it already is (the standard has no
     ``astype`` method: its function inside ``backend.use_namespace``)."""
+    if isinstance(array, Tracer):
+        return traced_namespace.astype(array, dtype)
     if state.foreign:
         return arraylib.ns.astype(array, arraylib.as_dtype(dtype), copy=False)
     return array.astype(dtype, copy=False)
+
+
+def _step_array(step):
+    """The step counter as an array: a traced one as it is, anything else through ``asarray``."""
+    return step if isinstance(step, Tracer) else arraylib.asarray(step)
+
+
+def _sqrt(value):
+    """``sqrt`` in the active namespace, or ``chainrule.numpy``'s for a traced value."""
+    return traced_namespace.sqrt(value) if isinstance(value, Tracer) else arraylib.ns.sqrt(value)
 
 
 def _zero_step(param_leaves):
@@ -106,7 +127,7 @@ def _zero_step(param_leaves):
     and device), a NumPy one for an empty parameter tree."""
     if not param_leaves:
         return arraylib.ns.zeros((), dtype=arraylib.ns.int64)
-    first = param_leaves[0]
+    first = raw(param_leaves[0])  # its array type and device (a traced one's stacked array)
     if state.foreign:  # the standard's zeros_like takes no shape
         return arraylib.ns.zeros((), dtype=arraylib.ns.int64, device=first.device)
     return arraylib.namespace_of(first).zeros_like(first, shape=(), dtype=xp.int64)
@@ -152,10 +173,11 @@ class Optimizer:
     # -- functional API ------------------------------------------------------------------------
     def init(self, params) -> dict:
         """The initial state: a step counter and one zero array per parameter and slot."""
-        params = _as_arrays(params)
-        state = {"step": _zero_step(tree_flatten(params)[0])}
+        leaves, treedef = _array_leaves(params)
+        state = {"step": _zero_step(leaves)}
         for slot in self.slots:
-            state[slot] = tree_map(arraylib.ns.zeros_like, params)
+            # Zeros of each parameter's shape as it shows it (one example's, under vmap).
+            state[slot] = tree_unflatten(treedef, [zeros_like(leaf) for leaf in leaves])
         return state
 
     def lr(self, state) -> float:
@@ -175,8 +197,8 @@ class Optimizer:
         ``(new parameter leaves, new state)`` (the state's slots rebuilt as trees)."""
         # The step is only ever computed on as an array (never int(step)): no Python decision
         # reads it, so a captured step (chainrule.backend.capture) replays as recorded.
-        step = arraylib.asarray(state["step"])
-        next_step = arraylib.asarray(state["step"] + 1)  # a 0-d array, as the state's other steps
+        step = _step_array(state["step"])
+        next_step = _step_array(step + 1)  # a 0-d array, as the state's other steps
         lr = self.schedule.lr if isinstance(self.schedule, Constant) else self.schedule(step)
         scalars = self._step_scalars(lr, next_step)
         scalars_by_dtype = {}
@@ -302,7 +324,7 @@ class Adam(Optimizer):
         v = self.b2 * slots[1] + (1 - self.b2) * grad * grad
         m_hat = m / scalars["correction1"]
         v_hat = v / scalars["correction2"]
-        new = param - scalars["lr"] * m_hat / (arraylib.ns.sqrt(v_hat) + self.eps)
+        new = param - scalars["lr"] * m_hat / (_sqrt(v_hat) + self.eps)
         if self.weight_decay and self.decoupled:
             new = new - scalars["lr_decay"] * param
         return new, (m, v)
@@ -337,7 +359,7 @@ class RMSProp(Optimizer):
         if self.weight_decay:
             grad = grad + self.weight_decay * param
         square_avg = self.decay * slots[0] + (1 - self.decay) * grad * grad
-        scaled = grad / (arraylib.ns.sqrt(square_avg) + self.eps)
+        scaled = grad / (_sqrt(square_avg) + self.eps)
         if self.momentum:
             velocity = self.momentum * slots[1] + scaled
             return param - lr * velocity, (square_avg, velocity)

@@ -31,8 +31,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as _np
+
+from .. import numpy as cnp
 from ..engine import arraylib
-from ..engine.core import state
+from ..engine.core import Tracer, state
 
 
 def _positive(value, what):
@@ -61,12 +64,37 @@ def float_power(namespace, base, exponent):
     return namespace.pow(in_float64(base), in_float64(exponent))
 
 
+class _TracedNamespace:
+    """The array functions the schedules and optimizers call, for a step counter or a parameter
+    that a transform traces (under :func:`~chainrule.jit` the whole state is staged): those of
+    :mod:`chainrule.numpy`, so the learning rate and the update are staged, differentiated or
+    batched with everything else. On plain arrays they give the bits NumPy's own give."""
+
+    float64 = _np.float64
+    astype = staticmethod(cnp.astype)
+    cos = staticmethod(cnp.cos)
+    float_power = staticmethod(cnp.float_power)
+    floor_divide = staticmethod(cnp.floor_divide)
+    minimum = staticmethod(cnp.minimum)
+    sqrt = staticmethod(cnp.sqrt)
+
+    @staticmethod
+    def full_like(value, fill, dtype):
+        return cnp.zeros_like(value, dtype=dtype) + fill
+
+
+#: See :class:`_TracedNamespace`.
+traced_namespace = _TracedNamespace()
+
+
 class Schedule:
     """``schedule(step)``: a Python float for a Python step number, a float64 array for an
     integer array of steps (see the module docstring). Subclasses write the formula twice, side by
     side: ``_at_int`` on a Python number and ``_at_array`` with the step array's namespace."""
 
     def __call__(self, step):
+        if isinstance(step, Tracer):
+            return self._at_array(step, traced_namespace)
         if arraylib.is_array(step):
             return arraylib.asarray(self._at_array(step, arraylib.namespace_of(step)))
         if state.foreign and hasattr(step, "__array_namespace__"):

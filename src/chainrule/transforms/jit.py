@@ -553,11 +553,13 @@ def _staging_value(leaf):
 
 def _leaf_key(leaf):
     """``leaf``'s part of a signature: the shape and dtype it shows, and for an array that is not
-    NumPy's (under any tracers), its type and device."""
-    if type(leaf) is ndarray:
+    NumPy's (under any tracers), its type and device. A NumPy scalar (``np.int64(3)``, what NumPy
+    returns for a 0-d result) signs as the 0-d array it stands for, so that a step counter that
+    comes back from a replay as a scalar does not stage the function again."""
+    if type(leaf) is ndarray or isinstance(leaf, xp.generic):
         return (leaf.shape, leaf.dtype)
     under = core.raw(leaf) if isinstance(leaf, Tracer) else leaf
-    if type(under) is ndarray:
+    if type(under) is ndarray or isinstance(under, xp.generic):
         return (ops.shape(leaf), leaf.dtype)
     return (ops.shape(leaf), leaf.dtype, type(under), str(getattr(under, "device", None)))
 
