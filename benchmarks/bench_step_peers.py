@@ -1,4 +1,4 @@
-"""One training step, five ways: chainrule eager and captured, PyTorch eager, JAX eager and jit.
+"""One training step, six ways: chainrule eager, captured and jit, PyTorch eager, JAX eager and jit.
 
 Run with ``python benchmarks/bench_step_peers.py [--quick]``. For each MLP (ReLU hidden layers,
 mean softmax cross-entropy, float32) and each optimizer (plain SGD, Adam) it times one step:
@@ -7,6 +7,7 @@ loss, gradient and update of a params dict, returning the new params and the los
 * by hand in NumPy (forward and backward derived on paper, the floor);
 * with chainrule eager: ``value_and_grad`` of the loss and ``chainrule.optim``'s update;
 * with the same step under ``chainrule.capture``, replayed;
+* with the same step under ``chainrule.jit``, staged once (the update too), replayed;
 * with PyTorch eager (``torch.func.grad_and_value`` and the same update written in torch);
 * with JAX, eager (op by op) and under ``jax.jit`` (XLA fuses the step);
 
@@ -217,6 +218,7 @@ def contenders_for(optimizer, params, x, y):
         "hand NumPy": (hand_step(optimizer), params, hand_state(params), x, y),
         "chainrule eager": (step, params, state, x, y),
         "chainrule captured": (capture(step, (params, state, x, y)), params, state, x, y),
+        "chainrule jit": (cr.jit(step), params, state, x, y),
     }
     if torch is not None:
         tp = {k: torch.tensor(v) for k, v in params.items()}
