@@ -18,6 +18,11 @@ learning rate stays a Python float. Scalars computed as float64 arrays are round
 parameter's dtype before they meet it, exactly as NumPy rounds a Python float, so the updates are
 the same bits as with Python-float scalars (float32 parameters compute in float32).
 
+Traced leaves stay traced (the array functions are then ``chainrule.numpy``'s), so ``update`` is
+part of what a transform sees: ``jit`` of a whole training step stages the update with the
+gradient and replays the eager bits, ``grad`` through updates gives meta-gradients, ``vmap``
+updates an ensemble. A Tensor that requires no grad stands for its data.
+
 Object form for the Tensor style, on a module (or any pytree of Tensors)::
 
     optimizer = opt.bind(model)
