@@ -14,6 +14,7 @@ from .. import numpy as cnp
 from ..engine import arraylib
 from ..engine.arraylib import xp
 from ..engine.core import raw, state
+from ..transforms.jit import staging
 from ..util.lookup import look_up
 from .init import get_initialiser
 from .module import Module, Parameter, shape_of
@@ -167,6 +168,14 @@ class BatchNorm1d(Module):
             centered = x - mean
             var = cnp.mean(centered * centered, axis=0)
             if ctx.update_buffers:
+                if staging():
+                    raise ValueError(
+                        "BatchNorm1d in training mode under jit: the running statistics are "
+                        "module state, updated in place, so the update would happen once, while "
+                        "staging, and never on a replay; jit the model in eval mode "
+                        "(apply(..., train=False)), or pass ctx=Context(train=True, "
+                        "update_buffers=False) to normalise by the batch without the update"
+                    )
                 self._buffers_to(raw(x))
                 m = self.momentum
                 self.running_mean = (1 - m) * self.running_mean + m * raw(mean)
@@ -247,6 +256,13 @@ class Dropout(Module):
     def forward(self, params, x, ctx):
         if not ctx.train or self.p == 0.0:
             return x
+        if staging():
+            raise ValueError(
+                "Dropout in training mode under jit: its mask is drawn from a random generator "
+                "in Python, so it would be drawn once, while staging, and every replay would "
+                "reuse it; jit the model in eval mode (apply(..., train=False)), or leave "
+                "training steps with dropout unjitted"
+            )
         rng = ctx.rng if ctx.rng is not None else self.rng
         keep = rng.random(shape_of(x)) >= self.p
         if state.foreign:  # the same host mask, in the namespace backend.use_namespace made active

@@ -564,6 +564,18 @@ def _leaf_key(leaf):
     return (ops.shape(leaf), leaf.dtype, type(under), str(getattr(under, "device", None)))
 
 
+#: How many user functions :func:`jit` is staging now (a jit inside a staged function counts
+#: again): see :func:`staging`.
+_staging_depth = 0
+
+
+def staging() -> bool:
+    """Whether :func:`jit` is staging a function now. Code with effects that a staged program
+    cannot replay (module state changed in place, a draw from a random generator) asks, and
+    refuses with a message instead of freezing the staged values into every replay."""
+    return _staging_depth > 0
+
+
 class Jitted:
     """The callable :func:`jit` returns: ``fun`` staged once per input signature, replayed."""
 
@@ -658,11 +670,14 @@ class Jitted:
         call_kwargs = {**kwargs, **traced_kwargs}
         # Parameters may hold staged values (an index computed from traced values): core.apply
         # looks for tracers among them while a batching count is up, as under vmap.
+        global _staging_depth
         state.batching += 1
+        _staging_depth += 1
         try:
             out = self.fun(*call_args, **call_kwargs)
         finally:
             state.batching -= 1
+            _staging_depth -= 1
         out_leaves, out_def = tree_flatten(out)
         program.finish(out_leaves)
         first = [leaf.value if type(leaf) is _Staged else leaf for leaf in out_leaves]
