@@ -89,3 +89,44 @@ def test_dropout_refuses_to_stage_a_mask_draw_and_stages_in_eval_mode():
         cr.jit(lambda p, x: model.apply(p, x, train=True))(params, X)
     evaluate = cr.jit(lambda p, x: model.apply(p, x, train=False))
     np.testing.assert_array_equal(evaluate(params, X), model.apply(params, X, train=False))
+
+
+LOSS_CASES = {
+    "softmax_cross_entropy": (
+        nn.softmax_cross_entropy,
+        RNG.standard_normal((4, 3)),
+        [np.array([0, 1, 2, 0]), np.array([2, 2, 1, 1]), np.array([1.0, 0.0, 2.0, 2.0])],
+    ),
+    "binary_logistic": (
+        nn.binary_logistic,
+        RNG.standard_normal(4),
+        [np.array([0.0, 1.0, 1.0, 0.0]), np.array([1.0, 0.0, 0.0, 1.0])],
+    ),
+    "mse": (nn.mse, RNG.standard_normal((4, 2)), [np.ones((4, 2)), np.zeros((4, 2))]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LOSS_CASES))
+def test_labels_and_targets_are_traced_under_jit_not_frozen(name):
+    loss, predictions, label_sets = LOSS_CASES[name]
+    jitted = cr.jit(loss)
+    for labels in label_sets:
+        assert jitted(predictions, labels) == loss(predictions, labels)
+    assert jitted.trace_count == len({(lab.dtype, lab.shape) for lab in label_sets})
+
+
+@pytest.mark.parametrize("name", sorted(LOSS_CASES))
+def test_vmap_batches_labels_and_targets(name):
+    loss, predictions, label_sets = LOSS_CASES[name]
+    labels = np.stack(label_sets[:2])
+    batched = cr.vmap(loss)(np.stack([predictions, predictions]), labels)
+    for i in range(2):
+        np.testing.assert_allclose(batched[i], loss(predictions, labels[i]), rtol=1e-15)
+
+
+def test_batched_labels_are_checked_on_their_values():
+    logits = np.stack([LOSS_CASES["softmax_cross_entropy"][1]] * 2)
+    with pytest.raises(ValueError, match=r"outside \[0, 3\)"):
+        cr.vmap(nn.softmax_cross_entropy)(logits, np.array([[0, 1, 2, 0], [2, 2, 1, 7]]))
+    with pytest.raises(ValueError, match="must be 0 or 1"):
+        cr.vmap(nn.binary_logistic)(np.zeros((2, 4)), np.array([[0.0, 1, 1, 0], [2.0, 0, 0, 1]]))

@@ -22,7 +22,8 @@ from __future__ import annotations
 from .. import numpy as cnp
 from ..engine import arraylib
 from ..engine.arraylib import asarray, xp
-from ..engine.core import raw, state
+from ..engine.core import Tracer, raw, state, strip
+from ..transforms.jit import staging
 from ..util.lookup import look_up
 from .module import shape_of
 
@@ -56,6 +57,20 @@ def mse(predictions, targets, reduction="mean"):
     return _reduce(per_example, reduction)
 
 
+def _traced(labels):
+    """The labels as a transform batches or stages them (``vmap``, ``jit``), or None for labels
+    that are plain arrays under any differentiating tracers. Traced labels stay traced, so that
+    each call's own labels reach the loss instead of the values seen when it was staged."""
+    under = strip(labels)
+    return under if isinstance(under, Tracer) else None
+
+
+def _values_readable() -> bool:
+    """Whether traced labels' values may be read: under ``vmap`` the stacked values are there;
+    while ``jit`` stages they are only the first call's (a replay would skip the check)."""
+    return not staging()
+
+
 def check_labels(labels, classes: int, what="labels"):
     """Integer labels in [0, classes), or ``ValueError`` naming the first offending one.
 
@@ -63,6 +78,13 @@ def check_labels(labels, classes: int, what="labels"):
     would stall the device at every step (and cannot be part of a CUDA graph). Data sets check
     their labels on the host when they are built (:func:`chainrule.data.validate`), and
     :func:`softmax_cross_entropy` turns an out-of-range GPU label into a NaN loss on the device."""
+    traced = _traced(labels)
+    if traced is not None:
+        if _values_readable():
+            check_labels(raw(traced), classes, what)  # every example's labels, stacked
+        elif traced.dtype.kind not in "iubf":
+            raise ValueError(f"{what} must be integer class indices, got dtype {traced.dtype}")
+        return cnp.astype(traced, xp.int64)
     if state.foreign:
         return _check_labels_in_namespace(arraylib.ns, arraylib.asarray(raw(labels)), classes, what)
     labels = asarray(raw(labels))  # keeps a captured step's recording array what it is
@@ -142,7 +164,15 @@ def _logits_like(logits, label_shape):
 
 def binary_logistic(logits, labels, reduction="mean"):
     """Logistic-regression cost for labels in {0, 1}: softplus(z) - y z (stable for any z)."""
-    if (
+    traced = _traced(labels)
+    if traced is not None:  # batched or staged labels, kept traced (see _traced)
+        if _values_readable() and not xp.all((raw(traced) == 0) | (raw(traced) == 1)):
+            raise ValueError("binary_logistic: labels must be 0 or 1")
+        logits = _logits_like(logits, shape_of(traced))
+        labels = cnp.astype(
+            traced, raw(logits).dtype if hasattr(raw(logits), "dtype") else xp.float64
+        )
+    elif (
         state.foreign
     ):  # backend.use_namespace: that namespace's functions (the standard has no methods)
         namespace = arraylib.ns
