@@ -130,3 +130,9 @@ def test_batched_labels_are_checked_on_their_values():
         cr.vmap(nn.softmax_cross_entropy)(logits, np.array([[0, 1, 2, 0], [2, 2, 1, 7]]))
     with pytest.raises(ValueError, match="must be 0 or 1"):
         cr.vmap(nn.binary_logistic)(np.zeros((2, 4)), np.array([[0.0, 1, 1, 0], [2.0, 0, 0, 1]]))
+
+
+def test_staged_labels_of_a_non_integer_dtype_are_refused():
+    logits = LOSS_CASES["softmax_cross_entropy"][1]
+    with pytest.raises(ValueError, match="must be integer class indices, got dtype complex128"):
+        cr.jit(nn.softmax_cross_entropy)(logits, np.zeros(4, complex))

@@ -65,12 +65,6 @@ def _traced(labels):
     return under if isinstance(under, Tracer) else None
 
 
-def _values_readable() -> bool:
-    """Whether traced labels' values may be read: under ``vmap`` the stacked values are there;
-    while ``jit`` stages they are only the first call's (a replay would skip the check)."""
-    return not staging()
-
-
 def check_labels(labels, classes: int, what="labels"):
     """Integer labels in [0, classes), or ``ValueError`` naming the first offending one.
 
@@ -80,7 +74,9 @@ def check_labels(labels, classes: int, what="labels"):
     :func:`softmax_cross_entropy` turns an out-of-range GPU label into a NaN loss on the device."""
     traced = _traced(labels)
     if traced is not None:
-        if _values_readable():
+        # Under vmap the stacked values are there to check; while jit stages, they are only the
+        # first call's (a replay would skip the check), so only the dtype is checked then.
+        if not staging():
             check_labels(raw(traced), classes, what)  # every example's labels, stacked
         elif traced.dtype.kind not in "iubf":
             raise ValueError(f"{what} must be integer class indices, got dtype {traced.dtype}")
@@ -166,7 +162,7 @@ def binary_logistic(logits, labels, reduction="mean"):
     """Logistic-regression cost for labels in {0, 1}: softplus(z) - y z (stable for any z)."""
     traced = _traced(labels)
     if traced is not None:  # batched or staged labels, kept traced (see _traced)
-        if _values_readable() and not xp.all((raw(traced) == 0) | (raw(traced) == 1)):
+        if not staging() and not xp.all((raw(traced) == 0) | (raw(traced) == 1)):
             raise ValueError("binary_logistic: labels must be 0 or 1")
         logits = _logits_like(logits, shape_of(traced))
         labels = cnp.astype(
