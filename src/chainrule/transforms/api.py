@@ -44,6 +44,21 @@ def _lift_tensor(leaf, level, transform):
     return traced_leaf(_as_value(leaf, transform), level)
 
 
+def lift_tree(tree, level, transform):
+    """``(lifted, treedef, leaves)``: ``tree`` with every leaf lifted to a tensor of ``level``
+    (checked by :func:`_as_value`), its structure, and the lifted leaves in order. This is how
+    ``grad``, ``vjp`` and ``jacrev`` watch an argument, on every call, so a float NumPy leaf is
+    checked inline."""
+    leaves, treedef = tree_flatten(tree)
+    numpy_namespace = arraylib.ns is xp
+    lifted = []
+    for leaf in leaves:
+        if not (type(leaf) is ndarray and numpy_namespace and leaf.dtype.kind in "fc"):
+            leaf = _as_value(leaf, transform)
+        lifted.append(traced_leaf(leaf, level))
+    return tree_unflatten(treedef, lifted), treedef, lifted
+
+
 def _is_array_like(value) -> bool:
     """An array, a tracer or a number: the outputs a transform can differentiate."""
     if isinstance(value, (Tracer, numbers.Number)):
@@ -114,15 +129,13 @@ def _rebuild(inputs, cotangents):
     """One pytree per lifted argument in ``inputs`` ((treedef, tensors) pairs), holding the
     cotangents in order: zeros where a leaf was never reached, plain arrays elsewhere."""
     trees = []
-    position = 0
+    end = 0
     for treedef, lifted in inputs:
-        pieces = []
-        for tensor in lifted:
-            ct = cotangents[position]
+        start, end = end, end + len(lifted)
+        pieces = cotangents[start:end]
+        for index, ct in enumerate(pieces):
             if type(ct) is not ndarray:  # (a NumPy array, the usual cotangent, is kept as it is)
-                ct = ops.zeros_like(tensor.data) if ct is None else _plain(ct)
-            pieces.append(ct)
-            position += 1
+                pieces[index] = ops.zeros_like(lifted[index].data) if ct is None else _plain(ct)
         trees.append(tree_unflatten(treedef, pieces))
     return trees
 
@@ -141,11 +154,9 @@ def value_and_grad(fun, argnums=0, has_aux=False):
         inputs = []
         all_leaves: list = []  # every lifted leaf, in order: the ones the pass returns
         for n in nums:
-            leaves, treedef = tree_flatten(traced_args[n])
-            lifted = [_lift_tensor(leaf, level, "grad") for leaf in leaves]
+            traced_args[n], treedef, lifted = lift_tree(traced_args[n], level, "grad")
             inputs.append((treedef, lifted))
             all_leaves += lifted
-            traced_args[n] = tree_unflatten(treedef, lifted)
         note_pass("forward")
         result = fun(*traced_args, **kwargs)
         if has_aux:
@@ -154,18 +165,21 @@ def value_and_grad(fun, argnums=0, has_aux=False):
             out, aux = result
         else:
             out = result
-        if not _is_array_like(out):
-            check_outputs(out, [], "grad")
-        out_shape = ops.shape(out)
+        if type(out) is Tensor:  # the usual output (its shape read once, off its value)
+            data = out.data
+            out_shape = data.shape
+        else:
+            if not _is_array_like(out):
+                check_outputs(out, [], "grad")
+            out_shape = ops.shape(out)
         if out_shape != ():
             raise TypeError(
                 f"grad needs fun to return a scalar (shape ()), got shape {out_shape}; reduce it "
                 "(sum/mean) or use chainrule.vjp / chainrule.jacrev for non-scalar outputs"
             )
-        if isinstance(out, Tensor) and out._level == level and out.requires_grad:
-            data = out.data
+        if type(out) is Tensor and out._level == level and out.requires_grad:
             numpy_value = isinstance(data, (ndarray, xp.generic))
-            dtype = out.dtype
+            dtype = data.dtype
             if not (dtype.kind in "fc" if numpy_value else arraylib.is_float_dtype(dtype)):
                 raise TypeError(f"grad needs a floating-point output, got dtype {dtype}")
             seed = numpy_seed(data) if numpy_value else _nested_seed(data)
@@ -226,10 +240,9 @@ def vjp(fun, *primals, has_aux=False):
     inputs = []
     lifted_primals = []
     for primal in primals:
-        leaves, treedef = tree_flatten(primal)
-        lifted = [_lift_tensor(leaf, level, "vjp") for leaf in leaves]
+        lifted_primal, treedef, lifted = lift_tree(primal, level, "vjp")
         inputs.append((treedef, lifted))
-        lifted_primals.append(tree_unflatten(treedef, lifted))
+        lifted_primals.append(lifted_primal)
     note_pass("forward")
     result = fun(*lifted_primals)
     if has_aux:

@@ -18,9 +18,8 @@ from ..engine.core import enable_grad, new_level
 from ..engine.reverse import backward_pass
 from ..engine.tensor import Tensor, current_epoch
 from .api import _argnums_tuple as argnums_tuple
-from .api import _lift_tensor as lift
 from .api import _plain as plain
-from .api import check_outputs
+from .api import check_outputs, lift_tree
 from .counting import note_pass
 from .pytree import tree_flatten, tree_unflatten
 
@@ -36,11 +35,9 @@ class ReverseTrace:
         self.arg_defs = []  # one treedef per differentiated argument
         self.inputs = []  # the lifted leaves, all arguments together, in order
         for n in self.argnums:
-            leaves, treedef = tree_flatten(args[n])
-            lifted = [lift(leaf, level, transform) for leaf in leaves]
+            args[n], treedef, lifted = lift_tree(args[n], level, transform)
             self.arg_defs.append(treedef)
             self.inputs.extend(lifted)
-            args[n] = tree_unflatten(treedef, lifted)
         note_pass("forward")
         with enable_grad():
             result = fun(*args)
