@@ -6,11 +6,15 @@ transform outside and inside it, stages once per signature, and refuses what it 
 
 from __future__ import annotations
 
+import functools
+import tracemalloc
+
 import numpy as np
 import pytest
 
 import chainrule as cr
 import chainrule.numpy as cnp
+from chainrule.transforms import jit as jit_module
 
 RNG = np.random.default_rng(0)
 
@@ -289,6 +293,41 @@ def test_common_work_is_shared_and_replay_errors_name_the_op_and_shapes():
         solve(np.zeros((2, 2)), np.ones(2))
     with pytest.raises(np.linalg.LinAlgError, match=r"chainrule\.\S*solve: .*operand shapes"):
         cnp.linalg.solve(np.zeros((2, 2)), np.ones(2))
+
+
+def test_a_program_replayed_in_a_loop_is_compiled_with_the_same_bits_memory_and_errors(
+    monkeypatch,
+):
+    def f(x, scale):
+        return cnp.sum(cnp.tanh(x * scale) * cnp.exp(-x), axis=0) + cnp.max(x, axis=0)
+
+    jitted = cr.jit(f)
+    x = np.linspace(-1.0, 1.0, 12).reshape(3, 4)
+    for step in range(jit_module._COMPILE_AFTER + 2):
+        _equal_trees(jitted(x + step, np.float64(step)), f(x + step, np.float64(step)))
+    (program,) = {id(program): program for program, _ in jitted._programs.values()}.values()
+    assert program.replay is not None and jitted.trace_count == 1
+
+    monkeypatch.setattr(jit_module, "_COMPILE_AFTER", 1)  # compiled from the first replay on
+    # Each intermediate is let go of where it is read for the last time, as the interpreter
+    # does: a chain of 30 steps on 8 MB arrays holds a few of them, not 30.
+    chain = cr.jit(lambda x: cnp.sum(functools.reduce(lambda h, _: cnp.sin(h), range(30), x)))
+    big = np.full(1_000_000, 0.5)
+    chain(big)
+    tracemalloc.start()
+    try:
+        chain(big)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * big.nbytes
+    # A compiled replay that fails on the values is reported as the eager call reports it.
+    solve = cr.jit(lambda a, b: cnp.linalg.solve(a, b))
+    solve(np.eye(2), np.ones(2))
+    _equal_trees(solve(2 * np.eye(2), np.ones(2)), np.full(2, 0.5))
+    with pytest.raises(np.linalg.LinAlgError, match=r"chainrule\.\S*solve: .*operand shapes"):
+        solve(np.zeros((2, 2)), np.ones(2))
+    assert next(iter(solve._programs.values()))[0].replay is not None
 
 
 def test_a_deep_chain_stages_replays_and_differentiates_without_recursion():

@@ -16,6 +16,7 @@ import pytest
 
 import chainrule as cr
 import chainrule.numpy as cnp
+from chainrule.transforms import jit as jit_module
 from primitive_grid import GRID  # the engine's grid: one source of primitive cases
 
 #: Cases whose output shape depends on the data: case id -> (error type, pattern).
@@ -33,8 +34,17 @@ def _equal(got, expected, what):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=f"{what}, leaf {i}")
 
 
+@pytest.fixture(params=["interpreted", "compiled"])
+def replay(request, monkeypatch):
+    """Each case twice: replayed equation by equation, and compiled into one function from the
+    first replay on (as a program is after ``_COMPILE_AFTER`` replays)."""
+    if request.param == "compiled":
+        monkeypatch.setattr(jit_module, "_COMPILE_AFTER", 1)
+    return request.param
+
+
 @pytest.mark.parametrize("case", GRID, ids=lambda case: case.id)
-def test_jit_forward_gradient_and_jvp_equal_eager_bit_for_bit(case):
+def test_jit_forward_gradient_and_jvp_equal_eager_bit_for_bit(case, replay):
     fun = lambda *args: case.fun(cnp, *args)  # noqa: E731
     staged_on, args = case.sample(0), case.sample(1)
     if case.id in DATA_DEPENDENT_SHAPES:
@@ -45,6 +55,8 @@ def test_jit_forward_gradient_and_jvp_equal_eager_bit_for_bit(case):
     jitted = cr.jit(fun)
     _equal(jitted(*staged_on), fun(*staged_on), "forward, staging call")
     _equal(jitted(*args), fun(*args), "forward, replayed")
+    compiled = [program.replay is not None for program, _ in jitted._programs.values()]
+    assert all(compiled) if replay == "compiled" else not any(compiled)
 
     rng = np.random.default_rng(7)
     weights = [rng.standard_normal(np.shape(leaf)) for leaf in cr.tree_leaves(fun(*args))]
