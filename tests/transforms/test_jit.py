@@ -200,6 +200,55 @@ def test_pytrees_in_and_out_keyword_arguments_and_constant_outputs():
     assert f.trace_count == 2
 
 
+def test_a_repeated_pytree_call_is_checked_against_the_last_one_leaf_by_leaf(monkeypatch):
+    @cr.jit
+    def step(params, state, scale):
+        new = {k: params[k] - scale * state["m"][k] for k in params}
+        return new, {"m": state["m"], "count": state["count"] + 1}
+
+    def eager(params, state, scale):
+        return step.fun(params, state, scale)
+
+    params = {"w": np.ones((2, 3)), "b": np.zeros(3)}
+    state = {"m": {"w": np.full((2, 3), 0.5), "b": np.ones(3)}, "count": np.array(0)}
+    for _ in range(3):  # the step counter comes back as a NumPy scalar: the same signature
+        expected = eager(params, state, 0.1)
+        params, state = step(params, state, 0.1)
+        _equal_trees((params, state), expected)
+    assert step.trace_count == 1 and isinstance(state["count"], np.generic)
+    flattened = []  # a repeat of the last call is not flattened into a new signature
+    monkeypatch.setattr(
+        jit_module, "tree_flatten", lambda tree: flattened.append(1) or cr.tree_flatten(tree)
+    )
+    _equal_trees(step(params, state, 0.1), eager(params, state, 0.1))
+    assert not flattened
+    # Each difference from the last call is seen and stages (or reuses) the right program.
+    calls = [
+        (params, state, 0.2),  # another static value
+        (
+            {"w": np.ones((2, 3)), "b": np.zeros(4)},
+            {**state, "m": {"w": state["m"]["w"], "b": np.ones(4)}},
+            0.1,
+        ),
+        ({**params, "w": params["w"].astype(np.float32)}, state, 0.1),  # another dtype
+        ([params["w"], params["b"]], state, 0.1),  # another container
+        (params, state, 0.1),  # the first signature again: replayed
+    ]
+    for args in calls[:3]:
+        _equal_trees(step(*args), eager(*args))
+    with pytest.raises(TypeError):
+        step(*calls[3])  # a list has no keys: staged again, and the function fails on it
+    _equal_trees(step(*calls[4]), eager(*calls[4]))
+    assert step.trace_count == 5
+
+    # A tracer where the last call had an array takes the general path (and its derivative).
+    def loss(w):
+        new, _ = step({"w": w, "b": params["b"]}, state, 0.1)
+        return cnp.sum(new["w"] ** 2)
+
+    _equal_trees(cr.grad(loss)(params["w"]), 2 * (params["w"] - 0.1 * state["m"]["w"]))
+
+
 def test_a_python_decision_on_a_traced_value_is_refused_with_the_function_named():
     def decides(x):
         if cnp.sum(x) > 0:

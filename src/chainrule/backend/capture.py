@@ -89,7 +89,13 @@ import numpy as _np
 
 from ..engine import arraylib
 from ..engine.core import Tracer
-from ..transforms.pytree import tree_flatten, tree_unflatten
+from ..transforms.pytree import (
+    leaves_like,
+    leaves_match,
+    structure_key,
+    tree_flatten,
+    tree_unflatten,
+)
 from .errors import CaptureError
 
 __all__ = ["CaptureError", "CapturedStep", "capture"]
@@ -629,18 +635,6 @@ def _is_array_leaf(leaf) -> bool:
     return isinstance(leaf, (_ndarray, _np.generic))
 
 
-def _structure_key(treedef):
-    """A hashable form of a :class:`~chainrule.transforms.pytree.TreeDef` (kinds and keys,
-    pre-order)."""
-    key = []
-    stack = [treedef]
-    while stack:
-        node = stack.pop()
-        key.append((node.kind, node.keys, len(node.children)))
-        stack.extend(reversed(node.children))
-    return tuple(key)
-
-
 def _signature(leaves, treedef):
     parts = []
     for leaf in leaves:
@@ -665,37 +659,7 @@ def _signature(leaves, treedef):
                     f"capture: argument leaf {leaf!r} is neither an array nor a hashable constant"
                 ) from None
             parts.append(("static", type(leaf), leaf))
-    return _structure_key(treedef), tuple(parts)
-
-
-def _leaves_like(tree, treedef):
-    """The leaves of ``tree`` if it has exactly the structure ``treedef`` (the same container
-    types, the same dict keys, leaves where it has leaves), else None: the check a repeated call
-    needs, without building a new TreeDef (an explicit stack; leaves in flattening order)."""
-    leaves = []
-    stack = [(tree, treedef)]
-    while stack:
-        node, spec = stack.pop()
-        kind = spec.kind
-        if kind == "leaf":
-            if isinstance(node, (dict, list, tuple)) or node is None:
-                return None
-            leaves.append(node)
-        elif kind == "none":
-            if node is not None:
-                return None
-        else:
-            if type(node) is not kind or len(node) != len(spec.children):
-                return None
-            if kind is dict:
-                try:
-                    kids = [node[key] for key in spec.keys]
-                except KeyError:
-                    return None
-            else:
-                kids = node
-            stack.extend(zip(reversed(kids), reversed(spec.children), strict=True))
-    return leaves
+    return structure_key(treedef), tuple(parts)
 
 
 def _leaf_checks(signature):
@@ -710,16 +674,6 @@ def _leaf_checks(signature):
         else:
             checks.append(part)
     return checks
-
-
-def _matches(leaves, checks) -> bool:
-    for leaf, (shape, expected) in zip(leaves, checks, strict=True):
-        if shape is None:
-            if not (leaf is expected or (type(leaf) is type(expected) and leaf == expected)):
-                return False
-        elif type(leaf) is not _ndarray or leaf.shape != shape or leaf.dtype != expected:
-            return False
-    return True
 
 
 def _leaf_paths(args):
@@ -871,8 +825,8 @@ class CapturedStep:
         last = self._last
         leaves = None
         if last is not None:
-            leaves = _leaves_like(args, last[0])
-            if leaves is not None and not _matches(leaves, last[1]):
+            leaves = leaves_like(args, last[0])
+            if leaves is not None and not leaves_match(leaves, last[1]):
                 leaves = None
         if leaves is not None:
             tape = last[2]

@@ -68,7 +68,7 @@ from ..engine.table import Primitive
 from ..engine.tensor import Tensor
 from .api import jvp, vjp
 from .custom import pack_leaves, unpack_leaves
-from .pytree import tree_flatten, tree_unflatten
+from .pytree import leaves_like, leaves_match, structure_key, tree_flatten, tree_unflatten
 
 
 class ConcretizationError(TypeError):
@@ -649,11 +649,13 @@ class Jitted:
         self.static_argnames = static_argnames
         self.name = getattr(fun, "__name__", type(fun).__name__)
         self._programs: dict = {}
+        self._last: tuple | None = None  # the last pytree call, for the next one (_last_call)
         self.trace_count = 0
         functools.update_wrapper(self, fun)
 
     def clear_cache(self) -> None:
         self._programs.clear()
+        self._last = None
 
     def _split(self, args, kwargs):
         """(the static part of the signature, the traced part as a pytree)."""
@@ -678,6 +680,14 @@ class Jitted:
                     return (
                         outputs[0] if out_def.kind == "leaf" else tree_unflatten(out_def, outputs)
                     )
+            elif self._last is not None:
+                # Pytrees of arrays (a training step's params and state): checked against the
+                # last call's structure and leaves in one walk, without a new TreeDef or key.
+                structure, checks, input_positions, (program, out_def) = self._last
+                leaves = leaves_like(args, structure)
+                if leaves is not None and leaves_match(leaves, checks):
+                    inputs = [leaves[position] for position in input_positions]
+                    return tree_unflatten(out_def, program.call(inputs))
         else:
             flat_key = None
         static, static_positions, traced = self._split(args, kwargs)
@@ -690,7 +700,7 @@ class Jitted:
                 inputs.append(leaf)
             else:
                 signature.append(("static", type(leaf), leaf))
-        key = (_treedef_key(treedef), tuple(signature), static)
+        key = (structure_key(treedef), tuple(signature), static)
         try:
             entry = self._programs.get(key)
         except TypeError as error:  # an unhashable static value
@@ -705,11 +715,15 @@ class Jitted:
             self._programs[key] = (program, out_def)
             if flat_key is not None:
                 self._programs[flat_key] = (program, out_def)
+            elif not kwargs and not self.static_argnums:
+                self._last = _last_call(treedef.children[0], leaves, (program, out_def))
             if not any(isinstance(value, Tracer) for value in inputs):
                 # The staged values were the real ones: this call's result is already computed.
                 return tree_unflatten(out_def, staged_outputs)
         else:
             program, out_def = entry
+        if flat_key is None and not kwargs and not self.static_argnums:
+            self._last = _last_call(treedef.children[0], leaves, (program, out_def))
         return tree_unflatten(out_def, program.call(inputs))
 
     def _stage(self, args, kwargs, static_positions, leaves, treedef):
@@ -761,17 +775,22 @@ def _flat_key(args):
     return tuple(key)
 
 
-def _treedef_key(treedef) -> tuple:
-    """A hashable key for ``treedef``: each node's kind, dict keys and child count, in walk order
-    (an explicit stack, as everywhere in the pytree code)."""
-    key = []
-    pending = [treedef]
-    while pending:
-        node = pending.pop()
-        keys = node.keys
-        key.append((node.kind, tuple(keys) if keys is not None else None, len(node.children)))
-        pending.extend(node.children)
-    return tuple(key)
+def _last_call(structure, leaves, entry) -> tuple | None:
+    """What the next call of the same structure checks to reuse ``entry`` (see
+    :func:`~chainrule.transforms.pytree.leaves_match`): the arguments' structure, per leaf its
+    (shape, dtype) or its static value, the positions of the inputs; None where some leaf is not
+    a NumPy array or scalar (a tracer, a device array), which takes the general path."""
+    checks: list[tuple] = []
+    input_positions = []
+    for position, leaf in enumerate(leaves):
+        if not _is_traced_leaf(leaf):
+            checks.append((None, leaf))
+        elif type(leaf) is ndarray or isinstance(leaf, xp.generic):
+            checks.append((leaf.shape, leaf.dtype))
+            input_positions.append(position)
+        else:
+            return None
+    return structure, checks, input_positions, entry
 
 
 def jit(

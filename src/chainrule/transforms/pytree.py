@@ -260,6 +260,67 @@ def tree_unflatten(treedef: TreeDef, leaves) -> Any:
     return result_box[0]
 
 
+def structure_key(treedef: TreeDef) -> tuple:
+    """A hashable form of ``treedef`` (each node's kind, dict keys and number of children, in
+    pre-order): the structural part of the signature under which ``jit`` and ``capture`` keep
+    what they built for a call."""
+    key = []
+    stack = [treedef]
+    while stack:
+        node = stack.pop()
+        key.append((node.kind, node.keys, len(node.children)))
+        stack.extend(reversed(node.children))
+    return tuple(key)
+
+
+def leaves_like(tree, treedef: TreeDef) -> list | None:
+    """The leaves of ``tree`` if it has exactly the structure ``treedef`` (the same container
+    types, the same dict keys, leaves where it has leaves), else None: what a repeated call of a
+    jitted or captured step checks, without building a new TreeDef (an explicit stack; leaves in
+    flattening order, a dict's read in ``treedef``'s key order)."""
+    leaves = []
+    stack = [(tree, treedef)]
+    while stack:
+        node, spec = stack.pop()
+        kind = spec.kind
+        if kind == "leaf":
+            if isinstance(node, (dict, list, tuple)) or node is None:
+                return None
+            leaves.append(node)
+        elif kind == "none":
+            if node is not None:
+                return None
+        else:
+            if type(node) is not kind or len(node) != len(spec.children):
+                return None
+            if kind is dict:
+                try:
+                    kids = [node[key] for key in spec.keys]
+                except KeyError:
+                    return None
+            else:
+                kids = node
+            stack.extend(zip(reversed(kids), reversed(spec.children), strict=True))
+    return leaves
+
+
+def leaves_match(leaves, checks) -> bool:
+    """Whether ``leaves`` pass ``checks``, one per leaf: ``(shape, dtype)`` for a NumPy array
+    (or a NumPy scalar, which stands for its 0-d array), ``(None, constant)`` for a leaf that
+    must equal ``constant`` (of the same type)."""
+    for leaf, (shape, expected) in zip(leaves, checks, strict=True):
+        if shape is None:
+            if not (leaf is expected or (type(leaf) is type(expected) and leaf == expected)):
+                return False
+        elif (
+            (type(leaf) is not ndarray and not isinstance(leaf, xp.generic))
+            or leaf.shape != shape
+            or leaf.dtype != expected
+        ):
+            return False
+    return True
+
+
 def tree_map(fn: Callable, tree, *rest):
     """Apply ``fn`` leaf by leaf to one tree (or several of the same structure)."""
     leaves, treedef = tree_flatten(tree)
