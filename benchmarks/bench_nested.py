@@ -203,7 +203,8 @@ def main(argv=None):
         rows,
     )
     print("\ntarget: at most 8 µs of bookkeeping per reverse pass in grad of grad, hvp, hessian")
-    print("(jit: the same functions through cr.jit, staged once, then replayed per primitive;")
+    print("(jit: the same functions through cr.jit, staged once, then replayed, compiled into")
+    print(" one Python function from the 32nd replay on;")
     print(" captured: through cr.capture, recorded once, then replayed as NumPy calls)")
     if torch is None or jax is None:
         print("(PyTorch or JAX not installed: `make bench-peers` adds them)")
