@@ -379,6 +379,34 @@ def test_a_program_replayed_in_a_loop_is_compiled_with_the_same_bits_memory_and_
     assert next(iter(solve._programs.values()))[0].replay is not None
 
 
+def test_a_compiled_replay_writes_elementwise_results_into_dying_arrays_only(monkeypatch):
+    monkeypatch.setattr(jit_module, "_COMPILE_AFTER", 1)
+
+    def f(x, w):
+        h = cnp.tanh(x @ w + 1.0)  # matmul's result, then add's and tanh's: fresh arrays
+        kept = cnp.transpose(h * 2.0)  # a view of the product: that one must stay as it is
+        return cnp.exp(h) - h, kept + 0.0, x * 3.0
+
+    jitted = cr.jit(f)
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((4, 3)), rng.standard_normal((3, 5))
+    jitted(x, w)
+    for _ in range(3):
+        x_before, w_before = x.copy(), w.copy()
+        got = jitted(x, w)
+        _equal_trees(got, f(x, w))
+        np.testing.assert_array_equal(x, x_before)  # inputs are never written into
+        np.testing.assert_array_equal(w, w_before)
+        x, w = x + 0.5, w - 0.25
+    (program,) = {id(program): program for program, _ in jitted._programs.values()}.values()
+    writers, writable = jit_module._in_place_slots(program)
+    names = {equation[5]: equation[0].name for equation in program.equations}
+    assert {names[slot] for slot in writable} == {"matmul", "add", "tanh", "exp"}
+    viewed = [equation[2][0] for equation in program.equations if equation[0].name == "transpose"]
+    assert names[viewed[0]] == "multiply" and viewed[0] not in writable
+    assert not writable & set(program.outputs) and writers
+
+
 def test_a_deep_chain_stages_replays_and_differentiates_without_recursion():
     def chain(x):
         for _ in range(5_000):  # five times Python's recursion limit

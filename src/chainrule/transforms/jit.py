@@ -175,6 +175,7 @@ class _Program:
         self.input_dtypes: list = []
         self.replay: Callable | None = None  # the equations as one function (see _compiled)
         self.plain_runs = 0  # replays on plain arrays before there was one
+        self.arrays: dict = {}  # computed slot -> (shape, dtype) where it was a NumPy array
 
     # -- staging --------------------------------------------------------------------------------
 
@@ -258,6 +259,8 @@ class _Program:
     def _append(self, prim, call, slots, params, param_slots, out):
         slot = self._new_slot()
         self.equations.append((prim, call, slots, params, param_slots, slot))
+        if type(out) is ndarray and out.ndim:  # what a compiled replay may write into
+            self.arrays[slot] = (out.shape, out.dtype)
         return _Staged(out, self, slot)
 
     def finish(self, output_leaves) -> None:
@@ -558,9 +561,15 @@ def _compiled(program: _Program) -> Callable:
 
     inputs = ", ".join(f"a{slot}" for slot in range(program.inputs))
     lines = [f"def replay({inputs}):"]
+    writers, writable = _in_place_slots(program)
     for index, (prim, call, slots, params, param_slots, out, frees) in enumerate(program.equations):
         names[f"f{index}"] = call if prim is None else prim.forward
         operands = [ref(slot) for slot in slots]
+        if out in writers:  # an elementwise result: into an operand's dying buffer, if any
+            meta = program.arrays[out]
+            dying = [slot for slot in frees if slot in writable and program.arrays[slot] == meta]
+            if dying:
+                operands.append(f"out=v{dying[0]}")
         if param_slots is not None:  # parameters that hold program values
             names[f"p{index}"], names[f"s{index}"] = params, param_slots
             values = ", ".join(f"{slot}: {ref(slot)}" for _, _, slot in param_slots)
@@ -579,6 +588,36 @@ def _compiled(program: _Program) -> Callable:
     code = compile("\n".join(lines), f"<jit of {program.name}>", "exec")
     exec(code, names)  # noqa: S102  (source generated above from slot numbers alone)
     return names["replay"]
+
+
+def _in_place_slots(program: _Program) -> tuple[set, set]:
+    """``(writers, writable)``: the slots of elementwise results that a compiled replay may
+    write into an operand's array where that operand is read for the last time (as NumPy's
+    in-place ufuncs do, with the bits of the out-of-place call), and the computed slots whose
+    array may be written into so. A fresh array is the result of a ufunc forward without
+    parameters (``matmul`` included: a new array, no view of another), a NumPy array of at least
+    one dimension when staged; the writers are those ufuncs but ``matmul`` (whose ``out`` may
+    not overlap its operands). A writable slot is fresh, read only by such ufuncs (so that no
+    view of it is alive) and not an output. Fewer new arrays per replay: on a training step's
+    128 KiB activations, each new one costs page faults."""
+    fresh = set()
+    writers = set()
+    for prim, _, _, params, param_slots, out, _ in program.equations:
+        forward = None if prim is None else prim.forward
+        if (
+            isinstance(forward, xp.ufunc)
+            and not params
+            and param_slots is None
+            and out in program.arrays
+        ):
+            fresh.add(out)
+            if forward is not xp.matmul:
+                writers.add(out)
+    writable = fresh - set(program.outputs)
+    for equation in program.equations:
+        if equation[5] not in fresh:
+            writable -= _reads(equation)  # a reader that may keep a view
+    return writers, writable
 
 
 def _reads(equation) -> set:
