@@ -249,6 +249,27 @@ def test_a_repeated_pytree_call_is_checked_against_the_last_one_leaf_by_leaf(mon
     _equal_trees(cr.grad(loss)(params["w"]), 2 * (params["w"] - 0.1 * state["m"]["w"]))
 
 
+def test_a_repeated_call_with_static_arguments_is_checked_the_same_way(monkeypatch):
+    @functools.partial(cr.jit, static_argnums=(1,))
+    def scaled(tree, mode, factor=2.0):
+        total = cnp.sum(tree["x"]) if mode == "sum" else cnp.max(tree["x"])
+        return total * factor + tree["y"]
+
+    tree = {"x": np.arange(3.0), "y": np.array(1.0)}
+    assert scaled(tree, "sum") == 7.0 and scaled(tree, "sum") == 7.0
+    flattened = []
+    monkeypatch.setattr(
+        jit_module, "tree_flatten", lambda tree: flattened.append(1) or cr.tree_flatten(tree)
+    )
+    assert scaled({"x": np.arange(3.0) + 1, "y": np.array(0.0)}, "sum") == 12.0
+    assert not flattened and scaled.trace_count == 1  # replayed without a new signature
+    assert scaled(tree, "max") == 5.0 and scaled.trace_count == 2  # another static value
+    assert scaled(tree, "sum", 3.0) == 10.0 and scaled.trace_count == 3  # another arity
+    assert scaled(tree, "sum") == 7.0 and scaled.trace_count == 3  # the first program again
+    with pytest.raises(TypeError, match="hashable"):
+        scaled(tree, ["sum"])
+
+
 def test_a_python_decision_on_a_traced_value_is_refused_with_the_function_named():
     def decides(x):
         if cnp.sum(x) > 0:

@@ -707,28 +707,26 @@ class Jitted:
         return static, static_positions, (traced_args, traced_kwargs)
 
     def __call__(self, *args, **kwargs):
-        if not kwargs and not self.static_argnums:
-            # The usual call, positional arrays only (every call of a jitted gradient in a loop):
-            # the signature straight from the arguments, without flattening them as a pytree.
-            flat_key = _flat_key(args)
-            if flat_key is not None:
-                entry = self._programs.get(flat_key)
-                if entry is not None:
-                    program, out_def = entry
-                    outputs = program.call(args)
-                    return (
-                        outputs[0] if out_def.kind == "leaf" else tree_unflatten(out_def, outputs)
-                    )
-            elif self._last is not None:
-                # Pytrees of arrays (a training step's params and state): checked against the
-                # last call's structure and leaves in one walk, without a new TreeDef or key.
-                structure, checks, input_positions, (program, out_def) = self._last
-                leaves = leaves_like(args, structure)
-                if leaves is not None and leaves_match(leaves, checks):
-                    inputs = [leaves[position] for position in input_positions]
-                    return tree_unflatten(out_def, program.call(inputs))
-        else:
-            flat_key = None
+        flat_key = None
+        if not kwargs:
+            if not self.static_argnums:
+                # The usual call, positional arrays only (every call of a jitted gradient in a
+                # loop): the signature straight from the arguments, without a pytree flatten.
+                flat_key = _flat_key(args)
+                if flat_key is not None:
+                    entry = self._programs.get(flat_key)
+                    if entry is not None:
+                        program, out_def = entry
+                        outputs = program.call(args)
+                        return (
+                            outputs[0]
+                            if out_def.kind == "leaf"
+                            else tree_unflatten(out_def, outputs)
+                        )
+            if flat_key is None:
+                result = self._like_last_call(args)
+                if result is not _MISS:
+                    return result
         static, static_positions, traced = self._split(args, kwargs)
         leaves, treedef = tree_flatten(traced)
         signature = []
@@ -754,16 +752,38 @@ class Jitted:
             self._programs[key] = (program, out_def)
             if flat_key is not None:
                 self._programs[flat_key] = (program, out_def)
-            elif not kwargs and not self.static_argnums:
-                self._last = _last_call(treedef.children[0], leaves, (program, out_def))
+            elif not kwargs:
+                self._last = _last_call(args, static, treedef, leaves, (program, out_def))
             if not any(isinstance(value, Tracer) for value in inputs):
                 # The staged values were the real ones: this call's result is already computed.
                 return tree_unflatten(out_def, staged_outputs)
         else:
             program, out_def = entry
-        if flat_key is None and not kwargs and not self.static_argnums:
-            self._last = _last_call(treedef.children[0], leaves, (program, out_def))
+        if flat_key is None and not kwargs:
+            self._last = _last_call(args, static, treedef, leaves, (program, out_def))
         return tree_unflatten(out_def, program.call(inputs))
+
+    def _like_last_call(self, args):
+        """The result for positional ``args`` (pytrees of arrays, static arguments among them)
+        when they match the last such call, checked in one walk without a new TreeDef or
+        signature key (a training step's params and state on every step); else ``_MISS``."""
+        last = self._last
+        if last is None:
+            return _MISS
+        count, static, structure, checks, input_positions, (program, out_def) = last
+        if len(args) != count:
+            return _MISS
+        if static:
+            for position, value in static:
+                arg = args[position]
+                if not (arg is value or (type(arg) is type(value) and arg == value)):
+                    return _MISS
+            positions = {position for position, _ in static}
+            args = tuple(arg for position, arg in enumerate(args) if position not in positions)
+        leaves = leaves_like(args, structure)
+        if leaves is None or not leaves_match(leaves, checks):
+            return _MISS
+        return tree_unflatten(out_def, program.call([leaves[i] for i in input_positions]))
 
     def _stage(self, args, kwargs, static_positions, leaves, treedef):
         self.trace_count += 1
@@ -814,11 +834,16 @@ def _flat_key(args):
     return tuple(key)
 
 
-def _last_call(structure, leaves, entry) -> tuple | None:
-    """What the next call of the same structure checks to reuse ``entry`` (see
-    :func:`~chainrule.transforms.pytree.leaves_match`): the arguments' structure, per leaf its
-    (shape, dtype) or its static value, the positions of the inputs; None where some leaf is not
-    a NumPy array or scalar (a tracer, a device array), which takes the general path."""
+#: What :meth:`Jitted._like_last_call` returns when the call does not match the last one.
+_MISS = object()
+
+
+def _last_call(args, static, treedef, leaves, entry) -> tuple | None:
+    """What the next positional call checks to reuse ``entry`` (see
+    :func:`~chainrule.transforms.pytree.leaves_match`): the number of arguments, the static
+    ones, the structure of the others, per leaf its (shape, dtype) or its static value, the
+    positions of the inputs; None where some leaf is not a NumPy array or scalar (a tracer, a
+    device array), which takes the general path."""
     checks: list[tuple] = []
     input_positions = []
     for position, leaf in enumerate(leaves):
@@ -829,7 +854,7 @@ def _last_call(structure, leaves, entry) -> tuple | None:
             input_positions.append(position)
         else:
             return None
-    return structure, checks, input_positions, entry
+    return len(args), static, treedef.children[0], checks, input_positions, entry
 
 
 def jit(
