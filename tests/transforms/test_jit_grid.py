@@ -34,6 +34,16 @@ def _equal(got, expected, what):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=f"{what}, leaf {i}")
 
 
+def _equal_compiled(jitted, args, expected):
+    """The compiled function of ``jitted``'s program, called directly on ``args``'s arrays,
+    gives ``expected`` (not a fallback to the interpreter after an error in the generated
+    code)."""
+    (program,) = {id(entry[0]): entry[0] for entry in jitted._programs.values()}.values()
+    assert program.replay is not None
+    inputs = [leaf for leaf in cr.tree_leaves(args) if hasattr(leaf, "shape")]
+    _equal(program.replay(*inputs), cr.tree_leaves(expected), "the compiled function")
+
+
 @pytest.fixture(params=["interpreted", "compiled"])
 def replay(request, monkeypatch):
     """Each case twice: replayed equation by equation, and compiled into one function from the
@@ -57,6 +67,8 @@ def test_jit_forward_gradient_and_jvp_equal_eager_bit_for_bit(case, replay):
     _equal(jitted(*args), fun(*args), "forward, replayed")
     compiled = [program.replay is not None for program, _ in jitted._programs.values()]
     assert all(compiled) if replay == "compiled" else not any(compiled)
+    if replay == "compiled":  # the generated function itself, not a fallback to the interpreter
+        _equal_compiled(jitted, args, fun(*args))
 
     rng = np.random.default_rng(7)
     weights = [rng.standard_normal(np.shape(leaf)) for leaf in cr.tree_leaves(fun(*args))]
@@ -69,6 +81,8 @@ def test_jit_forward_gradient_and_jvp_equal_eager_bit_for_bit(case, replay):
     gradient = cr.jit(cr.grad(loss, argnums=argnums))
     gradient(*staged_on)
     _equal(gradient(*args), cr.grad(loss, argnums=argnums)(*args), "jit(grad), replayed")
+    if replay == "compiled":
+        _equal_compiled(gradient, args, cr.grad(loss, argnums=argnums)(*args))
 
     def jitted_loss(*args):
         leaves = cr.tree_leaves(jitted(*args))
