@@ -1,4 +1,4 @@
-"""Per-example gradients, four ways: chainrule.vmap, a Python loop of grad, PyTorch, by hand.
+"""Per-example gradients, five ways: chainrule.vmap (jitted or not), a loop of grad, PyTorch, hand.
 
 Run with ``python benchmarks/bench_vmap.py [--quick]``. The digits MLP (64-256-256-10, ReLU,
 softmax cross-entropy, float32) and a batch of 128 examples; the loss is written for ONE example
@@ -10,6 +10,7 @@ batch axis of 128):
   weight gradients as one batched outer product each (``einsum("bi,bj->bij")``), the floor;
 * ``chainrule.vmap(chainrule.grad(loss), in_axes=(None, 0, 0))(params, x, y)``: one pass over
   the batch, every primitive through its batching rule;
+* the same under ``chainrule.jit``: staged once, then replayed as one compiled program;
 * a Python loop of ``chainrule.grad(loss)`` over the 128 examples, stacked: what vmap replaces;
 * ``torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0, 0))`` when PyTorch is installed
   (an optional peer, ``make bench-peers``); without it its row is skipped, with a line saying so.
@@ -125,6 +126,7 @@ def contenders_for(params, x, y):
     contenders = {
         "hand NumPy": (hand_per_example_grads, params, x, y),
         "chainrule vmap(grad)": (chainrule_vmap(), params, x, y),
+        "chainrule jit(vmap(grad))": (cr.jit(chainrule_vmap()), params, x, y),
         "chainrule loop of grad": (chainrule_loop(), params, x, y),
     }
     if torch is not None:
