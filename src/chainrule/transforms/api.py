@@ -46,16 +46,10 @@ def _lift_tensor(leaf, level, transform):
 
 def lift_tree(tree, level, transform):
     """``(lifted, treedef, leaves)``: ``tree`` with every leaf lifted to a tensor of ``level``
-    (checked by :func:`_as_value`), its structure, and the lifted leaves in order. This is how
-    ``grad``, ``vjp`` and ``jacrev`` watch an argument, on every call, so a float NumPy leaf is
-    checked inline."""
+    (checked by :func:`_as_value`), its structure, and the lifted leaves in order: how
+    ``grad``, ``vjp`` and ``jacrev`` watch an argument, on every call."""
     leaves, treedef = tree_flatten(tree)
-    numpy_namespace = arraylib.ns is xp
-    lifted = []
-    for leaf in leaves:
-        if not (type(leaf) is ndarray and numpy_namespace and leaf.dtype.kind in "fc"):
-            leaf = _as_value(leaf, transform)
-        lifted.append(traced_leaf(leaf, level))
+    lifted = [traced_leaf(_as_value(leaf, transform), level) for leaf in leaves]
     return tree_unflatten(treedef, lifted), treedef, lifted
 
 
