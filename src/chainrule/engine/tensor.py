@@ -79,16 +79,9 @@ def _result(out, level, prim, args, params, record):
 def traced_leaf(data, level):
     """A leaf of level ``level`` that requires grad, holding ``data`` as it is: how the
     transforms lift the arguments they differentiate (checked by them, so without
-    ``__init__``'s conversion and checks). Every call of ``grad`` makes one per leaf of its
-    arguments, so the slots are set here directly."""
-    leaf = _new(Tensor)
-    leaf.data = data
-    leaf.grad = None
+    ``__init__``'s conversion and checks)."""
+    leaf = _result(data, level, None, None, None, False)
     leaf.requires_grad = True
-    leaf._level = level
-    leaf._prim = None
-    leaf._args = None
-    leaf._params = None
     leaf._stamp = _epoch  # as Tensor() stamps a leaf; a leaf's stamp is never compared
     return leaf
 
