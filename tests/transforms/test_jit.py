@@ -420,12 +420,68 @@ def test_a_compiled_replay_writes_elementwise_results_into_dying_arrays_only(mon
         np.testing.assert_array_equal(w, w_before)
         x, w = x + 0.5, w - 0.25
     (program,) = {id(program): program for program, _ in jitted._programs.values()}.values()
-    writers, writable = jit_module._in_place_slots(program)
+    equations = program.needed_with_frees(jit_module._without_views(program))
+    writers, writable = jit_module._in_place_slots(program, equations)
     names = {equation[5]: equation[0].name for equation in program.equations}
     assert {names[slot] for slot in writable} == {"matmul", "add", "tanh", "exp"}
     viewed = [equation[2][0] for equation in program.equations if equation[0].name == "transpose"]
     assert names[viewed[0]] == "multiply" and viewed[0] not in writable
     assert not writable & set(program.outputs) and writers
+
+
+def _compiled_names(jitted):
+    """The primitive names of the equations that ``jitted``'s one program compiles to."""
+    (program,) = {id(program): program for program, _ in jitted._programs.values()}.values()
+    equations = program.needed_with_frees(jit_module._without_views(program))
+    return [equation[0].name for equation in equations if equation[0] is not None]
+
+
+def test_a_compiled_replay_drops_the_views_its_elementwise_readers_do_not_need(monkeypatch):
+    monkeypatch.setattr(jit_module, "_COMPILE_AFTER", 1)
+    rng = np.random.default_rng(4)
+    column, grid = rng.standard_normal((3, 1)), rng.standard_normal((3, 4))
+
+    def broadcast_then_elementwise(c, g):
+        wide = cnp.broadcast_to(c, (3, 4))  # the ufuncs broadcast c themselves: not needed
+        flat = cnp.reshape(cnp.reshape(g, (4, 3)), (12,))  # one reshape of g
+        back = cnp.reshape(cnp.reshape(c, (1, 3)), (3, 1))  # c itself
+        return cnp.sum(wide * g + 1.0), flat * 2.0, back - c
+
+    def views_that_stay(c, g, s):
+        wide = cnp.broadcast_to(c, (3, 4))
+        both = wide + wide  # c + c would be (3, 1): this broadcast is needed
+        scalar_wide = cnp.broadcast_to(s, (3, 4))  # a 0-d array: NumPy 1 promotes it by value
+        shown = cnp.broadcast_to(c, (2, 3, 4))  # an output stays the view it was staged as
+        return both * 1.0, scalar_wide * g.astype(np.float32), shown
+
+    cases = [
+        (broadcast_then_elementwise, (column, grid), ["broadcast_to"], ["reshape"]),
+        (views_that_stay, (column, grid, np.float64(2.0)), [], ["broadcast_to"] * 3),
+    ]
+    for fun, args, dropped, kept in cases:
+        jitted = cr.jit(fun)
+        for _ in range(3):  # staged, then compiled replays
+            _equal_trees(jitted(*args), fun(*args))
+        names = _compiled_names(jitted)
+        assert not set(dropped) & set(names)
+        for name in set(kept):
+            assert names.count(name) == kept.count(name), (fun.__name__, names)
+        (program,) = {id(program): program for program, _ in jitted._programs.values()}.values()
+        # The generated function itself, which returns the output leaves:
+        _equal_trees(program.replay(*args), cr.tree_flatten(fun(*args))[0])
+        args = tuple(arg + 0.5 for arg in args)
+        _equal_trees(jitted(*args), fun(*args))
+
+    # The gradient program of a sum over an axis (gradbench particle's potential): its
+    # cotangent's broadcasts go, and the gradient keeps its bits at every replay.
+    def potential(x, charges):
+        return cnp.sum(cnp.sum((x - charges) ** 2, axis=1) ** -0.5)
+
+    field = cr.jit(cr.grad(potential))
+    x, charges = np.array([0.3, 2.0]), rng.standard_normal((2, 2)) + 3.0
+    for _ in range(3):
+        _equal_trees(field(x, charges), cr.grad(potential)(x, charges))
+    assert "broadcast_to" not in _compiled_names(field)
 
 
 def test_a_deep_chain_stages_replays_and_differentiates_without_recursion():

@@ -64,6 +64,7 @@ from ..engine.array_methods import ArrayOperators
 from ..engine.arraylib import ndarray, xp
 from ..engine.batching import Batched, unbatch
 from ..engine.core import Tracer, apply, compare, evaluate, new_level, state, strip
+from ..engine.primitives.shapes import BROADCAST_TO, RESHAPE
 from ..engine.table import Primitive
 from ..engine.tensor import Tensor
 from .api import jvp, vjp
@@ -173,6 +174,7 @@ class _Program:
         self.output_meta: list = []  # (shape, dtype) of each output
         self._traced_verdicts: dict = {}  # which inputs are traced -> use as_primitive or not
         self.input_dtypes: list = []
+        self.input_shapes: list = []  # the staged shape of each input slot
         self.replay: Callable | None = None  # the equations as one function (see _compiled)
         self.plain_runs = 0  # replays on plain arrays before there was one
         self.arrays: dict = {}  # computed slot -> (shape, dtype) where it was a NumPy array
@@ -271,9 +273,15 @@ class _Program:
             (ops.shape(leaf), getattr(leaf, "dtype", None)) for leaf in output_leaves
         ]
         self._share_common_work()
+        self.equations = self.needed_with_frees(self.equations)
+        self.constant_slots.clear()
+
+    def needed_with_frees(self, equations: list) -> list:
+        """Of ``equations`` (in the staged form, without slots freed), those the outputs need,
+        each with the computed slots read there for the last time appended."""
         needed = set(self.outputs)
         kept = []
-        for equation in reversed(self.equations):
+        for equation in reversed(equations):
             if equation[5] in needed:
                 kept.append(equation)
                 needed.update(_reads(equation))
@@ -290,8 +298,7 @@ class _Program:
             seen.update(reads)
             finished.append((*equation, frees))
         finished.reverse()
-        self.equations = finished
-        self.constant_slots.clear()
+        return finished
 
     def _share_common_work(self) -> None:
         """Common subexpressions: an equation that applies the same primitive to the same slots
@@ -547,7 +554,8 @@ def _compiled(program: _Program) -> Callable:
     (or the recorded call) on local variables, and a ``del`` where a value is read for the last
     time. This is :meth:`_Program._run_plain` without the interpreter: no loop over equations,
     no slot lists, no parameter dicts unpacked, so a replay costs little more than its
-    primitives' own calls. The same forwards on the same operands: the same bits."""
+    primitives' own calls. The same forwards on the same operands, less the views their readers
+    do not need (:func:`_without_views`): the same bits."""
     names: dict = {"_with_values": _with_values}
 
     def ref(slot):
@@ -561,8 +569,9 @@ def _compiled(program: _Program) -> Callable:
 
     inputs = ", ".join(f"a{slot}" for slot in range(program.inputs))
     lines = [f"def replay({inputs}):"]
-    writers, writable = _in_place_slots(program)
-    for index, (prim, call, slots, params, param_slots, out, frees) in enumerate(program.equations):
+    equations = program.needed_with_frees(_without_views(program))
+    writers, writable = _in_place_slots(program, equations)
+    for index, (prim, call, slots, params, param_slots, out, frees) in enumerate(equations):
         names[f"f{index}"] = call if prim is None else prim.forward
         operands = [ref(slot) for slot in slots]
         if out in writers:  # an elementwise result: into an operand's dying buffer, if any
@@ -590,7 +599,97 @@ def _compiled(program: _Program) -> Callable:
     return names["replay"]
 
 
-def _in_place_slots(program: _Program) -> tuple[set, set]:
+def _without_views(program: _Program) -> list:
+    """``program``'s equations (in the staged form, without the slots freed) for a compiled
+    replay, less two kinds of view that their readers do not need, every later operand read
+    through what replaced them:
+
+    * a ``broadcast_to`` whose every reader is an elementwise ufunc (``matmul`` aside) that gets
+      the same result shape from the unbroadcast array, which it broadcasts itself: a sum's VJP
+      broadcasts its cotangent so, and ``np.broadcast_to`` builds an iterator, about 2 µs, more
+      than the ufunc itself on small arrays;
+    * a ``reshape`` of a ``reshape``, which reshapes the first one's operand instead, or is that
+      operand itself where it has the final shape already (a sum's VJP over an axis and the
+      unbroadcast after it make such pairs).
+
+    Only arrays of a known shape and dtype (computed NumPy arrays of one dimension or more, and
+    inputs) take a view's place, never a Python number (whose dtype would give way), and outputs
+    stay as staged. An elementwise result is computed element by element from the same
+    operands whether they were broadcast before or by the ufunc: the same bits."""
+    readers: dict = {}
+    for equation in program.equations:
+        for slot in _reads(equation):
+            readers.setdefault(slot, []).append(equation)
+    outputs = set(program.outputs)
+    alias: dict = {}  # the slot of an elided view -> the slot read in its place
+    reshaped_from: dict = {}  # the slot of a kept reshape -> its operand
+    kept = []
+    for prim, call, slots, params, param_slots, out, _ in program.equations:
+        slots = tuple(alias.get(slot, slot) for slot in slots)
+        if param_slots is not None:
+            param_slots = tuple((n, m, alias.get(slot, slot)) for n, m, slot in param_slots)
+        if prim is RESHAPE and out not in outputs:
+            source = reshaped_from.get(slots[0])
+            if source is not None:
+                shape = _array_shape(program, source)
+                if shape is not None and shape == _shape_of(program, out):
+                    alias[out] = source
+                    continue
+                slots = (source,)
+            reshaped_from[out] = slots[0]
+        elif (
+            prim is BROADCAST_TO
+            and out not in outputs
+            and _array_shape(program, slots[0]) is not None
+            and _broadcast_by_readers(program, readers.get(out, ()), out, slots[0], alias)
+        ):
+            alias[out] = slots[0]
+            continue
+        kept.append((prim, call, slots, params, param_slots, out))
+    return kept
+
+
+def _shape_of(program: _Program, slot: int):
+    """The staged shape of ``slot``'s value: an input's, a computed NumPy array's or a
+    constant's; None for any other computed value."""
+    if slot < program.inputs:
+        return program.input_shapes[slot]
+    meta = program.arrays.get(slot)
+    if meta is not None:
+        return meta[0]
+    constant = program.values[slot]
+    return None if constant is None else xp.shape(constant)
+
+
+def _array_shape(program: _Program, slot: int):
+    """The staged shape of ``slot`` where it holds an input or a computed NumPy array of one
+    dimension or more (whose dtype stays what it is next to any operand); else None."""
+    shape = program.input_shapes[slot] if slot < program.inputs else None
+    if slot in program.arrays:
+        shape = program.arrays[slot][0]
+    return shape if shape else None
+
+
+def _broadcast_by_readers(program: _Program, readers, view, source, alias) -> bool:
+    """Whether every equation of ``readers`` is an elementwise ufunc without parameters reading
+    ``view`` as an operand, whose staged result shape it gets with ``source`` in ``view``'s
+    place (and the views elided so far, ``alias``, in theirs)."""
+    for prim, _, slots, params, param_slots, out, _ in readers:
+        forward = None if prim is None else prim.forward
+        if not isinstance(forward, xp.ufunc) or forward is xp.matmul or params or param_slots:
+            return False
+        operands = []
+        for slot in slots:
+            shape = _shape_of(program, source if slot == view else alias.get(slot, slot))
+            if shape is None:
+                return False
+            operands.append(shape)
+        if out not in program.arrays or xp.broadcast_shapes(*operands) != program.arrays[out][0]:
+            return False
+    return True
+
+
+def _in_place_slots(program: _Program, equations: list) -> tuple[set, set]:
     """``(writers, writable)``: the slots of elementwise results that a compiled replay may
     write into an operand's array where that operand is read for the last time (as NumPy's
     in-place ufuncs do, with the bits of the out-of-place call), and the computed slots whose
@@ -602,7 +701,7 @@ def _in_place_slots(program: _Program) -> tuple[set, set]:
     128 KiB activations, each new one costs page faults."""
     fresh = set()
     writers = set()
-    for prim, _, _, params, param_slots, out, _ in program.equations:
+    for prim, _, _, params, param_slots, out, _ in equations:
         forward = None if prim is None else prim.forward
         if (
             isinstance(forward, xp.ufunc)
@@ -614,7 +713,7 @@ def _in_place_slots(program: _Program) -> tuple[set, set]:
             if forward is not xp.matmul:
                 writers.add(out)
     writable = fresh - set(program.outputs)
-    for equation in program.equations:
+    for equation in equations:
         if equation[5] not in fresh:
             writable -= _reads(equation)  # a reader that may keep a view
     return writers, writable
@@ -796,6 +895,7 @@ class Jitted:
                 value = _staging_value(leaf)
                 staged_leaves.append(_Staged(value, program, slot))
                 program.input_dtypes.append(value.dtype)
+                program.input_shapes.append(ops.shape(value))
                 slot += 1
             else:
                 staged_leaves.append(leaf)
