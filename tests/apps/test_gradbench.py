@@ -16,7 +16,7 @@ import pytest
 
 import chainrule as cr
 import chainrule.transforms.numerical as numerical
-from chainrule.apps.gradbench import ba, descent, ht, lstm, particle, saddle
+from chainrule.apps.gradbench import ba, descent, ht, lstm, particle, protocol, saddle
 from chainrule.apps.gradbench.protocol import handle, run_repeatedly
 from chainrule.apps.gradbench.registry import MODULES
 
@@ -109,6 +109,37 @@ def test_runs_honour_min_runs_and_min_seconds():
     evaluations = [t["nanoseconds"] for t in timings if t["name"] == "evaluate"]
     assert sum(evaluations) >= 0.05e9 and len(evaluations) > 1
     assert all(isinstance(t["nanoseconds"], int) and t["nanoseconds"] >= 0 for t in timings)
+
+
+@pytest.mark.parametrize("encoder", ["orjson", "json"])
+def test_messages_read_and_responses_written_alike_by_either_encoder(encoder, monkeypatch):
+    """With ``orjson`` (the gradbench extra) or without it, every value reads and writes as the
+    ``json`` module has it: floats to the last bit, NaN and infinities, big integers, errors."""
+    if encoder == "orjson":
+        pytest.importorskip("orjson")
+    else:
+        monkeypatch.setattr(protocol, "orjson", None)
+    rng = np.random.default_rng(0)
+    numbers = (rng.standard_normal(1000) * 10.0 ** rng.integers(-300, 300, 1000)).tolist()
+    numbers += [5e-324, 1.7976931348623157e308, -0.0, 0.1, 1e-6, 123456789.0]
+    line = json.dumps({"id": 7, "kind": "evaluate", "input": {"x": numbers, "n": 2**70}})
+    assert protocol.read_message(line) == json.loads(line)
+    read = protocol.read_message(line)["input"]["x"]
+    assert np.array_equal(np.array(read).view(np.int64), np.array(numbers).view(np.int64))
+    assert math.isnan(protocol.read_message('{"x": NaN}')["x"])  # json's extension
+    with pytest.raises(json.JSONDecodeError):
+        protocol.read_message('{"id": 1, "kind"')
+    for response in [
+        {"id": 1, "success": True, "output": numbers, "timings": [{"name": "evaluate"}]},
+        {"id": 2, "output": [1.0, float("nan"), float("inf"), -float("inf")]},
+        {"id": 3, "output": 2**70, "error": None},
+        {"id": 4, "output": np.float64(0.5).item(), "tool": "chainrule"},
+    ]:
+        text = protocol.write_response(response)
+        assert "\n" not in text
+        np.testing.assert_equal(json.loads(text), json.loads(json.dumps(response)))  # NaN too
+    written = protocol.write_response({"id": 2, "output": [float("nan"), float("inf")]})
+    assert written == json.dumps({"id": 2, "output": [float("nan"), float("inf")]})  # not null
 
 
 def test_end_to_end_session_over_stdin_and_stdout():
