@@ -664,10 +664,9 @@ def _shape_of(program: _Program, slot: int):
 def _array_shape(program: _Program, slot: int):
     """The staged shape of ``slot`` where it holds an input or a computed NumPy array of one
     dimension or more (whose dtype stays what it is next to any operand); else None."""
-    shape = program.input_shapes[slot] if slot < program.inputs else None
-    if slot in program.arrays:
-        shape = program.arrays[slot][0]
-    return shape if shape else None
+    if slot >= program.inputs and slot not in program.arrays:
+        return None
+    return _shape_of(program, slot) or None
 
 
 def _broadcast_by_readers(program: _Program, readers, view, source, alias) -> bool:
