@@ -25,6 +25,10 @@ from .primitives import SUM, TABLE
 
 RESHAPE = TABLE["reshape"]
 
+#: Whether the host allocator's policy (chainrule.util.host_memory) is still to be applied: once,
+#: at the first backward pass, the first time a tape is freed.
+_allocator_policy_pending = True
+
 
 class _Freed:
     """Marks a node whose graph was released by a backward pass without ``retain_graph``."""
@@ -128,6 +132,12 @@ def backward_pass(roots, cotangents, *, epoch, retain_graph=False, create_graph=
     common steps (a node of two operands, a fan-out sum) are written inline rather than as
     helper calls.
     """
+    global _allocator_policy_pending
+    if _allocator_policy_pending:  # once per process: keep freed tapes mapped for the next call
+        _allocator_policy_pending = False
+        from ..util.host_memory import apply_default_policy  # noqa: PLC0415  (first pass only)
+
+        apply_default_policy()
     Tensor = type(roots[0])  # noqa: N806 (the node type; a class)
     level = roots[0]._level
     consumers = _count_consumers(roots, level, Tensor)
