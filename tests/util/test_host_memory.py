@@ -92,7 +92,13 @@ def test_a_setting_that_is_not_a_size_is_named_in_the_error():
 
 @pytest.mark.parametrize(
     ("text", "size"),
-    [("1048576", 1 << 20), ("512M", 512 << 20), ("2G", 2 << 30), ("64k", 64 << 10), ("1GiB", 1 << 30)],
+    [
+        ("1048576", 1 << 20),
+        ("512M", 512 << 20),
+        ("2G", 2 << 30),
+        ("64k", 64 << 10),
+        ("1GiB", 1 << 30),
+    ],
 )
 def test_sizes_are_read_with_binary_suffixes(text, size):
     assert host_memory.parse_size(text) == size

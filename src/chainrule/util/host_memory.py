@@ -13,8 +13,9 @@ kept; the digits training step fell into that mode or not depending on the order
 allocations, 222 faults and 1.67x hand-written NumPy against 3 faults and 1.09x.
 
 What this module does: fix the mmap threshold at glibc's largest (32 MiB), so that arrays up to
-that size come from the heap, and raise the trim threshold to a limit (1 GiB by default), so that
-up to that much free heap stays mapped for the next call. It changes the whole process's
+that size come from the heap, and raise the trim threshold to a limit (by default an eighth of the
+machine's memory, at most the 2 GiB that ``mallopt`` takes), so that up to that much free heap
+stays mapped for the next call. It changes the whole process's
 allocator, as NumPy's own hugepage advice does at import, and only on glibc; elsewhere it does
 nothing. The engine applies :func:`apply_default_policy` once, at the first backward pass; set
 the environment variable ``CHAINRULE_KEEP_FREED_MEMORY`` to ``0`` to leave the allocator as it
@@ -31,17 +32,27 @@ import sys
 #: The environment variable read by :func:`apply_default_policy`.
 ENVIRONMENT_VARIABLE = "CHAINRULE_KEEP_FREED_MEMORY"
 
-#: How much free heap stays mapped by default.
-DEFAULT_LIMIT = 1 << 30
-
-#: glibc's largest mmap threshold on 64-bit systems (``DEFAULT_MMAP_THRESHOLD_MAX``): blocks up to
-#: this size are served from the heap, whose freed memory the trim threshold keeps.
-MMAP_THRESHOLD = 32 << 20
-
 # mallopt's parameter numbers (glibc's malloc.h) and the largest value its int argument takes.
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _INT_MAX = 2**31 - 1
+
+
+def _default_limit() -> int:
+    """An eighth of the machine's memory, at most what mallopt takes (1 GiB where unknown)."""
+    try:
+        physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return 1 << 30
+    return min(_INT_MAX, physical // 8) if physical > 0 else 1 << 30
+
+
+#: How much free heap stays mapped by default: an eighth of the memory, at most 2 GiB - 1.
+DEFAULT_LIMIT = _default_limit()
+
+#: glibc's largest mmap threshold on 64-bit systems (``DEFAULT_MMAP_THRESHOLD_MAX``): blocks up to
+#: this size are served from the heap, whose freed memory the trim threshold keeps.
+MMAP_THRESHOLD = 32 << 20
 
 _SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
@@ -67,7 +78,9 @@ def keep_freed_memory(limit: int = DEFAULT_LIMIT) -> bool:
     glibc (musl's ``mallopt`` refuses, macOS has none). Process-wide, and not undone: glibc has
     no call that restores its self-adjusting thresholds once they are set."""
     if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= _INT_MAX:
-        raise ValueError(f"keep_freed_memory: limit must be bytes in [0, {_INT_MAX}], got {limit!r}")
+        raise ValueError(
+            f"keep_freed_memory: limit must be bytes in [0, {_INT_MAX}], got {limit!r}"
+        )
     mallopt = _mallopt()
     if mallopt is None:
         return False
@@ -98,16 +111,19 @@ def parse_size(text: str) -> int:
     try:
         value = float(number) * _SUFFIXES[suffix]
     except ValueError:
-        raise ValueError(f"not a size: {text!r} (write bytes, or a number with K, M or G)") from None
+        raise ValueError(
+            f"not a size: {text!r} (write bytes, or a number with K, M or G)"
+        ) from None
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"not a size: {text!r} (a size is a finite number, 0 or more)")
     return int(value)
 
 
 def apply_default_policy() -> bool:
-    """:func:`keep_freed_memory` with the limit that ``CHAINRULE_KEEP_FREED_MEMORY`` names (1 GiB
-    when unset; ``0``, ``off`` or ``no`` leave the allocator alone). Returns whether a limit was
-    set. A value that is not a size raises a ValueError naming the variable."""
+    """:func:`keep_freed_memory` with the limit that ``CHAINRULE_KEEP_FREED_MEMORY`` names
+    (:data:`DEFAULT_LIMIT` when unset; ``0``, ``off`` or ``no`` leave the allocator alone).
+    Returns whether a limit was set. A value that is not a size raises a ValueError naming the
+    variable."""
     setting = os.environ.get(ENVIRONMENT_VARIABLE)
     if setting is None or not setting.strip():
         return keep_freed_memory(DEFAULT_LIMIT)
