@@ -33,6 +33,7 @@ import numpy as np
 import chainrule as cr
 import chainrule.numpy as cnp
 from bench_engine import (
+    allocator_description,
     blas_description,
     measure,
     median,
@@ -258,7 +259,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="fewer, shorter repetitions")
     args = parser.parse_args(argv)
     repeats, budget = (3, 0.05) if args.quick else (9, 0.2)
-    print(f"NumPy {np.__version__}: {blas_description()}")
+    print(f"NumPy {np.__version__}: {blas_description()} | {allocator_description()}")
     if torch is not None:
         torch.set_num_threads(1)
     names, rows = None, []
