@@ -15,13 +15,16 @@ import importlib
 
 #: The names of :mod:`.files` readable from the package, as before it loaded lazily.
 _FILES_NAMES = frozenset({"atomic_write_bytes", "atomic_write_text", "read_json", "write_json"})
-
-__all__ = sorted(_FILES_NAMES)
+_SUBMODULES = frozenset({"files", "host_memory", "lookup"})
 
 
 def __getattr__(name: str):
     if name in _FILES_NAMES:
         return getattr(importlib.import_module(f"{__name__}.files"), name)
-    if name in ("files", "host_memory", "lookup"):
+    if name in _SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _FILES_NAMES | _SUBMODULES)
