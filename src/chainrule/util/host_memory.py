@@ -13,13 +13,16 @@ kept; the digits training step fell into that mode or not depending on the order
 allocations, 222 faults and 1.67x hand-written NumPy against 3 faults and 1.09x.
 
 What this module does: fix the mmap threshold at glibc's largest (32 MiB), so that arrays up to
-that size come from the heap, and raise the trim threshold to a limit (by default an eighth of the
-machine's memory, at most the 2 GiB that ``mallopt`` takes), so that up to that much free heap
-stays mapped for the next call. It changes the whole process's
-allocator, as NumPy's own hugepage advice does at import, and only on glibc; elsewhere it does
-nothing. The engine applies :func:`apply_default_policy` once, at the first backward pass; set
-the environment variable ``CHAINRULE_KEEP_FREED_MEMORY`` to ``0`` to leave the allocator as it
-is, or to a size (``512M``, ``2G``, a number of bytes) for another limit.
+that size come from the heap, and raise the trim threshold to a limit (by default an eighth of
+the machine's memory, at most the 2 GiB that ``mallopt`` takes; a larger setting is capped
+there), so that up to that much free heap stays mapped for the next call. It changes the whole
+process's allocator, as NumPy's own hugepage advice does at import, and only on glibc; elsewhere
+it does nothing. A process then stays at its peak resident size between steps instead of
+dropping below it; it never needs more than that peak.
+
+The engine applies :func:`apply_default_policy` once, at the first backward pass; set the
+environment variable ``CHAINRULE_KEEP_FREED_MEMORY`` to ``0`` to leave the allocator as it is,
+or to a size (``512M``, ``2G``, a number of bytes) for another limit.
 """
 
 from __future__ import annotations
@@ -121,7 +124,8 @@ def parse_size(text: str) -> int:
 
 def apply_default_policy() -> bool:
     """:func:`keep_freed_memory` with the limit that ``CHAINRULE_KEEP_FREED_MEMORY`` names
-    (:data:`DEFAULT_LIMIT` when unset; ``0``, ``off`` or ``no`` leave the allocator alone).
+    (:data:`DEFAULT_LIMIT` when unset; ``0``, ``off``, ``no`` or ``false`` leave the allocator
+    alone).
     Returns whether a limit was set. A value that is not a size raises a ValueError naming the
     variable."""
     setting = os.environ.get(ENVIRONMENT_VARIABLE)
